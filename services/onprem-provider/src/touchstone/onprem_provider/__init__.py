@@ -1,0 +1,1 @@
+"""Touchstone onprem provider."""

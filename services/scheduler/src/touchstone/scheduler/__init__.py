@@ -1,0 +1,1 @@
+"""Touchstone scheduler."""

@@ -1,0 +1,1 @@
+"""The touchstone command line."""
