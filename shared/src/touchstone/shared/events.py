@@ -1,0 +1,296 @@
+"""Events: the facts Touchstone records, one JetStream message each.
+
+Every event is a small frozen pydantic model with an envelope (``event_id``, ``type``,
+``occurred_at``, ``aggregate_id``, ``correlation_id`` = submission id, ``causation_id``) and a
+past-tense name. Schema changes are additive only: new fields are optional.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from datetime import UTC, datetime
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+from touchstone.shared.subjects import task_aggregate_id
+
+Platform = Literal["onprem", "runpod", "any"]
+TaskKind = Literal["validation", "training"]
+FailureClass = Literal["infrastructure", "trainer", "permanent"]
+
+VALIDATION_TASK_ID = "validation"
+
+
+def new_id(prefix: str = "") -> str:
+    """A short url-safe id with no dots."""
+    return f"{prefix}{uuid.uuid4().hex[:12]}"
+
+
+def derived_id(*parts: str) -> str:
+    """A deterministic event id from its causes, so a redelivered cause yields the same id
+    and JetStream's duplicate window drops the second publish."""
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:32]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Event(BaseModel):
+    """The envelope every event carries."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+    aggregate: ClassVar[str]
+
+    event_id: str = Field(default_factory=lambda: uuid.uuid4().hex)
+    occurred_at: datetime = Field(default_factory=utcnow)
+    aggregate_id: str
+    correlation_id: str = Field(description="the submission this event belongs to")
+    causation_id: str | None = Field(default=None, description="the event or request that caused it")
+
+    @property
+    def event_type(self) -> str:
+        return type(self).__name__
+
+
+# --- submission ---------------------------------------------------------------------------
+
+
+class TaskSpec(BaseModel):
+    """What a task runs: the feature set's source and the trainer's settings."""
+
+    model_config = ConfigDict(frozen=True)
+
+    git_url: str
+    git_ref: str = "main"
+    feature_set_path: str = "."
+    config_file: str = "configs/default.toml"
+    trainer_ref: str = "main"
+    fetched_data_end_to: datetime | None = None
+    passthrough_args: tuple[str, ...] = ()
+
+
+class Schedule(BaseModel):
+    """An admin's training request for an accepted submission."""
+
+    model_config = ConfigDict(frozen=True)
+
+    config_file: str = "configs/default.toml"
+    trainer_ref: str = "main"
+    prediction_intervals: tuple[int, ...]
+    fetched_data_end_to: datetime | None = None
+    passthrough_args: tuple[str, ...] = ()
+    platform: Platform = "any"
+    gpu_type: str | None = None
+    priority: int = 0
+
+
+class SubmissionEvent(Event):
+    aggregate: ClassVar[str] = "submission"
+
+
+class SubmissionCreated(SubmissionEvent):
+    type: Literal["SubmissionCreated"] = "SubmissionCreated"
+    owner: str
+    name: str
+    git_url: str
+    git_ref: str = "main"
+    feature_set_path: str = "."
+
+
+class SubmissionValidated(SubmissionEvent):
+    type: Literal["SubmissionValidated"] = "SubmissionValidated"
+    passed: bool
+    report: dict[str, Any] = Field(default_factory=dict)
+    commit: str | None = None
+
+
+class SubmissionScheduled(SubmissionEvent):
+    type: Literal["SubmissionScheduled"] = "SubmissionScheduled"
+    schedule: Schedule
+    scheduled_by: str = ""
+
+
+class SubmissionStarted(SubmissionEvent):
+    type: Literal["SubmissionStarted"] = "SubmissionStarted"
+
+
+class SubmissionCompleted(SubmissionEvent):
+    type: Literal["SubmissionCompleted"] = "SubmissionCompleted"
+
+
+class SubmissionFailed(SubmissionEvent):
+    type: Literal["SubmissionFailed"] = "SubmissionFailed"
+    reason: str
+
+
+class SubmissionCancelRequested(SubmissionEvent):
+    type: Literal["SubmissionCancelRequested"] = "SubmissionCancelRequested"
+    requested_by: str = ""
+
+
+class SubmissionCancelled(SubmissionEvent):
+    type: Literal["SubmissionCancelled"] = "SubmissionCancelled"
+
+
+class SubmissionRetracted(SubmissionEvent):
+    type: Literal["SubmissionRetracted"] = "SubmissionRetracted"
+    retracted_by: str = ""
+
+
+# --- task ---------------------------------------------------------------------------------
+
+
+class TaskEvent(Event):
+    aggregate: ClassVar[str] = "task"
+
+    submission_id: str
+    task_id: str
+
+
+class TaskQueued(TaskEvent):
+    type: Literal["TaskQueued"] = "TaskQueued"
+    kind: TaskKind = "training"
+    spec: TaskSpec
+    prediction_interval: int | None = None
+    platform: Platform = "any"
+    gpu_type: str | None = None
+    priority: int = 0
+    attempt: int = 1
+    max_attempts: int = 3
+
+
+class TaskAssigned(TaskEvent):
+    type: Literal["TaskAssigned"] = "TaskAssigned"
+    attempt: int
+    platform: Literal["onprem", "runpod"]
+    placement: str = Field(description="host/slot for on-prem, the GPU type for RunPod")
+    gpu_type: str | None = None
+
+
+class ContainerLaunched(TaskEvent):
+    type: Literal["ContainerLaunched"] = "ContainerLaunched"
+    attempt: int
+    container_name: str
+    deployment_id: str = ""
+    cost_per_hour: float | None = None
+
+
+class ContainerReady(TaskEvent):
+    type: Literal["ContainerReady"] = "ContainerReady"
+    attempt: int
+
+
+class TrainingStarted(TaskEvent):
+    type: Literal["TrainingStarted"] = "TrainingStarted"
+    attempt: int
+
+
+class TrainingFinished(TaskEvent):
+    type: Literal["TrainingFinished"] = "TrainingFinished"
+    attempt: int
+    exit_code: int = 0
+    metrics: dict[str, Any] = Field(default_factory=dict)
+    artifacts: dict[str, str] = Field(default_factory=dict, description="name -> URI")
+    log_uri: str | None = None
+    report: dict[str, Any] | None = Field(default=None, description="a validation's report")
+    cost_usd: float | None = None
+
+
+class TaskFailed(TaskEvent):
+    type: Literal["TaskFailed"] = "TaskFailed"
+    attempt: int
+    reason: str
+    failure_class: FailureClass = "infrastructure"
+    log_snippet: str | None = None
+    log_uri: str | None = None
+
+
+class TaskRetried(TaskEvent):
+    type: Literal["TaskRetried"] = "TaskRetried"
+    attempt: int = Field(description="the new attempt's number")
+    not_before: datetime
+
+
+class TaskErrored(TaskEvent):
+    type: Literal["TaskErrored"] = "TaskErrored"
+    reason: str
+
+
+class TaskCancelled(TaskEvent):
+    type: Literal["TaskCancelled"] = "TaskCancelled"
+    reason: str = "cancelled"
+
+
+class ContainerTerminated(TaskEvent):
+    type: Literal["ContainerTerminated"] = "ContainerTerminated"
+    attempt: int
+    container_name: str = ""
+
+
+AnyEvent = Annotated[
+    SubmissionCreated
+    | SubmissionValidated
+    | SubmissionScheduled
+    | SubmissionStarted
+    | SubmissionCompleted
+    | SubmissionFailed
+    | SubmissionCancelRequested
+    | SubmissionCancelled
+    | SubmissionRetracted
+    | TaskQueued
+    | TaskAssigned
+    | ContainerLaunched
+    | ContainerReady
+    | TrainingStarted
+    | TrainingFinished
+    | TaskFailed
+    | TaskRetried
+    | TaskErrored
+    | TaskCancelled
+    | ContainerTerminated,
+    Field(discriminator="type"),
+]
+
+EVENT_ADAPTER: TypeAdapter[AnyEvent] = TypeAdapter(AnyEvent)
+
+EVENT_TYPES: dict[str, type[Event]] = {
+    cls.__name__: cls
+    for cls in (
+        SubmissionCreated,
+        SubmissionValidated,
+        SubmissionScheduled,
+        SubmissionStarted,
+        SubmissionCompleted,
+        SubmissionFailed,
+        SubmissionCancelRequested,
+        SubmissionCancelled,
+        SubmissionRetracted,
+        TaskQueued,
+        TaskAssigned,
+        ContainerLaunched,
+        ContainerReady,
+        TrainingStarted,
+        TrainingFinished,
+        TaskFailed,
+        TaskRetried,
+        TaskErrored,
+        TaskCancelled,
+        ContainerTerminated,
+    )
+}
+
+
+def decode_event(data: bytes) -> Event:
+    """Parse a message body into its event model (raises pydantic.ValidationError)."""
+    return EVENT_ADAPTER.validate_json(data)
+
+
+def encode_event(event: Event) -> bytes:
+    return event.model_dump_json().encode()
+
+
+def task_event_aggregate(submission_id: str, task_id: str) -> str:
+    return task_aggregate_id(submission_id, task_id)

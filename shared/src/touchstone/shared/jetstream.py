@@ -1,0 +1,150 @@
+"""Connecting to NATS and provisioning JetStream (``touchstone nats init``), idempotently."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import nats
+from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
+from nats.js import api
+from nats.js.errors import BadRequestError, NotFoundError
+from nats.js.kv import KeyValue
+
+from touchstone.shared.subjects import Subjects
+
+log = logging.getLogger(__name__)
+
+DUPLICATE_WINDOW_S = 120.0
+DAY_S = 86_400.0
+
+
+async def connect(url: str, name: str, *, connect_timeout: float = 5.0) -> NATS:
+    """A client that reconnects forever, quickly, and logs what happens to it."""
+
+    async def on_error(e: Exception) -> None:
+        log.warning("nats error: %s", e, extra={"client": name})
+
+    async def on_disconnect() -> None:
+        log.warning("nats disconnected", extra={"client": name})
+
+    async def on_reconnect() -> None:
+        log.info("nats reconnected", extra={"client": name})
+
+    return await nats.connect(
+        servers=[url],
+        name=name,
+        connect_timeout=connect_timeout,
+        allow_reconnect=True,
+        max_reconnect_attempts=-1,
+        reconnect_time_wait=0.2,
+        error_cb=on_error,
+        disconnected_cb=on_disconnect,
+        reconnected_cb=on_reconnect,
+    )
+
+
+@dataclass(frozen=True)
+class StreamPlan:
+    """What ``nats init`` creates for one namespace."""
+
+    streams: tuple[api.StreamConfig, ...]
+    system_bucket: str
+
+
+def plan(subjects: Subjects, *, replicas: int = 1) -> StreamPlan:
+    file = api.StorageType.FILE
+    return StreamPlan(
+        streams=(
+            api.StreamConfig(
+                name=subjects.events_stream,
+                description="Touchstone events: the system of record",
+                subjects=[subjects.all_events],
+                storage=file,
+                retention=api.RetentionPolicy.LIMITS,
+                num_replicas=replicas,
+                duplicate_window=DUPLICATE_WINDOW_S,
+                allow_direct=True,
+                deny_delete=True,
+                deny_purge=True,
+            ),
+            api.StreamConfig(
+                name=subjects.commands_stream,
+                description="Touchstone commands: one work queue per service",
+                subjects=[subjects.all_commands],
+                storage=file,
+                retention=api.RetentionPolicy.WORK_QUEUE,
+                num_replicas=replicas,
+                duplicate_window=DUPLICATE_WINDOW_S,
+            ),
+            api.StreamConfig(
+                name=subjects.dead_letter_stream,
+                description="Messages a consumer could not process, with the reason",
+                subjects=[subjects.all_dead_letters],
+                storage=file,
+                retention=api.RetentionPolicy.LIMITS,
+                num_replicas=replicas,
+                max_age=30 * DAY_S,
+            ),
+            api.StreamConfig(
+                name=subjects.logs_stream,
+                description="Task console lines",
+                subjects=[subjects.all_logs],
+                storage=file,
+                retention=api.RetentionPolicy.LIMITS,
+                num_replicas=replicas,
+                max_age=14 * DAY_S,
+                allow_direct=True,
+            ),
+        ),
+        system_bucket=subjects.system_bucket,
+    )
+
+
+async def provision(js: JetStreamContext, subjects: Subjects, *, replicas: int = 1) -> list[str]:
+    """Create or update every stream and the settings bucket. Safe to run any number of times;
+    returns what it did, one line per resource."""
+    done: list[str] = []
+    for config in plan(subjects, replicas=replicas).streams:
+        assert config.name
+        try:
+            info = await js.stream_info(config.name)
+        except NotFoundError:
+            await js.add_stream(config)
+            done.append(f"created stream {config.name}")
+            continue
+        if _differs(info.config, config):
+            try:
+                await js.update_stream(config)
+                done.append(f"updated stream {config.name}")
+            except BadRequestError as e:
+                raise RuntimeError(f"stream {config.name} cannot be updated in place: {e}") from e
+        else:
+            done.append(f"stream {config.name} up to date")
+    await system_bucket(js, subjects, replicas=replicas)
+    done.append(f"key-value bucket {subjects.system_bucket} ready")
+    return done
+
+
+def _differs(current: api.StreamConfig, wanted: api.StreamConfig) -> bool:
+    keys = ("subjects", "retention", "storage", "max_age", "duplicate_window", "allow_direct")
+    return any(getattr(current, k) != getattr(wanted, k) for k in keys)
+
+
+async def system_bucket(
+    js: JetStreamContext, subjects: Subjects, *, replicas: int = 1
+) -> KeyValue:
+    """The run-time settings bucket (created when missing)."""
+    try:
+        return await js.key_value(subjects.system_bucket)
+    except (NotFoundError, nats.js.errors.BucketNotFoundError):
+        return await js.create_key_value(
+            api.KeyValueConfig(
+                bucket=subjects.system_bucket,
+                description="Touchstone run-time settings",
+                history=5,
+                storage=api.StorageType.FILE,
+                replicas=replicas,
+            )
+        )

@@ -1,0 +1,183 @@
+"""The projector: keeps the submission and task read models up to date from the stream.
+
+It reads the events stream with an ordered consumer from its checkpoint, folds each batch of
+events into views in memory (``views.project_*``), and writes the batch in one store call that
+also moves the checkpoint. ``rebuild`` drops every projection and replays from the start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext, api
+from pydantic import ValidationError
+
+from touchstone.shared import events as ev
+from touchstone.shared.lifecycle import TASK_FINAL
+from touchstone.shared.store.protocol import Changes, ProjectionStore
+from touchstone.shared.subjects import Subjects
+from touchstone.shared.views import SubmissionView, project_submission, project_task
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT = "projector"
+
+
+class Projector:
+    def __init__(
+        self,
+        js: JetStreamContext,
+        subjects: Subjects,
+        store: ProjectionStore,
+        *,
+        max_batch: int = 500,
+        on_applied: Callable[[list[ev.Event]], None] | None = None,
+    ) -> None:
+        self.js = js
+        self.subjects = subjects
+        self.store = store
+        self.max_batch = max_batch
+        self.on_applied = on_applied
+        self.applied_seq = 0
+        self.skipped = 0
+        self._queue: asyncio.Queue[Msg] = asyncio.Queue()
+
+    async def fold(self, changes: Changes, event: ev.Event, seq: int) -> None:
+        """Fold one event into ``changes`` (reading a view from the store only the first time)."""
+        if isinstance(event, ev.SubmissionEvent):
+            sub = await self._submission(changes, event.aggregate_id)
+            new = project_submission(sub, event, seq)
+            if new is not None:
+                changes.submissions[new.id] = new
+            return
+        if not isinstance(event, ev.TaskEvent):
+            return
+        key = event.aggregate_id
+        task = changes.tasks.get(key) or await self.store.get_task(event.submission_id, event.task_id)
+        new_task = project_task(task, event, seq)
+        if new_task is None:
+            return
+        changes.tasks[key] = new_task
+        # the submission's counters follow its training tasks
+        if new_task.kind != "training":
+            return
+        sub = await self._submission(changes, event.submission_id)
+        if sub is None:
+            return
+        update: dict[str, object] = {}
+        if task is None:
+            update["tasks_total"] = sub.tasks_total + 1
+        was_final = task is not None and task.status in TASK_FINAL
+        if new_task.status in TASK_FINAL and not was_final:
+            update["tasks_done"] = sub.tasks_done + 1
+        if isinstance(event, ev.TrainingFinished) and event.cost_usd:
+            update["cost_usd"] = sub.cost_usd + event.cost_usd
+        if update:
+            changes.submissions[sub.id] = sub.model_copy(update={**update, "seq": max(sub.seq, seq)})
+
+    async def _submission(self, changes: Changes, submission_id: str) -> SubmissionView | None:
+        return changes.submissions.get(submission_id) or await self.store.get_submission(submission_id)
+
+    async def apply_batch(self, msgs: list[Msg]) -> list[ev.Event]:
+        changes = Changes()
+        applied: list[ev.Event] = []
+        last = 0
+        for msg in msgs:
+            seq = msg.metadata.sequence.stream
+            last = seq
+            try:
+                event = ev.decode_event(msg.data)
+            except (ValidationError, ValueError) as e:
+                self.skipped += 1
+                log.error("projector skips malformed event at seq %d on %s: %s", seq, msg.subject, e)
+                continue
+            await self.fold(changes, event, seq)
+            applied.append(event)
+        if last:
+            await self.store.apply(changes, checkpoint=CHECKPOINT, seq=last)
+            self.applied_seq = last
+        return applied
+
+    async def run(self, stop: asyncio.Event, ready: asyncio.Event | None = None) -> None:
+        """Follow the stream until ``stop`` is set."""
+        start = await self.store.checkpoint(CHECKPOINT) + 1
+        self.applied_seq = start - 1
+
+        async def enqueue(msg: Msg) -> None:
+            self._queue.put_nowait(msg)
+
+        sub = await self.js.subscribe(
+            self.subjects.all_events,
+            stream=self.subjects.events_stream,
+            ordered_consumer=True,
+            cb=enqueue,
+            config=api.ConsumerConfig(
+                deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=start
+            ),
+        )
+        if ready:
+            ready.set()
+        try:
+            while not stop.is_set():
+                try:
+                    first = await asyncio.wait_for(self._queue.get(), timeout=0.5)
+                except TimeoutError:
+                    continue
+                batch = [first]
+                while len(batch) < self.max_batch and not self._queue.empty():
+                    batch.append(self._queue.get_nowait())
+                applied = await self.apply_batch(batch)
+                if self.on_applied and applied:
+                    self.on_applied(applied)
+        finally:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+
+    async def catch_up(self, timeout: float = 30.0) -> None:
+        """Wait until everything in the stream now has been applied."""
+        info = await self.js.stream_info(self.subjects.events_stream)
+        target = info.state.last_seq
+        deadline = time.monotonic() + timeout
+        while self.applied_seq < target:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"projector at {self.applied_seq}, stream at {target}")
+            await asyncio.sleep(0.01)
+
+    async def rebuild(self) -> int:
+        """Drop every projection and replay the whole stream; returns the events applied."""
+        await self.store.drop()
+        info = await self.js.stream_info(self.subjects.events_stream)
+        target = info.state.last_seq
+        count = 0
+        if target == 0:
+            return 0
+        queue: asyncio.Queue[Msg] = asyncio.Queue()
+
+        async def enqueue(msg: Msg) -> None:
+            queue.put_nowait(msg)
+
+        sub = await self.js.subscribe(
+            self.subjects.all_events,
+            stream=self.subjects.events_stream,
+            ordered_consumer=True,
+            cb=enqueue,
+            config=api.ConsumerConfig(deliver_policy=api.DeliverPolicy.ALL),
+        )
+        try:
+            last = 0
+            while last < target:
+                batch = [await asyncio.wait_for(queue.get(), timeout=10)]
+                while len(batch) < self.max_batch and not queue.empty():
+                    batch.append(queue.get_nowait())
+                await self.apply_batch(batch)
+                last = batch[-1].metadata.sequence.stream
+                count += len(batch)
+        finally:
+            await sub.unsubscribe()
+        return count
+

@@ -1,0 +1,133 @@
+"""Appending events to the record, and reading an aggregate's history back.
+
+``EventPublisher.append`` sets ``Nats-Msg-Id`` (the event id) so a repeated publish is stored
+once, and, when asked, the aggregate's expected last sequence so that two writers cannot both
+move the same aggregate: the loser gets ``ConcurrencyConflict`` and must reload and re-decide.
+Transport failures are retried with the same message id until ``retry_for`` runs out, which the
+duplicate window turns into exactly-once storage.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+
+from nats.errors import ConnectionClosedError, NoRespondersError, OutboundBufferLimitError
+from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js import JetStreamContext
+from nats.js.errors import APIError, BadRequestError, NotFoundError, ServiceUnavailableError
+
+from touchstone.shared.errors import ConcurrencyConflict, UnavailableError
+from touchstone.shared.events import Event, TaskEvent, decode_event, encode_event
+from touchstone.shared.subjects import Subjects, task_aggregate_id
+
+WRONG_LAST_SEQUENCE = 10071
+_TRANSIENT = (
+    NatsTimeoutError,
+    asyncio.TimeoutError,
+    NoRespondersError,
+    ConnectionClosedError,
+    OutboundBufferLimitError,
+    ServiceUnavailableError,
+)
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """An event as stored: its stream sequence and the parsed model."""
+
+    seq: int
+    event: Event
+
+
+class EventPublisher:
+    """Appends events to the events stream of one namespace."""
+
+    def __init__(
+        self,
+        js: JetStreamContext,
+        subjects: Subjects,
+        *,
+        timeout: float = 2.0,
+        retry_for: float = 30.0,
+    ) -> None:
+        self.js = js
+        self.subjects = subjects
+        self.timeout = timeout
+        self.retry_for = retry_for
+
+    def subject_of(self, event: Event) -> str:
+        return self.subjects.event(event.aggregate, event.aggregate_id, event.event_type)
+
+    async def append(self, event: Event, *, expected_last_seq: int | None = None) -> int:
+        """Store ``event``; returns its stream sequence.
+
+        ``expected_last_seq`` is the stream sequence of the aggregate's last event as the
+        caller saw it (0 for a new aggregate); ``None`` appends unconditionally.
+        """
+        subject = self.subject_of(event)
+        headers = {"Nats-Msg-Id": event.event_id}
+        if expected_last_seq is not None:
+            headers["Nats-Expected-Last-Subject-Sequence"] = str(expected_last_seq)
+            headers["Nats-Expected-Last-Subject-Sequence-Subject"] = self.subjects.aggregate_events(
+                event.aggregate, event.aggregate_id
+            )
+        payload = encode_event(event)
+        deadline = time.monotonic() + self.retry_for
+        delay = 0.05
+        while True:
+            try:
+                ack = await self.js.publish(
+                    subject,
+                    payload,
+                    timeout=self.timeout,
+                    stream=self.subjects.events_stream,
+                    headers=headers,
+                )
+                return int(ack.seq)
+            except BadRequestError as e:
+                if e.err_code == WRONG_LAST_SEQUENCE:
+                    raise ConcurrencyConflict(subject, expected_last_seq or 0) from e
+                raise
+            except _TRANSIENT as e:
+                if time.monotonic() + delay > deadline:
+                    raise UnavailableError(f"could not append {event.event_type}: {e!r}") from e
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
+            except APIError as e:
+                if e.code == 503 and time.monotonic() + delay <= deadline:
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 1.0)
+                    continue
+                raise
+
+    async def load(self, aggregate: str, aggregate_id: str) -> list[Recorded]:
+        """Every event of one aggregate, in order, with its stream sequence."""
+        filter_subject = self.subjects.aggregate_events(aggregate, aggregate_id)
+        recorded: list[Recorded] = []
+        seq = 1
+        while True:
+            try:
+                msg = await self.js.get_msg(
+                    self.subjects.events_stream, seq=seq, subject=filter_subject, next=True, direct=True
+                )
+            except NotFoundError:
+                return recorded
+            except _TRANSIENT as e:
+                raise UnavailableError(f"could not load {aggregate} {aggregate_id}: {e!r}") from e
+            assert msg.seq is not None and msg.data is not None
+            recorded.append(Recorded(msg.seq, decode_event(msg.data)))
+            seq = msg.seq + 1
+
+    async def load_task(self, submission_id: str, task_id: str) -> list[Recorded]:
+        return await self.load("task", task_aggregate_id(submission_id, task_id))
+
+
+def last_seq(history: list[Recorded]) -> int:
+    """The expected-last-sequence to append after ``history`` (0 for a new aggregate)."""
+    return history[-1].seq if history else 0
+
+
+def task_events(history: list[Recorded]) -> list[TaskEvent]:
+    return [r.event for r in history if isinstance(r.event, TaskEvent)]

@@ -1,0 +1,159 @@
+"""The production projection store: MongoDB through PyMongo's async client.
+
+Each document is the view's JSON form plus ``_id``, ``seq`` and the sortable key columns.
+Guarded upserts (``seq`` must grow) make replays and redeliveries harmless; a write whose
+guard fails on an existing document raises a duplicate-key error, which means "already newer"
+and is ignored.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, UpdateOne
+from pymongo.errors import BulkWriteError, DuplicateKeyError
+
+from touchstone.shared.store.protocol import Changes, Page, decode_cursor, encode_cursor, sortable
+from touchstone.shared.views import SubmissionView, TaskView
+
+DUPLICATE_KEY = 11000
+
+
+class MongoStore:
+    """``ProjectionStore`` on MongoDB."""
+
+    def __init__(self, url: str, *, database: str | None = None) -> None:
+        self.client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+            url, serverSelectionTimeoutMS=5000, tz_aware=True
+        )
+        self.db = self.client.get_database(database) if database else self.client.get_default_database(
+            default="touchstone"
+        )
+        self.submissions = self.db["submissions"]
+        self.tasks = self.db["tasks"]
+        self.checkpoints = self.db["checkpoints"]
+
+    async def init(self) -> None:
+        await self.submissions.create_index([("created_key", DESCENDING), ("_id", DESCENDING)])
+        await self.submissions.create_index(
+            [("owner", ASCENDING), ("created_key", DESCENDING), ("_id", DESCENDING)]
+        )
+        await self.submissions.create_index(
+            [("status", ASCENDING), ("created_key", DESCENDING), ("_id", DESCENDING)]
+        )
+        await self.tasks.create_index([("submission_id", ASCENDING), ("queued_key", ASCENDING), ("_id", ASCENDING)])
+        await self.tasks.create_index([("status", ASCENDING), ("queued_key", ASCENDING), ("_id", ASCENDING)])
+        await self.tasks.create_index([("queued_key", ASCENDING), ("_id", ASCENDING)])
+
+    # --- reads ---------------------------------------------------------------------------
+
+    async def get_submission(self, submission_id: str) -> SubmissionView | None:
+        doc = await self.submissions.find_one({"_id": submission_id})
+        return SubmissionView.model_validate_json(doc["doc"]) if doc else None
+
+    async def list_submissions(
+        self,
+        *,
+        owner: str | None = None,
+        status: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> Page[SubmissionView]:
+        query: dict[str, Any] = {}
+        if owner is not None:
+            query["owner"] = owner
+        if status is not None:
+            query["status"] = status
+        if cursor:
+            at, key = decode_cursor(cursor)
+            query["$or"] = [{"created_key": {"$lt": at}}, {"created_key": at, "_id": {"$lt": key}}]
+        found = self.submissions.find(query, {"doc": 1}).sort(
+            [("created_key", DESCENDING), ("_id", DESCENDING)]
+        ).limit(limit + 1)
+        docs = [d async for d in found]
+        items = [SubmissionView.model_validate_json(d["doc"]) for d in docs[:limit]]
+        more = len(docs) > limit
+        return Page(items, encode_cursor(items[-1].created_at, items[-1].id) if more and items else None)
+
+    async def get_task(self, submission_id: str, task_id: str) -> TaskView | None:
+        doc = await self.tasks.find_one({"submission_id": submission_id, "task_id": task_id})
+        return TaskView.model_validate_json(doc["doc"]) if doc else None
+
+    async def list_tasks(
+        self,
+        *,
+        submission_id: str | None = None,
+        status: str | None = None,
+        platform: str | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> Page[TaskView]:
+        query: dict[str, Any] = {}
+        for field, value in (("submission_id", submission_id), ("status", status), ("platform", platform)):
+            if value is not None:
+                query[field] = value
+        if cursor:
+            at, key = decode_cursor(cursor)
+            query["$or"] = [{"queued_key": {"$gt": at}}, {"queued_key": at, "_id": {"$gt": key}}]
+        found = self.tasks.find(query, {"doc": 1}).sort([("queued_key", ASCENDING), ("_id", ASCENDING)]).limit(
+            limit + 1
+        )
+        docs = [d async for d in found]
+        items = [TaskView.model_validate_json(d["doc"]) for d in docs[:limit]]
+        more = len(docs) > limit
+        return Page(items, encode_cursor(items[-1].queued_at, items[-1].key) if more and items else None)
+
+    # --- writes --------------------------------------------------------------------------
+
+    async def apply(self, changes: Changes, *, checkpoint: str, seq: int) -> None:
+        await self._guarded(
+            self.submissions,
+            [
+                (v.id, v.seq, {"owner": v.owner, "status": v.status.value,
+                               "created_key": sortable(v.created_at), "doc": v.model_dump_json()})
+                for v in changes.submissions.values()
+            ],
+        )
+        await self._guarded(
+            self.tasks,
+            [
+                (v.key, v.seq, {"submission_id": v.submission_id, "task_id": v.task_id,
+                                "status": v.status.value, "platform": v.platform,
+                                "queued_key": sortable(v.queued_at), "doc": v.model_dump_json()})
+                for v in changes.tasks.values()
+            ],
+        )
+        try:
+            await self.checkpoints.update_one(
+                {"_id": checkpoint, "seq": {"$lt": seq}}, {"$set": {"seq": seq}}, upsert=True
+            )
+        except DuplicateKeyError:
+            pass  # already further along
+
+    async def _guarded(self, collection: Any, rows: list[tuple[str, int, dict[str, Any]]]) -> None:
+        if not rows:
+            return
+        ops = [
+            UpdateOne({"_id": key, "seq": {"$lt": seq}}, {"$set": {**fields, "seq": seq}}, upsert=True)
+            for key, seq, fields in rows
+        ]
+        try:
+            await collection.bulk_write(ops, ordered=False)
+        except BulkWriteError as e:
+            others = [w for w in e.details.get("writeErrors", []) if w.get("code") != DUPLICATE_KEY]
+            if others:
+                raise
+
+    async def checkpoint(self, name: str) -> int:
+        doc = await self.checkpoints.find_one({"_id": name})
+        return int(doc["seq"]) if doc else 0
+
+    async def drop(self) -> None:
+        for collection in (self.submissions, self.tasks, self.checkpoints):
+            await collection.delete_many({})
+
+    async def ping(self) -> None:
+        await self.client.admin.command("ping")
+
+    async def close(self) -> None:
+        await self.client.close()

@@ -1,0 +1,119 @@
+"""The projection store protocol.
+
+Projections are read models rebuilt from the event stream, so a store may be dropped at any
+time. Writes are upserts guarded by the last applied stream sequence: a document is only
+replaced by a version with a higher ``seq``, which makes every replay and redelivery harmless.
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Generic, Protocol, TypeVar
+
+from touchstone.shared.views import SubmissionView, TaskView
+
+V = TypeVar("V")
+
+
+@dataclass(frozen=True)
+class Page(Generic[V]):
+    items: list[V]
+    next_cursor: str | None = None
+
+
+@dataclass
+class Changes:
+    """One batch of projection writes with the checkpoint they reach."""
+
+    submissions: dict[str, SubmissionView] = field(default_factory=dict)
+    tasks: dict[str, TaskView] = field(default_factory=dict)
+
+    def __bool__(self) -> bool:
+        return bool(self.submissions or self.tasks)
+
+
+class ProjectionStore(Protocol):
+    """Where read models live. Every method is safe to call concurrently from one event loop."""
+
+    async def get_submission(self, submission_id: str) -> SubmissionView | None: ...
+
+    async def list_submissions(
+        self,
+        *,
+        owner: str | None = None,
+        status: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> Page[SubmissionView]:
+        """Newest first (by creation time, then id)."""
+        ...
+
+    async def get_task(self, submission_id: str, task_id: str) -> TaskView | None: ...
+
+    async def list_tasks(
+        self,
+        *,
+        submission_id: str | None = None,
+        status: str | None = None,
+        platform: str | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> Page[TaskView]:
+        """Oldest queued first (by queue time, then key)."""
+        ...
+
+    async def apply(self, changes: Changes, *, checkpoint: str, seq: int) -> None:
+        """Write ``changes`` (each only if newer than what is stored) and move the named
+        checkpoint to ``seq``."""
+        ...
+
+    async def checkpoint(self, name: str) -> int:
+        """The last stream sequence applied under ``name`` (0 when none)."""
+        ...
+
+    async def drop(self) -> None:
+        """Forget every projection and checkpoint."""
+        ...
+
+    async def ping(self) -> None:
+        """Raise when the store is unreachable."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+def sortable(at: datetime) -> str:
+    """Fixed-width UTC text for a timestamp, so text order is time order in every backend."""
+    return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def encode_cursor(at: datetime, key: str) -> str:
+    return base64.urlsafe_b64encode(f"{sortable(at)}|{key}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[str, str]:
+    """Returns (iso time, key); raises ValueError on a cursor we did not make."""
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        at, key = base64.urlsafe_b64decode(padded.encode()).decode().split("|", 1)
+        datetime.strptime(at, "%Y-%m-%dT%H:%M:%S.%fZ")
+    except Exception as e:
+        raise ValueError("invalid cursor") from e
+    return at, key
+
+
+async def open_store(url: str) -> ProjectionStore:
+    """``sqlite:///relative.db``, ``sqlite:////absolute/path.db`` or ``mongodb://...``."""
+    if url.startswith("sqlite:///"):
+        from touchstone.shared.store.sqlite import SqliteStore
+
+        return SqliteStore(url.removeprefix("sqlite:///"))
+    if url.startswith(("mongodb://", "mongodb+srv://")):
+        from touchstone.shared.store.mongo import MongoStore
+
+        store = MongoStore(url)
+        await store.init()
+        return store
+    raise ValueError(f"unknown store URL scheme: {url.split(':', 1)[0]!r} (use sqlite:// or mongodb://)")

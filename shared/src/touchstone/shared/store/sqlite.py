@@ -1,0 +1,181 @@
+"""The embedded projection store: one SQLite file in WAL mode.
+
+Queries are short indexed lookups, so they run on the event loop's thread; a write batch is one
+transaction. Each row keeps the whole view as JSON plus the columns we filter and sort on.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from touchstone.shared.store.protocol import Changes, Page, decode_cursor, encode_cursor, sortable
+from touchstone.shared.views import SubmissionView, TaskView
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS submissions (
+    id TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    status TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    doc TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS submissions_newest ON submissions (created_at DESC, id DESC);
+CREATE INDEX IF NOT EXISTS submissions_owner ON submissions (owner, created_at DESC, id DESC);
+CREATE INDEX IF NOT EXISTS submissions_status ON submissions (status, created_at DESC, id DESC);
+CREATE TABLE IF NOT EXISTS tasks (
+    key TEXT PRIMARY KEY,
+    submission_id TEXT NOT NULL,
+    task_id TEXT NOT NULL,
+    status TEXT NOT NULL,
+    platform TEXT NOT NULL,
+    queued_at TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    doc TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS tasks_submission ON tasks (submission_id, queued_at, key);
+CREATE INDEX IF NOT EXISTS tasks_status ON tasks (status, queued_at, key);
+CREATE INDEX IF NOT EXISTS tasks_oldest ON tasks (queued_at, key);
+CREATE TABLE IF NOT EXISTS checkpoints (
+    name TEXT PRIMARY KEY,
+    seq INTEGER NOT NULL
+);
+"""
+
+
+class SqliteStore:
+    """``ProjectionStore`` on SQLite."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.execute("PRAGMA busy_timeout=5000")
+        self.db.executescript(SCHEMA)
+
+    # --- reads ---------------------------------------------------------------------------
+
+    async def get_submission(self, submission_id: str) -> SubmissionView | None:
+        row = self.db.execute("SELECT doc FROM submissions WHERE id = ?", (submission_id,)).fetchone()
+        return SubmissionView.model_validate_json(row[0]) if row else None
+
+    async def list_submissions(
+        self,
+        *,
+        owner: str | None = None,
+        status: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> Page[SubmissionView]:
+        where, args = [], []
+        if owner is not None:
+            where.append("owner = ?")
+            args.append(owner)
+        if status is not None:
+            where.append("status = ?")
+            args.append(status)
+        if cursor:
+            at, key = decode_cursor(cursor)
+            where.append("(created_at < ? OR (created_at = ? AND id < ?))")
+            args += [at, at, key]
+        sql = "SELECT doc FROM submissions"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY created_at DESC, id DESC LIMIT ?"
+        rows = self.db.execute(sql, (*args, limit + 1)).fetchall()
+        items = [SubmissionView.model_validate_json(r[0]) for r in rows[:limit]]
+        more = len(rows) > limit
+        return Page(items, encode_cursor(items[-1].created_at, items[-1].id) if more and items else None)
+
+    async def get_task(self, submission_id: str, task_id: str) -> TaskView | None:
+        row = self.db.execute(
+            "SELECT doc FROM tasks WHERE submission_id = ? AND task_id = ?", (submission_id, task_id)
+        ).fetchone()
+        return TaskView.model_validate_json(row[0]) if row else None
+
+    async def list_tasks(
+        self,
+        *,
+        submission_id: str | None = None,
+        status: str | None = None,
+        platform: str | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> Page[TaskView]:
+        where, args = [], []
+        for column, value in (("submission_id", submission_id), ("status", status), ("platform", platform)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                args.append(value)
+        if cursor:
+            at, key = decode_cursor(cursor)
+            where.append("(queued_at > ? OR (queued_at = ? AND key > ?))")
+            args += [at, at, key]
+        sql = "SELECT doc FROM tasks"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY queued_at, key LIMIT ?"
+        rows = self.db.execute(sql, (*args, limit + 1)).fetchall()
+        items = [TaskView.model_validate_json(r[0]) for r in rows[:limit]]
+        more = len(rows) > limit
+        return Page(items, encode_cursor(items[-1].queued_at, items[-1].key) if more and items else None)
+
+    # --- writes --------------------------------------------------------------------------
+
+    async def apply(self, changes: Changes, *, checkpoint: str, seq: int) -> None:
+        sub_rows: list[tuple[Any, ...]] = [
+            (v.id, v.owner, v.status.value, sortable(v.created_at), v.seq, v.model_dump_json())
+            for v in changes.submissions.values()
+        ]
+        task_rows: list[tuple[Any, ...]] = [
+            (v.key, v.submission_id, v.task_id, v.status.value, v.platform, sortable(v.queued_at), v.seq,
+             v.model_dump_json())
+            for v in changes.tasks.values()
+        ]
+        with self.db:
+            self.db.execute("BEGIN IMMEDIATE")
+            self.db.executemany(
+                """INSERT INTO submissions (id, owner, status, created_at, seq, doc)
+                   VALUES (?, ?, ?, ?, ?, ?)
+                   ON CONFLICT (id) DO UPDATE SET owner = excluded.owner, status = excluded.status,
+                       created_at = excluded.created_at, seq = excluded.seq, doc = excluded.doc
+                   WHERE excluded.seq > submissions.seq""",
+                sub_rows,
+            )
+            self.db.executemany(
+                """INSERT INTO tasks (key, submission_id, task_id, status, platform, queued_at, seq, doc)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+                   ON CONFLICT (key) DO UPDATE SET status = excluded.status,
+                       platform = excluded.platform, queued_at = excluded.queued_at,
+                       seq = excluded.seq, doc = excluded.doc
+                   WHERE excluded.seq > tasks.seq""",
+                task_rows,
+            )
+            self.db.execute(
+                """INSERT INTO checkpoints (name, seq) VALUES (?, ?)
+                   ON CONFLICT (name) DO UPDATE SET seq = excluded.seq WHERE excluded.seq > checkpoints.seq""",
+                (checkpoint, seq),
+            )
+
+    async def checkpoint(self, name: str) -> int:
+        row = self.db.execute("SELECT seq FROM checkpoints WHERE name = ?", (name,)).fetchone()
+        return int(row[0]) if row else 0
+
+    async def drop(self) -> None:
+        with self.db:
+            self.db.execute("BEGIN IMMEDIATE")
+            for table in ("submissions", "tasks", "checkpoints"):
+                self.db.execute(f"DELETE FROM {table}")  # noqa: S608 - fixed names
+
+    async def ping(self) -> None:
+        self.db.execute("SELECT 1").fetchone()
+
+    async def close(self) -> None:
+        self.db.close()
+
+

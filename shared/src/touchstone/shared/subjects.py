@@ -1,0 +1,111 @@
+"""NATS subject and resource names, all under one namespace ``{ns}``.
+
+Two instances (prod and dev) can share a NATS cluster: every subject starts with the namespace
+and every stream, consumer and bucket name carries it, so neither sees the other.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+_TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+
+
+def check_token(value: str, what: str = "id") -> str:
+    """Return ``value`` when it is one safe subject token (no dots, wildcards or spaces)."""
+    if not _TOKEN.match(value):
+        raise ValueError(f"{what} {value!r} must be 1-128 characters of letters, digits, '-' or '_'")
+    return value
+
+
+def task_aggregate_id(submission_id: str, task_id: str) -> str:
+    """The aggregate id of one task: ``{submission_id}-{task_id}`` (for example ``s-7f3a-pi-60``)."""
+    return f"{check_token(submission_id)}-{check_token(task_id)}"
+
+
+@dataclass(frozen=True)
+class Subjects:
+    """Builds every subject and resource name of one Touchstone instance."""
+
+    ns: str = "touchstone"
+
+    def __post_init__(self) -> None:
+        check_token(self.ns, "namespace")
+
+    # events: the system of record
+    @property
+    def events_stream(self) -> str:
+        return f"{self.ns.upper().replace('-', '_')}_EVENTS"
+
+    @property
+    def all_events(self) -> str:
+        return f"{self.ns}.evt.>"
+
+    def event(self, aggregate: str, aggregate_id: str, event_type: str) -> str:
+        return f"{self.ns}.evt.{aggregate}.{check_token(aggregate_id)}.{event_type}"
+
+    def aggregate_events(self, aggregate: str, aggregate_id: str) -> str:
+        """The filter for every event of one aggregate (used for expected-sequence checks)."""
+        return f"{self.ns}.evt.{aggregate}.{check_token(aggregate_id)}.*"
+
+    def aggregate_type_events(self, aggregate: str) -> str:
+        return f"{self.ns}.evt.{aggregate}.>"
+
+    # commands: one work queue per service
+    @property
+    def commands_stream(self) -> str:
+        return f"{self.ns.upper().replace('-', '_')}_COMMANDS"
+
+    @property
+    def all_commands(self) -> str:
+        return f"{self.ns}.cmd.>"
+
+    def command(self, service: str, command: str) -> str:
+        return f"{self.ns}.cmd.{check_token(service, 'service')}.{command}"
+
+    def service_commands(self, service: str) -> str:
+        return f"{self.ns}.cmd.{check_token(service, 'service')}.>"
+
+    # dead letters
+    @property
+    def dead_letter_stream(self) -> str:
+        return f"{self.ns.upper().replace('-', '_')}_DEADLETTER"
+
+    @property
+    def all_dead_letters(self) -> str:
+        return f"{self.ns}.dlq.>"
+
+    def dead_letter(self, consumer: str) -> str:
+        return f"{self.ns}.dlq.{check_token(consumer, 'consumer')}"
+
+    # agents and logs
+    def agent_commands(self, host: str) -> str:
+        return f"{self.ns}.agent.{check_token(host, 'host')}.cmd"
+
+    def agent_reports(self, host: str) -> str:
+        return f"{self.ns}.agent.{check_token(host, 'host')}.evt"
+
+    @property
+    def all_agent_reports(self) -> str:
+        return f"{self.ns}.agent.*.evt"
+
+    def logs(self, task_aggregate: str) -> str:
+        return f"{self.ns}.logs.{check_token(task_aggregate)}"
+
+    @property
+    def logs_stream(self) -> str:
+        return f"{self.ns.upper().replace('-', '_')}_LOGS"
+
+    @property
+    def all_logs(self) -> str:
+        return f"{self.ns}.logs.>"
+
+    # run-time settings
+    @property
+    def system_bucket(self) -> str:
+        return f"{self.ns.replace('-', '_')}_system"
+
+    def durable(self, name: str) -> str:
+        """A durable consumer name that is unique to this namespace."""
+        return f"{self.ns}_{check_token(name, 'consumer')}"

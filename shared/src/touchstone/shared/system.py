@@ -1,0 +1,79 @@
+"""Run-time system settings (the System tab), kept in the NATS key-value bucket and watched,
+so a change takes effect at once in every service."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+
+from nats.js.errors import KeyNotFoundError
+from nats.js.kv import KeyValue
+from pydantic import BaseModel, ConfigDict, Field
+
+log = logging.getLogger(__name__)
+
+SYSTEM_KEY = "system"
+
+
+class Server(BaseModel):
+    """An on-prem GPU server as the admin declared it."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    num_slots: int = Field(1, ge=0, le=64, description="tasks at once; one GPU each; 0 pauses it")
+    gpus: list[str] = Field(default_factory=list)
+    labels: dict[str, str] = Field(default_factory=dict)
+
+
+class SystemSettings(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    runpod_max_running_tasks: int = Field(0, ge=0, le=1000, description="0 pauses RunPod")
+    servers: list[Server] = Field(default_factory=list)
+    scheduler_paused: bool = False
+
+
+async def read_system(kv: KeyValue) -> tuple[SystemSettings, int]:
+    """The current settings and their KV revision (0 when never written)."""
+    try:
+        entry = await kv.get(SYSTEM_KEY)
+    except KeyNotFoundError:
+        return SystemSettings(), 0
+    if not entry.value:
+        return SystemSettings(), entry.revision or 0
+    return SystemSettings.model_validate_json(entry.value), entry.revision or 0
+
+
+async def write_system(kv: KeyValue, settings: SystemSettings, *, revision: int | None = None) -> int:
+    """Store new settings; with ``revision`` it fails if someone else changed them since."""
+    data = settings.model_dump_json().encode()
+    if revision is None:
+        return int(await kv.put(SYSTEM_KEY, data))
+    if revision == 0:
+        return int(await kv.create(SYSTEM_KEY, data))
+    return int(await kv.update(SYSTEM_KEY, data, last=revision))
+
+
+async def watch_system(
+    kv: KeyValue, on_change: Callable[[SystemSettings], None], stop: asyncio.Event
+) -> None:
+    """Call ``on_change`` with the current settings and again after every change."""
+    watcher = await kv.watch(SYSTEM_KEY)
+    try:
+        while not stop.is_set():
+            try:
+                entry = await watcher.updates(timeout=0.5)
+            except (TimeoutError, asyncio.TimeoutError):
+                continue
+            if entry is None:  # end of the initial values
+                continue
+            try:
+                on_change(SystemSettings.model_validate_json(entry.value or b"{}"))
+            except ValueError as e:
+                log.error("ignoring invalid system settings revision %s: %s", entry.revision, e)
+    finally:
+        with contextlib.suppress(Exception):
+            await watcher.stop()

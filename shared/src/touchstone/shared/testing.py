@@ -1,0 +1,70 @@
+"""Pytest fixtures for Touchstone's tests: a real nats-server, unique namespaces, stores.
+
+Registered by the repository's root ``conftest.py``. Nothing here is used in production.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
+
+from touchstone.shared.jetstream import connect, provision
+from touchstone.shared.natsserver import NatsServer
+from touchstone.shared.subjects import Subjects
+
+MONGODB_URL_ENV = "TOUCHSTONE_TEST_MONGODB_URL"
+
+
+@pytest.fixture(scope="session")
+def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer]:
+    """One nats-server for the whole test session, on a free port."""
+    server = NatsServer(tmp_path_factory.mktemp("nats"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def own_nats_server(tmp_path: Path) -> Iterator[NatsServer]:
+    """A nats-server of this test's own, for tests that kill or restart it."""
+    server = NatsServer(tmp_path / "nats")
+    server.start()
+    yield server
+    server.kill()
+
+
+@pytest.fixture
+def subjects() -> Subjects:
+    """A namespace no other test uses."""
+    return Subjects(ns=f"t{uuid.uuid4().hex[:10]}")
+
+
+@pytest.fixture
+async def nc(nats_server: NatsServer) -> AsyncIterator[NATS]:
+    client = await connect(nats_server.url, "test")
+    yield client
+    await client.close()
+
+
+@pytest.fixture
+async def js(nc: NATS, subjects: Subjects) -> AsyncIterator[JetStreamContext]:
+    """JetStream with this test's namespace provisioned; its streams are deleted afterwards."""
+    context = nc.jetstream()
+    await provision(context, subjects)
+    yield context
+    for stream in (subjects.events_stream, subjects.commands_stream, subjects.dead_letter_stream,
+                   subjects.logs_stream, f"KV_{subjects.system_bucket}"):
+        try:
+            await context.delete_stream(stream)
+        except Exception:  # noqa: S110 - best-effort cleanup
+            pass
+
+
+def mongodb_url() -> str | None:
+    return os.environ.get(MONGODB_URL_ENV) or None
