@@ -1,2 +1,29 @@
+"""The ``touchstone`` command."""
+
+from __future__ import annotations
+
+import logging
+
 import typer
-app = typer.Typer()
+
+from touchstone.cli import ops
+
+app = typer.Typer(help="Touchstone: automated GPU training of prediction models.", no_args_is_help=True)
+
+
+@app.callback()
+def _quiet() -> None:
+    """Commands print their own results; library warnings stay quiet."""
+    logging.basicConfig(level=logging.ERROR)
+
+
+app.command()(ops.up)
+app.command()(ops.status)
+app.add_typer(ops.nats_app, name="nats")
+
+try:  # the API client commands (submit, list, schedule, ...)
+    from touchstone.cli import api as _api
+except ImportError:  # pragma: no cover - only while the API client is not installed
+    _api = None  # type: ignore[assignment]
+if _api is not None:
+    _api.register(app)

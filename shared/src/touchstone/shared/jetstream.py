@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 
@@ -20,8 +21,11 @@ DUPLICATE_WINDOW_S = 120.0
 DAY_S = 86_400.0
 
 
-async def connect(url: str, name: str, *, connect_timeout: float = 5.0) -> NATS:
-    """A client that reconnects forever, quickly, and logs what happens to it."""
+async def connect(
+    url: str, name: str, *, connect_timeout: float = 5.0, reconnect: bool = True
+) -> NATS:
+    """A client that reconnects forever, quickly, and logs what happens to it
+    (``reconnect=False``: one try, for command-line checks)."""
 
     async def on_error(e: Exception) -> None:
         log.warning("nats error: %s", e, extra={"client": name})
@@ -32,17 +36,24 @@ async def connect(url: str, name: str, *, connect_timeout: float = 5.0) -> NATS:
     async def on_reconnect() -> None:
         log.info("nats reconnected", extra={"client": name})
 
-    return await nats.connect(
+    attempt = nats.connect(
         servers=[url],
         name=name,
         connect_timeout=connect_timeout,
-        allow_reconnect=True,
-        max_reconnect_attempts=-1,
+        allow_reconnect=reconnect,
+        max_reconnect_attempts=-1 if reconnect else 0,
         reconnect_time_wait=0.2,
         error_cb=on_error,
         disconnected_cb=on_disconnect,
         reconnected_cb=on_reconnect,
     )
+    if reconnect:
+        return await attempt
+    # nats-py keeps retrying a refused first connection; a one-shot caller wants an answer
+    try:
+        return await asyncio.wait_for(attempt, connect_timeout)
+    except TimeoutError as e:
+        raise ConnectionRefusedError(f"no NATS server answers at {url}") from e
 
 
 @dataclass(frozen=True)

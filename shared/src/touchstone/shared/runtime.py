@@ -7,6 +7,9 @@ where ``main(runtime)`` starts its loops and returns when ``runtime.stop`` is se
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import time
 import contextlib
 import logging
 import signal
@@ -14,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
 from touchstone.shared.jetstream import connect, provision
@@ -51,7 +55,26 @@ async def open_runtime(name: str, settings: Settings) -> Runtime:
     subjects = Subjects(settings.namespace)
     await provision(js, subjects)
     store = await open_store(settings.resolved_store_url)
-    return Runtime(name, settings, nc, js, subjects, EventPublisher(js, subjects), store)
+    runtime = Runtime(name, settings, nc, js, subjects, EventPublisher(js, subjects), store)
+    await answer_status(runtime)
+    return runtime
+
+
+async def answer_status(runtime: Runtime) -> None:
+    """Reply to ``touchstone status`` pings on ``{ns}.status.ping`` with this process's health."""
+    started = time.time()
+
+    async def reply(msg: Msg) -> None:
+        healthy, detail = True, "ok"
+        try:
+            await runtime.store.ping()
+        except Exception as e:
+            healthy, detail = False, f"store unreachable: {e}"
+        body = {"service": runtime.name, "pid": os.getpid(), "healthy": healthy, "detail": detail,
+                "uptime_s": round(time.time() - started, 1)}
+        await msg.respond(json.dumps(body).encode())
+
+    await runtime.nc.subscribe(runtime.subjects.status_ping, cb=reply)
 
 
 def run_service(name: str, settings: Settings, main: Callable[[Runtime], Awaitable[None]]) -> None:

@@ -101,6 +101,11 @@ class Subjects:
     def all_logs(self) -> str:
         return f"{self.ns}.logs.>"
 
+    @property
+    def status_ping(self) -> str:
+        """Every process answers here with its health (``touchstone status``)."""
+        return f"{self.ns}.status.ping"
+
     # run-time settings
     @property
     def system_bucket(self) -> str:

@@ -1,0 +1,37 @@
+# Touchstone: `make up` runs it on this machine, `make test` runs every test.
+# The Makefile bootstraps its own toolchain: uv (installed with pip when missing) and the
+# workspace environment from the committed lock file.
+
+PYTHON ?= python3
+UV := $(PYTHON) -m uv
+VENV := .venv
+BIN := $(VENV)/bin
+
+.DEFAULT_GOAL := help
+.PHONY: help env up test lint bench images clean
+
+help: ## Show the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-8s %s\n", $$1, $$2}'
+
+$(BIN)/touchstone: uv.lock pyproject.toml */pyproject.toml services/*/pyproject.toml
+	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet uv
+	$(UV) sync --frozen --all-packages
+	@touch $@
+
+env: $(BIN)/touchstone ## Create or update the environment from uv.lock
+
+up: env ## Run Touchstone with embedded defaults (NATS, SQLite, local agent); Ctrl-C stops it
+	$(BIN)/touchstone up
+
+test: env ## Run the whole test suite (real nats-server, SQLite, HTTP, SSH; Docker where it runs)
+	$(BIN)/pytest
+
+lint: env ## ruff on everything, mypy --strict on shared/
+	$(BIN)/ruff check .
+	$(BIN)/mypy shared/src
+
+bench: env ## Benchmarks: JSON under bench/results/ and a table
+	$(BIN)/python bench/run.py
+
+clean: ## Remove the environment and caches (keeps .touchstone data)
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

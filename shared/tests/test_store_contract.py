@@ -1,0 +1,129 @@
+"""One contract for every projection store backend: SQLite always, MongoDB where
+TOUCHSTONE_TEST_MONGODB_URL names a server (skipped with that reason otherwise)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from touchstone.shared.lifecycle import SubmissionStatus, TaskStatus
+from touchstone.shared.store.mongo import MongoStore
+from touchstone.shared.store.protocol import Changes, ProjectionStore
+from touchstone.shared.store.sqlite import SqliteStore
+from touchstone.shared.testing import MONGODB_URL_ENV, mongodb_url
+from touchstone.shared.views import SubmissionView, TaskView
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+@pytest.fixture(params=["sqlite", "mongodb"])
+async def store(request, tmp_path) -> AsyncIterator[ProjectionStore]:
+    if request.param == "sqlite":
+        s: ProjectionStore = SqliteStore(tmp_path / "p.db")
+    else:
+        url = mongodb_url()
+        if not url:
+            pytest.skip(f"MongoDB contract half skipped: set {MONGODB_URL_ENV} to a MongoDB URL to run it")
+        s = MongoStore(url, database=f"touchstone_test_{uuid.uuid4().hex[:8]}")
+        await s.init()
+    yield s
+    if isinstance(s, MongoStore):
+        await s.client.drop_database(s.db.name)
+    await s.close()
+
+
+def sub(i: int, owner: str = "alice", status: SubmissionStatus = SubmissionStatus.VALIDATING,
+        seq: int = 1) -> SubmissionView:
+    at = T0 + timedelta(seconds=i)
+    return SubmissionView(id=f"s-{i:04d}", owner=owner, name=f"n{i}", git_url="https://x/y.git",
+                          status=status, created_at=at, updated_at=at, seq=seq)
+
+
+def task(sid: str, tid: str, i: int, status: TaskStatus = TaskStatus.QUEUED, seq: int = 1,
+         platform: str = "any") -> TaskView:
+    at = T0 + timedelta(seconds=i)
+    return TaskView(submission_id=sid, task_id=tid, status=status, queued_at=at, phase_since=at,
+                    updated_at=at, seq=seq, platform=platform)
+
+
+async def put(store: ProjectionStore, *views, seq: int = 1) -> None:
+    changes = Changes()
+    for v in views:
+        if isinstance(v, SubmissionView):
+            changes.submissions[v.id] = v
+        else:
+            changes.tasks[v.key] = v
+    await store.apply(changes, checkpoint="test", seq=seq)
+
+
+async def test_round_trip_and_missing(store: ProjectionStore) -> None:
+    await put(store, sub(1), task("s-0001", "validation", 1))
+    assert (await store.get_submission("s-0001")) == sub(1)
+    assert (await store.get_task("s-0001", "validation")) == task("s-0001", "validation", 1)
+    assert await store.get_submission("s-nope") is None
+    assert await store.get_task("s-0001", "nope") is None
+
+
+async def test_a_write_only_lands_when_its_sequence_is_newer(store: ProjectionStore) -> None:
+    await put(store, sub(1, status=SubmissionStatus.ACCEPTED, seq=5))
+    await put(store, sub(1, status=SubmissionStatus.VALIDATING, seq=3))  # a replayed older event
+    assert (await store.get_submission("s-0001")).status == SubmissionStatus.ACCEPTED
+    await put(store, sub(1, status=SubmissionStatus.SCHEDULED, seq=9))
+    assert (await store.get_submission("s-0001")).status == SubmissionStatus.SCHEDULED
+
+
+async def test_newest_first_with_cursor_pages(store: ProjectionStore) -> None:
+    await put(store, *[sub(i, owner="alice" if i % 2 else "bob") for i in range(25)])
+    seen: list[str] = []
+    cursor = None
+    while True:
+        page = await store.list_submissions(limit=10, cursor=cursor)
+        seen += [s.id for s in page.items]
+        cursor = page.next_cursor
+        if cursor is None:
+            break
+    assert seen == [f"s-{i:04d}" for i in reversed(range(25))]
+
+
+async def test_filters_by_owner_and_status(store: ProjectionStore) -> None:
+    await put(store, sub(1, "alice"), sub(2, "bob"), sub(3, "alice", SubmissionStatus.ACCEPTED))
+    mine = await store.list_submissions(owner="alice")
+    assert [s.id for s in mine.items] == ["s-0003", "s-0001"]
+    accepted = await store.list_submissions(status="ACCEPTED")
+    assert [s.id for s in accepted.items] == ["s-0003"]
+    assert (await store.list_submissions(owner="carol")).items == []
+
+
+async def test_tasks_oldest_first_with_filters_and_pages(store: ProjectionStore) -> None:
+    views = [task("s-0001", f"pi-{i}", i, platform="onprem" if i < 3 else "runpod") for i in range(7)]
+    views.append(task("s-0002", "validation", 10, TaskStatus.RUNNING))
+    await put(store, *views)
+    first = await store.list_tasks(submission_id="s-0001", limit=4)
+    rest = await store.list_tasks(submission_id="s-0001", limit=4, cursor=first.next_cursor)
+    assert [t.task_id for t in first.items + rest.items] == [f"pi-{i}" for i in range(7)]
+    assert rest.next_cursor is None
+    assert [t.task_id for t in (await store.list_tasks(status="RUNNING")).items] == ["validation"]
+    assert len((await store.list_tasks(platform="onprem")).items) == 3
+
+
+async def test_checkpoint_moves_forward_only(store: ProjectionStore) -> None:
+    assert await store.checkpoint("test") == 0
+    await put(store, sub(1), seq=10)
+    await put(store, sub(2), seq=4)
+    assert await store.checkpoint("test") == 10
+
+
+async def test_drop_forgets_everything(store: ProjectionStore) -> None:
+    await put(store, sub(1), task("s-0001", "validation", 1), seq=3)
+    await store.drop()
+    assert await store.get_submission("s-0001") is None
+    assert (await store.list_tasks()).items == []
+    assert await store.checkpoint("test") == 0
+
+
+async def test_a_cursor_we_did_not_make_is_refused(store: ProjectionStore) -> None:
+    with pytest.raises(ValueError, match="invalid cursor"):
+        await store.list_submissions(cursor="not-a-cursor")

@@ -1,0 +1,3 @@
+from touchstone.cli.main import app
+
+app()

@@ -1,0 +1,151 @@
+"""Operator commands: ``touchstone up``, ``touchstone status``, ``touchstone nats init``."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import secrets
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from touchstone.shared.jetstream import connect, provision
+from touchstone.shared.settings import Settings
+from touchstone.shared.subjects import Subjects
+
+console = Console()
+nats_app = typer.Typer(help="NATS JetStream administration.", no_args_is_help=True)
+
+
+def _settings(data_dir: Path | None) -> Settings:
+    settings = Settings()
+    if data_dir is not None:
+        settings = settings.model_copy(update={"data_dir": data_dir})
+    return settings
+
+
+def _nats_url(settings: Settings) -> str:
+    """The URL of a running ``touchstone up`` in this data directory, else the setting."""
+    state = settings.data_dir / "up.json"
+    if "TOUCHSTONE_NATS_URL" not in os.environ and state.exists():
+        return str(json.loads(state.read_text())["nats_url"])
+    return settings.nats_url
+
+
+def up(
+    data_dir: Annotated[Path | None, typer.Option(help="Where data lives (default .touchstone).")] = None,
+    nats_port: Annotated[int, typer.Option(help="Port of the embedded nats-server (0: any free port).")] = 4222,
+    api_port: Annotated[int, typer.Option(help="Port of the HTTP API.")] = 8080,
+) -> None:
+    """Run Touchstone on this machine with embedded defaults (Ctrl-C stops it; data is kept)."""
+    from touchstone.cli.supervisor import Supervisor
+
+    settings = _settings(data_dir)
+    data = settings.data_dir.resolve()
+    env = dict(os.environ)
+    env.update({
+        "TOUCHSTONE_NAMESPACE": settings.namespace,
+        "TOUCHSTONE_DATA_DIR": str(data),
+        "TOUCHSTONE_PORT": str(api_port),
+        "TOUCHSTONE_ALLOW_LOCAL_SOURCES": env.get("TOUCHSTONE_ALLOW_LOCAL_SOURCES", "true"),
+        "PYTHONUNBUFFERED": "1",
+    })
+    env.setdefault("TOUCHSTONE_ADMIN_TOKEN", _admin_token(data))
+    supervisor = Supervisor(data, namespace=settings.namespace, nats_port=nats_port, env=env)
+    raise typer.Exit(asyncio.run(supervisor.run()))
+
+
+def _admin_token(data: Path) -> str:
+    """The bootstrap admin token: kept in the data directory so restarts reuse it."""
+    path = data / "admin-token"
+    if path.exists():
+        return path.read_text().strip()
+    data.mkdir(parents=True, exist_ok=True)
+    token = "ts_" + secrets.token_urlsafe(32)
+    path.write_text(token + "\n")
+    path.chmod(0o600)
+    console.print(f"[bold]Admin token[/bold] (also in {path}): {token}")
+    return token
+
+
+async def _status(url: str, namespace: str) -> tuple[dict[str, object], list[dict[str, object]]]:
+    subjects = Subjects(namespace)
+    nc = await connect(url, "touchstone-status", connect_timeout=2.0, reconnect=False)
+    try:
+        js = nc.jetstream()
+        streams = {}
+        for name in (subjects.events_stream, subjects.commands_stream, subjects.dead_letter_stream):
+            info = await js.stream_info(name)
+            streams[name] = info.state.messages
+        replies: list[dict[str, object]] = []
+        inbox = nc.new_inbox()
+        sub = await nc.subscribe(inbox)
+        await nc.publish(subjects.status_ping, b"", reply=inbox)
+        try:
+            while True:
+                msg = await sub.next_msg(timeout=0.7)
+                replies.append(json.loads(msg.data))
+        except Exception:  # noqa: S110 - a quiet inbox ends the collection
+            pass
+        return {"nats": url, "jetstream": "ok", "streams": streams}, replies
+    finally:
+        await nc.close()
+
+
+def status(
+    data_dir: Annotated[Path | None, typer.Option(help="Data directory of `touchstone up`.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Report whether NATS and each running service are healthy."""
+    settings = _settings(data_dir)
+    url = _nats_url(settings)
+    try:
+        broker, services = asyncio.run(_status(url, settings.namespace))
+    except Exception as e:
+        if as_json:
+            print(json.dumps({"nats": url, "healthy": False, "error": str(e) or type(e).__name__}))
+        else:
+            console.print(f"[red]NATS at {url} is not reachable[/red]: {e or type(e).__name__}")
+        raise typer.Exit(1) from None
+    healthy = all(bool(s.get("healthy")) for s in services)
+    if as_json:
+        print(json.dumps({**broker, "services": services, "healthy": healthy}, indent=2))
+        raise typer.Exit(0 if healthy else 1)
+    table = Table(title=f"Touchstone at {url}")
+    table.add_column("part")
+    table.add_column("state")
+    table.add_column("detail")
+    table.add_row("nats", "[green]healthy[/green]",
+                  ", ".join(f"{k}: {v} msgs" for k, v in broker["streams"].items()))  # type: ignore[attr-defined]
+    for s in sorted(services, key=lambda s: str(s["service"])):
+        state = "[green]healthy[/green]" if s.get("healthy") else "[red]unhealthy[/red]"
+        table.add_row(str(s["service"]), state, f"pid {s['pid']}, up {s['uptime_s']}s, {s['detail']}")
+    if not services:
+        table.add_row("services", "[yellow]none answering[/yellow]", "")
+    console.print(table)
+    raise typer.Exit(0 if healthy else 1)
+
+
+@nats_app.command("init")
+def nats_init(
+    url: Annotated[str | None, typer.Option(help="NATS URL (default: the setting).")] = None,
+    namespace: Annotated[str | None, typer.Option(help="Namespace to provision.")] = None,
+    replicas: Annotated[int, typer.Option(help="Stream replicas (3 in a cluster).")] = 1,
+) -> None:
+    """Create or update the streams, work queues and settings bucket. Safe to repeat."""
+    settings = Settings()
+
+    async def run() -> list[str]:
+        nc = await connect(url or settings.nats_url, "touchstone-nats-init")
+        try:
+            return await provision(nc.jetstream(), Subjects(namespace or settings.namespace),
+                                   replicas=replicas)
+        finally:
+            await nc.close()
+
+    for line in asyncio.run(run()):
+        console.print(line)

@@ -1,0 +1,142 @@
+"""``touchstone up``: the embedded nats-server plus every service as supervised children.
+
+Each child's output is printed with its name in front. A child that exits is restarted with a
+growing delay; Ctrl-C (or SIGTERM) stops the children, then the broker, and keeps all data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib.util
+import json
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from touchstone.shared.jetstream import connect, provision
+from touchstone.shared.natsserver import NatsServer
+from touchstone.shared.subjects import Subjects
+
+# (name, module) in start order; a service whose module has no __main__ yet is skipped
+SERVICES: tuple[tuple[str, str], ...] = (
+    ("submission", "touchstone.submission"),
+    ("scheduler", "touchstone.scheduler"),
+    ("onprem-provider", "touchstone.onprem_provider"),
+    ("runpod-provider", "touchstone.runpod_provider"),
+    ("results", "touchstone.results"),
+    ("agent", "touchstone.agent"),
+)
+
+COLORS = ("36", "35", "33", "32", "34", "31", "96", "95")
+
+
+def available_services() -> list[tuple[str, str]]:
+    found = []
+    for name, module in SERVICES:
+        try:
+            if importlib.util.find_spec(f"{module}.__main__") is not None:
+                found.append((name, module))
+        except ModuleNotFoundError:
+            continue
+    return found
+
+
+@dataclass
+class Child:
+    name: str
+    module: str
+    color: str
+    process: asyncio.subprocess.Process | None = None
+    restarts: int = 0
+    started_at: float = field(default_factory=time.monotonic)
+
+
+def _say(name: str, color: str, line: str) -> None:
+    prefix = f"\x1b[{color}m{name:>16}\x1b[0m | " if sys.stdout.isatty() else f"{name:>16} | "
+    sys.stdout.write(prefix + line.rstrip("\n") + "\n")
+    sys.stdout.flush()
+
+
+class Supervisor:
+    def __init__(self, data_dir: Path, *, namespace: str, nats_port: int, env: dict[str, str]) -> None:
+        self.data_dir = data_dir.resolve()
+        self.namespace = namespace
+        self.nats = NatsServer(self.data_dir / "nats", port=nats_port, server_name="touchstone-embedded")
+        self.env = env
+        self.children: list[Child] = []
+        self.stop = asyncio.Event()
+
+    async def run(self) -> int:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.nats.start()
+        _say("nats", "1", f"nats-server on {self.nats.url} (store {self.nats.data_dir / 'jetstream'})")
+        nc = await connect(self.nats.url, "touchstone-up")
+        for line in await provision(nc.jetstream(), Subjects(self.namespace)):
+            _say("nats", "1", line)
+        await nc.close()
+        self._write_state()
+        self.env["TOUCHSTONE_NATS_URL"] = self.nats.url
+
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self.stop.set)
+        services = available_services()
+        if not services:
+            _say("up", "1", "no services are installed yet; running the broker only")
+        self.children = [Child(n, m, COLORS[i % len(COLORS)]) for i, (n, m) in enumerate(services)]
+        watchers = [asyncio.create_task(self._keep_running(c)) for c in self.children]
+        _say("up", "1", f"Touchstone is up (namespace {self.namespace}); Ctrl-C stops it")
+        await self.stop.wait()
+        _say("up", "1", "stopping")
+        await asyncio.gather(*(self._terminate(c) for c in self.children))
+        for w in watchers:
+            w.cancel()
+        self.nats.stop()
+        (self.data_dir / "up.json").unlink(missing_ok=True)
+        _say("up", "1", "stopped; data kept in " + str(self.data_dir))
+        return 0
+
+    def _write_state(self) -> None:
+        state = {"pid": os.getpid(), "nats_url": self.nats.url, "namespace": self.namespace,
+                 "monitor_url": self.nats.monitor_url}
+        (self.data_dir / "up.json").write_text(json.dumps(state, indent=2))
+
+    async def _keep_running(self, child: Child) -> None:
+        delay = 0.5
+        while not self.stop.is_set():
+            child.started_at = time.monotonic()
+            child.process = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", child.module,
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+                env=self.env, start_new_session=True,
+            )
+            assert child.process.stdout is not None
+            async for raw in child.process.stdout:
+                _say(child.name, child.color, raw.decode(errors="replace"))
+            code = await child.process.wait()
+            if self.stop.is_set():
+                return
+            child.restarts += 1
+            if time.monotonic() - child.started_at > 30:
+                delay = 0.5
+            _say(child.name, "31", f"exited with {code}; restarting in {delay:.1f}s")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stop.wait(), delay)
+            delay = min(delay * 2, 30.0)
+
+    async def _terminate(self, child: Child) -> None:
+        process = child.process
+        if process is None or process.returncode is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            process.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(process.wait(), 10)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            await process.wait()
