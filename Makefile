@@ -28,7 +28,7 @@ test: env ## Run the whole test suite (real nats-server, SQLite, HTTP, SSH; Dock
 
 lint: env ## ruff on everything, mypy --strict on shared/
 	$(BIN)/ruff check .
-	$(BIN)/mypy shared/src
+	$(BIN)/mypy -p touchstone.shared
 
 bench: env ## Benchmarks: JSON under bench/results/ and a table
 	$(BIN)/python bench/run.py

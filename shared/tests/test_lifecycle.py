@@ -6,7 +6,6 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-
 from touchstone.shared import events as ev
 from touchstone.shared.errors import IllegalTransition
 from touchstone.shared.lifecycle import (

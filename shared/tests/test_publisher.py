@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-
 from helpers import created, queued, task_event
 from touchstone.shared import events as ev
 from touchstone.shared.errors import ConcurrencyConflict

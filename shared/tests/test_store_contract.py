@@ -8,7 +8,6 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
-
 from touchstone.shared.lifecycle import SubmissionStatus, TaskStatus
 from touchstone.shared.store.mongo import MongoStore
 from touchstone.shared.store.protocol import Changes, ProjectionStore

@@ -9,7 +9,6 @@ import uuid
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
-
 from touchstone.shared.events import TaskKind, TaskSpec
 
 

@@ -29,7 +29,6 @@ from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext, api
 from nats.js.errors import FetchTimeoutError, NotFoundError
 from pydantic import BaseModel, ValidationError
-
 from touchstone.shared.errors import ConcurrencyConflict, PermanentError, RetryableError
 from touchstone.shared.subjects import Subjects
 
@@ -130,7 +129,7 @@ class ConsumerLoop(Generic[M]):
         already pending without waiting for a full batch."""
         try:
             first = await sub.fetch(1, timeout=self.idle_wait_s)
-        except (NatsTimeoutError, FetchTimeoutError, asyncio.TimeoutError):
+        except (TimeoutError, NatsTimeoutError, FetchTimeoutError):
             return []
         except Exception as e:  # connection trouble: back off, the client reconnects
             log.warning("fetch failed on %s: %r", self.durable, e)
@@ -141,7 +140,7 @@ class ConsumerLoop(Generic[M]):
             return first
         try:
             more = await sub.fetch(min(pending, self.spec.batch), timeout=self.idle_wait_s)
-        except (NatsTimeoutError, FetchTimeoutError, asyncio.TimeoutError):
+        except (TimeoutError, NatsTimeoutError, FetchTimeoutError):
             more = []
         return first + more
 

@@ -13,7 +13,6 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
-
 from touchstone.shared.subjects import task_aggregate_id
 
 Platform = Literal["onprem", "runpod", "any"]

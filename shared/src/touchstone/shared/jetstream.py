@@ -8,11 +8,9 @@ from dataclasses import dataclass
 
 import nats
 from nats.aio.client import Client as NATS
-from nats.js import JetStreamContext
-from nats.js import api
+from nats.js import JetStreamContext, api
 from nats.js.errors import BadRequestError, NotFoundError
 from nats.js.kv import KeyValue
-
 from touchstone.shared.subjects import Subjects
 
 log = logging.getLogger(__name__)

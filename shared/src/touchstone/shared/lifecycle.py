@@ -167,7 +167,7 @@ def task_transition(
     state: TaskState | None,
     event: ev.TaskEvent,
     now: datetime,
-    policy: RetryPolicy = RetryPolicy(),  # noqa: B008 - frozen, shared default
+    policy: RetryPolicy = RetryPolicy(),
 ) -> Transition:
     """Apply one event to a task. Returns the new state and the events the lifecycle requires
     next: a failure yields ``TaskRetried`` (attempts left, retryable class) or ``TaskErrored``."""

@@ -96,7 +96,7 @@ class NatsServer:
         ports_dir = self.data_dir / "ports"
         for stale in ports_dir.glob("*.ports"):
             stale.unlink()
-        log = open(self.data_dir / "nats-server.log", "ab")  # noqa: SIM115 - owned by the process
+        log = open(self.data_dir / "nats-server.log", "ab")
         self.process = subprocess.Popen(
             [nats_server_binary(), "-c", str(config)],
             stdout=log,

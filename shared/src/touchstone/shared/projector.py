@@ -16,7 +16,6 @@ from collections.abc import Callable
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext, api
 from pydantic import ValidationError
-
 from touchstone.shared import events as ev
 from touchstone.shared.lifecycle import TASK_FINAL
 from touchstone.shared.store.protocol import Changes, ProjectionStore

@@ -17,7 +17,6 @@ from nats.errors import ConnectionClosedError, NoRespondersError, OutboundBuffer
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.errors import APIError, BadRequestError, NotFoundError, ServiceUnavailableError
-
 from touchstone.shared.errors import ConcurrencyConflict, UnavailableError
 from touchstone.shared.events import Event, TaskEvent, decode_event, encode_event
 from touchstone.shared.subjects import Subjects, task_aggregate_id

@@ -7,19 +7,18 @@ where ``main(runtime)`` starts its loops and returns when ``runtime.stop`` is se
 from __future__ import annotations
 
 import asyncio
-import json
-import os
-import time
 import contextlib
+import json
 import logging
+import os
 import signal
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-
 from touchstone.shared.jetstream import connect, provision
 from touchstone.shared.logs import setup_logging
 from touchstone.shared.metrics import serve as serve_metrics

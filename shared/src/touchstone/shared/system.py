@@ -65,8 +65,8 @@ async def watch_system(
     try:
         while not stop.is_set():
             try:
-                entry = await watcher.updates(timeout=0.5)
-            except (TimeoutError, asyncio.TimeoutError):
+                entry = await watcher.updates(timeout=0.5)  # type: ignore[no-untyped-call]
+            except TimeoutError:
                 continue
             if entry is None:  # end of the initial values
                 continue
@@ -76,4 +76,4 @@ async def watch_system(
                 log.error("ignoring invalid system settings revision %s: %s", entry.revision, e)
     finally:
         with contextlib.suppress(Exception):
-            await watcher.stop()
+            await watcher.stop()  # type: ignore[no-untyped-call]

@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
-
 from touchstone.shared.jetstream import connect, provision
 from touchstone.shared.natsserver import NatsServer
 from touchstone.shared.subjects import Subjects
@@ -62,7 +61,7 @@ async def js(nc: NATS, subjects: Subjects) -> AsyncIterator[JetStreamContext]:
                    subjects.logs_stream, f"KV_{subjects.system_bucket}"):
         try:
             await context.delete_stream(stream)
-        except Exception:  # noqa: S110 - best-effort cleanup
+        except Exception:
             pass
 
 

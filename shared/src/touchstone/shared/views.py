@@ -10,7 +10,6 @@ from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, Field
-
 from touchstone.shared import events as ev
 from touchstone.shared.lifecycle import (
     TASK_FINAL,

@@ -12,7 +12,6 @@ from typing import Any
 
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, UpdateOne
 from pymongo.errors import BulkWriteError, DuplicateKeyError
-
 from touchstone.shared.store.protocol import Changes, Page, decode_cursor, encode_cursor, sortable
 from touchstone.shared.views import SubmissionView, TaskView
 

@@ -170,7 +170,7 @@ class SqliteStore:
         with self.db:
             self.db.execute("BEGIN IMMEDIATE")
             for table in ("submissions", "tasks", "checkpoints"):
-                self.db.execute(f"DELETE FROM {table}")  # noqa: S608 - fixed names
+                self.db.execute(f"DELETE FROM {table}")
 
     async def ping(self) -> None:
         self.db.execute("SELECT 1").fetchone()
