@@ -1,0 +1,17 @@
+"""A faithful local RunPod for tests and demos.
+
+``FakeRunpod`` serves RunPod's REST v2 pod, catalog and SSH-key routes and the GraphQL
+balance query over real HTTP on 127.0.0.1, with RunPod's shapes, codes and error bodies.
+Each running pod is a real SSH endpoint (asyncssh, key from ``env.PUBLIC_KEY``, exec and
+SFTP in a per-pod directory). Faults: ``Faults`` switches, ``Injection`` canned answers,
+``FakeRunpod.kill_pod``; or over HTTP under ``/_fake/``. ``FakeRunpod.ledger()`` accounts
+for every pod ever created.
+
+Run it alone with ``python -m touchstone.runpod_provider.fake --port 8787``.
+"""
+
+from .ratelimit import RateLimiter
+from .server import FakeRunpod
+from .state import Faults, Injection, PodRecord, SshMode
+
+__all__ = ["FakeRunpod", "Faults", "Injection", "PodRecord", "RateLimiter", "SshMode"]

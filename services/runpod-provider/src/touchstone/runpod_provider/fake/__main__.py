@@ -1,0 +1,50 @@
+"""``python -m touchstone.runpod_provider.fake``: run the fake RunPod until interrupted."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import secrets
+from pathlib import Path
+
+from .server import FakeRunpod
+from .state import Faults
+
+
+def _parse(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m touchstone.runpod_provider.fake")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    parser.add_argument("--api-key", default=None, help="the key to accept (random if unset)")
+    parser.add_argument("--root", type=Path, default=None, help="pod directories (temp if unset)")
+    parser.add_argument("--balance", type=float, default=100.0, help="account balance in USD")
+    parser.add_argument("--polls-to-running", type=int, default=2)
+    parser.add_argument("--pull-s", type=float, default=0.0, help="seconds before SSH accepts")
+    return parser.parse_args(argv)
+
+
+async def main(args: argparse.Namespace) -> None:
+    api_key = args.api_key or secrets.token_urlsafe(24)
+    fake = FakeRunpod(
+        api_key=api_key,
+        root=args.root,
+        host=args.host,
+        port=args.port,
+        polls_to_starting=min(1, args.polls_to_running),
+        polls_to_running=args.polls_to_running,
+        faults=Faults(balance=args.balance, pull_s=args.pull_s),
+    )
+    async with fake:
+        print(f"fake RunPod REST v2: {fake.base_url}", flush=True)
+        print(f"fake RunPod GraphQL: {fake.graphql_url}", flush=True)
+        if args.api_key is None:
+            print(f"API key: {api_key}", flush=True)
+        await asyncio.Event().wait()
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(main(_parse()))

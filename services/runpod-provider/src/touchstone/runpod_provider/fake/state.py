@@ -1,0 +1,224 @@
+"""The fake's state: fault switches, injected responses, the pod ledger and the pods.
+
+Nothing here does I/O. ``FakePod.to_json`` renders the v2 ``Pod`` object exactly; the
+server (``server.py``) moves pods through their statuses and owns their SSH endpoints.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+if TYPE_CHECKING:
+    from .ssh import PodSsh
+
+ACTIONS_BY_STATUS: dict[str, list[str]] = {
+    "RUNNING": ["stop", "restart", "terminate"],
+    "EXITED": ["start", "terminate"],
+    "ERROR": ["start", "terminate"],
+    "PROVISIONING": ["stop", "terminate"],
+    "STARTING": ["stop", "terminate"],
+    "TERMINATED": [],
+}
+
+
+class SshMode(StrEnum):
+    """How a running pod's SSH behaves."""
+
+    OK = "ok"
+    """``ssh.direct`` appears and sshd accepts (after any slow pull)."""
+    NO_DIRECT = "no_direct"
+    """RUNNING forever with ``ssh.direct`` null and nothing listening."""
+    REFUSE = "refuse"
+    """``ssh.direct`` appears but every connection is dropped before the handshake."""
+
+
+class Injection(BaseModel):
+    """A canned answer for the next ``times`` matching requests (after auth).
+
+    ``path`` matches as a prefix of the request path, ``method`` exactly (None: any).
+    ``apply_first`` runs the real handler first and then answers with this instead: a
+    create that makes the pod and still answers 500.
+    ``body``: ``problem`` (v2 problem+json), ``v1`` (``{"error": ..., "status": N}``),
+    ``graphql`` (``{"errors": [...], "data": {"myself": null}}``), ``html`` (not JSON).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    status: int = 500
+    method: str | None = None
+    path: str = "/"
+    times: int = Field(default=1, ge=1)
+    retry_after: int | None = None
+    body: Literal["problem", "v1", "graphql", "html"] = "problem"
+    detail: str | None = None
+    apply_first: bool = False
+
+    def matches(self, method: str, path: str) -> bool:
+        return (self.method is None or self.method == method) and path.startswith(self.path)
+
+
+class Faults(BaseModel):
+    """Switches for the fake's behaviour. Pod-level switches are read when a pod is created,
+    so a pod keeps the behaviour it was born with."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    balance: float = 100.0
+    """Account balance in USD; a create needs one hour of the pod's cost (else 402)."""
+    no_capacity: set[str] = Field(default_factory=set)
+    """GPU type ids with no capacity: create answers 400 "no longer any instances"."""
+    forbidden: set[str] = Field(default_factory=set)
+    """GPU type ids in a pool this account may not use: create answers 403."""
+    revoked: bool = False
+    """The API key stopped working: every v2 call answers 401, GraphQL ``myself`` is null."""
+    pull_s: float = 0.0
+    """Slow image pull: seconds a pod is RUNNING before SSH accepts."""
+    ssh_direct_during_pull: bool = False
+    """During the pull, show ``ssh.direct`` anyway (connections are dropped until ready)."""
+    ssh: SshMode = SshMode.OK
+    stuck_starting: bool = False
+    """New pods stay STARTING forever."""
+    fail_on_start: bool = False
+    """New pods go to ERROR instead of RUNNING."""
+    die_after_s: float | None = None
+    """New pods die (ERROR, SSH closed, processes killed) this long after RUNNING."""
+
+
+@dataclass(frozen=True)
+class Behaviour:
+    """The pod-level faults a pod was created with."""
+
+    pull_s: float = 0.0
+    ssh_direct_during_pull: bool = False
+    ssh: SshMode = SshMode.OK
+    stuck_starting: bool = False
+    fail_on_start: bool = False
+    die_after_s: float | None = None
+
+    @classmethod
+    def from_faults(cls, faults: Faults) -> Behaviour:
+        return cls(
+            pull_s=faults.pull_s,
+            ssh_direct_during_pull=faults.ssh_direct_during_pull,
+            ssh=faults.ssh,
+            stuck_starting=faults.stuck_starting,
+            fail_on_start=faults.fail_on_start,
+            die_after_s=faults.die_after_s,
+        )
+
+
+@dataclass(frozen=True)
+class PodRecord:
+    """One line of the ledger of every pod ever created; no clock, only an order."""
+
+    seq: int
+    id: str
+    name: str
+    gpu_type_id: str | None
+    status: str
+    """The pod's last RunPod status (``TERMINATED`` once deleted)."""
+    terminated: bool = False
+
+
+@dataclass
+class FakePod:
+    """One pod: the v2 fields plus what the fake needs to run it."""
+
+    id: str
+    name: str
+    body: dict[str, Any]
+    """The create body's echoed fields: image, args, disk, ports, env, registry, mounts."""
+    gpu: dict[str, Any]
+    cloud: str
+    data_center_id: str
+    cost: float
+    created_at: datetime
+    behaviour: Behaviour
+    status: str = "PROVISIONING"
+    locked: bool = False
+    started_at: datetime | None = None
+    polls: int = 0
+    running_since: float | None = None
+    """Fake clock value when the pod last reached RUNNING."""
+    ssh: PodSsh | None = field(default=None, repr=False)
+    ssh_port: int | None = None
+
+    def ssh_ready(self, now: float) -> bool:
+        """Whether a connection to the pod's sshd would be accepted at ``now``."""
+        return (
+            self.status == "RUNNING"
+            and self.behaviour.ssh is SshMode.OK
+            and self.running_since is not None
+            and now >= self.running_since + self.behaviour.pull_s
+        )
+
+    def _direct_visible(self, now: float) -> bool:
+        if self.status != "RUNNING" or self.ssh_port is None or self.running_since is None:
+            return False
+        if self.behaviour.ssh is SshMode.NO_DIRECT:
+            return False
+        pulled = now >= self.running_since + self.behaviour.pull_s
+        return pulled or self.behaviour.ssh_direct_during_pull
+
+    def to_json(self, now: float) -> dict[str, Any]:
+        """The v2 ``Pod`` object as RunPod would render it at fake-clock ``now``."""
+        running = self.status == "RUNNING"
+        direct = None
+        runtime: dict[str, Any] | None = None
+        if self._direct_visible(now):
+            direct = {
+                "host": "127.0.0.1",
+                "port": self.ssh_port,
+                "username": "root",
+                "command": f"ssh root@127.0.0.1 -p {self.ssh_port}",
+            }
+        if running and self.running_since is not None:
+            runtime = {
+                "uptime": int(now - self.running_since),
+                "gpus": [{"util": 0, "memoryUtil": 0}],
+            }
+            if direct is not None:
+                runtime["ports"] = [{"private": 22, "public": self.ssh_port, "type": "tcp", "ip": "127.0.0.1"}]
+        proxy_user = f"{self.id}-64411eb2"
+        return {
+            "id": self.id,
+            "name": self.name,
+            "image": self.body.get("image", ""),
+            "args": self.body.get("args", ""),
+            "disk": self.body.get("disk", 20),
+            "ports": list(self.body.get("ports", [])),
+            "env": dict(self.body.get("env", {})),
+            "registry": self.body.get("registry"),
+            "status": self.status,
+            "actions": list(ACTIONS_BY_STATUS[self.status]),
+            "mounts": dict(self.body.get("mounts", {})),
+            "gpu": dict(self.gpu),
+            "cloud": self.cloud,
+            "dataCenterId": self.data_center_id,
+            "cudaVersion": "12.8",
+            "ssh": {
+                "proxy": {
+                    "host": "ssh.runpod.io",
+                    "port": 22,
+                    "username": proxy_user,
+                    "command": f"ssh {proxy_user}@ssh.runpod.io",
+                },
+                "direct": direct,
+            },
+            "template": None,
+            "cost": 0.0 if self.status in ("EXITED", "TERMINATED") else self.cost,
+            "locked": self.locked,
+            "globalNetworking": {"enabled": False},
+            "runtime": runtime,
+            "createdAt": _rfc3339(self.created_at),
+            "startedAt": _rfc3339(self.started_at) if self.started_at else None,
+        }
+
+
+def _rfc3339(when: datetime) -> str:
+    return when.strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -1,0 +1,171 @@
+"""Pods of the fake are real SSH endpoints: exec, SFTP, key auth, slow pulls, death."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shlex
+
+import asyncssh
+import httpx
+import pytest
+from touchstone.runpod_provider.api import PodStatus
+
+
+def connect(pod_or_port, key, *, host="127.0.0.1", username="root", **options):
+    port = pod_or_port if isinstance(pod_or_port, int) else pod_or_port.ssh.port
+    options.setdefault("connect_timeout", 5)
+    return asyncssh.connect(host, port, username=username, client_keys=[key], known_hosts=None, **options)
+
+
+async def test_run_a_command_and_sftp_a_file_in_and_out(api, spec, until_ready, ssh_key, tmp_path):
+    pod = await until_ready((await api.create_pod(spec())).id)
+    local = tmp_path / "in.txt"
+    local.write_text("feature set\n")
+
+    async with connect(pod, ssh_key) as conn:
+        result = await conn.run("sh -c 'pwd; echo $RUNPOD_POD_ID; echo oops >&2; exit 3'")
+        workdir, pod_id = result.stdout.split()
+        assert pod_id == pod.id and result.stderr == "oops\n" and result.exit_status == 3
+        async with conn.start_sftp_client() as sftp:
+            assert await sftp.realpath(".") == workdir
+            await sftp.mkdir("job")
+            await sftp.put(str(local), "job/in.txt")
+            copied = await conn.run("cat job/in.txt", check=True)
+            assert copied.stdout == "feature set\n"
+            await conn.run(shlex.join(["cp", "job/in.txt", f"{workdir}/job/out.txt"]), check=True)
+            await sftp.get(f"{workdir}/job/out.txt", str(tmp_path / "out.txt"))
+    assert (tmp_path / "out.txt").read_text() == "feature set\n"
+
+
+async def test_commands_are_argv_never_a_shell(api, spec, until_ready, ssh_key):
+    pod = await until_ready((await api.create_pod(spec())).id)
+
+    async with connect(pod, ssh_key) as conn:
+        literal = await conn.run("printf '%s|' 'a b' $HOME ';' 'x'")
+        missing = await conn.run("no-such-binary --flag")
+        fed = await conn.run("cat", input="through stdin")
+
+    assert literal.stdout == "a b|$HOME|;|x|"
+    assert missing.exit_status == 127
+    assert fed.stdout == "through stdin"
+
+
+async def test_sftp_stays_inside_the_pod(api, spec, until_ready, ssh_key):
+    pod = await until_ready((await api.create_pod(spec())).id)
+
+    async with connect(pod, ssh_key) as conn, conn.start_sftp_client() as sftp:
+        assert ".." in await sftp.listdir(".")
+        with pytest.raises(asyncssh.SFTPPermissionDenied):
+            await sftp.listdir("/etc")
+        with pytest.raises(asyncssh.SFTPPermissionDenied):
+            await sftp.get("../../../etc/hostname", os.devnull)
+
+
+async def test_a_wrong_key_or_user_is_refused(api, spec, until_ready, ssh_key):
+    pod = await until_ready((await api.create_pod(spec())).id)
+    stranger = asyncssh.generate_private_key("ssh-ed25519")
+
+    with pytest.raises(asyncssh.PermissionDenied):
+        async with connect(pod, stranger):
+            pass
+    with pytest.raises(asyncssh.PermissionDenied):
+        async with connect(pod, ssh_key, username="ubuntu"):
+            pass
+
+
+async def test_a_slow_pull_is_running_but_not_connectable_until_ready(api, fake, spec, ssh_key):
+    fake.faults.pull_s = 0.6
+    created = await api.create_pod(spec())
+    for _ in range(fake.polls_to_running):
+        pod = await api.get_pod(created.id)
+    assert pod is not None and pod.status is PodStatus.RUNNING and pod.ssh is None
+    port = fake.ssh_port(created.id)
+    assert port is not None
+
+    with pytest.raises((asyncssh.Error, OSError)):
+        async with connect(port, ssh_key):
+            pass
+
+    await asyncio.sleep(0.7)
+    ready = await api.get_pod(created.id)
+    assert ready is not None and ready.ssh_ready and ready.ssh is not None
+    assert ready.ssh.port == port
+    async with connect(ready, ssh_key) as conn:
+        assert (await conn.run("echo up")).stdout == "up\n"
+
+
+async def test_ssh_direct_shown_during_the_pull_still_refuses(api, fake, spec, until_ready, ssh_key):
+    fake.faults.pull_s = 0.5
+    fake.faults.ssh_direct_during_pull = True
+    pod = await until_ready((await api.create_pod(spec())).id)
+
+    with pytest.raises((asyncssh.Error, OSError)):
+        async with connect(pod, ssh_key):
+            pass
+    await asyncio.sleep(0.6)
+    async with connect(pod, ssh_key) as conn:
+        assert (await conn.run("true")).exit_status == 0
+
+
+async def test_ssh_that_never_comes_up(api, fake, spec, until_ready, ssh_key):
+    fake.faults.ssh = "refuse"
+    pod = await until_ready((await api.create_pod(spec())).id)
+
+    for _ in range(2):
+        with pytest.raises((asyncssh.Error, OSError)):
+            async with connect(pod, ssh_key):
+                pass
+
+
+async def test_terminate_closes_ssh_kills_processes_and_removes_the_disk(api, fake, spec, until_ready, ssh_key):
+    pod = await until_ready((await api.create_pod(spec())).id)
+    workdir = fake.workdir(pod.id)
+    assert workdir.is_dir()
+
+    async with connect(pod, ssh_key) as conn:
+        process = await conn.create_process("sh -c 'echo $$; exec sleep 30'")
+        pid = int(await process.stdout.readline())
+        await api.terminate_pod(pod.id)
+        async with asyncio.timeout(5):
+            await conn.wait_closed()
+
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+    assert not workdir.exists()
+    with pytest.raises((asyncssh.Error, OSError)):
+        async with connect(pod, ssh_key):
+            pass
+    assert fake.ledger()[0].terminated
+
+
+async def test_a_pod_that_dies_mid_run(api, fake, spec, until_ready, ssh_key):
+    pod = await until_ready((await api.create_pod(spec())).id)
+
+    async with connect(pod, ssh_key) as conn:
+        process = await conn.create_process("sh -c 'echo $$; exec sleep 30'")
+        pid = int(await process.stdout.readline())
+        async with httpx.AsyncClient() as admin:
+            url = fake.base_url.removesuffix("/v2") + f"/_fake/pods/{pod.id}/kill"
+            answer = await admin.post(url, json={"status": "ERROR"})
+            assert answer.status_code == 200 and answer.json()["status"] == "ERROR"
+        async with asyncio.timeout(5):
+            await conn.wait_closed()
+
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+    dead = await api.get_pod(pod.id)
+    assert dead is not None and dead.status is PodStatus.FAILED and dead.ssh is None
+    assert fake.workdir(pod.id).is_dir(), "a dead pod keeps its disk until terminated"
+
+
+async def test_a_pod_can_be_set_to_die_after_a_while(api, fake, spec, until_ready, ssh_key):
+    fake.faults.die_after_s = 0.3
+    pod = await until_ready((await api.create_pod(spec())).id)
+
+    async with connect(pod, ssh_key) as conn, asyncio.timeout(3):
+        await conn.run("sleep 5")
+        await conn.wait_closed()
+    dead = await api.get_pod(pod.id)
+
+    assert dead is not None and dead.status is PodStatus.FAILED
