@@ -6,7 +6,7 @@ import logging
 
 import typer
 
-from touchstone.cli import ops
+from touchstone.cli import api, ops
 
 app = typer.Typer(help="Touchstone: automated GPU training of prediction models.", no_args_is_help=True)
 
@@ -20,10 +20,4 @@ def _quiet() -> None:
 app.command()(ops.up)
 app.command()(ops.status)
 app.add_typer(ops.nats_app, name="nats")
-
-try:  # the API client commands (submit, list, schedule, ...)
-    from touchstone.cli import api as _api
-except ImportError:  # pragma: no cover - only while the API client is not installed
-    _api = None  # type: ignore[assignment]
-if _api is not None:
-    _api.register(app)
+api.register(app)  # the API client verbs: submit, list, show, schedule, cancel, ...

@@ -17,9 +17,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from touchstone.shared.jetstream import connect, provision
+from touchstone.shared.jetstream import connect, provision, system_bucket
 from touchstone.shared.natsserver import NatsServer
 from touchstone.shared.subjects import Subjects
+from touchstone.shared.system import Server, SystemSettings, read_system, write_system
+
+LOCAL_AGENT = "local"
 
 # (name, module) in start order; a service whose module has no __main__ yet is skipped
 SERVICES: tuple[tuple[str, str], ...] = (
@@ -62,7 +65,10 @@ def _say(name: str, color: str, line: str) -> None:
 
 
 class Supervisor:
-    def __init__(self, data_dir: Path, *, namespace: str, nats_port: int, env: dict[str, str]) -> None:
+    def __init__(
+        self, data_dir: Path, *, namespace: str, nats_port: int, env: dict[str, str], local_slots: int = 2
+    ) -> None:
+        self.local_slots = local_slots
         self.data_dir = data_dir.resolve()
         self.namespace = namespace
         self.nats = NatsServer(self.data_dir / "nats", port=nats_port, server_name="touchstone-embedded")
@@ -75,8 +81,16 @@ class Supervisor:
         self.nats.start()
         _say("nats", "1", f"nats-server on {self.nats.url} (store {self.nats.data_dir / 'jetstream'})")
         nc = await connect(self.nats.url, "touchstone-up")
-        for line in await provision(nc.jetstream(), Subjects(self.namespace)):
+        js = nc.jetstream()
+        subjects = Subjects(self.namespace)
+        for line in await provision(js, subjects):
             _say("nats", "1", line)
+        kv = await system_bucket(js, subjects)
+        settings, revision = await read_system(kv)
+        if revision == 0:
+            settings = SystemSettings(servers=[Server(name=LOCAL_AGENT, num_slots=self.local_slots)])
+            await write_system(kv, settings, revision=0)
+            _say("up", "1", f"declared the local agent {LOCAL_AGENT!r} with {self.local_slots} slots")
         await nc.close()
         self._write_state()
         self.env["TOUCHSTONE_NATS_URL"] = self.nats.url

@@ -1,0 +1,181 @@
+"""The HTTP API: ``create_app(deps)`` builds the Litestar app.
+
+Handlers name what they need: ``deps`` (everything), ``principal`` (any signed-in caller) or
+``admin`` (an admin; others get 403). Errors become problem details in ``problems`` only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from litestar import Litestar, Request, Response, get
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.enums import ScopeType
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.spec import Components, SecurityScheme
+from litestar.params import Parameter
+from litestar.response import ServerSentEvent
+from litestar.response.sse import ServerSentEventMessage
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
+from prometheus_client import CONTENT_TYPE_LATEST
+from touchstone.shared import metrics
+from touchstone.shared.system import Server
+from touchstone.submission import admin, routes
+from touchstone.submission.auth import Forbidden
+from touchstone.submission.deps import Deps, DepsArg, PrincipalArg
+from touchstone.submission.domain import Principal
+from touchstone.submission.problems import documented, problem_response
+from touchstone.submission.schemas import Health, ScheduleCreate, SubmissionCreate, SystemUpdate, TokenCreate
+
+REQUESTS = metrics.histogram("http_request_seconds", "HTTP requests by route and status", ("method", "route", "status"))
+PUBLIC: list[dict[str, list[str]]] = []
+
+
+@get(
+    "/api/v1/events",
+    summary="Live status changes (server-sent events)",
+    tags=["events"],
+    responses=documented(400, 401),
+)
+async def events(
+    deps: DepsArg,
+    principal: PrincipalArg,
+    submission_id: Annotated[str | None, Parameter(max_length=64, description="only this submission")] = None,
+) -> ServerSentEvent:
+    keepalive = deps.settings.sse_keepalive_s
+
+    async def stream() -> AsyncIterator[ServerSentEventMessage]:
+        with deps.feed.subscribe(principal, submission_id) as sub:
+            yield ServerSentEventMessage(data=None, comment="subscribed")
+            while not deps.stop.is_set():
+                try:
+                    change = await asyncio.wait_for(sub.queue.get(), timeout=keepalive)
+                except TimeoutError:
+                    yield ServerSentEventMessage(data=None, comment="keep-alive")
+                    continue
+                yield ServerSentEventMessage(data=change.model_dump_json(), event="status", id=change.seq)
+
+    return ServerSentEvent(stream())
+
+
+@get("/healthz", summary="Liveness", tags=["health"], security=PUBLIC)
+async def healthz() -> Health:
+    return Health(status="ok")
+
+
+@get(
+    "/readyz",
+    summary="Readiness: NATS, the store and the background loops",
+    tags=["health"],
+    security=PUBLIC,
+)
+async def readyz(deps: DepsArg) -> Response[Health]:
+    checks: dict[str, Any] = {"nats": deps.nc.is_connected}
+    try:
+        await asyncio.wait_for(deps.store.ping(), timeout=2.0)
+        checks["store"] = True
+    except Exception as e:
+        checks["store"] = f"{type(e).__name__}: {e}"
+    checks.update(deps.healthy_loops())
+    ok = all(v is True for v in checks.values())
+    return Response(Health(status="ok" if ok else "unavailable", checks=checks), status_code=200 if ok else 503)
+
+
+@get(
+    "/metrics",
+    summary="Prometheus metrics",
+    tags=["health"],
+    media_type=CONTENT_TYPE_LATEST,
+    security=PUBLIC,
+    include_in_schema=False,
+)
+async def prometheus_metrics() -> Response[bytes]:
+    return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+
+def _metrics_middleware(app: ASGIApp) -> ASGIApp:
+    async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != ScopeType.HTTP:
+            await app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await app(scope, receive, send_wrapper)
+        finally:
+            route = scope.get("path_template") or "unmatched"
+            REQUESTS.labels(scope.get("method", ""), route, str(status)).observe(time.perf_counter() - started)
+
+    return middleware
+
+
+def create_app(deps: Deps, *, debug: bool = False) -> Litestar:
+    """The API over ``deps``; its lifespan starts and stops ``deps``' background loops."""
+
+    async def provide_deps() -> Deps:
+        return deps
+
+    async def provide_principal(request: Request[Any, Any, State]) -> Principal:
+        return await deps.auth.authenticate(request.headers.get("authorization"))
+
+    async def provide_admin(principal: PrincipalArg) -> Principal:
+        if not principal.is_admin:
+            raise Forbidden("admins only")
+        return principal
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: Litestar) -> AsyncIterator[None]:
+        deps.start()
+        try:
+            yield
+        finally:
+            await deps.close()
+
+    app = Litestar(
+        route_handlers=[*routes.ROUTES, *admin.ROUTES, events, healthz, readyz, prometheus_metrics],
+        dependencies={
+            "deps": Provide(provide_deps),
+            "principal": Provide(provide_principal),
+            "admin": Provide(provide_admin),
+        },
+        exception_handlers={Exception: problem_response},
+        middleware=[_metrics_middleware],
+        lifespan=[lifespan],
+        request_max_body_size=deps.settings.max_body_bytes,
+        openapi_config=OpenAPIConfig(
+            title="Touchstone API",
+            version="1",
+            path="/schema",
+            components=Components(
+                security_schemes={
+                    "bearer": SecurityScheme(type="http", scheme="bearer", description="API token or OIDC JWT")
+                }
+            ),
+            security=[{"bearer": []}],
+        ),
+        debug=debug,
+        logging_config=None,  # logging is the process's (touchstone.shared.logs), not Litestar's
+    )
+    _forbid_unknown_fields_in_schema(app)
+    return app
+
+
+def _forbid_unknown_fields_in_schema(app: Litestar) -> None:
+    """Say in the OpenAPI document what the request bodies enforce: no unknown fields."""
+    components = app.openapi_schema.components.schemas or {}
+    for model in (SubmissionCreate, ScheduleCreate, SystemUpdate, TokenCreate, Server):
+        schema = components.get(model.__name__)
+        if schema is not None and model.model_config.get("extra") == "forbid":
+            schema.additional_properties = False

@@ -1,0 +1,108 @@
+"""The write side: each request is load → decide (pure, ``domain``) → append, with the
+aggregate's expected last sequence. A conflict means another writer moved the submission
+first: reload and decide again, never overwrite."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from touchstone.shared import events as ev
+from touchstone.shared.consumer import Delivery
+from touchstone.shared.errors import ConcurrencyConflict, NotFoundError, UnavailableError
+from touchstone.shared.publisher import EventPublisher, Recorded, last_seq
+from touchstone.shared.store import ProjectionStore
+from touchstone.shared.views import SubmissionView, project_submission
+from touchstone.submission import domain
+from touchstone.submission.domain import Principal, SubmissionState
+from touchstone.submission.rules import SourcePolicy
+from touchstone.submission.schemas import ScheduleAccepted, ScheduleCreate, SubmissionCreate
+
+MAX_TRIES = 5
+
+Decide = Callable[[SubmissionState], ev.SubmissionEvent | None]
+
+
+class SubmissionCommands:
+    def __init__(self, publisher: EventPublisher, store: ProjectionStore, policy: SourcePolicy) -> None:
+        self.publisher = publisher
+        self.store = store
+        self.policy = policy
+
+    async def create(self, body: SubmissionCreate, who: Principal) -> SubmissionView:
+        event = domain.decide_create(body, self.policy, who, ev.new_id("s-"), ev.utcnow())
+        seq = await self.publisher.append(event, expected_last_seq=0)
+        view = project_submission(None, event, seq)
+        assert view is not None
+        return view
+
+    async def schedule(self, submission_id: str, body: ScheduleCreate, who: Principal) -> ScheduleAccepted:
+        schedule = domain.build_schedule(body)
+        view = await self._change(
+            submission_id,
+            who,
+            lambda state: domain.decide_schedule(state, schedule, who, ev.utcnow()),
+        )
+        return ScheduleAccepted(submission=view, tasks=domain.planned_tasks(schedule))
+
+    async def cancel(self, submission_id: str, who: Principal) -> SubmissionView:
+        return await self._change(submission_id, who, lambda state: domain.decide_cancel(state, who, ev.utcnow()))
+
+    async def retract(self, submission_id: str, who: Principal, request_id: str) -> SubmissionView:
+        return await self._change(
+            submission_id,
+            who,
+            lambda state: domain.decide_retract(state, who, ev.utcnow(), request_id),
+        )
+
+    async def view(self, submission_id: str, who: Principal) -> SubmissionView:
+        """The submission as the store has it; if the projector has not caught up yet, as its
+        events say (so a caller always sees its own writes)."""
+        if not domain.valid_id(submission_id):
+            raise NotFoundError(f"no submission {submission_id}")
+        view = await self.store.get_submission(submission_id)
+        if view is None:
+            history = await self.publisher.load("submission", submission_id)
+            view = domain.replay(None, history)
+        if view is None or not domain.may_see(view.owner, who):
+            raise NotFoundError(f"no submission {submission_id}")
+        return view
+
+    async def _load(self, submission_id: str, who: Principal) -> tuple[list[Recorded], SubmissionState]:
+        if not domain.valid_id(submission_id):
+            raise NotFoundError(f"no submission {submission_id}")
+        history = await self.publisher.load("submission", submission_id)
+        return history, domain.visible(domain.fold(history), who, submission_id)
+
+    async def _change(self, submission_id: str, who: Principal, decide: Decide) -> SubmissionView:
+        for _ in range(MAX_TRIES):
+            history, state = await self._load(submission_id, who)
+            event = decide(state)
+            records = list(history)
+            if event is not None:
+                try:
+                    seq = await self.publisher.append(event, expected_last_seq=last_seq(history))
+                except ConcurrencyConflict:
+                    continue
+                records.append(Recorded(seq, event))
+            view = domain.replay(await self.store.get_submission(submission_id), records)
+            assert view is not None
+            return view
+        raise UnavailableError(f"{submission_id} is changing too fast; try again")
+
+    # --- reactions (bound in ``handlers``) ---------------------------------------------------
+
+    async def on_submission_settled(self, event: ev.Event, delivery: Delivery) -> None:
+        """Finish an admin's DELETE of a live submission once it is no longer live."""
+        assert isinstance(event, ev.SubmissionEvent)
+        for _ in range(MAX_TRIES):
+            history = await self.publisher.load("submission", event.aggregate_id)
+            state = domain.fold(history)
+            follow_up = domain.decide_retract_after(state, event) if state else None
+            if follow_up is None:
+                return
+            try:
+                await self.publisher.append(follow_up, expected_last_seq=last_seq(history))
+                return
+            except ConcurrencyConflict:
+                continue
+        raise UnavailableError(f"could not retract {event.aggregate_id}: too many concurrent changes")

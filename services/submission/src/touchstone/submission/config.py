@@ -1,0 +1,95 @@
+"""The submission service's settings: one typed object, built in ``__main__`` and passed down.
+
+Every field can be set from the environment as ``TOUCHSTONE_<FIELD>``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from touchstone.shared.settings import Settings
+
+PRIVATE_NETWORKS: tuple[str, ...] = (
+    "0.0.0.0/8",
+    "10.0.0.0/8",
+    "100.64.0.0/10",
+    "127.0.0.0/8",
+    "169.254.0.0/16",
+    "172.16.0.0/12",
+    "192.168.0.0/16",
+    "::/128",
+    "::1/128",
+    "fc00::/7",
+    "fe80::/10",
+)
+
+
+class SubmissionSettings(Settings):
+    """Settings of the HTTP API."""
+
+    host: str = Field("127.0.0.1", description="Address the HTTP API listens on.")
+    port: int = Field(8080, ge=0, le=65535, description="Port the HTTP API listens on (0: any free port).")
+    public_url: str = Field(
+        "",
+        description="The address clients use; only for log lines and printed hints.",
+    )
+    admin_token: SecretStr | None = Field(
+        None,
+        description="The bootstrap admin API token (TOUCHSTONE_ADMIN_TOKEN). When unset, one is "
+        "generated on first start, printed, and kept in data_dir/admin-token.",
+    )
+    allow_local_sources: bool = Field(
+        False,
+        description="Accept local paths and loopback/private-network git URLs (an embedded "
+        "`touchstone up` on loopback only; off in production).",
+    )
+    denied_networks: list[str] = Field(
+        default_factory=lambda: list(PRIVATE_NETWORKS),
+        description="CIDR ranges a git URL's host may not be in (loopback, link-local, private).",
+    )
+    denied_hosts: list[str] = Field(
+        default_factory=lambda: [
+            "localhost",
+            "*.localhost",
+            "*.local",
+            "*.internal",
+            "metadata.google.internal",
+        ],
+        description="Host names a git URL may not name; '*.' matches any subdomain.",
+    )
+    max_body_bytes: int = Field(65_536, ge=1024, description="Largest request body accepted (larger: 413).")
+    oidc_jwks_url: str = Field("", description="JWKS of the OIDC issuer; empty turns JWT sign-in off.")
+    oidc_issuer: str = Field("", description="The `iss` every JWT must carry.")
+    oidc_audience: str = Field("", description="The `aud` (or Cognito `client_id`) every JWT must carry.")
+    oidc_algorithms: list[str] = Field(
+        default_factory=lambda: ["RS256"],
+        description="Signature algorithms accepted (never 'none' or HS*).",
+    )
+    oidc_groups_claim: str = Field("cognito:groups", description="The claim that lists the user's groups.")
+    oidc_user_group: str = Field("touchstone_user", description="Group that grants the user role.")
+    oidc_admin_group: str = Field("touchstone_admin", description="Group that grants the admin role.")
+    oidc_username_claims: list[str] = Field(
+        default_factory=lambda: [
+            "cognito:username",
+            "username",
+            "preferred_username",
+            "email",
+            "sub",
+        ],
+        description="Claims tried in order for the user's name (the first present wins).",
+    )
+    oidc_leeway_s: float = Field(30.0, ge=0, le=300, description="Clock skew allowed on exp/nbf/iat.")
+    jwks_refresh_s: float = Field(
+        60.0, ge=0, description="Least time between two JWKS fetches caused by an unknown key id."
+    )
+    sse_keepalive_s: float = Field(15.0, gt=0, description="Seconds between keep-alive comments on SSE streams.")
+    run_projector: bool = Field(True, description="Run the projector in this process (keeps the read models current).")
+
+    @property
+    def artifacts_dir(self) -> Path:
+        return self.data_dir / "artifacts"
+
+    @property
+    def admin_token_file(self) -> Path:
+        return self.data_dir / "admin-token"

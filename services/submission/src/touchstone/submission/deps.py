@@ -1,0 +1,120 @@
+"""Everything a request handler may use, built once at bootstrap and passed to ``create_app``.
+
+``Deps.background`` are the loops the app runs while it serves: the projector (read models),
+the live feed, the token cache watcher and the retract-after-delete reaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+from litestar.di import NamedDependency
+from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
+from touchstone.shared import events as ev
+from touchstone.shared.consumer import ConsumerLoop
+from touchstone.shared.jetstream import system_bucket
+from touchstone.shared.projector import Projector
+from touchstone.shared.publisher import EventPublisher
+from touchstone.shared.store import ProjectionStore
+from touchstone.shared.subjects import Subjects
+from touchstone.submission import handlers
+from touchstone.submission.adapters import ArtifactFiles, LogReader, SystemStore
+from touchstone.submission.auth import Authenticator, JwtVerifier, TokenRegistry, open_tokens_bucket
+from touchstone.submission.commands import SubmissionCommands
+from touchstone.submission.config import SubmissionSettings
+from touchstone.submission.domain import Principal
+from touchstone.submission.feed import Feed
+from touchstone.submission.rules import SourcePolicy
+
+
+@dataclass
+class Deps:
+    settings: SubmissionSettings
+    nc: NATS
+    js: JetStreamContext
+    subjects: Subjects
+    store: ProjectionStore
+    publisher: EventPublisher
+    commands: SubmissionCommands
+    auth: Authenticator
+    tokens: TokenRegistry
+    system: SystemStore
+    logs: LogReader
+    artifacts: ArtifactFiles
+    feed: Feed
+    projector: Projector
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+    background: list[Callable[[asyncio.Event], Coroutine[Any, Any, None]]] = field(default_factory=list)
+    tasks: dict[str, asyncio.Task[None]] = field(default_factory=dict)
+
+    def start(self) -> None:
+        """Start the background loops (the app's lifespan calls this)."""
+        self.stop.clear()
+        for loop in self.background:
+            name = getattr(loop, "__qualname__", repr(loop))
+            self.tasks[name] = asyncio.create_task(loop(self.stop), name=name)
+
+    async def close(self) -> None:
+        """Stop the loops: each is safe to cancel at an await (a message it was handling is
+        redelivered; a projector batch is one store transaction)."""
+        self.stop.set()
+        for task in self.tasks.values():
+            task.cancel()
+        await asyncio.gather(*self.tasks.values(), return_exceptions=True)
+        self.tasks.clear()
+        if self.auth.jwts is not None:
+            await self.auth.jwts.close()
+
+    def healthy_loops(self) -> dict[str, bool]:
+        return {name: not task.done() for name, task in self.tasks.items()}
+
+
+async def build_deps(
+    settings: SubmissionSettings,
+    nc: NATS,
+    js: JetStreamContext,
+    subjects: Subjects,
+    store: ProjectionStore,
+    *,
+    bootstrap_secret: str | None,
+    jwts: JwtVerifier | None = None,
+) -> Deps:
+    """Wire the service. JetStream must already be provisioned for ``subjects``."""
+    publisher = EventPublisher(js, subjects)
+    policy = SourcePolicy.build(settings.allow_local_sources, settings.denied_networks, settings.denied_hosts)
+    tokens = TokenRegistry(await open_tokens_bucket(js, subjects), bootstrap_secret=bootstrap_secret)
+    if jwts is None and settings.oidc_jwks_url:
+        jwts = JwtVerifier(settings)
+    artifacts = ArtifactFiles(settings.artifacts_dir)
+    feed = Feed(store)
+    commands = SubmissionCommands(publisher, store, policy)
+    deps = Deps(
+        settings=settings,
+        nc=nc,
+        js=js,
+        subjects=subjects,
+        store=store,
+        publisher=publisher,
+        commands=commands,
+        auth=Authenticator(tokens, jwts),
+        tokens=tokens,
+        system=SystemStore(await system_bucket(js, subjects)),
+        logs=LogReader(js, subjects, artifacts),
+        artifacts=artifacts,
+        feed=feed,
+        projector=Projector(js, subjects, store, on_applied=feed.on_applied),
+    )
+    retract = ConsumerLoop(js, subjects, handlers.consumer_spec(subjects), handlers.handlers(commands), ev.decode_event)
+    deps.background = [feed.run, tokens.watch, retract.run]
+    if settings.run_projector:
+        deps.background.insert(0, deps.projector.run)
+    return deps
+
+
+# How handlers name what they need (injected by parameter name: deps, principal, admin).
+DepsArg = NamedDependency[Deps]
+PrincipalArg = NamedDependency[Principal]

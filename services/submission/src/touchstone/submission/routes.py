@@ -1,0 +1,245 @@
+"""Submissions, their tasks, logs and artifacts: ``/api/v1/submissions...`` and ``/api/v1/tasks``.
+
+Users see only their own submissions (anything else answers 404); admins see all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import uuid
+from collections.abc import AsyncIterator
+from typing import Annotated, Any, TypeVar
+
+from litestar import Response, delete, get, post
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.params import FromPath, FromQuery, JSONBody, Parameter
+from litestar.response import File, Redirect, ServerSentEvent
+from litestar.response.sse import ServerSentEventMessage
+from pydantic import BaseModel
+from touchstone.shared.errors import NotFoundError
+from touchstone.shared.lifecycle import TASK_FINAL, SubmissionStatus, TaskStatus
+from touchstone.shared.views import SubmissionView, TaskView
+from touchstone.submission.deps import Deps, DepsArg, PrincipalArg
+from touchstone.submission.domain import Principal, valid_id
+from touchstone.submission.problems import BadQuery, documented
+from touchstone.submission.schemas import (
+    ScheduleAccepted,
+    ScheduleCreate,
+    SubmissionCreate,
+    SubmissionDetail,
+    SubmissionPage,
+    TaskDetail,
+    TaskPage,
+)
+
+PREFIX = "/api/v1"
+_ARTIFACT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+Limit = Annotated[int, Parameter(ge=1, le=200, description="page size")]
+Cursor = Annotated[str | None, Parameter(max_length=512, description="next_cursor of the previous page")]
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def as_json(model: M, status_code: int = 200) -> Response[M]:
+    """A JSON response serialised by pydantic in one step (faster than the generic path for the
+    long read models); the annotation still gives OpenAPI the model."""
+    body: Any = model.__pydantic_serializer__.to_json(model)
+    return Response(body, status_code=status_code, media_type="application/json")
+
+
+def task_detail(task: TaskView) -> TaskDetail:
+    base = f"{PREFIX}/submissions/{task.submission_id}/tasks/{task.task_id}"
+    return TaskDetail(
+        **task.model_dump(),
+        artifact_links={name: f"{base}/artifacts/{name}" for name in task.artifacts},
+        log_link=f"{base}/logs",
+    )
+
+
+@post(
+    f"{PREFIX}/submissions", summary="Submit a feature set", tags=["submissions"], responses=documented(401, 413, 422)
+)
+async def create_submission(data: JSONBody[SubmissionCreate], deps: DepsArg, principal: PrincipalArg) -> SubmissionView:
+    return await deps.commands.create(data, principal)
+
+
+@get(
+    f"{PREFIX}/submissions",
+    summary="List submissions, newest first",
+    tags=["submissions"],
+    responses=documented(400, 401),
+)
+async def list_submissions(
+    deps: DepsArg,
+    principal: PrincipalArg,
+    status: FromQuery[SubmissionStatus | None] = None,
+    owner: Annotated[str | None, Parameter(max_length=128, description="admins only")] = None,
+    limit: Limit = 50,
+    cursor: Cursor = None,
+) -> Response[SubmissionPage]:
+    if not principal.is_admin:
+        owner = principal.name
+    try:
+        page = await deps.store.list_submissions(owner=owner, status=status, limit=limit, cursor=cursor)
+    except ValueError as e:
+        raise BadQuery(f"cursor: {e}") from e
+    return as_json(SubmissionPage(items=page.items, next_cursor=page.next_cursor))
+
+
+@get(
+    f"{PREFIX}/submissions/{{submission_id:str}}",
+    summary="One submission with its tasks",
+    tags=["submissions"],
+    responses=documented(401, 404),
+)
+async def get_submission(
+    submission_id: FromPath[str], deps: DepsArg, principal: PrincipalArg
+) -> Response[SubmissionDetail]:
+    view = await deps.commands.view(submission_id, principal)
+    tasks = await deps.store.list_tasks(submission_id=submission_id, limit=500)
+    return as_json(SubmissionDetail(**view.model_dump(), tasks=[task_detail(t) for t in tasks.items]))
+
+
+@delete(
+    f"{PREFIX}/submissions/{{submission_id:str}}",
+    status_code=200,
+    tags=["submissions"],
+    summary="Retract a submission (a live one: admins only, which cancels it first)",
+    responses={
+        **documented(401, 404, 409),
+        202: ResponseSpec(SubmissionView, description="Live: its tasks are being cancelled; it is retracted after"),
+    },
+)
+async def delete_submission(
+    submission_id: FromPath[str], deps: DepsArg, principal: PrincipalArg
+) -> Response[SubmissionView]:
+    view = await deps.commands.retract(submission_id, principal, uuid.uuid4().hex)
+    return Response(view, status_code=200 if view.status == SubmissionStatus.RETRACTED else 202)
+
+
+@post(
+    f"{PREFIX}/submissions/{{submission_id:str}}/schedule",
+    status_code=202,
+    tags=["submissions"],
+    summary="Schedule training of an accepted submission (admin)",
+    responses=documented(401, 403, 404, 409, 413, 422),
+)
+async def schedule_submission(
+    submission_id: FromPath[str], data: JSONBody[ScheduleCreate], deps: DepsArg, admin: PrincipalArg
+) -> ScheduleAccepted:
+    return await deps.commands.schedule(submission_id, data, admin)
+
+
+@post(
+    f"{PREFIX}/submissions/{{submission_id:str}}/cancel",
+    status_code=202,
+    tags=["submissions"],
+    summary="Cancel every unfinished task (admin)",
+    responses=documented(401, 403, 404, 409),
+)
+async def cancel_submission(submission_id: FromPath[str], deps: DepsArg, admin: PrincipalArg) -> SubmissionView:
+    return await deps.commands.cancel(submission_id, admin)
+
+
+@get(
+    f"{PREFIX}/tasks",
+    summary="All tasks, oldest queued first (admin)",
+    tags=["tasks"],
+    responses=documented(400, 401, 403),
+)
+async def list_tasks(
+    deps: DepsArg,
+    admin: PrincipalArg,
+    status: FromQuery[TaskStatus | None] = None,
+    platform: Annotated[str | None, Parameter(pattern=r"^(onprem|runpod|any)$")] = None,
+    submission_id: Annotated[str | None, Parameter(max_length=64)] = None,
+    limit: Annotated[int, Parameter(ge=1, le=500)] = 100,
+    cursor: Cursor = None,
+) -> Response[TaskPage]:
+    try:
+        page = await deps.store.list_tasks(
+            submission_id=submission_id,
+            status=status,
+            platform=platform,
+            limit=limit,
+            cursor=cursor,
+        )
+    except ValueError as e:
+        raise BadQuery(f"cursor: {e}") from e
+    return as_json(TaskPage(items=[task_detail(t) for t in page.items], next_cursor=page.next_cursor))
+
+
+async def _visible_task(deps: Deps, principal: Principal, submission_id: str, task_id: str) -> TaskView:
+    await deps.commands.view(submission_id, principal)
+    task = await deps.store.get_task(submission_id, task_id) if valid_id(task_id) else None
+    if task is None:
+        raise NotFoundError(f"no task {task_id} in {submission_id}")
+    return task
+
+
+@get(
+    f"{PREFIX}/submissions/{{submission_id:str}}/tasks/{{task_id:str}}/logs",
+    tags=["tasks"],
+    summary="A task's console log (text/plain); ?follow=true streams it (text/event-stream) while it runs",
+    responses=documented(400, 401, 404),
+)
+async def task_logs(
+    submission_id: FromPath[str],
+    task_id: FromPath[str],
+    deps: DepsArg,
+    principal: PrincipalArg,
+    tail: Annotated[int | None, Parameter(ge=1, le=100_000, description="only the last N lines")] = None,
+    follow: FromQuery[bool] = False,
+) -> Response[str] | ServerSentEvent:
+    task = await _visible_task(deps, principal, submission_id, task_id)
+    if not follow:
+        lines = await deps.logs.tail(task, tail)
+        return Response("".join(f"{line}\n" for line in lines), media_type="text/plain; charset=utf-8")
+
+    async def finished() -> bool:
+        now = await deps.store.get_task(submission_id, task_id)
+        return now is None or now.status in TASK_FINAL
+
+    async def stream() -> AsyncIterator[ServerSentEventMessage]:
+        yield ServerSentEventMessage(data=None, comment="following")
+        async for line in deps.logs.follow(task, tail, finished, deps.stop):
+            yield ServerSentEventMessage(data=json.dumps(line), event="line")
+        final = await deps.store.get_task(submission_id, task_id)
+        yield ServerSentEventMessage(data=json.dumps(final.status if final else None), event="end")
+
+    return ServerSentEvent(stream())
+
+
+@get(
+    f"{PREFIX}/submissions/{{submission_id:str}}/tasks/{{task_id:str}}/artifacts/{{name:str}}",
+    tags=["tasks"],
+    summary="Download a model or metrics file",
+    responses=documented(401, 404),
+)
+async def task_artifact(
+    submission_id: FromPath[str], task_id: FromPath[str], name: FromPath[str], deps: DepsArg, principal: PrincipalArg
+) -> File | Redirect:
+    task = await _visible_task(deps, principal, submission_id, task_id)
+    if not _ARTIFACT.match(name):
+        raise NotFoundError(f"no artifact {name} for task {task_id}")
+    found = await asyncio.to_thread(deps.artifacts.find, task, name)
+    if isinstance(found, str):
+        return Redirect(found, status_code=307)
+    return File(found, filename=name)
+
+
+ROUTES = [
+    create_submission,
+    list_submissions,
+    get_submission,
+    delete_submission,
+    schedule_submission,
+    cancel_submission,
+    list_tasks,
+    task_logs,
+    task_artifact,
+]

@@ -1,0 +1,212 @@
+"""Fixtures: the real API over real HTTP (uvicorn on 127.0.0.1, port 0, in the test's event
+loop) on a real nats-server, a local JWKS endpoint, and signed-in clients for each role."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import jwt
+import pytest
+import uvicorn
+from cryptography.hazmat.primitives.asymmetric import rsa
+from touchstone.shared import events as ev
+from touchstone.shared.store.sqlite import SqliteStore
+from touchstone.submission.app import create_app
+from touchstone.submission.config import SubmissionSettings
+from touchstone.submission.deps import Deps, build_deps
+
+ADMIN_SECRET = "tst_bootstrap-admin-for-tests"
+ISSUER = "https://issuer.test/pool"
+AUDIENCE = "touchstone-tests"
+KID = "test-key-1"
+
+
+@contextlib.asynccontextmanager
+async def serve(app: Any) -> AsyncIterator[str]:
+    """Serve an ASGI app on a free port of 127.0.0.1; yields its base URL."""
+    config = uvicorn.Config(
+        app,
+        host="127.0.0.1",
+        port=0,
+        log_level="warning",
+        lifespan="on",
+        timeout_graceful_shutdown=1,
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    deadline = time.monotonic() + 10
+    while not server.started:
+        if task.done():
+            task.result()
+            raise RuntimeError("uvicorn stopped before it started")
+        if time.monotonic() > deadline:
+            raise TimeoutError("uvicorn did not start")
+        await asyncio.sleep(0.01)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, timeout=10)
+
+
+@dataclass
+class Issuer:
+    """A fake OIDC issuer: an RSA key whose public half is served as a JWKS."""
+
+    key: rsa.RSAPrivateKey
+    jwks_url: str
+    iss: str = ISSUER
+    aud: str = AUDIENCE
+    kid: str = KID
+
+    def token(self, claims: dict[str, Any] | None = None, *, kid: str = KID, **overrides: Any) -> str:
+        now = int(time.time())
+        body = {
+            "iss": ISSUER,
+            "aud": AUDIENCE,
+            "exp": now + 300,
+            "iat": now,
+            "cognito:username": "jwt-user",
+            "cognito:groups": ["touchstone_user"],
+        }
+        body.update(claims or {})
+        body.update(overrides)
+        body = {k: v for k, v in body.items() if v is not None}
+        return jwt.encode(body, self.key, algorithm="RS256", headers={"kid": kid})
+
+
+def _jwks_app(public_jwk: dict[str, Any]) -> Callable[..., Awaitable[None]]:
+    payload = json.dumps({"keys": [public_jwk]}).encode()
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                else:
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
+        await send({"type": "http.response.body", "body": payload})
+
+    return app
+
+
+@pytest.fixture(scope="session")
+def rsa_key() -> rsa.RSAPrivateKey:
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+@pytest.fixture
+async def issuer(rsa_key: rsa.RSAPrivateKey) -> AsyncIterator[Issuer]:
+    public = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(rsa_key.public_key()))
+    public.update(kid=KID, alg="RS256", use="sig")
+    async with serve(_jwks_app(public)) as url:
+        yield Issuer(rsa_key, f"{url}/jwks.json")
+
+
+@dataclass
+class Api:
+    """The running API and a client per role."""
+
+    url: str
+    deps: Deps
+    settings: SubmissionSettings
+    anon: httpx.AsyncClient
+    admin: httpx.AsyncClient
+    alice: httpx.AsyncClient
+    bob: httpx.AsyncClient
+    issuer: Issuer
+
+    client: Callable[[str | None], httpx.AsyncClient]
+
+    async def caught_up(self) -> None:
+        await self.deps.projector.catch_up(timeout=10)
+
+    async def record(self, *events: ev.Event) -> None:
+        """Append events as another service would (the scheduler, a provider), then wait for
+        the projector."""
+        for event in events:
+            await self.deps.publisher.append(event)
+        await self.caught_up()
+
+    async def submit(self, client: httpx.AsyncClient, url: str = "https://github.com/org/fs.git") -> str:
+        r = await client.post("/api/v1/submissions", json={"git_url": url})
+        assert r.status_code == 201, r.text
+        return str(r.json()["id"])
+
+    async def validated(self, sid: str, passed: bool = True) -> None:
+        await self.record(ev.SubmissionValidated(aggregate_id=sid, correlation_id=sid, passed=passed))
+
+    async def accepted(self, client: httpx.AsyncClient) -> str:
+        sid = await self.submit(client)
+        await self.validated(sid)
+        return sid
+
+    async def status(self, sid: str) -> str:
+        view = await self.deps.store.get_submission(sid)
+        return view.status.value if view else "MISSING"
+
+    async def until(self, check: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not await check():
+            if time.monotonic() > deadline:
+                raise TimeoutError("condition not met in time")
+            await asyncio.sleep(0.05)
+
+    async def events_in_stream(self) -> int:
+        info = await self.deps.js.stream_info(self.deps.subjects.events_stream)
+        return int(info.state.messages)
+
+
+def make_settings(tmp_path: Path, nats_url: str, ns: str, **kw: Any) -> SubmissionSettings:
+    return SubmissionSettings(namespace=ns, nats_url=nats_url, data_dir=tmp_path / "data", log_json=False, **kw)
+
+
+@pytest.fixture
+async def api(tmp_path, nats_server, nc, js, subjects, issuer) -> AsyncIterator[Api]:
+    settings = make_settings(
+        tmp_path,
+        nats_server.url,
+        subjects.ns,
+        oidc_jwks_url=issuer.jwks_url,
+        oidc_issuer=ISSUER,
+        oidc_audience=AUDIENCE,
+        jwks_refresh_s=0,
+        sse_keepalive_s=0.5,
+    )
+    store = SqliteStore(tmp_path / "projections.db")
+    deps = await build_deps(settings, nc, js, subjects, store, bootstrap_secret=ADMIN_SECRET)
+    async with serve(create_app(deps)) as url:
+        clients: list[httpx.AsyncClient] = []
+
+        def client(token: str | None) -> httpx.AsyncClient:
+            headers = {"Authorization": f"Bearer {token}"} if token else {}
+            c = httpx.AsyncClient(base_url=url, headers=headers, timeout=10)
+            clients.append(c)
+            return c
+
+        admin = client(ADMIN_SECRET)
+        tokens = {}
+        for user in ("alice", "bob"):
+            r = await admin.post("/api/v1/tokens", json={"user": user, "role": "user"})
+            assert r.status_code == 201, r.text
+            tokens[user] = r.json()["secret"]
+        yield Api(
+            url, deps, settings, client(None), admin, client(tokens["alice"]), client(tokens["bob"]), issuer, client
+        )
+        for c in clients:
+            await c.aclose()
+    await store.close()
+    with contextlib.suppress(Exception):
+        await js.delete_key_value(f"{subjects.ns}_tokens")

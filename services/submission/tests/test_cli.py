@@ -1,0 +1,95 @@
+"""The ``touchstone`` CLI's API verbs against the real API (the CLI runs in a worker thread,
+the API in the test's event loop)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+import typer
+from touchstone.shared import events as ev
+from typer.testing import CliRunner
+
+from touchstone.cli.api import register
+
+ADMIN_SECRET = "tst_bootstrap-admin-for-tests"  # as the api fixture has it
+
+
+@pytest.fixture
+def cli(api, tmp_path, monkeypatch):
+    app = typer.Typer()
+    register(app)
+    monkeypatch.setenv("TOUCHSTONE_URL", api.url)
+    monkeypatch.setenv("TOUCHSTONE_CONFIG", str(tmp_path / "none.toml"))
+    monkeypatch.delenv("TOUCHSTONE_TOKEN", raising=False)
+    monkeypatch.chdir(tmp_path)
+    runner = CliRunner()
+
+    async def run(*args: str, token: str = ADMIN_SECRET, code: int = 0):
+        result = await asyncio.to_thread(runner.invoke, app, [*args], env={"TOUCHSTONE_TOKEN": token})
+        assert result.exit_code == code, (args, result.exit_code, result.output, result.exception)
+        return result
+
+    return run
+
+
+async def test_a_user_and_an_admin_drive_a_submission_from_the_cli(api, cli) -> None:
+    created = json.loads((await cli("token", "create", "erin", "--json")).stdout)
+    erin = created["secret"]
+    assert "erin" in (await cli("token", "list")).stdout
+
+    submitting = asyncio.create_task(cli("submit", "https://github.com/org/fs.git", "--wait", "--json", token=erin))
+
+    async def created_one() -> bool:
+        await api.caught_up()
+        return bool((await api.deps.store.list_submissions(owner="erin")).items)
+
+    await api.until(created_one)
+    sid = (await api.deps.store.list_submissions(owner="erin")).items[0].id
+    await api.validated(sid)  # the scheduler's verdict
+    accepted = json.loads((await asyncio.wait_for(submitting, 10)).stdout)
+    assert accepted["id"] == sid and accepted["status"] == "ACCEPTED"
+
+    listed = json.loads((await cli("list", "--json", token=erin)).stdout)
+    assert [s["id"] for s in listed["items"]] == [sid]
+    assert sid in (await cli("list", token=erin)).stdout
+    assert "ACCEPTED" in (await cli("show", sid, token=erin)).stdout
+
+    await cli("schedule", sid, "-i", "60", token=erin, code=2)  # admins only
+    scheduled = json.loads((await cli("schedule", sid, "-i", "60", "-i", "15", "--args", "--x 'a b'", "--json")).stdout)
+    assert [t["task_id"] for t in scheduled["tasks"]] == ["pi-60", "pi-15"]
+    assert scheduled["submission"]["schedule"]["passthrough_args"] == ["--x", "a b"]
+    refused = await cli("delete", sid, token=erin, code=1)
+    assert "409" in refused.output and "must be cancelled" in refused.output
+    assert "cancelling" in (await cli("cancel", sid)).stdout
+    await api.record(ev.SubmissionCancelled(aggregate_id=sid, correlation_id=sid))
+    assert f"deleted {sid}" in (await cli("delete", sid, token=erin)).stdout
+
+
+async def test_tasks_logs_system_and_tokens_from_the_cli(api, cli) -> None:
+    sid = await api.accepted(api.alice)
+    base = {"aggregate_id": f"{sid}-pi-60", "correlation_id": sid, "submission_id": sid, "task_id": "pi-60"}
+    await api.record(ev.TaskQueued(**base, spec=ev.TaskSpec(git_url="https://github.com/org/fs.git")))
+    await api.deps.js.publish(api.deps.subjects.logs(f"{sid}-pi-60"), b"line one\nline two\n")
+    assert "pi-60" in (await cli("tasks")).stdout
+    assert (await cli("logs", sid, "pi-60", "--tail", "1")).stdout == "line two\n"
+    following = asyncio.create_task(cli("logs", sid, "pi-60", "--follow"))
+    await asyncio.sleep(0.5)
+    await api.record(ev.TaskCancelled(**base))
+    assert (await asyncio.wait_for(following, 10)).stdout == "line one\nline two\n"
+
+    await cli("system", "set", "--pause", "--server", "gpu1=2", "--runpod-max-running-tasks", "3")
+    shown = json.loads((await cli("system", "show", "--json")).stdout)
+    assert shown["scheduler_paused"] and shown["servers"][0] == {
+        "name": "gpu1",
+        "num_slots": 2,
+        "gpus": [],
+        "labels": {},
+    }
+    await cli("system", "set", "--resume", "--revision", "0", code=1)  # stale revision: 409
+    await cli("system", "set", code=1)
+
+    made = json.loads((await cli("token", "create", "frank", "--role", "admin", "--json")).stdout)
+    await cli("token", "revoke", made["id"])
+    assert (await cli("system", "show", token=made["secret"], code=2)).exit_code == 2

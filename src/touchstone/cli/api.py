@@ -1,0 +1,458 @@
+"""The client half of the ``touchstone`` command line: every verb of the HTTP API.
+
+``register(app)`` adds ``submit``, ``list``, ``show``, ``schedule``, ``cancel``, ``delete``,
+``logs``, ``tasks``, ``system show|set`` and ``token create|list|revoke``. The server and token
+come from ``--url``/``--token``, else ``TOUCHSTONE_URL``/``TOUCHSTONE_TOKEN``, else the config
+file (``TOUCHSTONE_CONFIG`` or ``~/.config/touchstone/cli.toml``: ``url = "..."``,
+``token = "..."``), else ``http://127.0.0.1:8080`` and the bootstrap token that an embedded
+``touchstone up`` left in ``./.touchstone/admin-token``. ``--json`` prints the API's JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import httpx
+import typer
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+DEFAULT_URL = "http://127.0.0.1:8080"
+SETTLED_AFTER_VALIDATION = {"ACCEPTED", "REJECTED", "ERROR", "CANCELLED", "RETRACTED"}
+SETTLED = {"REJECTED", "COMPLETED", "ERROR", "CANCELLED", "RETRACTED"}
+TASK_SETTLED = {"SUCCEEDED", "ERROR", "CANCELLED"}
+
+out = Console()
+err = Console(stderr=True)
+
+Url = Annotated[str | None, typer.Option("--url", envvar="TOUCHSTONE_URL", help="API address.")]
+Token = Annotated[str | None, typer.Option("--token", envvar="TOUCHSTONE_TOKEN", help="API token or JWT.")]
+AsJson = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+Wait = Annotated[bool, typer.Option("--wait", help="Show progress live until it settles.")]
+
+
+# --- the HTTP client ----------------------------------------------------------------------
+
+
+def _config() -> dict[str, Any]:
+    path = Path(os.environ.get("TOUCHSTONE_CONFIG", Path.home() / ".config" / "touchstone" / "cli.toml"))
+    try:
+        return tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError):
+        return {}
+
+
+def _fail(message: str, code: int = 1) -> NoReturn:
+    err.print(f"[red]error:[/red] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+class Client:
+    """A thin synchronous client; a problem-details answer becomes a one-line error."""
+
+    def __init__(self, url: str | None, token: str | None) -> None:
+        config = _config()
+        self.url = (url or config.get("url") or DEFAULT_URL).rstrip("/")
+        token = token or config.get("token")
+        local = Path(".touchstone/admin-token")
+        if not token and local.is_file():
+            token = local.read_text().strip()
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.http = httpx.Client(base_url=self.url, headers=headers, timeout=30.0)
+
+    def call(self, method: str, path: str, **kw: Any) -> Any:
+        try:
+            response = self.http.request(method, path, **kw)
+        except httpx.HTTPError as e:
+            _fail(f"cannot reach {self.url}: {e}")
+        self._check(response)
+        if response.headers.get("content-type", "").startswith("application/json"):
+            return response.json()
+        return response.text
+
+    def _check(self, response: httpx.Response) -> None:
+        if response.status_code < 400:
+            return
+        try:
+            problem = response.json()
+            detail = f"{problem.get('title', response.reason_phrase)}: {problem.get('detail', '')}"
+        except ValueError:
+            detail = response.text[:200] or response.reason_phrase
+        _fail(f"{response.status_code} {detail}", 2 if response.status_code in (401, 403) else 1)
+
+    def events(self, path: str, params: dict[str, Any] | None = None) -> Iterator[tuple[str, str]]:
+        """(event, data) pairs of an SSE stream; ("ready", "") once it is subscribed."""
+        try:
+            with self.http.stream("GET", path, params=params, timeout=httpx.Timeout(30.0, read=None)) as r:
+                if r.status_code >= 400:
+                    r.read()
+                    self._check(r)
+                event, data = "message", []
+                for line in r.iter_lines():
+                    if line.startswith(":"):
+                        yield "ready", ""
+                    elif line.startswith("event:"):
+                        event = line[6:].strip()
+                    elif line.startswith("data:"):
+                        data.append(line[5:].removeprefix(" "))
+                    elif not line and data:
+                        yield event, "\n".join(data)
+                        event, data = "message", []
+        except httpx.HTTPError as e:
+            _fail(f"lost the stream from {self.url}: {e}")
+
+
+def _print_json(value: Any) -> None:
+    out.print_json(json.dumps(value, default=str))
+
+
+# --- rendering ----------------------------------------------------------------------------
+
+
+def _submissions_table(items: list[dict[str, Any]]) -> Table:
+    table = Table("id", "name", "owner", "status", "tasks", "created")
+    for s in items:
+        table.add_row(
+            s["id"],
+            s["name"],
+            s["owner"],
+            s["status"],
+            f"{s['tasks_done']}/{s['tasks_total']}",
+            s["created_at"][:19].replace("T", " "),
+        )
+    return table
+
+
+def _tasks_table(tasks: list[dict[str, Any]], with_submission: bool = False) -> Table:
+    table = Table(
+        *(["submission"] if with_submission else []),
+        "task",
+        "status",
+        "attempt",
+        "platform",
+        "placement",
+        "metrics / error",
+    )
+    for t in tasks:
+        metrics = ", ".join(f"{k}={v}" for k, v in list(t.get("metrics", {}).items())[:4])
+        row = [
+            t["task_id"],
+            t["status"],
+            f"{t['attempt']}/{t['max_attempts']}",
+            t["platform"],
+            t.get("placement") or "",
+            t.get("error") or metrics,
+        ]
+        table.add_row(*([t["submission_id"]] if with_submission else []), *row)
+    return table
+
+
+def _detail(s: dict[str, Any]) -> Table:
+    table = Table.grid(padding=(0, 2))
+    for key in ("id", "name", "owner", "status", "git_url", "git_ref", "feature_set_path", "commit", "error"):
+        if s.get(key):
+            table.add_row(f"[bold]{key}[/bold]", str(s[key]))
+    if s.get("schedule"):
+        table.add_row("[bold]schedule[/bold]", json.dumps(s["schedule"]))
+    if s.get("tasks"):
+        table.add_row("[bold]tasks[/bold]", _tasks_table(s["tasks"]))
+    return table
+
+
+def _wait(client: Client, sid: str, settled: set[str], as_json: bool) -> dict[str, Any]:
+    """Follow a submission's events, redrawing it, until its status is in ``settled``."""
+    current: dict[str, Any] = {}
+    with Live(console=err, transient=True, auto_refresh=False) as live:
+        for event, _ in client.events("/api/v1/events", {"submission_id": sid}):
+            if event not in ("ready", "status"):
+                continue
+            current = client.call("GET", f"/api/v1/submissions/{sid}")
+            live.update(_detail(current), refresh=True)
+            if current["status"] in settled:
+                break
+    return current
+
+
+# --- commands -----------------------------------------------------------------------------
+
+
+def submit(
+    git_url: Annotated[str, typer.Argument(help="https://, ssh:// or git@host:org/repo.git")],
+    ref: Annotated[str, typer.Option("--ref", help="Branch, tag or commit.")] = "main",
+    path: Annotated[str, typer.Option("--path", help="The feature set's folder in the repository.")] = ".",
+    name: Annotated[str | None, typer.Option("--name", help="A display name.")] = None,
+    wait: Wait = False,
+    url: Url = None,
+    token: Token = None,
+    as_json: AsJson = False,
+) -> None:
+    """Submit a feature set; it is validated at once (--wait shows the verdict)."""
+    client = Client(url, token)
+    body = {"git_url": git_url, "git_ref": ref, "feature_set_path": path, **({"name": name} if name else {})}
+    created = client.call("POST", "/api/v1/submissions", json=body)
+    if wait:
+        created = _wait(client, created["id"], SETTLED_AFTER_VALIDATION, as_json)
+    if as_json:
+        _print_json(created)
+    else:
+        out.print(_detail(created))
+    if wait and created["status"] != "ACCEPTED":
+        raise typer.Exit(1)
+
+
+def list_submissions(
+    status: Annotated[str | None, typer.Option("--status", help="Only this status.")] = None,
+    owner: Annotated[str | None, typer.Option("--owner", help="Only this owner (admins).")] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, max=200)] = 50,
+    cursor: Annotated[str | None, typer.Option("--cursor", help="next_cursor of the previous page.")] = None,
+    url: Url = None,
+    token: Token = None,
+    as_json: AsJson = False,
+) -> None:
+    """List submissions, newest first."""
+    params = {k: v for k, v in {"status": status, "owner": owner, "limit": limit, "cursor": cursor}.items() if v}
+    page = Client(url, token).call("GET", "/api/v1/submissions", params=params)
+    if as_json:
+        _print_json(page)
+        return
+    out.print(_submissions_table(page["items"]))
+    if page.get("next_cursor"):
+        out.print(f"more: --cursor {page['next_cursor']}")
+
+
+def show(sid: str, url: Url = None, token: Token = None, as_json: AsJson = False) -> None:
+    """One submission with its validation report, schedule and tasks."""
+    s = Client(url, token).call("GET", f"/api/v1/submissions/{sid}")
+    if as_json:
+        _print_json(s)
+    else:
+        out.print(_detail(s))
+
+
+def schedule(
+    sid: str,
+    interval: Annotated[list[int], typer.Option("--interval", "-i", help="Prediction interval in minutes.")],
+    config_file: Annotated[str, typer.Option("--config-file")] = "configs/default.toml",
+    trainer_ref: Annotated[str, typer.Option("--trainer-ref")] = "main",
+    platform: Annotated[str, typer.Option("--platform", help="onprem, runpod or any.")] = "any",
+    gpu_type: Annotated[str | None, typer.Option("--gpu-type")] = None,
+    priority: Annotated[int, typer.Option("--priority")] = 0,
+    data_end: Annotated[str | None, typer.Option("--fetched-data-end-to", help="ISO time.")] = None,
+    args: Annotated[str | None, typer.Option("--args", help="Passthrough args, split shell-style.")] = None,
+    wait: Wait = False,
+    url: Url = None,
+    token: Token = None,
+    as_json: AsJson = False,
+) -> None:
+    """Schedule training of an accepted submission: one task per interval (admin)."""
+    client = Client(url, token)
+    body: dict[str, Any] = {
+        "prediction_intervals": interval,
+        "config_file": config_file,
+        "trainer_ref": trainer_ref,
+        "platform": platform,
+        "priority": priority,
+    }
+    body |= {
+        k: v
+        for k, v in {"gpu_type": gpu_type, "fetched_data_end_to": data_end, "passthrough_args": args}.items()
+        if v is not None
+    }
+    accepted = client.call("POST", f"/api/v1/submissions/{sid}/schedule", json=body)
+    result: dict[str, Any] = accepted
+    if wait:
+        result = _wait(client, sid, SETTLED, as_json)
+    if as_json:
+        _print_json(result)
+    elif wait:
+        out.print(_detail(result))
+    else:
+        out.print(f"scheduled {sid}: " + ", ".join(t["task_id"] for t in accepted["tasks"]))
+    if wait and result["status"] != "COMPLETED":
+        raise typer.Exit(1)
+
+
+def cancel(sid: str, url: Url = None, token: Token = None, as_json: AsJson = False) -> None:
+    """Cancel every unfinished task of a submission (admin)."""
+    s = Client(url, token).call("POST", f"/api/v1/submissions/{sid}/cancel")
+    if as_json:
+        _print_json(s)
+    else:
+        out.print(f"cancelling {sid} ({s['status']})")
+
+
+def delete(sid: str, url: Url = None, token: Token = None, as_json: AsJson = False) -> None:
+    """Retract a submission (a running one must be cancelled first, unless you are an admin)."""
+    s = Client(url, token).call("DELETE", f"/api/v1/submissions/{sid}")
+    if as_json:
+        _print_json(s)
+    elif s["status"] == "RETRACTED":
+        out.print(f"deleted {sid}")
+    else:
+        out.print(f"cancelling {sid}; it is deleted once its tasks have stopped")
+
+
+def logs(
+    sid: str,
+    task_id: str,
+    tail: Annotated[int | None, typer.Option("--tail", "-n", min=1, help="Only the last N lines.")] = None,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing while the task runs.")] = False,
+    url: Url = None,
+    token: Token = None,
+) -> None:
+    """A task's console log."""
+    client = Client(url, token)
+    path = f"/api/v1/submissions/{sid}/tasks/{task_id}/logs"
+    params = {"tail": tail} if tail else {}
+    if not follow:
+        out.print(client.call("GET", path, params=params), end="", markup=False, highlight=False)
+        return
+    for event, data in client.events(path, {**params, "follow": "true"}):
+        if event == "line":
+            out.print(json.loads(data), markup=False, highlight=False)
+        elif event == "end":
+            err.print(f"[dim]task {task_id} ended: {json.loads(data)}[/dim]")
+            return
+
+
+def tasks(
+    status: Annotated[str | None, typer.Option("--status")] = None,
+    platform: Annotated[str | None, typer.Option("--platform")] = None,
+    submission: Annotated[str | None, typer.Option("--submission")] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, max=500)] = 100,
+    url: Url = None,
+    token: Token = None,
+    as_json: AsJson = False,
+) -> None:
+    """All tasks, oldest queued first (admin)."""
+    params = {"status": status, "platform": platform, "submission_id": submission, "limit": limit}
+    page = Client(url, token).call("GET", "/api/v1/tasks", params={k: v for k, v in params.items() if v})
+    if as_json:
+        _print_json(page)
+    else:
+        out.print(_tasks_table(page["items"], with_submission=True))
+
+
+def system_show(url: Url = None, token: Token = None, as_json: AsJson = False) -> None:
+    """The run-time settings (admin)."""
+    s = Client(url, token).call("GET", "/api/v1/system")
+    if as_json:
+        _print_json(s)
+        return
+    out.print(
+        f"scheduler paused: {s['scheduler_paused']}    runpod max running tasks: "
+        f"{s['runpod_max_running_tasks']}    revision: {s['revision']}"
+    )
+    table = Table("server", "slots", "gpus", "labels")
+    for server in s["servers"]:
+        table.add_row(
+            server["name"],
+            str(server["num_slots"]),
+            ", ".join(server["gpus"]),
+            ", ".join(f"{k}={v}" for k, v in server["labels"].items()),
+        )
+    out.print(table)
+
+
+def system_set(
+    runpod_max: Annotated[int | None, typer.Option("--runpod-max-running-tasks", min=0)] = None,
+    paused: Annotated[bool | None, typer.Option("--pause/--resume", help="Pause or resume the scheduler.")] = None,
+    server: Annotated[list[str] | None, typer.Option("--server", help="NAME=SLOTS; replaces the list.")] = None,
+    servers_json: Annotated[str | None, typer.Option("--servers-json", help="The full servers list.")] = None,
+    revision: Annotated[int | None, typer.Option("--revision", help="Fail if changed since.")] = None,
+    url: Url = None,
+    token: Token = None,
+    as_json: AsJson = False,
+) -> None:
+    """Change run-time settings; they take effect at once (admin)."""
+    body: dict[str, Any] = {}
+    if runpod_max is not None:
+        body["runpod_max_running_tasks"] = runpod_max
+    if paused is not None:
+        body["scheduler_paused"] = paused
+    if servers_json is not None:
+        body["servers"] = json.loads(servers_json)
+    elif server:
+        try:
+            body["servers"] = [{"name": n, "num_slots": int(s)} for n, s in (x.split("=", 1) for x in server)]
+        except ValueError:
+            _fail("--server takes NAME=SLOTS")
+    if revision is not None:
+        body["revision"] = revision
+    if not body:
+        _fail("nothing to change; see --help")
+    s = Client(url, token).call("PATCH", "/api/v1/system", json=body)
+    if as_json:
+        _print_json(s)
+    else:
+        out.print(f"system settings now at revision {s['revision']}")
+
+
+def token_create(
+    user: str,
+    role: Annotated[str, typer.Option("--role", help="user or admin")] = "user",
+    description: Annotated[str, typer.Option("--description")] = "",
+    url: Url = None,
+    token: Token = None,
+    as_json: AsJson = False,
+) -> None:
+    """Create an API token; its secret is shown this once (admin)."""
+    t = Client(url, token).call("POST", "/api/v1/tokens", json={"user": user, "role": role, "description": description})
+    if as_json:
+        _print_json(t)
+        return
+    out.print(f"token {t['id']} for {t['user']} ({t['role']}); the secret is shown only now:")
+    out.print(t["secret"], markup=False, highlight=False)
+
+
+def token_list(url: Url = None, token: Token = None, as_json: AsJson = False) -> None:
+    """API tokens, without their secrets (admin)."""
+    items = Client(url, token).call("GET", "/api/v1/tokens")
+    if as_json:
+        _print_json(items)
+        return
+    table = Table("id", "user", "role", "created", "by", "description")
+    for t in items:
+        table.add_row(
+            t["id"], t["user"], t["role"], t["created_at"][:19].replace("T", " "), t["created_by"], t["description"]
+        )
+    out.print(table)
+
+
+def token_revoke(token_id: str, url: Url = None, token: Token = None, as_json: AsJson = False) -> None:
+    """Revoke an API token at once (admin)."""
+    t = Client(url, token).call("DELETE", f"/api/v1/tokens/{token_id}")
+    if as_json:
+        _print_json(t)
+    else:
+        out.print(f"revoked {t['id']} ({t['user']})")
+
+
+def register(app: typer.Typer) -> None:
+    """Add the API's verbs to the ``touchstone`` command line."""
+    for name, command in (
+        ("submit", submit),
+        ("list", list_submissions),
+        ("show", show),
+        ("schedule", schedule),
+        ("cancel", cancel),
+        ("delete", delete),
+        ("logs", logs),
+        ("tasks", tasks),
+    ):
+        app.command(name)(command)
+    system = typer.Typer(help="Run-time settings: the System tab.", no_args_is_help=True)
+    system.command("show")(system_show)
+    system.command("set")(system_set)
+    app.add_typer(system, name="system")
+    tokens = typer.Typer(help="API tokens.", no_args_is_help=True)
+    tokens.command("create")(token_create)
+    tokens.command("list")(token_list)
+    tokens.command("revoke")(token_revoke)
+    app.add_typer(tokens, name="token")
