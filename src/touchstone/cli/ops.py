@@ -53,6 +53,7 @@ def up(
         "TOUCHSTONE_ALLOW_LOCAL_SOURCES": env.get("TOUCHSTONE_ALLOW_LOCAL_SOURCES", "true"),
         "PYTHONUNBUFFERED": "1",
     })
+    env.setdefault("TOUCHSTONE_HOST", "local")  # the local agent's name, declared in the system settings
     env.setdefault("TOUCHSTONE_ADMIN_TOKEN", _admin_token(data))
     supervisor = Supervisor(data, namespace=settings.namespace, nats_port=nats_port, env=env)
     raise typer.Exit(asyncio.run(supervisor.run()))

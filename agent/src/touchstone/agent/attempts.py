@@ -1,0 +1,319 @@
+"""The attempts on this host and their phases: provision, prepare, run, collect, terminate.
+
+Each attempt has a work directory ``{data_dir}/agent/{container}/``; what is kept on disk, so
+that a restarted agent picks up what still runs, is described in ``state.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import shutil
+import sys
+import time
+from collections.abc import Awaitable, Callable
+
+from touchstone.agent import collect as collecting
+from touchstone.agent import prepare
+from touchstone.agent.config import AgentSettings
+from touchstone.agent.protocol import AttemptOutcome, AttemptReport, CommandReply, stage_index
+from touchstone.agent.runtime import ContainerRuntime, ContainerSpec
+from touchstone.agent.state import (
+    Attempt,
+    bad_ids,
+    forget_ended,
+    gpu_slot,
+    load_attempt,
+    load_ended,
+    save_ended,
+)
+from touchstone.shared.commands import CONTAINER_PREFIX, LaunchTask, TerminateTask, container_name
+from touchstone.shared.subjects import task_aggregate_id
+
+log = logging.getLogger(__name__)
+
+LOG_CHUNK_BYTES = 256_000
+LINES_PER_MESSAGE = 200
+
+LogSink = Callable[[str, list[str]], Awaitable[None]]
+
+
+class Attempts:
+    """Every attempt this agent runs or recently ended, and the phases that move them."""
+
+    def __init__(
+        self, settings: AgentSettings, runtime: ContainerRuntime, *, on_change: Callable[[], None], logs: LogSink
+    ) -> None:
+        self.settings = settings
+        self.host = settings.host
+        self.runtime = runtime
+        self.on_change = on_change
+        self.logs = logs
+        self.root = settings.work_root
+        self.live: dict[str, Attempt] = {}
+        self.ended: dict[str, Attempt] = {}
+        self.slots_total = settings.num_slots
+        self.has_gpus = False
+
+    # --- queries ---------------------------------------------------------------------
+
+    def running(self) -> tuple[str, ...]:
+        return tuple(sorted(self.live))
+
+    def busy_slots(self) -> set[int]:
+        return {i for a in self.live.values() if (i := gpu_slot(a.slot)) is not None}
+
+    def reports(self) -> list[AttemptReport]:
+        cutoff = time.time() - self.settings.report_retention_s
+        for name, a in list(self.ended.items()):
+            if (a.ended_at or 0) < cutoff:
+                del self.ended[name]
+                forget_ended(self.root, name)
+        return [a.report(self.host) for a in (*self.live.values(), *self.ended.values())]
+
+    # --- commands --------------------------------------------------------------------
+
+    async def launch(self, command: LaunchTask) -> CommandReply:
+        if bad := bad_ids(command.submission_id, command.task_id):
+            return CommandReply(ok=False, error=bad)
+        host, _, slot = command.placement.partition("/")
+        if host != self.host:
+            return CommandReply(ok=False, error=f"placement {command.placement} is not on host {self.host}")
+        name = command.container_name
+        known = self.live.get(name) or self.ended.get(name)
+        if known is not None:
+            return CommandReply(ok=True, report=known.report(self.host))
+        gpu = gpu_slot(slot)
+        if gpu is None and not (slot.startswith("cpu") and slot[3:].isdigit()):
+            return CommandReply(ok=False, error=f"no slot {slot!r} on host {self.host}")
+        if gpu is not None:
+            if gpu >= self.slots_total:
+                return CommandReply(ok=False, error=f"host {self.host} has {self.slots_total} slots, not slot {gpu}")
+            holder = next((a.name for a in self.live.values() if a.slot == slot), None)
+            if holder is not None:
+                return CommandReply(ok=False, error=f"slot {slot} on {self.host} is held by {holder}")
+        attempt = Attempt(command, self.root / name)
+        self.live[name] = attempt
+        try:
+            attempt.work_dir.mkdir(parents=True, exist_ok=False)
+            attempt.save()
+            labels = {"touchstone.submission": command.submission_id, "touchstone.task": command.task_id,
+                      "touchstone.attempt": str(command.attempt)}
+            await self.runtime.provision(
+                ContainerSpec(name, attempt.work_dir, labels, gpu if self.has_gpus else None)
+            )
+            attempt.stage = "ready"
+            attempt.save()
+        except Exception as e:
+            log.exception("provision of %s failed", name)
+            await self._fail(attempt, "provision", f"{type(e).__name__}: {e}")
+            return CommandReply(ok=True, report=attempt.report(self.host))
+        self._start(attempt)
+        self.on_change()
+        return CommandReply(ok=True, report=attempt.report(self.host))
+
+    async def terminate(self, command: TerminateTask) -> CommandReply:
+        if bad := bad_ids(command.submission_id, command.task_id):
+            return CommandReply(ok=False, error=bad)
+        name = container_name(command.submission_id, command.task_id, command.attempt)
+        attempt = self.live.get(name)
+        if attempt is not None:
+            if attempt.driver is not None and not attempt.driver.done():
+                attempt.driver.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await attempt.driver
+            outcome = attempt.outcome or AttemptOutcome(
+                result="terminated", error=command.reason or "terminated on request", commit=attempt.commit
+            )
+            await self._end(attempt, outcome, collect_log=True)
+            return CommandReply(ok=True, report=attempt.report(self.host))
+        if name in self.ended:
+            return CommandReply(ok=True, report=self.ended[name].report(self.host))
+        # not ours to know, but maybe left behind: remove it all the same
+        await self.runtime.terminate(name)
+        await asyncio.to_thread(shutil.rmtree, self.root / name, True)
+        return CommandReply(ok=True)
+
+    # --- restart ---------------------------------------------------------------------
+
+    async def adopt(self) -> None:
+        """Pick up the attempts a previous run of the agent left: running ones are watched
+        again, ones interrupted during prepare fail, ones whose process vanished are lost."""
+        for ended in load_ended(self.root):
+            self.ended[ended.name] = ended
+        if not self.root.is_dir():
+            return
+        for path in sorted(self.root.iterdir()):
+            if not (path.is_dir() and path.name.startswith(CONTAINER_PREFIX)) or path.name in self.ended:
+                continue
+            try:
+                attempt = load_attempt(path)
+            except (OSError, ValueError, KeyError):
+                log.warning("removing %s: no readable attempt state", path)
+                await self.runtime.terminate(path.name)
+                await asyncio.to_thread(shutil.rmtree, path, True)
+                continue
+            self.live[attempt.name] = attempt
+            state = await self.runtime.status(attempt.name)
+            if state.status in ("running", "exited") and stage_index(attempt.stage) < stage_index("started"):
+                attempt.stage = "started"  # it started just before the agent went down
+            if state.status == "gone":
+                await self._fail(attempt, "run", "the container vanished while the agent was down", result="lost")
+            elif stage_index(attempt.stage) < stage_index("started"):
+                await self._fail(attempt, "prepare", "the agent restarted during prepare")
+            else:
+                log.info("re-adopted %s (%s)", attempt.name, state.status)
+                self._start(attempt)
+        self.on_change()
+
+    async def stop_all(self, reason: str) -> None:
+        """Stop and remove every live attempt (it is reported lost)."""
+        for attempt in list(self.live.values()):
+            if attempt.driver is not None and not attempt.driver.done():
+                attempt.driver.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await attempt.driver
+            outcome = attempt.outcome or AttemptOutcome(result="lost", error=reason, failed_phase="run",
+                                                        commit=attempt.commit)
+            await self._end(attempt, outcome, collect_log=True)
+
+    async def stop(self) -> None:
+        """Stop watching; the attempts' processes keep running for the next agent to adopt."""
+        drivers = [a.driver for a in self.live.values() if a.driver is not None]
+        for d in drivers:
+            d.cancel()
+        for d in drivers:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await d
+
+    # --- phases ----------------------------------------------------------------------
+
+    def _start(self, attempt: Attempt) -> None:
+        attempt.driver = asyncio.create_task(self._drive(attempt), name=f"attempt {attempt.name}")
+
+    async def _drive(self, attempt: Attempt) -> None:
+        try:
+            if stage_index(attempt.stage) < stage_index("started"):
+                try:
+                    await self._prepare_and_run(attempt)
+                except prepare.PrepareError as e:
+                    await self._fail(attempt, "prepare", str(e))
+                    return
+                except Exception as e:
+                    log.exception("prepare of %s failed", attempt.name)
+                    await self._fail(attempt, "prepare", f"{type(e).__name__}: {e}")
+                    return
+            await self._watch(attempt)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:
+            log.exception("attempt %s failed in the agent", attempt.name)
+            await self._fail(attempt, "run", f"{type(e).__name__}: {e}")
+
+    async def _prepare_and_run(self, attempt: Attempt) -> None:
+        s = self.settings
+        work = attempt.work_dir
+        prepared = await asyncio.to_thread(
+            prepare.fetch_feature_set, attempt.command, work,
+            allow_local=s.allow_local_sources, git_timeout_s=s.git_timeout_s,
+        )
+        trainer_src = await asyncio.to_thread(prepare.place_trainer, s.resolved_trainer_dir(), work)
+        output = work / prepare.OUTPUT_DIR
+        output.mkdir(exist_ok=True)
+        (work / ".cache").mkdir(exist_ok=True)
+        argv = prepare.trainer_argv(
+            s.python or sys.executable, s.trainer_module, attempt.command, prepared.feature_set, output
+        )
+        env = prepare.trainer_env(s.env_passthrough, work, trainer_src)
+        attempt.commit = prepared.commit
+        await self.runtime.run(attempt.name, argv, env, work / prepare.CONSOLE_LOG)
+        attempt.stage = "started"
+        attempt.save()
+        self.on_change()
+
+    async def _watch(self, attempt: Attempt) -> None:
+        while True:
+            state = await self.runtime.status(attempt.name)
+            await self._stream_logs(attempt, final=state.status != "running")
+            if state.status != "running":
+                break
+            await asyncio.sleep(self.settings.poll_interval_s)
+        if state.status == "gone":
+            await self._fail(attempt, "run", "the container disappeared", result="lost")
+            return
+        c = attempt.command
+        got = await asyncio.to_thread(
+            collecting.collect, attempt.work_dir, self.settings.artifacts_root, c.submission_id, c.task_id, c.attempt
+        )
+        if state.exit_code is None:
+            outcome = AttemptOutcome(result="lost", error="the trainer ended without an exit status",
+                                     failed_phase="run", log_uri=got.log_uri, log_tail=got.log_tail,
+                                     commit=attempt.commit)
+        else:
+            outcome = AttemptOutcome(result="exited", exit_code=state.exit_code, report=got.report,
+                                     metrics=got.metrics, artifacts=got.artifacts, log_uri=got.log_uri,
+                                     log_tail=got.log_tail, commit=attempt.commit)
+        await self._end(attempt, outcome)
+
+    async def _stream_logs(self, attempt: Attempt, *, final: bool) -> None:
+        """Publish the console lines written since the last call (a trailing partial line
+        waits for its newline, unless the process has ended)."""
+        console = attempt.work_dir / prepare.CONSOLE_LOG
+        aggregate = task_aggregate_id(attempt.command.submission_id, attempt.command.task_id)
+        while True:
+            try:
+                with console.open("rb") as f:
+                    f.seek(attempt.log_offset)
+                    chunk = f.read(LOG_CHUNK_BYTES)
+            except OSError:
+                return
+            if not final or len(chunk) == LOG_CHUNK_BYTES:
+                cut = chunk.rfind(b"\n") + 1
+                chunk = chunk[:cut] if cut else (chunk if len(chunk) == LOG_CHUNK_BYTES else b"")
+            if not chunk:
+                return
+            lines = chunk.decode("utf-8", errors="replace").splitlines()
+            for i in range(0, len(lines), LINES_PER_MESSAGE):
+                await self.logs(aggregate, lines[i : i + LINES_PER_MESSAGE])
+            attempt.log_offset += len(chunk)
+            with contextlib.suppress(OSError):
+                attempt.save()
+
+    async def _fail(self, attempt: Attempt, phase: str, error: str, *, result: str = "failed") -> None:
+        console = attempt.work_dir / prepare.CONSOLE_LOG
+        with contextlib.suppress(OSError):
+            with console.open("a", encoding="utf-8") as f:
+                f.write(f"[agent] {phase} failed: {error}\n")
+        outcome = AttemptOutcome.model_validate(
+            {"result": result, "error": error, "failed_phase": phase, "commit": attempt.commit}
+        )
+        await self._end(attempt, outcome, collect_log=True)
+
+    async def _end(self, attempt: Attempt, outcome: AttemptOutcome, *, collect_log: bool = False) -> None:
+        """Terminate: stop the container, remove the work directory, keep the last report."""
+        async with attempt.lock:
+            if attempt.removed:
+                return
+            await self.runtime.terminate(attempt.name)
+            if collect_log:
+                with contextlib.suppress(Exception):
+                    await self._stream_logs(attempt, final=True)
+                c = attempt.command
+                _, log_file = collecting.attempt_paths(
+                    self.settings.artifacts_root, c.submission_id, c.task_id, c.attempt
+                )
+                log_uri, tail = await asyncio.to_thread(collecting.collect_log, attempt.work_dir, log_file)
+                outcome = outcome.model_copy(update={"log_uri": outcome.log_uri or log_uri,
+                                                     "log_tail": outcome.log_tail or tail})
+            attempt.stage, attempt.outcome = "ended", outcome
+            with contextlib.suppress(OSError):
+                attempt.save()
+            await asyncio.to_thread(shutil.rmtree, attempt.work_dir, True)
+            attempt.removed, attempt.ended_at = True, time.time()
+            save_ended(self.root, attempt, self.host)
+            self.live.pop(attempt.name, None)
+            self.ended[attempt.name] = attempt
+        log.info("attempt %s ended: %s", attempt.name, outcome.result,
+                 extra={"exit_code": outcome.exit_code, "error": outcome.error})
+        self.on_change()

@@ -1,0 +1,156 @@
+"""The prepare phase: the agent (never the task) puts the feature set and the trainer into an
+attempt's work directory, then builds the trainer's command line and environment.
+
+Layout of a work directory::
+
+    feature-set/   the feature set's checkout or copy
+    trainer/       the trainer's folder (src/, configs/)
+    out/           what the trainer writes: report.json, models/, metrics.json
+    console.log    the trainer's stdout and stderr
+
+Every external program is called with an argv list, and ``--`` (or ``--end-of-options``) stands
+before every value that came from a user.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from touchstone.shared.commands import LaunchTask
+
+FEATURE_SET_DIR = "feature-set"
+TRAINER_DIR = "trainer"
+OUTPUT_DIR = "out"
+CONSOLE_LOG = "console.log"
+REPORT_FILE = "report.json"
+
+_IGNORE = shutil.ignore_patterns(".git", "__pycache__", "*.pyc", ".venv", "tests", "*.egg-info", ".pytest_cache")
+
+
+class PrepareError(Exception):
+    """The feature set or the trainer could not be put in place (an infrastructure failure)."""
+
+
+@dataclass(frozen=True)
+class Prepared:
+    feature_set: Path
+    commit: str | None = None
+
+
+def is_local_source(url: str) -> bool:
+    return url.startswith("/")
+
+
+def fetch_feature_set(
+    command: LaunchTask, work_dir: Path, *, allow_local: bool, git_timeout_s: float
+) -> Prepared:
+    """Clone (or, for an allowed local directory without git, copy) the feature set into
+    ``work_dir/feature-set`` and return the feature set's folder inside it."""
+    spec = command.spec
+    dest = work_dir / FEATURE_SET_DIR
+    if dest.exists():
+        shutil.rmtree(dest)
+    url = spec.git_url
+    if url.startswith("-"):
+        raise PrepareError(f"refusing git URL {url!r}")
+    commit = None
+    if is_local_source(url):
+        if not allow_local:
+            raise PrepareError("local feature set sources are not allowed on this agent")
+        source = Path(url)
+        if not source.is_dir():
+            raise PrepareError(f"feature set source {url} is not a directory")
+        if (source / ".git").exists():
+            commit = _git_checkout(url, spec.git_ref, dest, git_timeout_s)
+        else:
+            shutil.copytree(source, dest, symlinks=True, ignore=_IGNORE)
+    else:
+        commit = _git_checkout(url, spec.git_ref, dest, git_timeout_s)
+    folder = (dest / spec.feature_set_path).resolve()
+    if not folder.is_relative_to(dest.resolve()):
+        raise PrepareError(f"feature_set_path {spec.feature_set_path!r} leaves the checkout")
+    if not folder.is_dir():
+        raise PrepareError(f"feature_set_path {spec.feature_set_path!r} is not a directory in the source")
+    return Prepared(folder, commit)
+
+
+def _git(args: list[str], timeout_s: float, cwd: Path | None = None) -> str:
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(cwd or Path.cwd()),
+        "GIT_TERMINAL_PROMPT": "0",
+        "GIT_CONFIG_NOSYSTEM": "1",
+        "LANG": "C.UTF-8",
+    }
+    argv = ["git", "-c", "protocol.ext.allow=never", *args]
+    try:
+        done = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout_s, check=False)
+    except subprocess.TimeoutExpired as e:
+        raise PrepareError(f"git {args[0]} took longer than {timeout_s:.0f}s") from e
+    except OSError as e:
+        raise PrepareError(f"git could not run: {e}") from e
+    if done.returncode != 0:
+        detail = (done.stderr or done.stdout).strip().splitlines()[-3:]
+        raise PrepareError(f"git {args[0]} failed ({done.returncode}): {' '.join(detail)[:500]}")
+    return done.stdout.strip()
+
+
+def _git_checkout(url: str, ref: str, dest: Path, timeout_s: float) -> str:
+    if not ref or ref.startswith("-"):
+        raise PrepareError(f"refusing git ref {ref!r}")
+    _git(["clone", "--quiet", "--no-checkout", "--", url, str(dest)], timeout_s, cwd=dest.parent)
+    commit = _git(["rev-parse", "--verify", "--quiet", "--end-of-options", f"{ref}^{{commit}}"], timeout_s, cwd=dest)
+    if not commit:
+        # a branch that exists only on the remote side of the clone
+        commit = _git(
+            ["rev-parse", "--verify", "--quiet", "--end-of-options", f"origin/{ref}^{{commit}}"], timeout_s, cwd=dest
+        )
+    _git(["checkout", "--quiet", "--detach", commit], timeout_s, cwd=dest)
+    return commit
+
+
+def place_trainer(trainer_dir: Path, work_dir: Path) -> Path:
+    """Copy the trainer's folder into ``work_dir/trainer``; returns its ``src`` folder."""
+    dest = work_dir / TRAINER_DIR
+    if dest.exists():
+        shutil.rmtree(dest)
+    if not (trainer_dir / "src").is_dir():
+        raise PrepareError(f"trainer folder {trainer_dir} has no src/")
+    shutil.copytree(trainer_dir, dest, symlinks=True, ignore=_IGNORE)
+    return dest / "src"
+
+
+def trainer_argv(python: str, module: str, command: LaunchTask, feature_set: Path, output: Path) -> list[str]:
+    """``python -m MODULE validate|train ...`` for this attempt (DESIGN §6)."""
+    spec = command.spec
+    if command.kind == "validation":
+        return [python, "-m", module, "validate", "--feature-set", str(feature_set),
+                "--report", str(output / REPORT_FILE)]
+    if command.prediction_interval is None:
+        raise PrepareError("a training task needs a prediction interval")
+    argv = [python, "-m", module, "train", "--feature-set", str(feature_set), "--config", spec.config_file,
+            "--prediction-interval", str(command.prediction_interval)]
+    if spec.fetched_data_end_to is not None:
+        argv += ["--fetched-data-end-to", spec.fetched_data_end_to.isoformat()]
+    argv += list(spec.passthrough_args)
+    return [*argv, "--output", str(output)]
+
+
+def trainer_env(passthrough: tuple[str, ...], work_dir: Path, trainer_src: Path) -> dict[str, str]:
+    """The trainer's whole environment: a few harmless variables, nothing of the agent's
+    (no NATS credentials, no cloud keys)."""
+    env = {name: os.environ[name] for name in passthrough if name in os.environ}
+    env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
+    env.setdefault("LANG", "C.UTF-8")
+    env.update(
+        HOME=str(work_dir),
+        PYTHONPATH=str(trainer_src),
+        PYTHONUNBUFFERED="1",
+        PYTHONDONTWRITEBYTECODE="1",
+        MPLCONFIGDIR=str(work_dir / ".cache"),
+    )
+    return env

@@ -1,0 +1,186 @@
+"""``ProcessRuntime``: each attempt is a plain subprocess (its own session and process group)
+in its work directory. For hosts without Docker and for fast tests; it isolates nothing.
+
+Bookkeeping lives in the work directory, so a restarted agent re-adopts what still runs:
+``.runtime.json`` (labels, GPU, the pid and its start time, which guards against a reused pid)
+and ``.exit_code``, written by ``launcher.py`` when the command ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from touchstone.agent import launcher
+from touchstone.agent.runtime import ContainerSpec, ContainerState
+from touchstone.shared.commands import CONTAINER_PREFIX
+
+log = logging.getLogger(__name__)
+
+STATE_FILE = ".runtime.json"
+EXIT_FILE = ".exit_code"
+
+
+def _start_ticks(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot (Linux); none when unknown."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[-1].split()
+    try:
+        return int(fields[19])
+    except (IndexError, ValueError):
+        return None
+
+
+def _alive(pid: int, ticks: int | None) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return False
+    if ticks is not None and _start_ticks(pid) not in (None, ticks):
+        return False  # the pid now belongs to someone else
+    stat = Path(f"/proc/{pid}/stat")
+    with contextlib.suppress(OSError, IndexError):
+        if stat.read_text().rsplit(")", 1)[-1].split()[0] == "Z":
+            return False
+    return True
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
+
+
+class ProcessRuntime:
+    """Containers as process groups under ``root/{name}/``."""
+
+    def __init__(self, root: Path, *, python: str = "", kill_grace_s: float = 10.0) -> None:
+        self.root = root
+        self.python = python or sys.executable
+        self.kill_grace_s = kill_grace_s
+        self._children: dict[str, asyncio.subprocess.Process] = {}
+        self._reapers: set[asyncio.Task[Any]] = set()
+
+    def _dir(self, name: str) -> Path:
+        if not name.startswith(CONTAINER_PREFIX) or "/" in name or name in (".", ".."):
+            raise ValueError(f"not a Touchstone container name: {name!r}")
+        return self.root / name
+
+    def _read(self, name: str) -> dict[str, Any] | None:
+        path = self._dir(name) / STATE_FILE
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return None
+        return data if isinstance(data, dict) else None
+
+    def _write(self, name: str, data: dict[str, Any]) -> None:
+        path = self._dir(name) / STATE_FILE
+        partial = path.with_suffix(".partial")
+        partial.write_text(json.dumps(data))
+        os.replace(partial, path)
+
+    async def provision(self, spec: ContainerSpec) -> None:
+        if self._read(spec.name) is not None:
+            return
+        spec.work_dir.mkdir(parents=True, exist_ok=True)
+        self._write(spec.name, {"name": spec.name, "labels": dict(spec.labels), "gpu": spec.gpu, "pid": None})
+
+    async def run(self, name: str, argv: Sequence[str], env: Mapping[str, str], console: Path) -> None:
+        state = self._read(name)
+        if state is None:
+            raise RuntimeError(f"{name} is not provisioned")
+        if state.get("pid"):
+            return  # already started
+        work_dir = self._dir(name)
+        full_env = dict(env)
+        gpu = state.get("gpu")
+        full_env["CUDA_VISIBLE_DEVICES"] = "" if gpu is None else str(gpu)
+        wrapped = [self.python, launcher.__file__, str(work_dir / EXIT_FILE), "--", *argv]
+        with console.open("ab") as out:
+            proc = await asyncio.create_subprocess_exec(
+                *wrapped,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=out,
+                stderr=asyncio.subprocess.STDOUT,
+                cwd=work_dir,
+                env=full_env,
+                start_new_session=True,
+            )
+        self._children[name] = proc
+        reaper = asyncio.ensure_future(proc.wait())
+        self._reapers.add(reaper)
+        reaper.add_done_callback(self._reapers.discard)
+        self._write(name, {**state, "pid": proc.pid, "ticks": _start_ticks(proc.pid), "started": time.time()})
+
+    async def status(self, name: str) -> ContainerState:
+        state = self._read(name)
+        if state is None:
+            return ContainerState(name, "gone")
+        labels = state.get("labels") or {}
+        pid = state.get("pid")
+        if not pid:
+            return ContainerState(name, "created", labels)
+        exit_code = self._exit_code(name)
+        if exit_code is not None:
+            return ContainerState(name, "exited", labels, exit_code)
+        child = self._children.get(name)
+        if child is not None:
+            if child.returncode is None:
+                return ContainerState(name, "running", labels)
+            code = self._exit_code(name)  # the launcher may have just written it
+            return ContainerState(name, "exited", labels, code if code is not None else child.returncode)
+        if _alive(pid, state.get("ticks")):
+            return ContainerState(name, "running", labels)
+        return ContainerState(name, "exited", labels, self._exit_code(name))
+
+    def _exit_code(self, name: str) -> int | None:
+        try:
+            return int((self._dir(name) / EXIT_FILE).read_text().strip())
+        except (OSError, ValueError):
+            return None
+
+    async def terminate(self, name: str) -> None:
+        state = self._read(name)
+        if state is None:
+            return
+        pid = int(state.get("pid") or 0)
+        child = self._children.pop(name, None)
+        if pid and (child is not None or _alive(pid, state.get("ticks"))):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGTERM)
+            deadline = time.monotonic() + self.kill_grace_s
+            while _group_alive(pid) and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)
+            if child is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(child.wait(), 5.0)
+        with contextlib.suppress(OSError):
+            (self._dir(name) / STATE_FILE).unlink()
+
+    async def list_ours(self) -> list[ContainerState]:
+        if not self.root.is_dir():
+            return []
+        found = []
+        for path in sorted(self.root.iterdir()):
+            if path.is_dir() and path.name.startswith(CONTAINER_PREFIX) and (path / STATE_FILE).exists():
+                found.append(await self.status(path.name))
+        return found

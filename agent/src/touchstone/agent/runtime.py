@@ -1,0 +1,61 @@
+"""Container runtimes: where an attempt's command runs. One small protocol, so a Docker
+runtime can sit beside the process runtime.
+
+Rules every runtime keeps:
+
+* names are container names (``touchstone-{submission}-{task}-{attempt}``); the prefix marks
+  what Touchstone owns, and ``list_ours`` returns only those;
+* the work directory belongs to the agent; the runtime makes it visible to the command (the
+  process runtime runs in it, Docker mounts it) and keeps its own bookkeeping beside it;
+* ``provision`` is idempotent; ``terminate`` is silent when the container is already gone;
+* a command keeps running when the agent stops, and a restarted agent finds it again through
+  ``list_ours`` and ``status``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Protocol
+
+ContainerStatus = Literal["created", "running", "exited", "gone"]
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    """A container to provision for one attempt."""
+
+    name: str
+    work_dir: Path
+    labels: Mapping[str, str] = field(default_factory=dict)
+    gpu: int | None = None
+    """The GPU it may use (``CUDA_VISIBLE_DEVICES``); none for a CPU slot."""
+
+
+@dataclass(frozen=True)
+class ContainerState:
+    name: str
+    status: ContainerStatus
+    labels: Mapping[str, str] = field(default_factory=dict)
+    exit_code: int | None = None
+    """For ``exited``: the command's exit status; none when it vanished without one."""
+
+
+class ContainerRuntime(Protocol):
+    async def provision(self, spec: ContainerSpec) -> None:
+        """Create the container around ``spec.work_dir`` (which exists); idempotent."""
+
+    async def run(self, name: str, argv: Sequence[str], env: Mapping[str, str], console: Path) -> None:
+        """Start ``argv`` (never a shell string) in the container, in its work directory, with
+        exactly ``env``; its stdout and stderr are appended to ``console`` (in the work dir)."""
+
+    async def status(self, name: str) -> ContainerState:
+        """Where the container stands now (``gone`` when there is none)."""
+
+    async def terminate(self, name: str) -> None:
+        """Stop the command (its whole process tree) and remove the container; silent when it
+        is already gone. The work directory is the agent's to remove."""
+
+    async def list_ours(self) -> list[ContainerState]:
+        """Every container with Touchstone's prefix, running or not."""

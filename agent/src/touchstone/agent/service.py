@@ -1,0 +1,179 @@
+"""The agent process: commands in, heartbeats, attempt reports and console lines out.
+
+It connects outbound to NATS only and uses its own host's subjects only:
+
+* commands: core-NATS request/reply on ``{ns}.agent.{host}.cmd`` (``subscribe`` + ``respond``).
+  Request/reply rather than a JetStream consumer, because (1) the provider learns at once
+  whether the agent took the command, and keeps the scheduler's command un-acked (so it is
+  redelivered) while the agent does not answer; (2) the agent needs no JetStream API rights,
+  which keeps its NATS user to its own subjects and the reply inboxes; (3) both commands are
+  idempotent, so a retry after a lost reply is harmless;
+* reports: ``AgentHeartbeat`` and ``AttemptReport`` on ``{ns}.agent.{host}.evt``, every
+  ``heartbeat_interval_s`` and at once on a change;
+* console lines: ``{ns}.logs.{task aggregate}`` (kept by the logs stream).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import time
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from pydantic import BaseModel, ValidationError
+from touchstone.agent.attempts import Attempts
+from touchstone.agent.config import AgentSettings
+from touchstone.agent.gpus import query_gpus
+from touchstone.agent.process import ProcessRuntime
+from touchstone.agent.protocol import CommandReply, encode
+from touchstone.agent.runtime import ContainerRuntime
+from touchstone.shared.agents import AgentHeartbeat, GpuStatus, encode_report
+from touchstone.shared.commands import LaunchTask, TerminateTask, decode_command
+from touchstone.shared.subjects import Subjects
+
+log = logging.getLogger(__name__)
+
+
+def agent_version() -> str:
+    try:
+        return version("touchstone-agent")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+def build_runtime(settings: AgentSettings) -> ContainerRuntime:
+    return ProcessRuntime(settings.work_root, python=settings.python, kill_grace_s=settings.kill_grace_s)
+
+
+class Agent:
+    def __init__(
+        self, settings: AgentSettings, nc: NATS, subjects: Subjects, runtime: ContainerRuntime | None = None
+    ) -> None:
+        self.settings = settings
+        self.nc = nc
+        self.subjects = subjects
+        self.host = settings.host
+        self._changed = asyncio.Event()
+        self.attempts = Attempts(
+            settings, runtime or build_runtime(settings), on_change=self._changed.set, logs=self._publish_logs
+        )
+        self.gpus: list[GpuStatus] = []
+        self.version = agent_version()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._started = time.monotonic()
+        self._last_contact = time.monotonic()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        await self._refresh_gpus()
+        await self.attempts.adopt()
+        sub = await self.nc.subscribe(self.subjects.agent_commands(self.host), cb=self._on_command)
+        ping = None
+        if self.settings.answer_status:
+            ping = await self.nc.subscribe(self.subjects.status_ping, cb=self._on_ping)
+        log.info("agent %s ready: %d slots, %d GPUs", self.host, self.attempts.slots_total, len(self.gpus))
+        try:
+            while not stop.is_set():
+                self._changed.clear()
+                await self.publish_state()
+                await self._keep_lease()
+                waiters = [asyncio.ensure_future(self._changed.wait()), asyncio.ensure_future(stop.wait())]
+                await asyncio.wait(waiters, timeout=self.settings.heartbeat_interval_s,
+                                   return_when=asyncio.FIRST_COMPLETED)
+                for w in waiters:
+                    w.cancel()
+                if not self._changed.is_set():
+                    await self._refresh_gpus()
+        finally:
+            for subscription in (sub, ping):
+                with contextlib.suppress(Exception):
+                    if subscription is not None:
+                        await subscription.unsubscribe()
+            for task in list(self._tasks):
+                task.cancel()
+            await self.attempts.stop()
+
+    # --- reports -----------------------------------------------------------------------
+
+    def heartbeat(self) -> AgentHeartbeat:
+        busy = self.attempts.busy_slots()
+        total = self.attempts.slots_total
+        gpus = tuple(g.model_copy(update={"busy": g.index in busy}) for g in self.gpus)
+        return AgentHeartbeat(
+            host=self.host, namespace=self.subjects.ns, version=self.version, gpus=gpus,
+            slots_total=total, slots_free=max(0, total - len(busy)), running=self.attempts.running(),
+        )
+
+    async def publish_state(self) -> None:
+        subject = self.subjects.agent_reports(self.host)
+        try:
+            await self.nc.publish(subject, encode_report(self.heartbeat()))
+            for report in self.attempts.reports():
+                await self.nc.publish(subject, encode(report))
+        except Exception as e:  # disconnected: the client buffers or the next tick retries
+            log.warning("could not publish reports: %r", e)
+
+    async def _keep_lease(self) -> None:
+        """Renew the lease with a round trip to the server; past the lease, stop everything."""
+        lease = self.settings.lease_s
+        if lease <= 0:
+            return
+        if self.nc.is_connected:  # (a flush while reconnecting may answer without a server)
+            with contextlib.suppress(Exception):
+                await self.nc.flush(timeout=max(0.1, min(2.0, lease / 2)))
+                if self.nc.is_connected:
+                    self._last_contact = time.monotonic()
+        silent = time.monotonic() - self._last_contact
+        if silent > lease and self.attempts.live:
+            log.error("cut off from NATS for %.0fs (lease %.0fs): stopping every attempt", silent, lease)
+            await self.attempts.stop_all(f"the agent was cut off from NATS for {silent:.0f}s")
+
+    async def _publish_logs(self, aggregate: str, lines: list[str]) -> None:
+        with contextlib.suppress(Exception):
+            await self.nc.publish(self.subjects.logs(aggregate), "\n".join(lines).encode())
+
+    async def _refresh_gpus(self) -> None:
+        gpus = await query_gpus(self.settings.nvidia_smi)
+        self.gpus = gpus or []
+        self.attempts.has_gpus = bool(gpus)
+        self.attempts.slots_total = len(gpus) if gpus else self.settings.num_slots
+
+    async def _on_ping(self, msg: Msg) -> None:
+        """Answer ``touchstone status`` like every service does."""
+        body = {"service": "agent", "host": self.host, "pid": os.getpid(), "healthy": True, "detail": "ok",
+                "uptime_s": round(time.monotonic() - self._started, 1), "running": len(self.attempts.live)}
+        with contextlib.suppress(Exception):
+            await msg.respond(json.dumps(body).encode())
+
+    # --- commands ----------------------------------------------------------------------
+
+    async def _on_command(self, msg: Msg) -> None:
+        task = asyncio.create_task(self._answer(msg))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _answer(self, msg: Msg) -> None:
+        reply = await self.handle(msg.data)
+        if msg.reply:
+            with contextlib.suppress(Exception):
+                await msg.respond(encode(reply))
+
+    async def handle(self, data: bytes) -> CommandReply:
+        try:
+            command: BaseModel = decode_command(data)
+        except (ValidationError, ValueError) as e:
+            return CommandReply(ok=False, error=f"malformed command: {str(e)[:300]}")
+        try:
+            if isinstance(command, LaunchTask):
+                return await self.attempts.launch(command)
+            if isinstance(command, TerminateTask):
+                return await self.attempts.terminate(command)
+        except Exception as e:
+            log.exception("command failed")
+            return CommandReply(ok=False, error=f"{type(e).__name__}: {e}")
+        return CommandReply(ok=False, error=f"unknown command {type(command).__name__}")

@@ -1,0 +1,148 @@
+"""Pytest fixtures for tests that run agents: a stand-in trainer whose behaviour each feature
+set describes (``behaviour.json``), feature sets, agent settings and running agents.
+
+Imported by the agent's and the on-prem provider's ``conftest.py``; nothing here is used in
+production. Needs the ``nc`` and ``subjects`` fixtures of ``touchstone.shared.testing``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from nats.aio.client import Client as NATS
+from touchstone.agent.config import AgentSettings
+from touchstone.agent.service import Agent
+from touchstone.shared.subjects import Subjects
+
+STAND_IN_TRAINER = '''\
+"""A stand-in trainer: does what the feature set's behaviour.json says."""
+import json, os, sys, time
+from pathlib import Path
+
+args = sys.argv[1:]
+command, opts = args[0], dict(zip(args[1::2], args[2::2]))
+behaviour = json.loads((Path(opts["--feature-set"]) / "behaviour.json").read_text())
+print(f"stand-in {command} starting", flush=True)
+if behaviour.get("count_file"):
+    with open(behaviour["count_file"], "a") as f:
+        f.write("run\\n")
+if behaviour.get("pid_file"):
+    Path(behaviour["pid_file"]).write_text(str(os.getpid()))
+if behaviour.get("print_env"):
+    print("ENV " + " ".join(sorted(os.environ)), flush=True)
+    print("CUDA_VISIBLE_DEVICES=" + os.environ.get("CUDA_VISIBLE_DEVICES", "unset"), flush=True)
+for line in behaviour.get("lines", []):
+    print(line, flush=True)
+release = behaviour.get("release")
+deadline = time.time() + behaviour.get("sleep", 0)
+while time.time() < deadline and not (release and os.path.exists(release)):
+    time.sleep(0.02)
+if command == "validate" and "report" in behaviour:
+    Path(opts["--report"]).write_text(json.dumps(behaviour["report"]))
+if command == "train":
+    out = Path(args[args.index("--output") + 1])
+    (out / "models").mkdir(parents=True, exist_ok=True)
+    (out / "models" / "long.json").write_text("{}")
+    (out / "models" / "short.json").write_text("{}")
+    (out / "metrics.json").write_text(json.dumps({"long": {"accuracy": 0.6}}))
+print("stand-in done", flush=True)
+sys.exit(behaviour.get("exit", 0))
+'''
+
+
+@pytest.fixture
+def stand_in_trainer(tmp_path: Path) -> Path:
+    """A trainer folder (``src/stand_in_trainer.py``) for ``trainer_module='stand_in_trainer'``."""
+    folder = tmp_path / "stand-in-trainer"
+    (folder / "src").mkdir(parents=True)
+    (folder / "src" / "stand_in_trainer.py").write_text(STAND_IN_TRAINER)
+    return folder
+
+
+@pytest.fixture
+def make_feature_set(tmp_path: Path) -> Callable[..., str]:
+    """``make_feature_set(name, **behaviour)``: a local feature-set folder; returns its path."""
+
+    def make(name: str = "fs", **behaviour: Any) -> str:
+        folder = tmp_path / "feature-sets" / name
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "feature_set.py").write_text("NAME = 'x'\nLOOKBACK = 0\n")
+        (folder / "behaviour.json").write_text(json.dumps(behaviour))
+        return str(folder)
+
+    return make
+
+
+@pytest.fixture
+def agent_settings(tmp_path: Path, stand_in_trainer: Path) -> Callable[..., AgentSettings]:
+    def build(**overrides: Any) -> AgentSettings:
+        values: dict[str, Any] = dict(
+            host="h1", data_dir=tmp_path / "data", num_slots=2, trainer_dir=stand_in_trainer,
+            trainer_module="stand_in_trainer", heartbeat_interval_s=0.3, poll_interval_s=0.05,
+            kill_grace_s=2.0, allow_local_sources=True, nvidia_smi="no-such-nvidia-smi",
+        )
+        values.update(overrides)
+        return AgentSettings(**values)
+
+    return build
+
+
+@pytest.fixture
+async def start_agent(nc: NATS, subjects: Subjects) -> AsyncIterator[Callable[[AgentSettings], Any]]:
+    """``await start_agent(settings)`` runs an agent until the test ends (or its ``stop()``)."""
+    running: list[tuple[asyncio.Event, asyncio.Task[None]]] = []
+
+    async def start(settings: AgentSettings) -> RunningAgent:
+        agent = Agent(settings, nc, subjects)
+        stop = asyncio.Event()
+        task = asyncio.create_task(agent.run(stop))
+        running.append((stop, task))
+        for _ in range(200):  # until it listens (it answers a malformed command)
+            try:
+                await nc.request(subjects.agent_commands(settings.host), b"{}", timeout=0.2)
+                break
+            except Exception:
+                await asyncio.sleep(0.02)
+        return RunningAgent(agent, stop, task)
+
+    yield start
+    for stop, task in running:
+        stop.set()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(task, 10)
+
+
+class RunningAgent:
+    def __init__(self, agent: Agent, stop: asyncio.Event, task: asyncio.Task[None]) -> None:
+        self.agent = agent
+        self._stop = stop
+        self._task = task
+
+    async def stop(self) -> None:
+        """Stop the agent process (its attempts keep running, as after a crash)."""
+        self._stop.set()
+        await asyncio.wait_for(self._task, 10)
+
+
+@pytest.fixture
+def eventually() -> Callable[..., Any]:
+    return _eventually
+
+
+async def _eventually(check: Callable[[], Any], timeout: float = 15.0, interval: float = 0.05) -> Any:
+    """Poll ``check`` until it returns something truthy."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        result = check()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return result
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        await asyncio.sleep(interval)

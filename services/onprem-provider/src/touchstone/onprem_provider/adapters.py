@@ -1,0 +1,69 @@
+"""Talking to agents over NATS: commands as requests on ``{ns}.agent.{host}.cmd``, reports
+from ``{ns}.agent.*.evt``. Transport errors become ours here; nothing past this module sees
+a NATS message."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeoutError
+from touchstone.agent.protocol import AttemptReport, CommandReply, decode_attempt_report, decode_reply, encode
+from touchstone.shared.agents import AgentHeartbeat, decode_report
+from touchstone.shared.commands import Command
+from touchstone.shared.errors import UnavailableError
+from touchstone.shared.subjects import Subjects
+
+log = logging.getLogger(__name__)
+
+
+class AgentClient:
+    """Sends commands to one agent at a time and returns its answer."""
+
+    def __init__(self, nc: NATS, subjects: Subjects, *, timeout_s: float) -> None:
+        self.nc = nc
+        self.subjects = subjects
+        self.timeout_s = timeout_s
+
+    async def send(self, host: str, command: Command) -> CommandReply:
+        subject = self.subjects.agent_commands(host)
+        try:
+            msg = await self.nc.request(subject, encode(command), timeout=self.timeout_s)
+        except NoRespondersError as e:
+            raise UnavailableError(f"agent {host} is not connected") from e
+        except (NatsTimeoutError, TimeoutError) as e:
+            raise UnavailableError(f"agent {host} did not answer within {self.timeout_s:.0f}s") from e
+        try:
+            return decode_reply(msg.data)
+        except ValueError as e:
+            raise UnavailableError(f"agent {host} answered nonsense: {e}") from e
+
+
+async def listen_to_agents(
+    nc: NATS,
+    subjects: Subjects,
+    on_heartbeat: Callable[[str, AgentHeartbeat], None],
+    on_report: Callable[[str, AttemptReport], Awaitable[None]],
+) -> Subscription:
+    """Every agent's reports, with the host their subject names (an agent may only publish
+    on its own subjects, so the subject, not the body, says who sent it)."""
+
+    async def receive(msg: Msg) -> None:
+        host = msg.subject.split(".")[-2]
+        try:
+            heartbeat = decode_report(msg.data)
+            if heartbeat is not None:
+                on_heartbeat(host, heartbeat)
+                return
+            report = decode_attempt_report(msg.data)
+        except ValueError as e:
+            log.warning("dropping agent report on %s: %s", msg.subject, e)
+            return
+        if report is not None:
+            await on_report(host, report)
+
+    return await nc.subscribe(subjects.all_agent_reports, cb=receive)

@@ -1,0 +1,7 @@
+from touchstone.agent.testing import (  # noqa: F401  (fixtures)
+    agent_settings,
+    eventually,
+    make_feature_set,
+    stand_in_trainer,
+    start_agent,
+)

@@ -1,0 +1,263 @@
+"""The on-prem provider and an agent (process runtime) against a real nats-server: commands
+from the commands stream in, task events out."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from touchstone.agent.protocol import AttemptOutcome, AttemptReport, encode
+from touchstone.onprem_provider.config import ProviderSettings
+from touchstone.onprem_provider.service import OnpremProvider
+from touchstone.shared import events as ev
+from touchstone.shared.commands import LaunchTask, TerminateTask, container_name
+from touchstone.shared.publisher import EventPublisher, last_seq, task_events
+
+REPO = Path(__file__).resolve().parents[3]
+MOMENTUM = REPO / "examples" / "feature-sets" / "momentum"
+
+
+class World:
+    """A provider, the events stream and helpers to seed tasks and send commands."""
+
+    def __init__(self, nc: Any, js: Any, subjects: Any, provider: OnpremProvider) -> None:
+        self.nc, self.js, self.subjects, self.provider = nc, js, subjects, provider
+        self.publisher = EventPublisher(js, subjects)
+
+    async def assign(self, feature_set: str, *, task_id: str = "validation", kind: str = "validation",
+                     placement: str = "h1/cpu0", submission_id: str = "s1") -> LaunchTask:
+        """Record a queued, assigned task (as the scheduler would) and return its launch."""
+        base = dict(aggregate_id=f"{submission_id}-{task_id}", correlation_id=submission_id,
+                    submission_id=submission_id, task_id=task_id)
+        spec = ev.TaskSpec(git_url=feature_set)
+        interval = None if kind == "validation" else 15
+        seq = await self.publisher.append(
+            ev.TaskQueued(**base, kind=kind, spec=spec, platform="onprem", prediction_interval=interval),
+            expected_last_seq=0,
+        )
+        await self.publisher.append(
+            ev.TaskAssigned(**base, attempt=1, platform="onprem", placement=placement), expected_last_seq=seq
+        )
+        return LaunchTask(submission_id=submission_id, task_id=task_id, attempt=1, kind=kind, spec=spec,
+                          placement=placement, prediction_interval=interval)
+
+    async def send(self, command: Any) -> None:
+        await self.js.publish(
+            self.subjects.command("onprem-provider", command.type), command.model_dump_json().encode(),
+            stream=self.subjects.commands_stream, headers={"Nats-Msg-Id": command.command_id},
+        )
+
+    async def events(self, submission_id: str = "s1", task_id: str = "validation") -> list[ev.TaskEvent]:
+        return task_events(await self.publisher.load_task(submission_id, task_id))
+
+    async def wait_for(self, eventually: Callable[..., Any], event_type: str, task_id: str = "validation",
+                       timeout: float = 30.0) -> list[ev.TaskEvent]:
+        async def check() -> list[ev.TaskEvent] | None:
+            found = await self.events(task_id=task_id)
+            return found if any(e.event_type == event_type for e in found) else None
+
+        return await eventually(check, timeout=timeout, interval=0.1)
+
+
+@pytest.fixture
+async def world(nc, js, subjects) -> AsyncIterator[Callable[..., Any]]:
+    stops: list[tuple[asyncio.Event, asyncio.Task[None]]] = []
+
+    async def start(**overrides: Any) -> World:
+        values: dict[str, Any] = dict(namespace=subjects.ns, agent_command_timeout_s=5.0, agent_timeout_s=30.0,
+                                      sweep_interval_s=0.2, max_deliver=3)
+        values.update(overrides)
+        provider = OnpremProvider(ProviderSettings(**values), nc, js, subjects)
+        provider.loop.base_delay_s = 0.1
+        provider.loop.idle_wait_s = 0.2
+        stop = asyncio.Event()
+        stops.append((stop, asyncio.create_task(provider.run(stop))))
+        return World(nc, js, subjects, provider)
+
+    yield start
+    for stop, task in stops:
+        stop.set()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(task, 10)
+
+
+def types(events: list[ev.TaskEvent]) -> list[str]:
+    return [e.event_type for e in events]
+
+
+async def test_a_validation_of_momentum_runs_through_the_agent(world, start_agent, agent_settings, eventually):
+    """The reference trainer, for real, on the example feature set."""
+    w = await world()
+    await start_agent(agent_settings(trainer_dir=None, trainer_module="touchstone.trainer"))
+    launch = await w.assign(str(MOMENTUM))
+    await w.send(launch)
+    events = await w.wait_for(eventually, "ContainerTerminated", timeout=90)
+    assert types(events) == ["TaskQueued", "TaskAssigned", "ContainerLaunched", "ContainerReady",
+                             "TrainingStarted", "TrainingFinished", "ContainerTerminated"]
+    finished = events[5]
+    assert isinstance(finished, ev.TrainingFinished) and finished.exit_code == 0 and finished.attempt == 1
+    assert finished.report is not None and finished.report["passed"] is True
+    assert {c["name"] for c in finished.report["checks"]} >= {"imports", "no_lookahead"}
+    assert finished.log_uri and finished.log_uri.endswith("/logs/s1/validation/attempt-1.log")
+    assert "report.json" in finished.artifacts
+    launched = events[2]
+    assert isinstance(launched, ev.ContainerLaunched) and launched.container_name == launch.container_name
+
+
+async def test_a_rejected_feature_set_is_a_finished_validation(
+    world, start_agent, agent_settings, make_feature_set, eventually
+):
+    w = await world()
+    await start_agent(agent_settings())
+    report = {"passed": False, "checks": [{"name": "no_lookahead", "passed": False}]}
+    await w.send(await w.assign(make_feature_set(report=report, exit=1)))
+    events = await w.wait_for(eventually, "ContainerTerminated")
+    finished = next(e for e in events if isinstance(e, ev.TrainingFinished))
+    assert finished.exit_code == 1 and finished.report == report
+    assert not any(isinstance(e, ev.TaskFailed) for e in events)
+
+
+async def test_a_failing_trainer_yields_task_failed_with_its_log(
+    world, start_agent, agent_settings, make_feature_set, eventually
+):
+    w = await world()
+    await start_agent(agent_settings())
+    lines = [f"line {i}" for i in range(80)] + ["ValueError: the model diverged"]
+    launch = await w.assign(make_feature_set(lines=lines, exit=1), task_id="pi-15", kind="training",
+                            placement="h1/0")
+    await w.send(launch)
+    events = await w.wait_for(eventually, "ContainerTerminated", task_id="pi-15")
+    assert types(events)[2:] == ["ContainerLaunched", "ContainerReady", "TrainingStarted", "TaskFailed",
+                                 "ContainerTerminated"]
+    failed = events[5]
+    assert isinstance(failed, ev.TaskFailed) and failed.failure_class == "trainer"
+    snippet = (failed.log_snippet or "").splitlines()
+    assert len(snippet) == 50 and snippet[-2:] == ["ValueError: the model diverged", "stand-in done"]
+    assert failed.log_uri and failed.log_uri.endswith("/logs/s1/pi-15/attempt-1.log")
+
+
+async def test_a_prepare_problem_is_an_infrastructure_failure(world, start_agent, agent_settings, eventually):
+    w = await world()
+    await start_agent(agent_settings())
+    await w.send(await w.assign("/no/such/feature-set"))
+    events = await w.wait_for(eventually, "ContainerTerminated")
+    failed = next(e for e in events if isinstance(e, ev.TaskFailed))
+    assert failed.failure_class == "infrastructure" and "prepare failed" in failed.reason
+    assert "TrainingStarted" not in types(events)
+
+
+async def test_terminate_task_kills_the_running_process(
+    world, start_agent, agent_settings, make_feature_set, eventually, tmp_path
+):
+    w = await world()
+    settings = agent_settings()
+    await start_agent(settings)
+    pid_file = tmp_path / "pid"
+    launch = await w.assign(make_feature_set(sleep=60, pid_file=str(pid_file)), task_id="pi-5",
+                            kind="training", placement="h1/0")
+    await w.send(launch)
+    await w.wait_for(eventually, "TrainingStarted", task_id="pi-5")
+    pid = int(await eventually(lambda: pid_file.exists() and pid_file.read_text()))
+    # the scheduler cancels the task, then asks for its container to go
+    recorded = await w.publisher.load_task("s1", "pi-5")
+    await w.publisher.append(
+        ev.TaskCancelled(aggregate_id="s1-pi-5", correlation_id="s1", submission_id="s1", task_id="pi-5"),
+        expected_last_seq=last_seq(recorded),
+    )
+    await w.send(TerminateTask(submission_id="s1", task_id="pi-5", attempt=1, reason="cancelled"))
+    events = await w.wait_for(eventually, "ContainerTerminated", task_id="pi-5")
+    assert types(events)[-2:] == ["TaskCancelled", "ContainerTerminated"]
+    await eventually(lambda: not _alive(pid))
+    assert not (settings.work_root / launch.container_name).exists()
+
+
+async def test_a_status_from_the_wrong_host_is_rejected(world, nc, subjects, eventually):
+    w = await world()
+    launch = await w.assign("/unused", task_id="pi-1", kind="training", placement="h1/0")
+    done = AttemptOutcome(result="exited", exit_code=0, metrics={"forged": True})
+    forged = AttemptReport(host="h2", container=launch.container_name, submission_id="s1", task_id="pi-1",
+                           attempt=1, stage="ended", removed=True, outcome=done)
+    await nc.publish(subjects.agent_reports("h2"), encode(forged))
+    # and one whose body claims the right host, on the wrong host's subject
+    spoofed = forged.model_copy(update={"host": "h1"})
+    await nc.publish(subjects.agent_reports("h2"), encode(spoofed))
+    await eventually(lambda: len(w.provider.rejected) >= 2)
+    assert "assigned to h1, not h2" in w.provider.rejected[0]
+    assert types(await w.events(task_id="pi-1")) == ["TaskQueued", "TaskAssigned"]
+
+
+async def test_agent_silence_fails_a_live_attempt(
+    world, start_agent, agent_settings, make_feature_set, eventually, tmp_path
+):
+    w = await world(agent_timeout_s=2.0)
+    settings = agent_settings(heartbeat_interval_s=0.2)
+    agent = await start_agent(settings)
+    pid_file = tmp_path / "pid"
+    await w.send(await w.assign(make_feature_set(sleep=60, pid_file=str(pid_file))))
+    await w.wait_for(eventually, "TrainingStarted")
+    pid = int(await eventually(lambda: pid_file.exists() and pid_file.read_text()))
+    try:
+        await agent.stop()  # the agent falls silent; its trainer keeps running
+        events = await w.wait_for(eventually, "TaskFailed")
+        failed = events[-1]
+        assert isinstance(failed, ev.TaskFailed) and failed.failure_class == "infrastructure"
+        assert "agent h1 silent" in failed.reason
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(os.getpgid(pid), signal.SIGKILL)
+
+
+async def test_an_agent_killed_mid_run_and_restarted_completes_the_task_once(
+    world, start_agent, agent_settings, make_feature_set, eventually, tmp_path
+):
+    w = await world()
+    settings = agent_settings()
+    agent = await start_agent(settings)
+    runs, release = tmp_path / "runs", tmp_path / "release"
+    launch = await w.assign(make_feature_set(sleep=60, release=str(release), count_file=str(runs)),
+                            task_id="pi-1", kind="training", placement="h1/0")
+    await w.send(launch)
+    await w.wait_for(eventually, "TrainingStarted", task_id="pi-1")
+    await agent.stop()
+    await start_agent(settings)
+    release.write_text("go")
+    events = await w.wait_for(eventually, "ContainerTerminated", task_id="pi-1")
+    assert types(events)[2:] == ["ContainerLaunched", "ContainerReady", "TrainingStarted", "TrainingFinished",
+                                 "ContainerTerminated"]
+    assert runs.read_text() == "run\n"
+    finished = events[5]
+    assert isinstance(finished, ev.TrainingFinished) and finished.metrics == {"long": {"accuracy": 0.6}}
+    assert set(finished.artifacts) == {"long.json", "short.json", "metrics.json"}
+
+
+async def test_an_unreachable_or_refusing_agent_fails_the_launch(world, start_agent, agent_settings, eventually):
+    w = await world(agent_command_timeout_s=3.0, max_deliver=2)
+    await w.send(await w.assign("/unused", task_id="pi-1", kind="training", placement="ghost/0"))
+    failed = (await w.wait_for(eventually, "TaskFailed", task_id="pi-1"))[-1]
+    assert failed.failure_class == "infrastructure" and "ghost" in failed.reason
+
+    await start_agent(agent_settings(num_slots=1))
+    await w.send(await w.assign("/unused", task_id="pi-2", kind="training", placement="h1/7"))
+    refused = (await w.wait_for(eventually, "TaskFailed", task_id="pi-2"))[-1]
+    assert "refused the launch" in refused.reason and "ContainerLaunched" not in types(await w.events(task_id="pi-2"))
+
+
+def test_container_names_match_the_agent():
+    assert container_name("s1", "validation", 1) == "touchstone-s1-validation-1"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0] != "Z"
+    except OSError:
+        return False
