@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from helpers import created, queued
 from touchstone.shared import events as ev
 from touchstone.shared.consumer import ConsumerLoop, ConsumerSpec, Delivery
 from touchstone.shared.errors import InvalidInputError, UnavailableError
 from touchstone.shared.publisher import EventPublisher
+from touchstone.shared.testing import created, queued
 
 
 @contextlib.asynccontextmanager

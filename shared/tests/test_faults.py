@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from helpers import queued
 from touchstone.shared import events as ev
 from touchstone.shared.jetstream import connect, provision
 from touchstone.shared.publisher import EventPublisher
 from touchstone.shared.subjects import Subjects
+from touchstone.shared.testing import queued
 
 BURST = 5_000
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 
-from helpers import created, queued, task_event
 from touchstone.shared import events as ev
 from touchstone.shared.lifecycle import SubmissionStatus, TaskStatus
 from touchstone.shared.projector import Projector
 from touchstone.shared.publisher import EventPublisher
 from touchstone.shared.store.sqlite import SqliteStore
+from touchstone.shared.testing import created, queued, task_event
 
 
 async def dump(store: SqliteStore) -> tuple[list, list]:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from helpers import created, queued, task_event
 from touchstone.shared import events as ev
 from touchstone.shared.errors import ConcurrencyConflict
 from touchstone.shared.publisher import EventPublisher, last_seq
+from touchstone.shared.testing import created, queued, task_event
 
 
 async def stream_count(js, subjects) -> int:

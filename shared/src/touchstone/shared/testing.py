@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
+from touchstone.shared import events as ev
 from touchstone.shared.jetstream import connect, provision
 from touchstone.shared.natsserver import NatsServer
 from touchstone.shared.subjects import Subjects
@@ -67,3 +68,24 @@ async def js(nc: NATS, subjects: Subjects) -> AsyncIterator[JetStreamContext]:
 
 def mongodb_url() -> str | None:
     return os.environ.get(MONGODB_URL_ENV) or None
+
+
+# --- event builders for tests ---------------------------------------------------------
+
+TEST_SPEC = ev.TaskSpec(git_url="https://example.com/fs.git")
+
+
+def created(sid: str, owner: str = "alice") -> ev.SubmissionCreated:
+    return ev.SubmissionCreated(
+        aggregate_id=sid, correlation_id=sid, owner=owner, name=f"fs {sid}", git_url="https://x/y.git"
+    )
+
+
+def queued(sid: str, tid: str, **kw: object) -> ev.TaskQueued:
+    return ev.TaskQueued(
+        aggregate_id=f"{sid}-{tid}", correlation_id=sid, submission_id=sid, task_id=tid, spec=TEST_SPEC, **kw
+    )
+
+
+def task_event(cls: type[ev.TaskEvent], sid: str, tid: str, **kw: object) -> ev.TaskEvent:
+    return cls(aggregate_id=f"{sid}-{tid}", correlation_id=sid, submission_id=sid, task_id=tid, **kw)
