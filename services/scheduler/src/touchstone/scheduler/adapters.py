@@ -1,0 +1,213 @@
+"""The scheduler's edges: the event feed, agent reports, commands out, the leader lease."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+import nats.js.errors
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js import JetStreamContext, api
+from nats.js.kv import KeyValue
+from pydantic import ValidationError
+from touchstone.shared import events as ev
+from touchstone.shared.agents import AgentHeartbeat, decode_report
+from touchstone.shared.commands import Command
+from touchstone.shared.errors import UnavailableError
+from touchstone.shared.subjects import Subjects
+
+log = logging.getLogger(__name__)
+
+LEASE_KEY = "leader"
+
+
+def lease_bucket(subjects: Subjects) -> str:
+    return f"{subjects.ns.replace('-', '_')}_scheduler"
+
+
+class EventFeed:
+    """Follows the whole events stream in order (an ordered consumer from the first event):
+    rebuilds the view at start, then keeps it current. ``caught_up`` is set once every event
+    stored when it started has been handed over."""
+
+    def __init__(
+        self, js: JetStreamContext, subjects: Subjects, on_event: Callable[[int, ev.Event], Awaitable[None]]
+    ) -> None:
+        self.js = js
+        self.subjects = subjects
+        self.on_event = on_event
+        self.caught_up = asyncio.Event()
+        self.last_seq = 0
+        self.skipped = 0
+
+    async def run(self, stop: asyncio.Event) -> None:
+        info = await self.js.stream_info(self.subjects.events_stream)
+        target = info.state.last_seq
+        if target == 0:
+            self.caught_up.set()
+        queue: asyncio.Queue[Msg | None] = asyncio.Queue()
+
+        async def enqueue(msg: Msg) -> None:
+            queue.put_nowait(msg)
+
+        async def on_stop() -> None:
+            await stop.wait()
+            queue.put_nowait(None)
+
+        stopper = asyncio.create_task(on_stop())
+        sub = await self.js.subscribe(
+            self.subjects.all_events,
+            stream=self.subjects.events_stream,
+            ordered_consumer=True,
+            cb=enqueue,
+            config=api.ConsumerConfig(deliver_policy=api.DeliverPolicy.ALL),
+        )
+        try:
+            while (msg := await queue.get()) is not None:
+                seq = msg.metadata.sequence.stream
+                try:
+                    event = ev.decode_event(msg.data)
+                except (ValidationError, ValueError) as e:
+                    self.skipped += 1
+                    log.error("skipping malformed event at seq %d on %s: %s", seq, msg.subject, e)
+                else:
+                    await self.on_event(seq, event)
+                self.last_seq = seq
+                if seq >= target:
+                    self.caught_up.set()
+        finally:
+            stopper.cancel()
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+
+
+async def listen_to_agents(
+    nc: NATS, subjects: Subjects, on_heartbeat: Callable[[AgentHeartbeat], None]
+) -> Subscription:
+    """Subscribe to every agent's reports; heartbeats whose host differs from their subject's
+    (an agent may only publish on its own) or that name another namespace are dropped."""
+
+    async def receive(msg: Msg) -> None:
+        host = msg.subject.split(".")[-2]
+        try:
+            report = decode_report(msg.data)
+        except ValueError as e:
+            log.warning("dropping agent report on %s: %s", msg.subject, e)
+            return
+        if report is None:
+            return
+        if report.host != host or report.namespace not in (None, subjects.ns):
+            log.warning("dropping heartbeat of %s (ns %s) on %s", report.host, report.namespace, msg.subject)
+            return
+        on_heartbeat(report)
+
+    return await nc.subscribe(subjects.all_agent_reports, cb=receive)
+
+
+class CommandBus:
+    """Publishes commands to their service's work queue, deduplicated by message id."""
+
+    def __init__(self, js: JetStreamContext, subjects: Subjects, *, timeout: float = 2.0, tries: int = 5) -> None:
+        self.js = js
+        self.subjects = subjects
+        self.timeout = timeout
+        self.tries = tries
+        self.sent = 0
+
+    async def send(self, service: str, command: Command, msg_id: str) -> None:
+        subject = self.subjects.command(service, str(getattr(command, "type", type(command).__name__)))
+        data = command.model_dump_json().encode()
+        delay = 0.05
+        for attempt in range(1, self.tries + 1):
+            try:
+                await self.js.publish(
+                    subject, data, timeout=self.timeout, stream=self.subjects.commands_stream,
+                    headers={"Nats-Msg-Id": msg_id},
+                )
+                self.sent += 1
+                return
+            except (TimeoutError, NatsTimeoutError, NoRespondersError) as e:
+                if attempt == self.tries:
+                    raise UnavailableError(f"could not send {subject}: {e!r}") from e
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
+
+
+class LeaderLease:
+    """One key in a key-value bucket whose entries expire after ``ttl_s``: whoever creates the
+    key leads and renews it every third of the TTL with a compare-and-set. A leader that dies
+    stops renewing, the key expires, and a standby's next create succeeds."""
+
+    def __init__(self, js: JetStreamContext, subjects: Subjects, owner: str, ttl_s: float) -> None:
+        self.js = js
+        self.bucket = lease_bucket(subjects)
+        self.owner = owner
+        self.ttl_s = ttl_s
+        self.revision = 0
+        self._valid_until = 0.0
+        self.kv: KeyValue | None = None
+
+    @property
+    def held(self) -> bool:
+        return self.revision > 0 and time.monotonic() < self._valid_until
+
+    async def ensure(self) -> KeyValue:
+        if self.kv is None:
+            try:
+                self.kv = await self.js.key_value(self.bucket)
+            except (nats.js.errors.NotFoundError, nats.js.errors.BucketNotFoundError):
+                self.kv = await self.js.create_key_value(
+                    api.KeyValueConfig(
+                        bucket=self.bucket, description="Touchstone scheduler leader lease",
+                        ttl=self.ttl_s, history=1, storage=api.StorageType.FILE,
+                    )
+                )
+        return self.kv
+
+    async def try_hold(self) -> bool:
+        """Acquire or renew once; ``True`` while this process leads."""
+        kv = await self.ensure()
+        started = time.monotonic()
+        try:
+            if self.revision:
+                self.revision = await kv.update(LEASE_KEY, self.owner.encode(), last=self.revision)
+            else:
+                self.revision = await kv.create(LEASE_KEY, self.owner.encode())
+            self._valid_until = started + self.ttl_s * 0.8
+        except nats.js.errors.KeyWrongLastSequenceError:
+            self.revision = 0
+        except (TimeoutError, NatsTimeoutError, NoRespondersError, nats.js.errors.APIError) as e:
+            log.warning("lease renewal failed: %r", e)
+        if not self.held:
+            self.revision = 0
+        return self.held
+
+    async def run(self, stop: asyncio.Event, on_change: Callable[[bool], None]) -> None:
+        was = False
+        try:
+            while not stop.is_set():
+                now_held = await self.try_hold()
+                if now_held != was:
+                    log.info("%s leadership: %s", self.owner, "acquired" if now_held else "lost")
+                    on_change(now_held)
+                    was = now_held
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=self.ttl_s / 3)
+        finally:
+            if was:
+                on_change(False)
+            await self.release()
+
+    async def release(self) -> None:
+        """Give the lease up at once so a standby need not wait for it to expire."""
+        if self.kv is not None and self.revision:
+            with contextlib.suppress(Exception):
+                await self.kv.delete(LEASE_KEY, last=self.revision)
+        self.revision = 0

@@ -1,0 +1,228 @@
+"""Placement: which queued tasks go where, now. Pure: no I/O, ``now`` is passed in.
+
+Rules, in order:
+
+* nothing is placed while the scheduler is paused;
+* a task waiting out its retry back-off (``not_before`` in the future) is not placed;
+* higher priority first; within a priority, submissions take turns (round-robin, the one
+  queued earliest first) and each submission's tasks go in FIFO order, so one big sweep cannot
+  starve the others;
+* ``onprem`` tasks take a free slot on an online server, ``runpod`` tasks one of the RunPod
+  slots left under ``runpod_max_running_tasks``, ``any`` tasks on-prem first and RunPod when
+  no server has room;
+* a task that cannot be placed does not block the tasks behind it from other platforms.
+
+On-prem slots: a server declared with ``num_slots`` whose agent sent a heartbeat within the
+timeout; ``num_slots`` 0 pauses it, a server never heard from gets nothing. GPU tasks take a
+GPU slot ``host/{i}``; tasks that need no GPU take a CPU slot ``host/cpu{i}``. The emptiest
+server goes first, so load spreads.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import deque
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from itertools import groupby
+from typing import Literal
+
+from touchstone.shared.agents import AgentHeartbeat
+from touchstone.shared.system import SystemSettings
+
+Platform = Literal["onprem", "runpod", "any"]
+
+
+@dataclass(frozen=True)
+class QueuedTask:
+    """A task waiting for a place, as placement sees it."""
+
+    key: str
+    submission_id: str
+    attempt: int
+    order: int
+    """Its position in the queue: the stream sequence at which it was queued."""
+    priority: int = 0
+    platform: Platform = "any"
+    gpu_type: str | None = None
+    needs_gpu: bool = True
+    not_before: datetime | None = None
+
+
+@dataclass(frozen=True)
+class ServerRoom:
+    """Free slots on one online server."""
+
+    name: str
+    gpu_slots: tuple[int, ...] = ()
+    cpu_slots: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class Capacity:
+    paused: bool = False
+    servers: tuple[ServerRoom, ...] = ()
+    runpod_free: int = 0
+
+
+@dataclass(frozen=True)
+class Assignment:
+    key: str
+    attempt: int
+    platform: Literal["onprem", "runpod"]
+    placement: str
+    gpu_type: str | None = None
+
+
+@dataclass(frozen=True)
+class HostReport:
+    """An agent's last heartbeat and when this scheduler received it."""
+
+    heartbeat: AgentHeartbeat
+    received_at: datetime
+
+
+@dataclass(frozen=True)
+class LivePlacement:
+    """Where a live attempt sits (the scheduler's own record)."""
+
+    platform: str
+    placement: str
+    container: str
+
+
+def online(report: HostReport | None, now: datetime, timeout_s: float) -> bool:
+    return report is not None and now - report.received_at <= timedelta(seconds=timeout_s)
+
+
+def capacity_of(
+    system: SystemSettings,
+    hosts: Mapping[str, HostReport],
+    live: Iterable[LivePlacement],
+    now: datetime,
+    *,
+    heartbeat_timeout_s: float,
+    cpu_slots_per_server: int,
+) -> Capacity:
+    """Free room per platform: declared servers that are online, minus what runs there."""
+    gpu_used: dict[str, set[int]] = {}
+    cpu_used: dict[str, set[int]] = {}
+    pending: dict[str, int] = {}
+    runpod_used = 0
+    for p in live:
+        if p.platform == "runpod":
+            runpod_used += 1
+            continue
+        host, _, slot = p.placement.partition("/")
+        if slot.startswith("cpu"):
+            cpu_used.setdefault(host, set()).add(int(slot[3:] or 0))
+            continue
+        gpu_used.setdefault(host, set()).add(int(slot) if slot.isdigit() else -1)
+        report = hosts.get(host)
+        if report is None or p.container not in report.heartbeat.running:
+            pending[host] = pending.get(host, 0) + 1
+    oldest = now - timedelta(seconds=heartbeat_timeout_s)
+    all_cpu = range(cpu_slots_per_server)
+    rooms = []
+    for server in system.servers:
+        report = hosts.get(server.name)
+        if server.num_slots == 0 or report is None or report.received_at < oldest:
+            continue
+        hb = report.heartbeat
+        slots = min(server.num_slots, hb.slots_total) if hb.slots_total else server.num_slots
+        taken = gpu_used.get(server.name, ())
+        free_gpu = [i for i in range(slots) if i not in taken]
+        # the agent's own count wins when something we did not place holds a GPU
+        agent_free = max(0, hb.slots_free - pending.get(server.name, 0))
+        taken_cpu = cpu_used.get(server.name, ())
+        free_cpu = tuple(i for i in all_cpu if i not in taken_cpu) if taken_cpu else tuple(all_cpu)
+        rooms.append(ServerRoom(server.name, tuple(free_gpu[:agent_free]), free_cpu))
+    return Capacity(
+        paused=system.scheduler_paused,
+        servers=tuple(rooms),
+        runpod_free=max(0, system.runpod_max_running_tasks - runpod_used),
+    )
+
+
+def fair_order(queue: Iterable[QueuedTask], now: datetime) -> list[QueuedTask]:
+    """Eligible tasks in placement order: priority, then round-robin over submissions (the
+    earliest queued first), FIFO within a submission."""
+    eligible = sorted(
+        (t for t in queue if t.not_before is None or t.not_before <= now),
+        key=lambda t: (-t.priority, t.order),
+    )
+    ordered: list[QueuedTask] = []
+    for _, level in groupby(eligible, key=lambda t: t.priority):
+        lanes: dict[str, deque[QueuedTask]] = {}
+        for task in level:  # in FIFO order, so lanes are created earliest-first
+            lanes.setdefault(task.submission_id, deque()).append(task)
+        turn = deque(lanes.values())
+        while turn:
+            lane = turn.popleft()
+            ordered.append(lane.popleft())
+            if lane:
+                turn.append(lane)
+    return ordered
+
+
+@dataclass
+class _Pool:
+    """Free slots of one kind across servers, emptiest server first."""
+
+    label: str = ""
+    heap: list[tuple[int, str, list[int]]] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, rooms: Iterable[tuple[str, Sequence[int]]], label: str = "") -> _Pool:
+        heap = [(-len(slots), name, sorted(slots)) for name, slots in rooms if slots]
+        heapq.heapify(heap)
+        return cls(label, heap)
+
+    def take(self) -> str | None:
+        if not self.heap:
+            return None
+        free, name, slots = heapq.heappop(self.heap)
+        slot = slots.pop(0)
+        if slots:
+            heapq.heappush(self.heap, (free + 1, name, slots))
+        return f"{name}/{self.label}{slot}"
+
+
+def decide(
+    queue: Iterable[QueuedTask],
+    capacity: Capacity,
+    now: datetime,
+    *,
+    runpod_default_gpu_type: str = "any",
+) -> list[Assignment]:
+    """The assignments to make now, in placement order."""
+    if capacity.paused:
+        return []
+    gpu = _Pool.of((s.name, s.gpu_slots) for s in capacity.servers)
+    cpu = _Pool.of(((s.name, s.cpu_slots) for s in capacity.servers), "cpu")
+    runpod_free = capacity.runpod_free
+    if not gpu.heap and not cpu.heap and runpod_free <= 0:
+        return []
+    # only tasks some platform has room for are ordered at all: a long queue waiting for a
+    # paused or full platform costs one pass, not a sort
+    onprem_room = {True: bool(gpu.heap), False: bool(cpu.heap)}
+    candidates = [
+        t for t in queue
+        if (t.platform != "runpod" and onprem_room[t.needs_gpu]) or (t.platform != "onprem" and runpod_free > 0)
+    ]
+    out: list[Assignment] = []
+    for task in fair_order(candidates, now):
+        pool = gpu if task.needs_gpu else cpu
+        if task.platform in ("onprem", "any"):
+            placement = pool.take()
+            if placement is not None:
+                out.append(Assignment(task.key, task.attempt, "onprem", placement, task.gpu_type))
+                continue
+        if task.platform in ("runpod", "any") and runpod_free > 0:
+            runpod_free -= 1
+            gpu_type = task.gpu_type or runpod_default_gpu_type
+            out.append(Assignment(task.key, task.attempt, "runpod", gpu_type, task.gpu_type))
+        if not gpu.heap and not cpu.heap and runpod_free <= 0:
+            break
+    return out

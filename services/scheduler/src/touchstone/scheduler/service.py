@@ -1,0 +1,324 @@
+"""The scheduler process: the view kept current from the stream, reactions, placement, the
+sweep, and the lease that decides which replica acts.
+
+Every replica follows the stream and the agents' heartbeats, so a standby is ready the moment
+it takes the lease. Only the active one (lease held, view caught up) appends or sends.
+Decisions come from the pure modules (``policy``, ``domain``, ``stuck``); this module does the
+I/O: ``execute`` runs their plans with optimistic concurrency, and on a conflict reloads the
+aggregate from the stream and decides again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Iterable
+from datetime import datetime, timedelta
+
+from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
+from touchstone.scheduler import policy
+from touchstone.scheduler.adapters import CommandBus, EventFeed, LeaderLease, listen_to_agents
+from touchstone.scheduler.config import SchedulerSettings
+from touchstone.scheduler.domain import (
+    HostReport,
+    LivePlacement,
+    QueuedTask,
+    capacity_of,
+    decide,
+    online,
+)
+from touchstone.scheduler.handlers import HANDLERS
+from touchstone.scheduler.stuck import Deadlines
+from touchstone.scheduler.sweep import live_of, queue_of, resend_plans, sweep_plans
+from touchstone.scheduler.view import LIVE_SUBMISSION, SchedulerView
+from touchstone.shared import events as ev
+from touchstone.shared.agents import AgentHeartbeat
+from touchstone.shared.errors import ConcurrencyConflict
+from touchstone.shared.jetstream import system_bucket
+from touchstone.shared.publisher import EventPublisher
+from touchstone.shared.subjects import Subjects
+from touchstone.shared.system import SystemSettings, watch_system
+
+log = logging.getLogger(__name__)
+
+Recheck = tuple[str, str]  # ("task" | "submission", id)
+
+
+class Scheduler:
+    def __init__(
+        self,
+        cfg: SchedulerSettings,
+        nc: NATS,
+        js: JetStreamContext,
+        subjects: Subjects,
+        *,
+        clock: Callable[[], datetime] = ev.utcnow,
+    ) -> None:
+        self.cfg = cfg
+        self.nc, self.js, self.subjects = nc, js, subjects
+        self.clock = clock
+        self.instance_id = cfg.resolved_instance_id()
+        self.view = SchedulerView(cfg.retry_policy())
+        self.publisher = EventPublisher(js, subjects)
+        self.commands = CommandBus(js, subjects)
+        self.feed = EventFeed(js, subjects, self._on_stored)
+        self.lease = LeaderLease(js, subjects, self.instance_id, cfg.lease_ttl_s) if cfg.leader_election else None
+        self.leading = self.lease is None
+        self.system = SystemSettings()
+        self.hosts: dict[str, HostReport] = {}
+        self.last_seen: dict[str, datetime] = {}
+        self.deadlines = Deadlines(
+            cfg.launch_timeout_s, cfg.provisioning_timeout_s, cfg.preparing_timeout_s,
+            cfg.running_heartbeat_timeout_s,
+        )
+        self.sent: dict[str, datetime] = {}
+        """Command message ids this process sent, and when (kept for the resend window)."""
+        self.conflicts = 0
+        self.watch_since = clock()
+        self._inbox: asyncio.Queue[ev.Event | Recheck | None] = asyncio.Queue()
+        self._placement_wanted = asyncio.Event()
+        self._sweep_wanted = asyncio.Event()
+        self._limit = asyncio.Semaphore(cfg.placement_concurrency)
+        self._active_before = False
+        self._wake: asyncio.TimerHandle | None = None
+        self._queue_cache: dict[str, tuple[int, QueuedTask]] = {}
+
+    @property
+    def active(self) -> bool:
+        leading = self.leading if self.lease is None else self.leading and self.lease.held
+        return leading and self.feed.caught_up.is_set()
+
+    # --- running ---------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        self.watch_since = self.clock()
+        agents = await listen_to_agents(self.nc, self.subjects, self.on_heartbeat)
+        kv = await system_bucket(self.js, self.subjects)
+        loops = [
+            self.feed.run(stop), self._react(stop), self._place_loop(stop), self._sweep_loop(stop),
+            watch_system(kv, self.on_settings, stop),
+        ]
+        if self.lease is not None:
+            loops.append(self.lease.run(stop, self._on_leadership))
+        tasks = [asyncio.create_task(c) for c in loops]
+        stopped = asyncio.create_task(stop.wait())
+        try:
+            ended, _ = await asyncio.wait([stopped, *tasks], return_when=asyncio.FIRST_COMPLETED)
+            if stopped not in ended:  # a loop ended on its own: stop, so a supervisor restarts us
+                stop.set()
+                failed = next(iter(ended))
+                raise RuntimeError(f"scheduler loop ended unexpectedly: {failed.exception()!r}")
+        finally:
+            self._inbox.put_nowait(None)
+            self._placement_wanted.set()
+            self._sweep_wanted.set()
+            finished, pending = await asyncio.wait(tasks, timeout=5)
+            for t in pending:
+                t.cancel()
+            for t in finished:
+                if not t.cancelled() and t.exception() is not None:
+                    log.error("scheduler loop failed: %r", t.exception())
+            with contextlib.suppress(Exception):
+                await agents.unsubscribe()
+
+    def _on_leadership(self, held: bool) -> None:
+        self.leading = held
+        self._sweep_wanted.set()
+
+    def on_settings(self, settings: SystemSettings) -> None:
+        self.system = settings
+        self.request_placement()
+
+    def on_heartbeat(self, heartbeat: AgentHeartbeat) -> None:
+        now = self.clock()
+        before = self.hosts.get(heartbeat.host)
+        self.hosts[heartbeat.host] = HostReport(heartbeat, now)
+        for name in heartbeat.running:
+            self.last_seen[name] = now
+        if (
+            before is None
+            or not online(before, now, self.cfg.heartbeat_timeout_s)
+            or before.heartbeat.slots_free != heartbeat.slots_free
+            or before.heartbeat.running != heartbeat.running
+        ):
+            self.request_placement()
+
+    def request_placement(self) -> None:
+        self._placement_wanted.set()
+
+    # --- the view --------------------------------------------------------------------------
+
+    async def _on_stored(self, seq: int, event: ev.Event) -> None:
+        self._fold(seq, event, local=False)
+
+    def _fold(self, seq: int, event: ev.Event, *, local: bool) -> None:
+        outcome = self.view.apply(seq, event, self.clock(), local=local)
+        if outcome == "applied" or (outcome == "ignored" and isinstance(event, ev.TaskEvent)):
+            self._inbox.put_nowait(event)
+        elif outcome == "reload":
+            self._inbox.put_nowait((event.aggregate, event.aggregate_id))
+
+    async def reload(self, aggregate: str, aggregate_id: str) -> None:
+        """Refold one aggregate from the stream, then decide for it again."""
+        history = await self.publisher.load(aggregate, aggregate_id)
+        now = self.clock()
+        if aggregate == "task":
+            events = [(r.seq, r.event) for r in history if isinstance(r.event, ev.TaskEvent)]
+            self.view.replace_task(events, now)
+            if events:
+                await self.reconcile_task(aggregate_id)
+                await self.reconcile_submission(events[0][1].submission_id)
+            self.request_placement()
+        else:
+            subs = [(r.seq, r.event) for r in history if isinstance(r.event, ev.SubmissionEvent)]
+            self.view.replace_submission(subs)
+            await self.reconcile_submission(aggregate_id)
+
+    async def _react(self, stop: asyncio.Event) -> None:
+        while (item := await self._inbox.get()) is not None and not stop.is_set():
+            try:
+                if isinstance(item, tuple):
+                    await self.reload(*item)
+                elif self.active:
+                    reaction = HANDLERS.get(item.event_type)
+                    if reaction is not None:
+                        await reaction(self, item)
+            except Exception as e:  # the sweep retries whatever this left undone
+                log.warning("reaction to %r failed: %r", item, e)
+
+    # --- doing -----------------------------------------------------------------------------
+
+    async def execute(self, plans: Iterable[policy.Plan]) -> list[bool]:
+        """Run plans concurrently; ``False`` for each one stopped by a conflict."""
+        return list(await asyncio.gather(*(self._run_plan(p) for p in plans)))
+
+    async def _run_plan(self, plan: policy.Plan) -> bool:
+        async with self._limit:
+            seq: int | None = None
+            for step in plan:
+                if not self.active:
+                    return False
+                if isinstance(step, policy.Send):
+                    if step.msg_id not in self.sent:
+                        await self.commands.send(step.service, step.command, step.msg_id)
+                        self.sent[step.msg_id] = self.clock()
+                    continue
+                expected = step.expected_seq if step.expected_seq is not None else seq
+                event = step.event.model_copy(update={"occurred_at": self.clock()})  # when it is recorded
+                try:
+                    seq = await self.publisher.append(event, expected_last_seq=expected)
+                except ConcurrencyConflict:
+                    self.conflicts += 1
+                    self._inbox.put_nowait((event.aggregate, event.aggregate_id))
+                    return False
+                self._fold(seq, event, local=True)
+            return True
+
+    async def reconcile_submission(self, submission_id: str) -> None:
+        sub = self.view.submissions.get(submission_id)
+        if sub is not None and sub.status in LIVE_SUBMISSION and self.active:
+            tasks = list(self.view.tasks_of(submission_id))
+            await self.execute(policy.submission_plans(sub, tasks, self.cfg, self.clock()))
+
+    async def reconcile_task(self, key: str) -> None:
+        task = self.view.tasks.get(key)
+        if task is None or task.state is None or not self.active:
+            return
+        sub = self.view.submissions.get(task.submission_id)
+        window = self.cfg.command_resend_window_s
+        await self.execute(policy.task_plans(task, sub, self.clock(), window))
+
+    # --- placement -------------------------------------------------------------------------
+
+    def queue(self) -> list[QueuedTask]:
+        return queue_of(self.view, self.cfg, self._queue_cache)
+
+    def live_placements(self) -> list[LivePlacement]:
+        return live_of(self.view)
+
+    async def place(self) -> int:
+        """One placement round; returns the assignments made."""
+        now = self.clock()
+        capacity = capacity_of(
+            self.system, self.hosts, self.live_placements(), now,
+            heartbeat_timeout_s=self.cfg.heartbeat_timeout_s, cpu_slots_per_server=self.cfg.cpu_slots_per_server,
+        )
+        queue = self.queue()
+        chosen = decide(queue, capacity, now, runpod_default_gpu_type=self.cfg.runpod_default_gpu_type)
+        plans = [policy.assignment_plan(self.view.tasks[a.key], a, now) for a in chosen]
+        results = await self.execute(plans)
+        if not all(results):
+            self.request_placement()
+        self._wake_at_next_not_before(queue, now)
+        return sum(results)
+
+    def _wake_at_next_not_before(self, queue: list[QueuedTask], now: datetime) -> None:
+        waits = [t.not_before for t in queue if t.not_before is not None and t.not_before > now]
+        if self._wake is not None:
+            self._wake.cancel()
+            self._wake = None
+        if waits:
+            delay = (min(waits) - now).total_seconds()
+            self._wake = asyncio.get_running_loop().call_later(delay + 0.01, self.request_placement)
+
+    async def _place_loop(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            await self._placement_wanted.wait()
+            self._placement_wanted.clear()
+            if stop.is_set() or not self.active:
+                continue
+            try:
+                await self.place()
+            except Exception as e:
+                log.warning("placement failed: %r", e)
+                await asyncio.sleep(0.2)
+                self.request_placement()
+
+    # --- the sweep -------------------------------------------------------------------------
+
+    async def sweep(self) -> None:
+        """Repair whatever reactions missed: submissions, follow-ups, stuck tasks, placement."""
+        if not self.active:
+            return
+        now = self.clock()
+        plans = sweep_plans(self.view, self.cfg, self.deadlines, now,
+                            last_seen=self.last_seen, watch_since=self.watch_since)
+        await self.execute(plans)
+        self.request_placement()
+        self._forget_before(now)
+
+    def _forget_before(self, now: datetime) -> None:
+        """Drop memory that no decision needs any more: old sends, silent containers."""
+        sent_horizon = now - timedelta(seconds=2 * self.cfg.command_resend_window_s)
+        self.sent = {k: at for k, at in self.sent.items() if at >= sent_horizon}
+        seen_horizon = now - timedelta(seconds=2 * self.cfg.running_heartbeat_timeout_s)
+        self.last_seen = {k: at for k, at in self.last_seen.items() if at >= seen_horizon}
+
+    async def resend_launches(self) -> None:
+        await self.execute(resend_plans(self.view, self.clock(), self.cfg.command_resend_window_s))
+
+    async def _sweep_loop(self, stop: asyncio.Event) -> None:
+        await self._wait_caught_up(stop)
+        while not stop.is_set():
+            active = self.active
+            try:
+                if active and not self._active_before:
+                    log.info("%s is the active scheduler", self.instance_id)
+                    await self.resend_launches()
+                if active:
+                    await self.sweep()
+            except Exception as e:
+                log.warning("sweep failed: %r", e)
+            self._active_before = active
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._sweep_wanted.wait(), timeout=self.cfg.sweep_interval_s)
+            self._sweep_wanted.clear()
+
+    async def _wait_caught_up(self, stop: asyncio.Event) -> None:
+        waiter = asyncio.ensure_future(self.feed.caught_up.wait())
+        stopper = asyncio.ensure_future(stop.wait())
+        await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        waiter.cancel()
+        stopper.cancel()
