@@ -71,3 +71,41 @@ def until_ready(api: RunpodApiClient) -> Callable[[str], Awaitable[Pod]]:
                 await asyncio.sleep(0.02)
 
     return wait
+
+
+# --- the provider against the fake ------------------------------------------------------------
+
+@pytest.fixture
+def provider_defaults() -> dict[str, object]:
+    """Provider settings for tests: short periods, no retries at the edge."""
+    return dict(PROVIDER_DEFAULTS)
+
+
+PROVIDER_DEFAULTS: dict[str, object] = {
+    "poll_interval_s": 0.05,
+    "ready_timeout_s": 20.0,
+    "capacity_wait_s": 5.0,
+    "ssh_connect_timeout_s": 5.0,
+    "terminate_timeout_s": 10.0,
+    "reconcile_interval_s": 0.2,
+    "reap_grace_s": 0.5,
+    "balance_interval_s": 0.5,
+    "catalog_interval_s": 60.0,
+    "heartbeat_interval_s": 1.0,
+    "launch_retry_s": 0.2,
+    "api_max_retries": 0,
+    "api_timeout_s": 5.0,
+    "trainer_module": "standin_trainer",
+    "log_json": False,
+}
+
+
+@pytest.fixture
+def trainer_src(tmp_path: Path) -> Path:
+    """A trainer source folder holding the stand-in trainer as ``standin_trainer``."""
+    src = tmp_path / "trainer-src"
+    package = src / "standin_trainer"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "__main__.py").write_text((Path(__file__).parent / "standin_trainer.py").read_text())
+    return src

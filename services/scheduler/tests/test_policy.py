@@ -221,3 +221,27 @@ def test_a_late_report_from_an_old_attempt_is_stopped_not_applied() -> None:
     assert stop.command.attempt == 1 and stop.command.type == "TerminateTask"
     # ... but only while the cause is recent: an old debt is left to the providers' reapers
     assert task_plans(task, None, s.now + timedelta(seconds=121), 120) == []
+
+
+def test_a_container_report_after_a_failure_keeps_the_owed_retry() -> None:
+    """The provider's ContainerTerminated may land between TaskFailed and the scheduler's
+    TaskRetried; the retry must still be owed afterwards."""
+    from datetime import UTC, datetime
+
+    from touchstone.scheduler.view import SchedulerView
+    from touchstone.shared import events as ev
+    from touchstone.shared.testing import queued, task_event
+
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    view = SchedulerView()
+    history = [
+        queued("s-1", "pi-15"),
+        task_event(ev.TaskAssigned, "s-1", "pi-15", attempt=1, platform="onprem", placement="h/0"),
+        task_event(ev.ContainerLaunched, "s-1", "pi-15", attempt=1, container_name="touchstone-s-1-pi-15-1"),
+        task_event(ev.TaskFailed, "s-1", "pi-15", attempt=1, reason="trainer exited 2", failure_class="trainer"),
+        task_event(ev.ContainerTerminated, "s-1", "pi-15", attempt=1),
+    ]
+    for seq, event in enumerate(history, start=1):
+        view.apply(seq, event, now)
+    task = view.tasks["s-1-pi-15"]
+    assert [type(e).__name__ for e in task.follow_ups] == ["TaskRetried"]

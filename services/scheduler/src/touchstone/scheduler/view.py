@@ -236,7 +236,10 @@ class SchedulerView:
             self._index(task)
             return "ignored"
         task.state = moved.state
-        task.follow_ups = moved.follow_ups
+        if moved.follow_ups or moved.state.status != (before.status if before else None):
+            # an event that leaves the status alone (ContainerTerminated after TaskFailed)
+            # must not drop the retry or error the failure still owes
+            task.follow_ups = moved.follow_ups
         match event:
             case ev.TaskQueued():
                 task.queued = event

@@ -1,0 +1,275 @@
+"""Pure decisions of the results service: where each file goes, what an MLflow run holds,
+what a notification says. No I/O and no clock reads here.
+
+Object keys are deterministic, so a redelivered event names the same objects again and the
+store can tell that they are already there:
+
+    models/{submission}/{task}/attempt-{n}/models/long.pkl, metrics.json, report.json, ...
+    logs/{submission}/{task}/attempt-{n}.log
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+from typing import Any, Literal
+from urllib.parse import unquote, urlparse
+
+from pydantic import BaseModel, ConfigDict, Field
+from touchstone.shared import events as ev
+
+LOG_ARTIFACT = "log"
+EVENT_ID_TAG = "touchstone.event_id"
+MAX_PARAM_CHARS = 6000
+MAX_KEY_CHARS = 250
+_SEGMENT_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+_METRIC_UNSAFE = re.compile(r"[^\w\-. /]")
+
+NoticeStatus = Literal["COMPLETED", "ERROR", "REJECTED"]
+
+
+# --- where files go -------------------------------------------------------------------------
+
+
+def attempt_prefix(submission_id: str, task_id: str, attempt: int) -> str:
+    return f"models/{submission_id}/{task_id}/attempt-{attempt}"
+
+
+def log_key(submission_id: str, task_id: str, attempt: int) -> str:
+    return f"logs/{submission_id}/{task_id}/attempt-{attempt}.log"
+
+
+def local_path(uri: str) -> PurePosixPath | None:
+    """The path of a ``file://`` URI (or a bare absolute path); ``None`` for any other scheme."""
+    parsed = urlparse(uri)
+    if parsed.scheme == "file" and parsed.netloc in ("", "localhost"):
+        return PurePosixPath(unquote(parsed.path))
+    if parsed.scheme == "" and uri.startswith("/"):
+        return PurePosixPath(uri)
+    return None
+
+
+def _safe_segment(part: str) -> str:
+    cleaned = _SEGMENT_UNSAFE.sub("_", part)
+    return "_" if cleaned in ("", ".", "..") else cleaned
+
+
+def relative_name(path: PurePosixPath, submission_id: str, task_id: str, attempt: int, name: str) -> str:
+    """Where a staged file sits inside its attempt: the part of its path after
+    ``models/{submission}/{task}/attempt-{n}/`` (``models/long.pkl``, ``metrics.json``), or its
+    own file name when it was staged elsewhere. Every segment is made safe for a key."""
+    marker = ("models", submission_id, task_id, f"attempt-{attempt}")
+    parts = path.parts
+    for i in range(len(parts) - len(marker), -1, -1):
+        if parts[i : i + len(marker)] == marker and len(parts) > i + len(marker):
+            return "/".join(_safe_segment(p) for p in parts[i + len(marker) :])
+    return _safe_segment(path.name or name)
+
+
+@dataclass(frozen=True)
+class Upload:
+    """One staged file and the key it is published under."""
+
+    name: str
+    source: PurePosixPath
+    key: str
+
+
+@dataclass(frozen=True)
+class UploadPlan:
+    uploads: tuple[Upload, ...] = ()
+    kept: dict[str, str] = field(default_factory=dict)
+    """Artifacts that are not local files (already in a store): their URIs are kept as they are."""
+
+
+def plan_uploads(
+    submission_id: str, task_id: str, attempt: int, artifacts: dict[str, str], log_uri: str | None
+) -> UploadPlan:
+    """Which staged files go where (the log under ``LOG_ARTIFACT``)."""
+    prefix = attempt_prefix(submission_id, task_id, attempt)
+    uploads: list[Upload] = []
+    kept: dict[str, str] = {}
+    used: set[str] = set()
+    for name in sorted(artifacts):
+        uri = artifacts[name]
+        path = local_path(uri)
+        if path is None:
+            kept[name] = uri
+            continue
+        key = f"{prefix}/{relative_name(path, submission_id, task_id, attempt, name)}"
+        if key in used:  # two names for one file name: keep both, apart
+            key = f"{prefix}/{_safe_segment(name)}"
+        used.add(key)
+        uploads.append(Upload(name, path, key))
+    if log_uri:
+        path = local_path(log_uri)
+        if path is None:
+            kept[LOG_ARTIFACT] = log_uri
+        else:
+            uploads.append(Upload(LOG_ARTIFACT, path, log_key(submission_id, task_id, attempt)))
+    return UploadPlan(tuple(uploads), kept)
+
+
+# --- the record of what was published -------------------------------------------------------
+
+
+class AttemptRecord(BaseModel):
+    """What was published for one task attempt (kept in the ledger; the body of the proposed
+    ``ResultsPublished`` event)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    event_id: str
+    submission_id: str
+    task_id: str
+    attempt: int
+    outcome: Literal["finished", "failed"] = "finished"
+    artifacts: dict[str, str] = Field(default_factory=dict, description="name -> published URI")
+    log_uri: str | None = None
+    missing: tuple[str, ...] = Field(default=(), description="artifacts whose staged file was gone")
+    mlflow_run_id: str | None = None
+    mlflow_run_url: str | None = None
+
+
+def attempt_record_key(submission_id: str, task_id: str, attempt: int) -> str:
+    return f"attempt.{submission_id}.{task_id}.{attempt}"
+
+
+def notice_record_key(submission_id: str, status: NoticeStatus) -> str:
+    return f"notice.{submission_id}.{status}"
+
+
+# --- MLflow ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One MLflow run: a task attempt with its params, both models' metrics and links."""
+
+    name: str
+    event_id: str
+    params: dict[str, str]
+    metrics: dict[str, float]
+    tags: dict[str, str]
+
+
+def flatten_metrics(metrics: dict[str, Any], prefix: str = "") -> dict[str, float]:
+    """Nested numbers as dotted keys (``long.roc_auc``, ``short.backtest.sharpe``); anything that
+    is not a finite number is left out."""
+    flat: dict[str, float] = {}
+    for key, value in metrics.items():
+        name = _METRIC_UNSAFE.sub("_", f"{prefix}{key}")[:MAX_KEY_CHARS]
+        if isinstance(value, dict):
+            flat.update(flatten_metrics(value, f"{name}."))
+        elif isinstance(value, bool):
+            flat[name] = float(value)
+        elif isinstance(value, int | float) and math.isfinite(value):
+            flat[name] = float(value)
+    return flat
+
+
+def run_params(event: ev.TrainingFinished, queued: ev.TaskQueued | None) -> dict[str, str]:
+    params: dict[str, Any] = {
+        "submission_id": event.submission_id,
+        "task_id": event.task_id,
+        "attempt": event.attempt,
+        "exit_code": event.exit_code,
+    }
+    if queued is not None:
+        spec = queued.spec
+        params |= {
+            "prediction_interval": queued.prediction_interval,
+            "config_file": spec.config_file,
+            "trainer_ref": spec.trainer_ref,
+            "git_url": spec.git_url,
+            "git_ref": spec.git_ref,
+            "feature_set_path": spec.feature_set_path,
+            "fetched_data_end_to": spec.fetched_data_end_to.isoformat() if spec.fetched_data_end_to else None,
+            "passthrough_args": " ".join(spec.passthrough_args) or None,
+            "platform": queued.platform,
+        }
+    return {k: str(v)[:MAX_PARAM_CHARS] for k, v in params.items() if v is not None}
+
+
+def run_spec(event: ev.TrainingFinished, queued: ev.TaskQueued | None, record: AttemptRecord) -> RunSpec:
+    tags = {
+        EVENT_ID_TAG: event.event_id,
+        "touchstone.submission_id": event.submission_id,
+        "touchstone.task_id": event.task_id,
+        "touchstone.attempt": str(event.attempt),
+    }
+    tags |= {f"artifact.{name}"[:MAX_KEY_CHARS]: uri for name, uri in record.artifacts.items()}
+    if record.log_uri:
+        tags["log"] = record.log_uri
+    metrics = flatten_metrics(event.metrics)
+    if event.cost_usd is not None:
+        metrics["cost_usd"] = event.cost_usd
+    return RunSpec(
+        name=f"{event.submission_id}/{event.task_id}/attempt-{event.attempt}",
+        event_id=event.event_id,
+        params=run_params(event, queued),
+        metrics=metrics,
+        tags=tags,
+    )
+
+
+# --- notifications --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Notice:
+    """One message about a submission reaching COMPLETED, ERROR or REJECTED."""
+
+    submission_id: str
+    status: NoticeStatus
+    title: str
+    lines: tuple[str, ...]
+    link: str | None = None
+
+
+def failed_checks(report: dict[str, Any]) -> list[str]:
+    """``name: detail`` of each failed check of a validation report."""
+    out = []
+    for check in report.get("checks") or []:
+        if isinstance(check, dict) and not check.get("passed", True):
+            detail = str(check.get("detail") or "").strip()
+            out.append(f"{check.get('name', '?')}: {detail}" if detail else str(check.get("name", "?")))
+    if not out and report.get("error"):
+        out.append(str(report["error"]))
+    return out
+
+
+def notice_for(
+    event: ev.Event, created: ev.SubmissionCreated | None, url_template: str = ""
+) -> Notice | None:
+    """The notification an event calls for, if any."""
+    sid = event.aggregate_id
+    label = f"{created.name} ({sid})" if created else sid
+    who = (f"owner: {created.owner}",) if created else ()
+    link = url_template.format(submission_id=sid) if url_template else None
+    if isinstance(event, ev.SubmissionCompleted):
+        return Notice(sid, "COMPLETED", f"Submission {label} completed", who, link)
+    if isinstance(event, ev.SubmissionFailed):
+        return Notice(sid, "ERROR", f"Submission {label} failed", (*who, f"reason: {event.reason}"), link)
+    if isinstance(event, ev.SubmissionValidated) and not event.passed:
+        checks = tuple(f"failed check {c}" for c in failed_checks(event.report)[:10])
+        return Notice(sid, "REJECTED", f"Submission {label} was rejected", (*who, *checks), link)
+    return None
+
+
+def slack_payload(notice: Notice) -> dict[str, Any]:
+    """A Slack incoming-webhook body (also what Mattermost and Discord's /slack accept)."""
+    text = "\n".join((f"*{notice.title}*", *notice.lines))
+    if notice.link:
+        text += f"\n<{notice.link}|open submission>"
+    return {"text": text}
+
+
+def lark_payload(notice: Notice) -> dict[str, Any]:
+    """A Lark / Feishu custom-bot body: a rich-text post."""
+    content: list[list[dict[str, str]]] = [[{"tag": "text", "text": line}] for line in notice.lines]
+    if notice.link:
+        content.append([{"tag": "a", "text": "open submission", "href": notice.link}])
+    return {"msg_type": "post", "content": {"post": {"en_us": {"title": notice.title, "content": content}}}}

@@ -1,0 +1,177 @@
+"""The results service's reactions to events, in one table, bound to their dependencies at
+bootstrap.
+
+Every reaction is idempotent. A finished or failed attempt is first looked up in the ledger
+(done before: nothing to do); otherwise each file is uploaded only when the store lacks it and
+the MLflow run is looked up by the event's id before one is made. A notification is sent once
+per submission and status: the ledger says whether it went out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from touchstone.results import domain
+from touchstone.results.adapters import ArtifactStore
+from touchstone.results.domain import AttemptRecord, UploadPlan
+from touchstone.results.notify import Notifier
+from touchstone.results.tracking import Tracker
+from touchstone.shared import events as ev
+from touchstone.shared.consumer import ConsumerSpec, Delivery, Handler
+from touchstone.shared.subjects import Subjects
+
+log = logging.getLogger(__name__)
+
+TASK_EVENTS = ("TrainingFinished", "TaskFailed")
+SUBMISSION_EVENTS = ("SubmissionCompleted", "SubmissionFailed", "SubmissionValidated")
+
+
+class Ledger(Protocol):
+    async def get(self, key: str) -> dict[str, Any] | None: ...
+
+    async def put(self, key: str, record: dict[str, Any]) -> None: ...
+
+
+class History(Protocol):
+    async def task_queued(self, submission_id: str, task_id: str) -> ev.TaskQueued | None: ...
+
+    async def submission_created(self, submission_id: str) -> ev.SubmissionCreated | None: ...
+
+
+@dataclass
+class Deps:
+    """What the reactions need, built once in ``service.bootstrap`` (tests build their own)."""
+
+    store: ArtifactStore
+    tracker: Tracker
+    notifier: Notifier
+    ledger: Ledger
+    history: History
+    submission_url_template: str = ""
+    uploads: deque[str] = field(default_factory=lambda: deque(maxlen=10_000))
+    """The latest keys this process uploaded, in order (for status and tests)."""
+
+
+@dataclass(frozen=True)
+class Published:
+    artifacts: dict[str, str]
+    log_uri: str | None
+    missing: tuple[str, ...]
+
+
+async def publish(deps: Deps, plan: UploadPlan) -> Published:
+    """Upload each staged file the store lacks; a file that is gone is reported as missing."""
+    artifacts = {k: v for k, v in plan.kept.items() if k != domain.LOG_ARTIFACT}
+    log_uri = plan.kept.get(domain.LOG_ARTIFACT)
+    missing: list[str] = []
+    for up in plan.uploads:
+        source = Path(up.source)
+        try:
+            size = (await asyncio.to_thread(source.stat)).st_size
+        except OSError:
+            log.warning("staged file of %s is gone: %s", up.name, source)
+            missing.append(up.name)
+            continue
+        if await deps.store.exists(up.key, size):
+            uri = deps.store.uri(up.key)
+        else:
+            uri = await deps.store.put(up.key, source)
+            deps.uploads.append(up.key)
+        if up.name == domain.LOG_ARTIFACT:
+            log_uri = uri
+        else:
+            artifacts[up.name] = uri
+    return Published(artifacts, log_uri, tuple(missing))
+
+
+async def _already_recorded(deps: Deps, key: str, event: ev.TaskEvent) -> bool:
+    done = await deps.ledger.get(key)
+    if done is None:
+        return False
+    if done.get("event_id") != event.event_id:
+        log.warning("%s was recorded for event %s; now %s arrives", key, done.get("event_id"), event.event_id)
+        return False
+    return True
+
+
+async def on_training_finished(deps: Deps, event: ev.TrainingFinished, delivery: Delivery) -> None:
+    """Models, metrics, report and log to the store; an MLflow run (training tasks only)."""
+    key = domain.attempt_record_key(event.submission_id, event.task_id, event.attempt)
+    if await _already_recorded(deps, key, event):
+        return
+    plan = domain.plan_uploads(event.submission_id, event.task_id, event.attempt, event.artifacts, event.log_uri)
+    published = await publish(deps, plan)
+    record = AttemptRecord(
+        event_id=event.event_id, submission_id=event.submission_id, task_id=event.task_id,
+        attempt=event.attempt, artifacts=published.artifacts, log_uri=published.log_uri,
+        missing=published.missing,
+    )
+    if event.task_id != ev.VALIDATION_TASK_ID:
+        queued = await deps.history.task_queued(event.submission_id, event.task_id)
+        run = await deps.tracker.record(domain.run_spec(event, queued, record))
+        if run is not None:
+            record = record.model_copy(update={"mlflow_run_id": run.run_id, "mlflow_run_url": run.url})
+    await deps.ledger.put(key, record.model_dump(mode="json"))
+    log.info("published %s: %d artifacts, log %s", key, len(record.artifacts), record.log_uri or "none")
+
+
+async def on_task_failed(deps: Deps, event: ev.TaskFailed, delivery: Delivery) -> None:
+    """The full log of a failed attempt to the store (the task keeps its snippet and link)."""
+    if not event.log_uri:
+        return
+    key = domain.attempt_record_key(event.submission_id, event.task_id, event.attempt)
+    if await deps.ledger.get(key) is not None:  # this failure, or the attempt's finish, is done
+        return
+    plan = domain.plan_uploads(event.submission_id, event.task_id, event.attempt, {}, event.log_uri)
+    published = await publish(deps, plan)
+    record = AttemptRecord(
+        event_id=event.event_id, submission_id=event.submission_id, task_id=event.task_id,
+        attempt=event.attempt, outcome="failed", log_uri=published.log_uri, missing=published.missing,
+    )
+    await deps.ledger.put(key, record.model_dump(mode="json"))
+
+
+async def on_submission_settled(deps: Deps, event: ev.SubmissionEvent, delivery: Delivery) -> None:
+    """COMPLETED, ERROR or REJECTED: one webhook message per submission and status."""
+    if not deps.notifier.enabled or (isinstance(event, ev.SubmissionValidated) and event.passed):
+        return
+    created = await deps.history.submission_created(event.aggregate_id)
+    notice = domain.notice_for(event, created, deps.submission_url_template)
+    if notice is None:
+        return
+    key = domain.notice_record_key(notice.submission_id, notice.status)
+    if await deps.ledger.get(key) is not None:
+        return
+    await deps.notifier.send(notice)
+    await deps.ledger.put(key, {"event_id": event.event_id, "status": notice.status, "title": notice.title})
+
+
+Reaction = Callable[[Deps, Any, Delivery], Awaitable[None]]
+
+REACTIONS: dict[str, Reaction] = {
+    "TrainingFinished": on_training_finished,
+    "TaskFailed": on_task_failed,
+    "SubmissionCompleted": on_submission_settled,
+    "SubmissionFailed": on_submission_settled,
+    "SubmissionValidated": on_submission_settled,
+}
+
+
+def handlers(deps: Deps) -> Mapping[str, Handler]:
+    return {name: functools.partial(reaction, deps) for name, reaction in REACTIONS.items()}
+
+
+def consumer_spec(subjects: Subjects, *, ack_wait_s: float = 60.0, max_deliver: int = 8) -> ConsumerSpec:
+    filters = [f"{subjects.ns}.evt.task.*.{name}" for name in TASK_EVENTS]
+    filters += [f"{subjects.ns}.evt.submission.*.{name}" for name in SUBMISSION_EVENTS]
+    return ConsumerSpec(
+        name="results", stream=subjects.events_stream, filter_subjects=filters,
+        ack_wait_s=ack_wait_s, max_deliver=max_deliver,
+    )

@@ -1,0 +1,258 @@
+"""One attempt on one pod, through every phase (DESIGN §5):
+
+1. provision: create the pod ``touchstone-{submission}-{task}-{attempt}``, or adopt the one
+   that already has that name (a create that failed may still have made it) →
+   ``ContainerLaunched``; then wait for ``ssh.direct`` and a working handshake →
+   ``ContainerReady``;
+2. prepare: the feature set (fetched here, never in the pod) and the trainer over SFTP;
+3. run: the trainer's argv as one quoted command → ``TrainingStarted``; console lines to
+   ``{ns}.logs.{task}`` and the log file;
+4. collect: ``out/`` back over SFTP into the artifact store;
+5. terminate: ``DELETE`` and wait until the pod is gone → ``TrainingFinished`` or
+   ``TaskFailed`` → ``ContainerTerminated``.
+
+Every event is appended only if the task's lifecycle still takes it; when it does not (the task
+was cancelled or failed by the scheduler) the attempt stops and its pod is terminated.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import asyncssh
+from nats.aio.client import Client as NATS
+from touchstone.shared import events as ev
+from touchstone.shared.commands import LaunchTask
+from touchstone.shared.subjects import Subjects, task_aggregate_id
+
+from . import domain, ssh
+from .adapters import ConsoleLog, TaskRecorder
+from .api import GpuType
+from .config import RunpodProviderSettings
+from .pods import InfraFailure, PodControl
+from .sources import SourceError, stage_feature_set
+
+log = logging.getLogger(__name__)
+
+
+class Aborted(Exception):
+    """The task no longer takes this attempt's events; stop and clean up."""
+
+
+@dataclass
+class AttemptRecord:
+    """An attempt this provider drives: what the reaper and the throttle count as ours."""
+
+    command: LaunchTask
+    pod_id: str | None = None
+    cost_per_hour: float = 0.0
+    created_at: float | None = None
+    phase: str = "launching"
+    stop_reason: str | None = None
+    task: asyncio.Task[None] | None = field(default=None, repr=False)
+
+    @property
+    def name(self) -> str:
+        return self.command.container_name
+
+
+@dataclass
+class Result:
+    exit_code: int
+    outcome: domain.Outcome
+    metrics: dict[str, Any] = field(default_factory=dict)
+    report: dict[str, Any] | None = None
+    artifacts: dict[str, str] = field(default_factory=dict)
+
+
+class AttemptRunner:
+    def __init__(
+        self,
+        settings: RunpodProviderSettings,
+        pods: PodControl,
+        recorder: TaskRecorder,
+        nc: NATS,
+        subjects: Subjects,
+        catalog: list[GpuType],
+    ) -> None:
+        self.settings = settings
+        self.pods = pods
+        self.recorder = recorder
+        self.nc = nc
+        self.subjects = subjects
+        self.catalog = catalog
+        self.layout = domain.PodLayout()
+
+    # --- the whole attempt ----------------------------------------------------------------
+
+    async def run(self, rec: AttemptRecord) -> None:
+        cmd = rec.command
+        outputs, log_file = self.attempt_paths(cmd)
+        console = ConsoleLog(self.nc, self.subjects.logs(task_aggregate_id(cmd.submission_id, cmd.task_id)), log_file)
+        result: Result | None = None
+        failure: tuple[str, ev.FailureClass] | None = None
+        with console:
+            try:
+                result = await self._drive(rec, console, outputs)
+            except Aborted as e:
+                log.info("%s: stopping, %s", rec.name, e)
+            except InfraFailure as e:
+                failure = (str(e), "infrastructure")
+            except asyncio.CancelledError:
+                reason = rec.stop_reason or "the provider is shutting down"
+                failure = (f"attempt stopped: {reason}", "infrastructure")
+            except Exception as e:
+                log.exception("%s: unexpected error", rec.name)
+                failure = (f"unexpected provider error: {e!r}", "infrastructure")
+            if failure is not None:
+                await console.write([f"[touchstone] {failure[0]}"])
+            await asyncio.shield(self._finish(rec, result, failure, console))
+
+    async def _drive(self, rec: AttemptRecord, console: ConsoleLog, outputs: Path) -> Result:
+        cmd = rec.command
+        gpu = domain.pick_gpu_type(cmd, self.catalog, self.settings.default_gpu_type)
+        rec.created_at = time.monotonic()
+        pod = await self.pods.create_or_adopt(self.pods.spec(rec.name, gpu))
+        rec.pod_id, rec.cost_per_hour = pod.id, pod.cost_per_hour
+        await self._record(ev.ContainerLaunched, rec, container_name=rec.name, deployment_id=pod.id,
+                           cost_per_hour=rec.cost_per_hour)
+        conn, pod = await self.pods.wait_ready(pod.id)
+        rec.cost_per_hour = pod.cost_per_hour or rec.cost_per_hour
+        try:
+            await self._record(ev.ContainerReady, rec)
+            rec.phase = "preparing"
+            await self._prepare(rec, conn)
+            argv = domain.trainer_argv(cmd, self.layout, self.settings.python, self.settings.trainer_module)
+            await self._record(ev.TrainingStarted, rec)
+            rec.phase = "running"
+            await console.write([f"[touchstone] running on pod {pod.id}: {domain.command_line(argv)}"])
+            exit_status = await ssh.run_streaming(conn, domain.command_line(argv), console.write,
+                                                  self.settings.run_timeout_s)
+            if exit_status is None:
+                raise InfraFailure(await self.pods.why_lost(pod.id))
+            rec.phase = "collecting"
+            return await self._collect(rec, conn, outputs, exit_status)
+        finally:
+            conn.close()
+
+    # --- provision --------------------------------------------------------------------------
+
+    # --- prepare, run, collect --------------------------------------------------------------
+
+    async def _prepare(self, rec: AttemptRecord, conn: asyncssh.SSHClientConnection) -> None:
+        cmd = rec.command
+        staging = self.settings.staging_dir / rec.name
+        try:
+            staged = await stage_feature_set(cmd.spec, staging, allow_local=self.settings.allow_local_sources,
+                                             git_timeout_s=self.settings.git_timeout_s)
+        except SourceError as e:
+            raise InfraFailure(f"could not fetch the feature set: {e}") from e
+        trainer_src = self.settings.trainer_src_dir
+        if not trainer_src.is_dir():
+            raise InfraFailure(f"trainer source {trainer_src} is not a folder")
+        try:
+            async with conn.start_sftp_client() as sftp:
+                await ssh.put_tree(sftp, staged.root, self.layout.feature_set)
+                await ssh.put_tree(sftp, trainer_src, self.layout.trainer_src)
+                configs = trainer_src.parent / "configs"
+                if configs.is_dir():
+                    await ssh.put_tree(sftp, configs, f"{self.layout.trainer}/configs")
+                await sftp.makedirs(self.layout.output, exist_ok=True)
+        except (OSError, asyncssh.Error) as e:
+            raise InfraFailure(f"could not copy into pod {rec.pod_id}: {e}") from e
+        finally:
+            await asyncio.to_thread(_remove, staging)
+
+    async def _collect(self, rec: AttemptRecord, conn: asyncssh.SSHClientConnection, outputs: Path,
+                       exit_status: int) -> Result:
+        cmd = rec.command
+        budget = ssh.Budget(self.settings.max_collect_bytes)
+        artifacts: dict[str, str] = {}
+        try:
+            async with conn.start_sftp_client() as sftp:
+                for path in await ssh.fetch_tree(sftp, f"{self.layout.output}/models", outputs / "models", budget):
+                    name = path.relative_to(outputs / "models").as_posix().replace("/", "_")
+                    artifacts[name] = path.resolve().as_uri()
+                metrics_path = await ssh.fetch_file(sftp, f"{self.layout.output}/metrics.json",
+                                                    outputs / "metrics.json", budget)
+                report_path = await ssh.fetch_file(sftp, self.layout.report, outputs / "report.json", budget)
+        except (OSError, asyncssh.Error) as e:
+            raise InfraFailure(f"could not collect from pod {rec.pod_id}: {e}") from e
+        for fetched in (metrics_path, report_path):
+            if fetched is not None:
+                artifacts[fetched.name] = fetched.resolve().as_uri()
+        report = ssh.read_json(report_path)
+        return Result(
+            exit_code=exit_status,
+            outcome=domain.outcome(exit_status, cmd.kind, report),
+            metrics=ssh.read_json(metrics_path) or {},
+            report=report,
+            artifacts=artifacts,
+        )
+
+    # --- terminate and report ---------------------------------------------------------------
+
+    async def _finish(self, rec: AttemptRecord, result: Result | None, failure: tuple[str, ev.FailureClass] | None,
+                      console: ConsoleLog) -> None:
+        rec.phase = "terminating"
+        if rec.pod_id is None and rec.created_at is not None:
+            # stopped while a create was in flight: the pod may exist without us knowing its id
+            with contextlib.suppress(Exception):
+                found = await self.pods.find(rec.name)
+                rec.pod_id = found[0].id if found else None
+        gone = await self.pods.terminate(rec.pod_id) if rec.pod_id else True
+        run_s = time.monotonic() - rec.created_at if rec.created_at is not None else 0.0
+        cost = domain.cost_usd(rec.cost_per_hour, run_s)
+        log_uri = console.uri if console.path.exists() else None
+        try:
+            if result is not None and result.outcome.succeeded:
+                await self._record(
+                    ev.TrainingFinished, rec, exit_code=result.exit_code, metrics=result.metrics,
+                    artifacts=result.artifacts, log_uri=log_uri, cost_usd=cost,
+                    report=result.report if rec.command.kind == "validation" else None, strict=False,
+                )
+            else:
+                if result is not None:
+                    failure = (result.outcome.reason, result.outcome.failure_class)
+                if failure is not None:
+                    await self._record(ev.TaskFailed, rec, reason=failure[0], failure_class=failure[1],
+                                       log_snippet=console.snippet(), log_uri=log_uri, strict=False)
+            if rec.pod_id and gone:
+                await self._record(ev.ContainerTerminated, rec, container_name=rec.name, strict=False)
+        except Exception as e:
+            log.error("%s: could not record how the attempt ended: %r", rec.name, e)
+        rec.phase = "done"
+
+    async def _record(self, cls: type[ev.TaskEvent], rec: AttemptRecord, *, strict: bool = True, **fields: Any) -> None:
+        cmd = rec.command
+        event = cls(
+            event_id=ev.derived_id(rec.name, cls.__name__),
+            aggregate_id=task_aggregate_id(cmd.submission_id, cmd.task_id),
+            correlation_id=cmd.submission_id,
+            causation_id=cmd.command_id,
+            submission_id=cmd.submission_id,
+            task_id=cmd.task_id,
+            attempt=cmd.attempt,
+            **fields,
+        )
+        if not await self.recorder.record(event) and strict:
+            raise Aborted(f"the task no longer takes {cls.__name__}")
+
+    def attempt_paths(self, cmd: LaunchTask) -> tuple[Path, Path]:
+        """(outputs folder, log file) of the attempt in the artifact store."""
+        root = self.settings.artifacts_dir
+        outputs = root / "models" / cmd.submission_id / cmd.task_id / f"attempt-{cmd.attempt}"
+        log_file = root / "logs" / cmd.submission_id / cmd.task_id / f"attempt-{cmd.attempt}.log"
+        return outputs, log_file
+
+
+def _remove(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        shutil.rmtree(path)

@@ -1,0 +1,149 @@
+"""The RunPod provider's settings: one typed object built in ``__main__`` and passed down.
+
+Every field can be set from the environment as ``TOUCHSTONE_<FIELD>`` (the API key as
+``TOUCHSTONE_RUNPOD_API_KEY``); tests build ``RunpodProviderSettings(...)`` directly.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import SettingsConfigDict
+from touchstone.shared.settings import Settings
+
+from .api import DEFAULT_BASE_URL, DEFAULT_GRAPHQL_URL, Cloud
+
+
+def repository_trainer_src() -> Path:
+    """The repository's ``trainer/src`` (this file is ``services/runpod-provider/src/touchstone/
+    runpod_provider/config.py`` in a source checkout)."""
+    return Path(__file__).resolve().parents[5] / "trainer" / "src"
+
+
+class RunpodProviderSettings(Settings):
+    """Settings of one RunPod provider process (shared ones come from ``Settings``).
+
+    Run one provider per namespace: live attempts are kept in its memory.
+    """
+
+    model_config = SettingsConfigDict(use_attribute_docstrings=True)
+
+    # --- the API ---------------------------------------------------------------------------
+
+    runpod_api_key: SecretStr = SecretStr("")
+    """The RunPod API key; never logged."""
+
+    runpod_base_url: str = DEFAULT_BASE_URL
+    """REST v2 base URL including ``/v2`` (a ``FakeRunpod``'s ``base_url`` in tests and demos)."""
+
+    runpod_graphql_url: str = DEFAULT_GRAPHQL_URL
+    """GraphQL URL, used only for the account balance."""
+
+    api_timeout_s: float = 30.0
+    """Timeout of every RunPod call."""
+
+    api_max_retries: int = 3
+    """Retries of idempotent calls at the edge (0 in tests)."""
+
+    # --- pods ------------------------------------------------------------------------------
+
+    image: str = "runpod/pytorch:1.0.2-cu1281-torch280-ubuntu2404"
+    """The image of every pod (it must run sshd with ``PUBLIC_KEY`` and have ``python3``)."""
+
+    default_gpu_type: str = "NVIDIA GeForce RTX 4090"
+    """GPU type used when a launch names none (or ``any`` and the catalog has no stock)."""
+
+    cloud: Cloud = Cloud.SECURE
+    """Which RunPod cloud pods are rented on."""
+
+    disk_gb: int = Field(20, ge=1)
+    """Container disk of each pod."""
+
+    poll_interval_s: float = 2.0
+    """Pause between looks at a pod while it starts or goes away."""
+
+    ready_timeout_s: float = 900.0
+    """A pod without a working SSH endpoint after this long fails the attempt (infrastructure)."""
+
+    capacity_wait_s: float = 600.0
+    """A GPU type without stock is retried for this long before the attempt fails."""
+
+    ssh_connect_timeout_s: float = 10.0
+    """Timeout of one SSH connection attempt (TCP plus handshake)."""
+
+    terminate_timeout_s: float = 120.0
+    """How long a terminated pod may take to disappear from the API before we give up on it
+    (the reaper tries again)."""
+
+    # --- the task --------------------------------------------------------------------------
+
+    trainer_src_dir: Path = Field(default_factory=repository_trainer_src)
+    """Local folder holding the trainer's package (``touchstone/trainer``); its sibling
+    ``configs/`` is copied too when present."""
+
+    trainer_module: str = Field("touchstone.trainer", pattern=r"^[A-Za-z_][A-Za-z0-9_.]*$")
+    """Run in the pod as ``PYTHON -m MODULE validate|train ...``."""
+
+    python: str = "python3"
+    """The interpreter in the pod."""
+
+    allow_local_sources: bool = True
+    """Accept feature sets given as a local absolute path (demos, tests)."""
+
+    git_timeout_s: float = 120.0
+    """Timeout of each git command while fetching a feature set."""
+
+    run_timeout_s: float = 6 * 3600.0
+    """A trainer still running after this long is stopped and the attempt fails."""
+
+    max_collect_bytes: int = 4 * 1024**3
+    """Most bytes copied back from one pod (the pod is untrusted)."""
+
+    # --- cost safety -----------------------------------------------------------------------
+
+    reconcile_interval_s: float = 30.0
+    """How often pods are listed and rogue ones reaped."""
+
+    reap_grace_s: float = 15.0
+    """A ``touchstone-`` pod that no live attempt owns is terminated after this long."""
+
+    balance_interval_s: float = 60.0
+    """How often the account balance is read."""
+
+    balance_low_usd: float = 50.0
+    """Below this balance: the low-balance alarm."""
+
+    balance_stop_usd: float = 10.0
+    """Below this balance: no new pods."""
+
+    launch_retry_s: float = 10.0
+    """A launch held back by the throttle, the balance or a rejected key is retried this much later."""
+
+    catalog_interval_s: float = 300.0
+    """How often the GPU catalog is refreshed into the system bucket."""
+
+    heartbeat_interval_s: float = 5.0
+    """How often the running attempts are announced (the scheduler's heartbeat)."""
+
+    # --- commands --------------------------------------------------------------------------
+
+    ack_wait_s: float = 30.0
+    """Seconds a command may be in flight before JetStream redelivers it."""
+
+    command_max_deliver: int = 360
+    """Deliveries of one launch while it is held back; after the last the attempt fails."""
+
+    @property
+    def key_file(self) -> Path:
+        """The provider's SSH key (ed25519, created on first start)."""
+        return self.data_dir / "runpod-provider" / "id_ed25519"
+
+    @property
+    def artifacts_dir(self) -> Path:
+        return self.data_dir / "artifacts"
+
+    @property
+    def staging_dir(self) -> Path:
+        """Where feature sets are fetched before they are copied into pods."""
+        return self.data_dir / "runpod-provider" / "staging"

@@ -1,0 +1,256 @@
+"""Pure decisions of the RunPod provider: no I/O, no clock reads (``now`` is passed in).
+
+* ``decide_launch``: may a new pod start now (throttle, balance, key)?
+* ``decide_reap``: which ``touchstone-`` pods nobody owns have outlived the grace period.
+* ``balance_level``, ``cost_usd``, ``pick_gpu_type``, ``trainer_argv``, ``outcome``.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import shlex
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from touchstone.shared import events as ev
+from touchstone.shared.commands import CONTAINER_PREFIX, LaunchTask
+from touchstone.shared.errors import IllegalTransition
+from touchstone.shared.lifecycle import TASK_LIVE, TaskState, task_transition
+
+from .api import GpuType, Stock
+
+LOG_TAIL_LINES = 50
+
+# --- throttle -----------------------------------------------------------------------------
+
+
+class BalanceLevel(StrEnum):
+    OK = "ok"
+    LOW = "low"
+    """Below the first threshold: alarm, keep launching."""
+    STOP = "stop"
+    """Below the second threshold: no new pods."""
+
+
+def balance_level(balance: float, low_usd: float, stop_usd: float) -> BalanceLevel:
+    if balance < stop_usd:
+        return BalanceLevel.STOP
+    if balance < low_usd:
+        return BalanceLevel.LOW
+    return BalanceLevel.OK
+
+
+@dataclass(frozen=True)
+class LaunchGate:
+    """Everything a launch decision depends on."""
+
+    limit: int
+    """``runpod_max_running_tasks`` (0 pauses RunPod)."""
+    ours: frozenset[str]
+    """Names of the attempts this provider drives now."""
+    listed: frozenset[str]
+    """Names of the ``touchstone-`` pods RunPod lists (not terminated)."""
+    balance: BalanceLevel = BalanceLevel.OK
+    key_rejected: bool = False
+
+
+@dataclass(frozen=True)
+class LaunchDecision:
+    go: bool
+    reason: str = ""
+
+
+def decide_launch(name: str, gate: LaunchGate) -> LaunchDecision:
+    """Whether attempt ``name`` may get a pod now. A pod that already exists under its name is
+    adopted, not counted twice; everything else running counts, ours or not."""
+    if gate.key_rejected:
+        return LaunchDecision(False, "RunPod rejected the API key")
+    if gate.balance is BalanceLevel.STOP:
+        return LaunchDecision(False, "RunPod balance below the stop threshold")
+    if gate.limit <= 0:
+        return LaunchDecision(False, "RunPod is paused (runpod_max_running_tasks = 0)")
+    running = (gate.ours | gate.listed) - {name}
+    if len(running) >= gate.limit:
+        return LaunchDecision(False, f"{len(running)} pods running, limit {gate.limit}")
+    return LaunchDecision(True)
+
+
+# --- the reaper ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ReapPlan:
+    terminate: tuple[str, ...]
+    """Pod ids to terminate now."""
+    unowned_since: Mapping[str, float] = field(default_factory=dict)
+    """Pod id -> when it was first seen unowned (carry to the next sweep)."""
+
+
+def is_ours(name: str) -> bool:
+    """Touchstone's pods carry the prefix; any other pod is never touched."""
+    return name.startswith(CONTAINER_PREFIX)
+
+
+def decide_reap(
+    pods: Iterable[tuple[str, str]],
+    owned: frozenset[str],
+    unowned_since: Mapping[str, float],
+    now: float,
+    grace_s: float,
+) -> ReapPlan:
+    """``pods`` are (id, name) as listed. A prefixed pod whose name no live attempt owns is
+    terminated once it has been seen unowned for ``grace_s``."""
+    terminate: list[str] = []
+    since: dict[str, float] = {}
+    for pod_id, name in pods:
+        if not is_ours(name) or name in owned:
+            continue
+        first = unowned_since.get(pod_id, now)
+        if now - first >= grace_s:
+            terminate.append(pod_id)
+        else:
+            since[pod_id] = first
+    return ReapPlan(tuple(terminate), since)
+
+
+def split_pod_name(name: str) -> tuple[str, int] | None:
+    """(task aggregate id, attempt) of ``touchstone-{submission}-{task}-{attempt}``; the
+    aggregate id is ``{submission}-{task}`` however many dashes the ids hold."""
+    if not is_ours(name):
+        return None
+    rest, _, attempt = name[len(CONTAINER_PREFIX) :].rpartition("-")
+    if not rest or not attempt.isdigit():
+        return None
+    return rest, int(attempt)
+
+
+def fold_lenient(history: Iterable[ev.TaskEvent], now: datetime) -> TaskState | None:
+    """A task's state from its events, skipping any the lifecycle refuses."""
+    state: TaskState | None = None
+    for event in history:
+        try:
+            state = task_transition(state, event, now).state
+        except IllegalTransition:
+            continue
+    return state
+
+
+def attempt_live(state: TaskState | None, attempt: int) -> bool:
+    """Whether the events say this attempt of the task is placed on RunPod and not over."""
+    return (
+        state is not None
+        and state.attempt == attempt
+        and state.status in TASK_LIVE
+        and state.platform == "runpod"
+    )
+
+
+def accepts(state: TaskState | None, event: ev.TaskEvent, now: datetime) -> bool:
+    """Whether the task's lifecycle takes ``event`` now (else the attempt is over for us)."""
+    try:
+        task_transition(state, event, now)
+    except IllegalTransition:
+        return False
+    return True
+
+
+# --- launch and run -----------------------------------------------------------------------
+
+
+def pick_gpu_type(command: LaunchTask, catalog: Sequence[GpuType], default: str) -> str:
+    """The GPU type a launch asked for; for ``any`` (or none), the cheapest type in stock."""
+    wanted = command.gpu_type or command.placement
+    if wanted and wanted != "any":
+        return wanted
+    in_stock = [g for g in catalog if g.offered and g.stock not in (Stock.NONE,)]
+    if not in_stock:
+        return default
+    return min(in_stock, key=lambda g: (g.price_per_hour, g.id)).id
+
+
+def cost_usd(cost_per_hour: float, seconds: float) -> float:
+    return round(max(0.0, cost_per_hour) * max(0.0, seconds) / 3600.0, 6)
+
+
+@dataclass(frozen=True)
+class PodLayout:
+    """Where an attempt's files live in the pod, relative to the SSH user's home."""
+
+    root: str = "touchstone"
+
+    @property
+    def feature_set(self) -> str:
+        return f"{self.root}/feature-set"
+
+    @property
+    def trainer(self) -> str:
+        return f"{self.root}/trainer"
+
+    @property
+    def trainer_src(self) -> str:
+        return f"{self.root}/trainer/src"
+
+    @property
+    def output(self) -> str:
+        return f"{self.root}/out"
+
+    @property
+    def report(self) -> str:
+        return f"{self.output}/report.json"
+
+
+def trainer_argv(command: LaunchTask, layout: PodLayout, python: str, module: str) -> list[str]:
+    """``env PYTHONPATH=... PYTHON -m MODULE validate|train ...`` for this attempt (DESIGN §6)."""
+    spec = command.spec
+    feature_set = posixpath.normpath(f"{layout.feature_set}/{spec.feature_set_path}")
+    if feature_set != layout.feature_set and not feature_set.startswith(layout.feature_set + "/"):
+        raise ValueError(f"feature_set_path {spec.feature_set_path!r} leaves the feature set")
+    head = ["env", f"PYTHONPATH={layout.trainer_src}", "PYTHONUNBUFFERED=1", "PYTHONDONTWRITEBYTECODE=1",
+            python, "-m", module]
+    if command.kind == "validation":
+        return [*head, "validate", "--feature-set", feature_set, "--report", layout.report]
+    if command.prediction_interval is None:
+        raise ValueError("a training task needs a prediction interval")
+    argv = [*head, "train", "--feature-set", feature_set, "--config", spec.config_file,
+            "--prediction-interval", str(command.prediction_interval)]
+    if spec.fetched_data_end_to is not None:
+        argv += ["--fetched-data-end-to", spec.fetched_data_end_to.isoformat()]
+    return [*argv, *spec.passthrough_args, "--output", layout.output]
+
+
+def command_line(argv: Sequence[str]) -> str:
+    """One SSH command string whose words are exactly ``argv`` (each word quoted)."""
+    return shlex.join(argv)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How an attempt that ran ended."""
+
+    succeeded: bool
+    reason: str = ""
+    failure_class: ev.FailureClass = "trainer"
+
+
+def outcome(exit_status: int | None, kind: str, report: Mapping[str, Any] | None) -> Outcome:
+    """The on-prem provider's table, for pods:
+
+    | how it ended                                          | outcome                          |
+    |-------------------------------------------------------|----------------------------------|
+    | exit 0 (a validation also needs its report)           | succeeded                        |
+    | validation, exit 1, report written with passed=false  | succeeded (a verdict, not a fault) |
+    | any other exit status                                 | failed, trainer                  |
+    | no exit status (pod or SSH went away)                 | failed, infrastructure           |
+    """
+    if exit_status is None:
+        return Outcome(False, "the trainer's SSH session ended without an exit status", "infrastructure")
+    if exit_status == 0:
+        if kind == "validation" and report is None:
+            return Outcome(False, "the validation exited 0 but wrote no report", "trainer")
+        return Outcome(True)
+    if kind == "validation" and exit_status == 1 and report is not None and report.get("passed") is False:
+        return Outcome(True)
+    return Outcome(False, f"the trainer exited with status {exit_status}", "trainer")

@@ -1,0 +1,86 @@
+"""Reactions to the provider's commands, one table; dependencies are bound at bootstrap.
+
+Launches run concurrently: ``on_launch_task`` decides (attempt still live on RunPod? room under
+the throttle?), starts a supervised asyncio task for the attempt and returns, so the command is
+acked at once and the one consumer loop is free for the next command (a ``TerminateTask`` never
+waits behind a launch). A launch held back is nak'ed with ``launch_retry_s``; at its last
+delivery the attempt fails (infrastructure) so that the scheduler decides what comes next. The
+price of acking early: a provider that dies mid-attempt loses the attempt; the events still
+say it is live, so the scheduler's stuck detection fails it, and then the reaper removes its pod.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+from touchstone.shared import events as ev
+from touchstone.shared.commands import LaunchTask, TerminateTask, container_name
+from touchstone.shared.consumer import Delivery, Handler
+from touchstone.shared.errors import RetryableError
+from touchstone.shared.subjects import task_aggregate_id
+
+from . import domain
+
+if TYPE_CHECKING:
+    from .service import RunpodProvider
+
+log = logging.getLogger(__name__)
+
+
+async def on_launch_task(provider: RunpodProvider, command: LaunchTask, delivery: Delivery) -> None:
+    name = command.container_name
+    if name in provider.attempts:
+        return  # already driving it (a redelivery)
+    state = await provider.recorder.state(command.submission_id, command.task_id)
+    if not domain.attempt_live(state, command.attempt):
+        log.info("not launching %s: the attempt is not live on RunPod", name)
+        return
+    decision = domain.decide_launch(name, await provider.launch_gate())
+    if not decision.go:
+        if delivery.num_delivered >= provider.settings.command_max_deliver:
+            reason = f"RunPod launch held back for too long: {decision.reason}"
+            await provider.recorder.record(_failed(command, reason))
+            return
+        provider.held_back += 1
+        raise RetryableError(f"launch of {name} held back: {decision.reason}",
+                             retry_after=provider.settings.launch_retry_s)
+    provider.start_attempt(command)
+
+
+async def on_terminate_task(provider: RunpodProvider, command: TerminateTask, delivery: Delivery) -> None:
+    name = container_name(command.submission_id, command.task_id, command.attempt)
+    reason = command.reason or "terminate requested"
+    record = provider.attempts.get(name)
+    if record is not None and record.task is not None:
+        if record.phase not in ("terminating", "done"):
+            record.stop_reason = reason
+            record.task.cancel()
+        await asyncio.wait({record.task}, timeout=provider.settings.terminate_timeout_s + 30)
+        return
+    await provider.terminate_by_name(name, command)
+
+
+def _failed(command: LaunchTask, reason: str) -> ev.TaskFailed:
+    return ev.TaskFailed(
+        event_id=ev.derived_id(command.container_name, "TaskFailed"),
+        aggregate_id=task_aggregate_id(command.submission_id, command.task_id),
+        correlation_id=command.submission_id,
+        causation_id=command.command_id,
+        submission_id=command.submission_id,
+        task_id=command.task_id,
+        attempt=command.attempt,
+        reason=reason,
+        failure_class="infrastructure",
+    )
+
+
+def handlers(provider: RunpodProvider) -> Mapping[str, Handler]:
+    """The command table, bound to one provider."""
+    return {
+        "LaunchTask": functools.partial(on_launch_task, provider),
+        "TerminateTask": functools.partial(on_terminate_task, provider),
+    }

@@ -1,0 +1,191 @@
+"""SSH into a pod: the handshake that says a pod is ready, one command streamed line by line,
+and SFTP copies both ways. The pod is untrusted: only regular files come back, within a byte
+budget, and JSON read back is size-capped.
+
+Paths in the pod are relative to the SSH user's home (where RunPod's and the fake's SFTP and
+commands start).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import stat
+from collections.abc import Awaitable, Callable
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import asyncssh
+
+from .api import SshEndpoint
+
+log = logging.getLogger(__name__)
+
+IGNORED = frozenset({".git", "__pycache__", ".venv", ".pytest_cache", ".mypy_cache", ".ruff_cache"})
+MAX_JSON_BYTES = 1_000_000
+
+
+class SshFailed(Exception):
+    """The pod's SSH endpoint did not work (an infrastructure failure)."""
+
+
+async def connect(endpoint: SshEndpoint, key: asyncssh.SSHKey, timeout_s: float) -> asyncssh.SSHClientConnection:
+    """TCP connect plus a full handshake and key authentication, within ``timeout_s``.
+
+    Host keys are not checked: a pod's host key is new on every pod and RunPod publishes none."""
+    try:
+        return await asyncio.wait_for(
+            asyncssh.connect(
+                endpoint.host,
+                endpoint.port,
+                username=endpoint.username,
+                client_keys=[key],
+                known_hosts=None,
+                agent_path=None,
+                connect_timeout=timeout_s,
+                keepalive_interval=15,
+                keepalive_count_max=4,
+            ),
+            timeout_s + 1,
+        )
+    except (OSError, asyncssh.Error, TimeoutError) as e:
+        raise SshFailed(f"SSH to {endpoint.host}:{endpoint.port}: {type(e).__name__}: {e}") from e
+
+
+async def run_streaming(
+    conn: asyncssh.SSHClientConnection,
+    command: str,
+    on_lines: Callable[[list[str]], Awaitable[None]],
+    timeout_s: float,
+) -> int | None:
+    """Run ``command`` (stdout and stderr merged), hand its lines to ``on_lines`` as they come;
+    return its exit status, or None when the connection or the pod went away."""
+    try:
+        process = await conn.create_process(command, stderr=asyncssh.STDOUT, encoding="utf-8", errors="replace")
+    except (OSError, asyncssh.Error) as e:
+        raise SshFailed(f"could not start the trainer: {e}") from e
+    try:
+        async with asyncio.timeout(timeout_s):
+            await _pump_lines(process, on_lines)
+            completed = await process.wait()
+    except TimeoutError:
+        process.kill()
+        await on_lines([f"[touchstone] the trainer ran longer than {timeout_s:.0f}s and was stopped"])
+        return 124
+    except (OSError, asyncssh.Error) as e:
+        log.warning("trainer session lost: %r", e)
+        return None
+    return completed.exit_status if completed.exit_status is not None and completed.exit_status >= 0 else None
+
+
+async def _pump_lines(
+    process: asyncssh.SSHClientProcess[str], on_lines: Callable[[list[str]], Awaitable[None]]
+) -> None:
+    partial = ""
+    while True:
+        chunk = await process.stdout.read(65536)
+        if not chunk:
+            break
+        text = partial + chunk
+        *complete, partial = text.split("\n")
+        if complete:
+            await on_lines([line.rstrip("\r") for line in complete])
+    if partial:
+        await on_lines([partial.rstrip("\r")])
+
+
+def _local_tree(local: Path) -> list[tuple[str, Path | None]]:
+    """(relative path, file or None for a folder) under ``local``, minus caches and symlinks."""
+    entries: list[tuple[str, Path | None]] = []
+    for path in sorted(local.rglob("*")):
+        rel = path.relative_to(local)
+        if any(part in IGNORED for part in rel.parts) or path.suffix == ".pyc" or path.is_symlink():
+            continue
+        if path.is_dir():
+            entries.append((rel.as_posix(), None))
+        elif path.is_file():
+            entries.append((rel.as_posix(), path))
+    return entries
+
+
+async def put_tree(sftp: asyncssh.SFTPClient, local: Path, remote: str) -> int:
+    """Copy a local folder into the pod (no ``.git``, caches or symlinks); returns files copied."""
+    count = 0
+    await sftp.makedirs(remote, exist_ok=True)
+    for rel, path in await asyncio.to_thread(_local_tree, local):
+        target = f"{remote}/{rel}"
+        if path is None:
+            await sftp.makedirs(target, exist_ok=True)
+        else:
+            await sftp.put(str(path), target)
+            count += 1
+    return count
+
+
+class Budget:
+    """Bytes left to copy back from one pod."""
+
+    def __init__(self, limit: int) -> None:
+        self.left = limit
+
+    def take(self, size: int) -> bool:
+        if size > self.left:
+            return False
+        self.left -= size
+        return True
+
+
+async def fetch_tree(sftp: asyncssh.SFTPClient, remote: str, local: Path, budget: Budget) -> list[Path]:
+    """Copy the regular files under ``remote`` into ``local``; symlinks, devices and files past
+    the budget are skipped. Returns the local files written. A missing folder copies nothing."""
+    written: list[Path] = []
+    try:
+        names = await sftp.listdir(remote)
+    except (asyncssh.SFTPError, OSError):
+        return written
+    for name in sorted(names):
+        if name in (".", "..") or "/" in name:
+            continue
+        source = f"{remote}/{name}"
+        attrs = await sftp.lstat(source)
+        mode = attrs.permissions or 0
+        if stat.S_ISDIR(mode):
+            written += await fetch_tree(sftp, source, local / name, budget)
+        elif stat.S_ISREG(mode):
+            if not budget.take(attrs.size or 0):
+                log.warning("skipping %s: past the collect budget", source)
+                continue
+            await asyncio.to_thread(local.mkdir, parents=True, exist_ok=True)
+            await sftp.get(source, str(local / name))
+            written.append(local / name)
+    return written
+
+
+async def fetch_file(sftp: asyncssh.SFTPClient, remote: str, local: Path, budget: Budget) -> Path | None:
+    """One regular file from the pod, or None (missing, not a regular file, past the budget)."""
+    try:
+        attrs = await sftp.lstat(remote)
+    except (asyncssh.SFTPError, OSError):
+        return None
+    if not stat.S_ISREG(attrs.permissions or 0) or not budget.take(attrs.size or 0):
+        return None
+    await asyncio.to_thread(local.parent.mkdir, parents=True, exist_ok=True)
+    await sftp.get(remote, str(local))
+    return local
+
+
+def read_json(path: Path | None) -> dict[str, Any] | None:
+    """A JSON object from a local copy of at most ``MAX_JSON_BYTES``; None otherwise."""
+    if path is None:
+        return None
+    with contextlib.suppress(OSError, ValueError):
+        if path.stat().st_size <= MAX_JSON_BYTES:
+            body = json.loads(path.read_text(encoding="utf-8"))
+            return body if isinstance(body, dict) else None
+    return None
+
+
+def remote_join(*parts: str) -> str:
+    return str(PurePosixPath(*parts))

@@ -1,0 +1,464 @@
+"""The provider against the local RunPod (real HTTP, real SSH pods) and a real nats-server.
+
+Every test ends with the fake's ledger accounted for: each ``touchstone-`` pod is terminated or
+owned by a live attempt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import sys
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import pytest
+from touchstone.runpod_provider.adapters import load_or_create_key
+from touchstone.runpod_provider.api import RunpodApiClient
+from touchstone.runpod_provider.config import RunpodProviderSettings
+from touchstone.runpod_provider.fake import FakeRunpod, Injection, SshMode
+from touchstone.runpod_provider.service import RunpodProvider
+from touchstone.shared import events as ev
+from touchstone.shared.agents import decode_report
+from touchstone.shared.commands import LaunchTask, TerminateTask, container_name
+from touchstone.shared.jetstream import system_bucket
+from touchstone.shared.publisher import EventPublisher
+from touchstone.shared.subjects import task_aggregate_id
+from touchstone.shared.system import SystemSettings, write_system
+
+GPU = "NVIDIA GeForce RTX 4090"
+WAIT_S = 60.0
+
+
+async def wait_for(condition: Callable[[], Awaitable[bool] | bool], within: float = WAIT_S) -> None:
+    async with asyncio.timeout(within):
+        while True:
+            result = condition()
+            if not isinstance(result, bool):
+                result = await result
+            if result:
+                return
+            await asyncio.sleep(0.05)
+
+
+def read(uri: str) -> str:
+    """The text of a file:// artifact."""
+    return Path(uri.removeprefix("file://")).read_text()
+
+
+class Harness:
+    """A provider running against the fake, with helpers to drive tasks through it."""
+
+    def __init__(self, fake: FakeRunpod, js, subjects, nc, tmp_path: Path, trainer_src: Path,
+                 defaults: dict[str, object]) -> None:
+        self.fake, self.js, self.subjects, self.nc, self.tmp = fake, js, subjects, nc, tmp_path
+        self.trainer_src = trainer_src
+        self.defaults = defaults
+        self.publisher = EventPublisher(js, subjects)
+        self.provider: RunpodProvider | None = None
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self, *, max_running: int = 4, **overrides: object) -> RunpodProvider:
+        await self.set_max_running(max_running)
+        fields = {**self.defaults, **overrides}
+        settings = RunpodProviderSettings(
+            namespace=self.subjects.ns,
+            data_dir=self.tmp / "data",
+            runpod_api_key=self.fake.api_key,
+            runpod_base_url=self.fake.base_url,
+            runpod_graphql_url=self.fake.graphql_url,
+            default_gpu_type=GPU,
+            trainer_src_dir=self.trainer_src,
+            python=sys.executable,
+            **fields,
+        )
+        self.provider = RunpodProvider(settings, self.nc, self.js, self.subjects)
+        self._task = asyncio.create_task(self.provider.run(self._stop))
+        return self.provider
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._stop.set()
+            await asyncio.wait_for(self._task, 60)
+
+    async def set_max_running(self, n: int) -> None:
+        kv = await system_bucket(self.js, self.subjects)
+        await write_system(kv, SystemSettings(runpod_max_running_tasks=n))
+
+    def feature_set(self, **files: str) -> Path:
+        folder = self.tmp / f"fs-{uuid.uuid4().hex[:6]}"
+        folder.mkdir()
+        (folder / "feature_set.py").write_text("NAME = 'x'\n")
+        for name, text in files.items():
+            (folder / name).write_text(text)
+        return folder
+
+    async def assign(self, *, kind: str = "validation", feature_set: Path, attempt: int = 1) -> LaunchTask:
+        """A task queued and assigned to RunPod; returns the launch the scheduler would send."""
+        submission = f"s{uuid.uuid4().hex[:8]}"
+        task_id = "validation" if kind == "validation" else "pi-60"
+        common = {"aggregate_id": task_aggregate_id(submission, task_id), "correlation_id": submission,
+                  "submission_id": submission, "task_id": task_id}
+        spec = ev.TaskSpec(git_url=str(feature_set))
+        interval = None if kind == "validation" else 60
+        await self.publisher.append(ev.TaskQueued(**common, kind=kind, spec=spec, platform="runpod",
+                                                  prediction_interval=interval))
+        await self.publisher.append(ev.TaskAssigned(**common, attempt=attempt, platform="runpod", placement=GPU))
+        return LaunchTask(submission_id=submission, task_id=task_id, attempt=attempt, kind=kind, spec=spec,
+                          prediction_interval=interval, placement=GPU, gpu_type=GPU)
+
+    async def send(self, command: LaunchTask | TerminateTask) -> None:
+        subject = self.subjects.command("runpod-provider", command.type)
+        await self.js.publish(subject, command.model_dump_json().encode(), stream=self.subjects.commands_stream)
+
+    async def events(self, command: LaunchTask) -> list[ev.TaskEvent]:
+        recorded = await self.publisher.load_task(command.submission_id, command.task_id)
+        return [r.event for r in recorded]  # type: ignore[misc]
+
+    async def types(self, command: LaunchTask) -> list[str]:
+        return [e.event_type for e in await self.events(command)]
+
+    async def until_event(self, command: LaunchTask, event_type: str, within: float = WAIT_S) -> ev.TaskEvent:
+        async def seen() -> bool:
+            return event_type in await self.types(command)
+
+        await wait_for(seen, within)
+        return next(e for e in await self.events(command) if e.event_type == event_type)
+
+    def assert_accounted_for(self) -> None:
+        """Every touchstone- pod ever created is terminated or owned by a live attempt."""
+        live = set(self.provider.attempts) if self.provider else set()
+        for record in self.fake.ledger():
+            if record.name.startswith("touchstone-"):
+                assert record.terminated or record.name in live, f"pod {record} is unaccounted for"
+
+
+@pytest.fixture
+async def harness(fake, js, subjects, nc, tmp_path, trainer_src, provider_defaults) -> AsyncIterator[Harness]:
+    h = Harness(fake, js, subjects, nc, tmp_path, trainer_src, provider_defaults)
+    yield h
+    with contextlib.suppress(Exception):
+        await h.stop()
+    h.assert_accounted_for()
+
+
+TRANSCRIPT = ["TaskQueued", "TaskAssigned", "ContainerLaunched", "ContainerReady", "TrainingStarted",
+              "TrainingFinished", "ContainerTerminated"]
+
+
+async def test_a_validation_runs_end_to_end_on_a_fake_pod(harness, fake, tmp_path):
+    await harness.start()
+    launch = await harness.assign(feature_set=harness.feature_set())
+    logs = await harness.nc.subscribe(harness.subjects.logs(task_aggregate_id(launch.submission_id, launch.task_id)))
+
+    await harness.send(launch)
+    await harness.until_event(launch, "ContainerTerminated")
+
+    assert await harness.types(launch) == TRANSCRIPT
+    events = {e.event_type: e for e in await harness.events(launch)}
+    launched, finished = events["ContainerLaunched"], events["TrainingFinished"]
+    assert launched.container_name == container_name(launch.submission_id, "validation", 1)
+    assert launched.cost_per_hour and launched.cost_per_hour > 0
+    assert finished.exit_code == 0 and finished.report == {"passed": True, "checks": ["shape"]}
+    assert finished.cost_usd is not None and finished.cost_usd >= 0
+    report = Path(finished.artifacts["report.json"].removeprefix("file://"))
+    assert report.is_relative_to(tmp_path / "data" / "artifacts" / "models" / launch.submission_id / "validation")
+    assert json.loads(read(finished.artifacts["report.json"]))["passed"] is True
+    log_text = read(finished.log_uri)
+    assert "stand-in trainer: validate" in log_text and "to stderr" in log_text
+    assert finished.log_uri.endswith(f"logs/{launch.submission_id}/validation/attempt-1.log")
+    streamed = await logs.next_msg(timeout=5)
+    assert streamed.data
+    [pod] = fake.ledger()
+    assert pod.id == launched.deployment_id and pod.terminated
+    assert pod.name == launched.container_name
+
+
+async def test_a_training_collects_models_and_metrics(harness, fake):
+    await harness.start()
+    launch = await harness.assign(kind="training", feature_set=harness.feature_set())
+
+    await harness.send(launch)
+    finished = await harness.until_event(launch, "TrainingFinished")
+
+    assert finished.metrics == {"long": {"auc": 0.61}, "short": {"auc": 0.58}}
+    assert {"long.bin", "short.bin", "metrics.json"} <= set(finished.artifacts)
+    assert read(finished.artifacts["long.bin"]) == "long"
+    await harness.until_event(launch, "ContainerTerminated")
+
+
+async def test_a_create_that_fails_but_makes_the_pod_is_adopted(harness, fake):
+    fake.inject(Injection(status=500, method="POST", path="/v2/pods", apply_first=True))
+    await harness.start()
+    launch = await harness.assign(feature_set=harness.feature_set())
+
+    await harness.send(launch)
+    await harness.until_event(launch, "ContainerTerminated")
+
+    assert await harness.types(launch) == TRANSCRIPT
+    [pod] = fake.ledger()
+    assert pod.terminated
+
+
+async def test_a_trainer_failure_fails_the_task_with_the_log_tail(harness, fake):
+    await harness.start()
+    launch = await harness.assign(feature_set=harness.feature_set(EXIT="3"))
+
+    await harness.send(launch)
+    await harness.until_event(launch, "ContainerTerminated")
+
+    failed = next(e for e in await harness.events(launch) if isinstance(e, ev.TaskFailed))
+    assert failed.failure_class == "trainer" and "status 3" in failed.reason
+    assert "failing on purpose" in (failed.log_snippet or "")
+    assert all(r.terminated for r in fake.ledger())
+
+
+async def test_a_pod_dying_mid_run_fails_the_attempt_as_infrastructure(harness, fake):
+    await harness.start()
+    launch = await harness.assign(feature_set=harness.feature_set(SLEEP="60"))
+
+    await harness.send(launch)
+    launched = await harness.until_event(launch, "TrainingStarted")
+    launched = next(e for e in await harness.events(launch) if isinstance(e, ev.ContainerLaunched))
+    log_file = harness.tmp / "data" / "artifacts" / "logs" / launch.submission_id / "validation" / "attempt-1.log"
+    await wait_for(lambda: log_file.exists() and "sleeping" in log_file.read_text())
+    await fake.kill_pod(launched.deployment_id)
+    await harness.until_event(launch, "ContainerTerminated")
+
+    failed = next(e for e in await harness.events(launch) if isinstance(e, ev.TaskFailed))
+    assert failed.failure_class == "infrastructure" and "mid-run" in failed.reason
+    assert "TrainingFinished" not in await harness.types(launch)
+    [pod] = fake.ledger()
+    assert pod.terminated
+
+
+async def test_max_running_zero_launches_nothing_until_raised(harness, fake):
+    provider = await harness.start(max_running=0)
+    launch = await harness.assign(feature_set=harness.feature_set())
+
+    await harness.send(launch)
+    await wait_for(lambda: provider.held_back >= 3)
+
+    assert fake.ledger() == []
+    assert await harness.types(launch) == ["TaskQueued", "TaskAssigned"]
+    await harness.set_max_running(1)
+    await harness.until_event(launch, "ContainerTerminated")
+    assert await harness.types(launch) == TRANSCRIPT
+
+
+async def test_a_terminate_command_stops_a_running_attempt(harness, fake):
+    await harness.start()
+    launch = await harness.assign(feature_set=harness.feature_set(SLEEP="60"))
+    heartbeats = await harness.nc.subscribe(harness.subjects.agent_reports("runpod-provider"))
+    await harness.send(launch)
+    await harness.until_event(launch, "TrainingStarted")
+    async with asyncio.timeout(WAIT_S):  # the scheduler hears of the running attempt
+        while launch.container_name not in decode_report((await heartbeats.next_msg(timeout=WAIT_S)).data).running:
+            pass
+
+    await harness.send(TerminateTask(submission_id=launch.submission_id, task_id=launch.task_id,
+                                     attempt=launch.attempt, reason="cancelled by test"))
+    await harness.until_event(launch, "ContainerTerminated")
+
+    failed = next(e for e in await harness.events(launch) if isinstance(e, ev.TaskFailed))
+    assert "cancelled by test" in failed.reason
+    [pod] = fake.ledger()
+    assert pod.terminated
+
+
+async def test_rogue_prefixed_pods_are_reaped_and_others_survive(harness, fake, api: RunpodApiClient, spec):
+    owned_launch = await harness.assign(feature_set=harness.feature_set())
+    rogue = await api.create_pod(spec(name="touchstone-sgone-validation-1"))
+    stranger = await api.create_pod(spec(name="jupyter-notebook"))
+    # a pod whose attempt the events call live (a launch in flight elsewhere): not a rogue
+    owned = await api.create_pod(spec(name=owned_launch.container_name))
+    provider = await harness.start()
+
+    await wait_for(lambda: rogue.id in provider.reaped)
+    sweeps = provider.sweeps
+    await wait_for(lambda: provider.sweeps >= sweeps + 3)
+
+    alive = set(fake.live_pods())
+    assert rogue.id not in alive
+    assert stranger.id in alive and owned.id in alive
+    assert provider.reaped == [rogue.id]
+    await api.terminate_pod(stranger.id)
+    await api.terminate_pod(owned.id)
+
+
+async def test_a_pod_of_a_finished_attempt_is_reaped_and_recorded(harness, fake, api, spec):
+    launch = await harness.assign(feature_set=harness.feature_set())
+    common = {"aggregate_id": task_aggregate_id(launch.submission_id, launch.task_id),
+              "correlation_id": launch.submission_id, "submission_id": launch.submission_id,
+              "task_id": launch.task_id}
+    await harness.publisher.append(ev.TaskCancelled(**common))
+    left_over = await api.create_pod(spec(name=launch.container_name))
+    provider = await harness.start()
+
+    await wait_for(lambda: left_over.id in provider.reaped)
+    terminated = await harness.until_event(launch, "ContainerTerminated")
+    assert terminated.container_name == launch.container_name
+
+
+async def test_low_balance_alarms_and_stops_launches(harness, fake):
+    fake.faults.balance = 5.0
+    provider = await harness.start()
+    await wait_for(lambda: "low_balance" in provider.alarms.active)
+
+    launch = await harness.assign(feature_set=harness.feature_set())
+    await harness.send(launch)
+    await wait_for(lambda: provider.held_back >= 2)
+    assert fake.ledger() == []
+
+    fake.faults.balance = 100.0
+    await harness.until_event(launch, "ContainerTerminated")
+    assert "low_balance" not in provider.alarms.active
+
+
+async def test_a_rejected_key_alarms_and_stops_launches(harness, fake):
+    fake.faults.revoked = True
+    provider = await harness.start()
+    await wait_for(lambda: provider.key_rejected and "api_key_rejected" in provider.alarms.active)
+
+    launch = await harness.assign(feature_set=harness.feature_set())
+    await harness.send(launch)
+    await wait_for(lambda: provider.held_back >= 2)
+    assert fake.ledger() == []
+
+    fake.faults.revoked = False
+    await harness.until_event(launch, "ContainerTerminated")
+    assert not provider.key_rejected
+
+
+async def test_the_gpu_catalog_is_written_to_the_system_bucket(harness, js, subjects):
+    await harness.start(catalog_interval_s=0.2)
+    kv = await system_bucket(js, subjects)
+
+    async def written() -> bool:
+        try:
+            return bool((await kv.get("gpu_types")).value)
+        except Exception:
+            return False
+
+    await wait_for(written)
+    catalog = json.loads((await kv.get("gpu_types")).value)
+    assert any(g["id"] == GPU and g["price_per_hour"] > 0 for g in catalog)
+
+
+async def test_never_more_pods_than_max_running(harness, fake):
+    provider = await harness.start(max_running=1)
+    first = await harness.assign(feature_set=harness.feature_set(SLEEP="0.5"))
+    second = await harness.assign(feature_set=harness.feature_set())
+    most = 0
+
+    async def sample() -> None:
+        nonlocal most
+        while True:
+            most = max(most, len(fake.live_pods()))
+            await asyncio.sleep(0.005)
+
+    sampler = asyncio.create_task(sample())
+    try:
+        await harness.send(first)
+        await harness.send(second)
+        await harness.until_event(first, "ContainerTerminated")
+        await harness.until_event(second, "ContainerTerminated")
+    finally:
+        sampler.cancel()
+
+    assert most == 1 and provider.held_back >= 1
+    assert len(fake.ledger()) == 2 and all(r.terminated for r in fake.ledger())
+
+
+async def test_ready_waits_for_a_working_handshake_after_a_slow_pull(harness, fake):
+    fake.faults.pull_s = 0.5
+    fake.faults.ssh_direct_during_pull = True  # ssh.direct shows, but connections drop until pulled
+    await harness.start()
+    launch = await harness.assign(feature_set=harness.feature_set())
+
+    await harness.send(launch)
+    await harness.until_event(launch, "ContainerTerminated")
+
+    assert await harness.types(launch) == TRANSCRIPT
+
+
+async def test_ssh_that_never_comes_up_fails_the_attempt_and_terminates_the_pod(harness, fake):
+    fake.faults.ssh = SshMode.REFUSE
+    await harness.start(ready_timeout_s=1.0)
+    launch = await harness.assign(feature_set=harness.feature_set())
+
+    await harness.send(launch)
+    await harness.until_event(launch, "ContainerTerminated")
+
+    assert "ContainerReady" not in await harness.types(launch)
+    failed = next(e for e in await harness.events(launch) if isinstance(e, ev.TaskFailed))
+    assert failed.failure_class == "infrastructure" and "SSH" in failed.reason
+    [pod] = fake.ledger()
+    assert pod.terminated
+
+
+async def test_no_capacity_waits_then_fails_without_a_pod(harness, fake):
+    fake.faults.no_capacity = {GPU}
+    await harness.start(capacity_wait_s=0.5)
+    launch = await harness.assign(feature_set=harness.feature_set())
+
+    await harness.send(launch)
+    failed = await harness.until_event(launch, "TaskFailed")
+
+    assert failed.failure_class == "infrastructure" and "capacity" in failed.reason
+    assert fake.ledger() == []
+
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+@pytest.mark.skipif(not (REPO / "examples" / "feature-sets" / "momentum").is_dir(), reason="no example feature set")
+async def test_the_reference_trainer_validates_an_example_in_a_fake_pod(harness, fake):
+    """The real trainer from the repository's trainer/src (the default), not the stand-in."""
+    defaults = RunpodProviderSettings.model_fields["trainer_src_dir"].get_default(call_default_factory=True)
+    harness.trainer_src = defaults
+    await harness.start(trainer_module="touchstone.trainer")
+    launch = await harness.assign(feature_set=REPO / "examples" / "feature-sets" / "momentum")
+
+    await harness.send(launch)
+    finished = await harness.until_event(launch, "TrainingFinished", within=120)
+
+    assert finished.exit_code == 0 and finished.report and finished.report.get("passed") is True
+    await harness.until_event(launch, "ContainerTerminated")
+
+
+async def test_a_launch_adopts_the_pod_a_crashed_provider_left_behind(harness, fake, api, spec):
+    launch = await harness.assign(feature_set=harness.feature_set())
+    key = load_or_create_key(harness.tmp / "data" / "runpod-provider" / "id_ed25519")  # the provider's own
+    left = await api.create_pod(spec(name=launch.container_name, public_key=key.export_public_key().decode()))
+    await harness.start()  # a new provider process; the launch is delivered again
+
+    await harness.send(launch)
+    await harness.until_event(launch, "ContainerTerminated")
+
+    assert await harness.types(launch) == TRANSCRIPT
+    launched = next(e for e in await harness.events(launch) if isinstance(e, ev.ContainerLaunched))
+    assert launched.deployment_id == left.id
+    [pod] = fake.ledger()
+    assert pod.terminated
+
+
+async def test_a_task_cancelled_mid_run_gets_its_pod_terminated(harness, fake):
+    await harness.start()
+    launch = await harness.assign(feature_set=harness.feature_set(SLEEP="60"))
+    await harness.send(launch)
+    await harness.until_event(launch, "TrainingStarted")
+
+    common = {"aggregate_id": task_aggregate_id(launch.submission_id, launch.task_id),
+              "correlation_id": launch.submission_id, "submission_id": launch.submission_id,
+              "task_id": launch.task_id}
+    await harness.publisher.append(ev.TaskCancelled(**common, reason="admin"))
+    await harness.until_event(launch, "ContainerTerminated")
+
+    assert await harness.types(launch) == ["TaskQueued", "TaskAssigned", "ContainerLaunched", "ContainerReady",
+                                           "TrainingStarted", "TaskCancelled", "ContainerTerminated"]
+    [pod] = fake.ledger()
+    assert pod.terminated
