@@ -58,6 +58,7 @@ def task_events(attempt: int = 1) -> dict[str, ev.TaskEvent]:
         "TaskErrored": ev.TaskErrored(**c, reason="gave up"),
         "TaskCancelled": ev.TaskCancelled(**c),
         "ContainerTerminated": ev.ContainerTerminated(**c, attempt=attempt),
+        "ResultsPublished": ev.ResultsPublished(**c, attempt=attempt),
     }
 
 

@@ -95,6 +95,12 @@ async def test_a_finished_attempt_is_published_once(rjs: Any, subjects: Any, sto
     assert record["log_uri"] == store.uri(f"logs/{s}/{t}/attempt-1.log")
     assert record["mlflow_run_id"] is None and record["missing"] == []
 
+    history = await EventPublisher(rjs, subjects).load_task(s, t)
+    announced = [r.event for r in history if r.event.event_type == "ResultsPublished"]
+    assert len(announced) == 1, "a redelivered TrainingFinished announces nothing twice"
+    assert announced[0].artifacts["long.pkl"] == record["artifacts"]["long.pkl"]
+    assert announced[0].log_uri == record["log_uri"]
+
 
 async def test_a_second_process_finds_the_objects_already_there(rjs: Any, subjects: Any, staged: Any,
                                                                 tmp_path: Path) -> None:

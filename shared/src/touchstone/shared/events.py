@@ -229,6 +229,24 @@ class ContainerTerminated(TaskEvent):
     container_name: str = ""
 
 
+class ResultsPublished(TaskEvent):
+    """The results service published one attempt's outputs: where they are now, and its MLflow run."""
+
+    type: Literal["ResultsPublished"] = "ResultsPublished"
+    attempt: int
+    outcome: Literal["finished", "failed"] = "finished"
+    artifacts: dict[str, str] = Field(default_factory=dict, description="name -> published URI")
+    log_uri: str | None = None
+    missing: tuple[str, ...] = ()
+    mlflow_run_id: str | None = None
+    mlflow_run_url: str | None = None
+
+
+def training_task_id(interval: int) -> str:
+    """The task id of a prediction interval's training task (``pi-60``)."""
+    return f"pi-{interval}"
+
+
 AnyEvent = Annotated[
     SubmissionCreated
     | SubmissionValidated
@@ -249,7 +267,8 @@ AnyEvent = Annotated[
     | TaskRetried
     | TaskErrored
     | TaskCancelled
-    | ContainerTerminated,
+    | ContainerTerminated
+    | ResultsPublished,
     Field(discriminator="type"),
 ]
 
@@ -278,6 +297,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         TaskErrored,
         TaskCancelled,
         ContainerTerminated,
+        ResultsPublished,
     )
 }
 

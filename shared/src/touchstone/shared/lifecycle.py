@@ -112,6 +112,8 @@ TASK_TRANSITIONS: dict[tuple[TaskStatus | None, str], TaskStatus] = {
     **{(s, "TaskCancelled"): T.CANCELLED for s in TASK_UNFINISHED},
     # a container may be reported gone in any state; the status does not move
     **{(s, "ContainerTerminated"): s for s in TaskStatus},
+    # so may published results, even after a retry has started
+    **{(s, "ResultsPublished"): s for s in TaskStatus},
 }
 
 RETRYABLE_FAILURES = frozenset({"infrastructure", "trainer"})
@@ -155,7 +157,7 @@ class Transition:
 
 def _check_attempt(state: TaskState, event: ev.TaskEvent) -> None:
     attempt = getattr(event, "attempt", None)
-    if attempt is None or isinstance(event, (ev.TaskRetried, ev.ContainerTerminated)):
+    if attempt is None or isinstance(event, (ev.TaskRetried, ev.ContainerTerminated, ev.ResultsPublished)):
         return
     if attempt != state.attempt:
         raise IllegalTransition(

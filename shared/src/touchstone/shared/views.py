@@ -70,6 +70,7 @@ class TaskView(BaseModel):
     metrics: dict[str, Any] = Field(default_factory=dict)
     artifacts: dict[str, str] = Field(default_factory=dict)
     log_uri: str | None = None
+    mlflow_run_url: str | None = None
     error: str | None = None
     failure_class: str | None = None
     log_snippet: str | None = None
@@ -199,6 +200,10 @@ def project_task(view: TaskView | None, event: ev.TaskEvent, seq: int) -> TaskVi
             changes |= {"attempt": event.attempt, "not_before": event.not_before, "placement": None}
         case ev.TaskErrored() | ev.TaskCancelled():
             changes |= {"error": event.reason}
+        case ev.ResultsPublished() if event.attempt == view.attempt:
+            changes |= {"log_uri": event.log_uri or view.log_uri, "mlflow_run_url": event.mlflow_run_url}
+            if event.outcome == "finished":
+                changes["artifacts"] = event.artifacts
     return view.model_copy(update=changes)
 
 

@@ -25,6 +25,7 @@ from touchstone.results.notify import Notifier
 from touchstone.results.tracking import Tracker
 from touchstone.shared import events as ev
 from touchstone.shared.consumer import ConsumerSpec, Delivery, Handler
+from touchstone.shared.publisher import EventPublisher
 from touchstone.shared.subjects import Subjects
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,8 @@ class Deps:
     ledger: Ledger
     history: History
     submission_url_template: str = ""
+    publisher: EventPublisher | None = None
+    """Where ``ResultsPublished`` is appended (None: record only, for tests of one part)."""
     uploads: deque[str] = field(default_factory=lambda: deque(maxlen=10_000))
     """The latest keys this process uploaded, in order (for status and tests)."""
 
@@ -119,6 +122,7 @@ async def on_training_finished(deps: Deps, event: ev.TrainingFinished, delivery:
         if run is not None:
             record = record.model_copy(update={"mlflow_run_id": run.run_id, "mlflow_run_url": run.url})
     await deps.ledger.put(key, record.model_dump(mode="json"))
+    await announce(deps, event, record)
     log.info("published %s: %d artifacts, log %s", key, len(record.artifacts), record.log_uri or "none")
 
 
@@ -136,6 +140,21 @@ async def on_task_failed(deps: Deps, event: ev.TaskFailed, delivery: Delivery) -
         attempt=event.attempt, outcome="failed", log_uri=published.log_uri, missing=published.missing,
     )
     await deps.ledger.put(key, record.model_dump(mode="json"))
+    await announce(deps, event, record)
+
+
+async def announce(deps: Deps, cause: ev.TaskEvent, record: AttemptRecord) -> None:
+    """Record where the attempt's outputs are now. The id derives from the cause, so a
+    redelivered cause appends nothing new."""
+    if deps.publisher is None:
+        return
+    await deps.publisher.append(ev.ResultsPublished(
+        event_id=ev.derived_id(cause.event_id, "results-published"),
+        aggregate_id=cause.aggregate_id, correlation_id=cause.correlation_id, causation_id=cause.event_id,
+        submission_id=cause.submission_id, task_id=cause.task_id, attempt=record.attempt,
+        outcome=record.outcome, artifacts=record.artifacts, log_uri=record.log_uri, missing=record.missing,
+        mlflow_run_id=record.mlflow_run_id, mlflow_run_url=record.mlflow_run_url,
+    ))
 
 
 async def on_submission_settled(deps: Deps, event: ev.SubmissionEvent, delivery: Delivery) -> None:

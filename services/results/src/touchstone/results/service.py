@@ -45,6 +45,7 @@ async def bootstrap(
         notifier=notifier,
         ledger=await KvLedger.open(js, subjects),
         history=EventHistory(EventPublisher(js, subjects)),
+        publisher=EventPublisher(js, subjects),
         submission_url_template=settings.submission_url_template,
     )
 

@@ -201,11 +201,12 @@ class LogReader:
 
 
 class ArtifactFiles:
-    """Artifacts in the local directory ``{data_dir}/artifacts``: only files inside it are
-    ever served."""
+    """Artifacts in local directories: the providers' staging ``{data_dir}/artifacts`` and the
+    results service's local object store. Only files inside these roots are ever served."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *more_roots: Path) -> None:
         self.root = root.resolve()
+        self.roots = (self.root, *(r.resolve() for r in more_roots))
 
     def local_path(self, uri: str | None) -> Path | None:
         """The file a ``file://`` URI or plain path names, if it lies inside the root."""
@@ -222,7 +223,7 @@ class ArtifactFiles:
         if not path.is_absolute():
             path = self.root / path
         resolved = path.resolve()
-        return resolved if resolved.is_relative_to(self.root) else None
+        return resolved if any(resolved.is_relative_to(r) for r in self.roots) else None
 
     def find(self, task: TaskView, name: str) -> Path | str:
         """A local file to send, or a remote http(s) URL to redirect to."""

@@ -89,7 +89,7 @@ async def build_deps(
     tokens = TokenRegistry(await open_tokens_bucket(js, subjects), bootstrap_secret=bootstrap_secret)
     if jwts is None and settings.oidc_jwks_url:
         jwts = JwtVerifier(settings)
-    artifacts = ArtifactFiles(settings.artifacts_dir)
+    artifacts = ArtifactFiles(settings.artifacts_dir, settings.data_dir / "objects")
     feed = Feed(store)
     commands = SubmissionCommands(publisher, store, policy)
     deps = Deps(

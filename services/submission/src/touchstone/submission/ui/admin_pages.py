@@ -1,0 +1,167 @@
+"""Admin pages: Tasks (with a task's detail and live log), System and Tokens.
+
+Every handler takes ``admin_viewer``: anyone else gets a 403 page, whatever the URL.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from litestar import Request, Response, get, post
+from litestar.params import Parameter
+from litestar.response import Redirect
+from pydantic import ValidationError
+from touchstone.shared.errors import ConcurrencyConflict, InvalidInputError, NotFoundError, PermanentError
+from touchstone.shared.lifecycle import TASK_FINAL, TaskStatus
+from touchstone.shared.system import Server
+from touchstone.submission.deps import DepsArg
+from touchstone.submission.domain import valid_id
+from touchstone.submission.schemas import TokenCreate
+from touchstone.submission.ui.session import PATH, Viewer, ViewerArg, field_errors, render
+
+Cursor = Annotated[str | None, Parameter(max_length=512)]
+PLATFORMS = ("onprem", "runpod", "any")
+
+
+def durations(timeline: list[Any], now: datetime) -> list[tuple[Any, float]]:
+    """Each timeline entry with the seconds until the next one (the last: until now)."""
+    out = []
+    for i, entry in enumerate(timeline):
+        end = timeline[i + 1].at if i + 1 < len(timeline) else now
+        out.append((entry, max(0.0, (end - entry.at).total_seconds())))
+    return out
+
+
+@get("/tasks")
+async def tasks(
+    deps: DepsArg,
+    admin_viewer: ViewerArg,
+    status: Annotated[str, Parameter(max_length=32)] = "",
+    platform: Annotated[str, Parameter(max_length=16)] = "",
+    cursor: Cursor = None,
+    fragment: bool = False,
+) -> Response[str]:
+    wanted = TaskStatus(status) if status in TaskStatus.__members__.values() else None
+    where = platform if platform in PLATFORMS else None
+    try:
+        page = await deps.store.list_tasks(status=wanted, platform=where, limit=50, cursor=cursor)
+    except ValueError as e:
+        raise InvalidInputError(f"cursor: {e}") from e
+    context = {
+        "me": admin_viewer,
+        "page": page,
+        "status": wanted.value if wanted else "",
+        "platform": where or "",
+        "cursor": cursor,
+        "statuses": list(TaskStatus),
+        "platforms": PLATFORMS,
+        "now": datetime.now(UTC),
+        "final": TASK_FINAL,
+    }
+    return render("_task_rows.html" if fragment else "tasks.html", **context)
+
+
+@get("/tasks/{submission_id:str}/{task_id:str}")
+async def task_detail(submission_id: str, task_id: str, deps: DepsArg, admin_viewer: ViewerArg) -> Response[str]:
+    task = await deps.store.get_task(submission_id, task_id) if valid_id(task_id) and valid_id(submission_id) else None
+    if task is None:
+        raise NotFoundError(f"no task {task_id} in {submission_id}")
+    now = datetime.now(UTC)
+    return render(
+        "task.html", me=admin_viewer, task=task, steps=durations(task.timeline, now), final=TASK_FINAL, now=now
+    )
+
+
+async def _system_page(deps: Any, viewer: Viewer, **extra: Any) -> Response[str]:
+    settings, revision = await deps.system.read()
+    gpu_types = await deps.system.gpu_types()
+    status_code = extra.pop("status_code", 200)
+    return render(
+        "system.html",
+        status_code=status_code,
+        me=viewer,
+        s=settings,
+        revision=revision,
+        gpu_types=gpu_types,
+        **extra,
+    )
+
+
+@get("/system")
+async def system(
+    deps: DepsArg, admin_viewer: ViewerArg, notice: Annotated[str | None, Parameter(max_length=200)] = None
+) -> Response[str]:
+    return await _system_page(deps, admin_viewer, notice=notice, errors={})
+
+
+def _servers(form: Any) -> list[Server]:
+    servers = []
+    names, slots, gpus = form.getall("server_name", []), form.getall("server_slots", []), form.getall("server_gpus", [])
+    removed = set(form.getall("server_remove", []))
+    for name, n, g in zip(names, slots, gpus, strict=False):
+        name = str(name).strip()
+        if not name or name in removed:
+            continue
+        try:
+            count = int(str(n).strip() or 1)
+        except ValueError:
+            raise InvalidInputError(f"servers: {name}: slots must be a whole number") from None
+        servers.append(Server(name=name, num_slots=count, gpus=[x.strip() for x in str(g).split(",") if x.strip()]))
+    return servers
+
+
+@post("/system", status_code=303)
+async def update_system(request: Request[Any, Any, Any], deps: DepsArg, admin_viewer: ViewerArg) -> Any:
+    form = await admin_viewer.form(request)
+    try:
+        changes = {
+            "runpod_max_running_tasks": int(str(form.get("runpod_max_running_tasks", "0")).strip() or 0),
+            "scheduler_paused": form.get("scheduler_paused") == "on",
+            "servers": [s.model_dump() for s in _servers(form)],
+        }
+        revision = int(str(form.get("revision", "")) or 0)
+        await deps.system.update(changes, revision)
+    except ValueError as e:  # int() and pydantic's errors alike
+        errors = field_errors(e) if isinstance(e, ValidationError | InvalidInputError) else {"_": str(e)}
+        return await _system_page(deps, admin_viewer, errors=errors, status_code=422, notice=None)
+    except (ConcurrencyConflict, PermanentError) as e:
+        return await _system_page(deps, admin_viewer, errors={"_": str(e)}, status_code=409, notice=None)
+    return Redirect(f"{PATH}/system?notice=Saved.+Every+service+applies+it+at+once.", status_code=303)
+
+
+async def _tokens_page(deps: Any, viewer: Viewer, **extra: Any) -> Response[str]:
+    status_code = extra.pop("status_code", 200)
+    return render("tokens.html", status_code=status_code, me=viewer, tokens=await deps.tokens.all(), **extra)
+
+
+@get("/tokens")
+async def tokens(
+    deps: DepsArg, admin_viewer: ViewerArg, notice: Annotated[str | None, Parameter(max_length=200)] = None
+) -> Response[str]:
+    return await _tokens_page(deps, admin_viewer, notice=notice, created=None, errors={}, values={})
+
+
+@post("/tokens", status_code=200)
+async def create_token(request: Request[Any, Any, Any], deps: DepsArg, admin_viewer: ViewerArg) -> Response[str]:
+    form = await admin_viewer.form(request)
+    values = {k: str(form.get(k, "")).strip() for k in ("user", "role", "description")}
+    try:
+        created = await deps.tokens.create(TokenCreate(**values), admin_viewer.principal)
+    except (ValidationError, InvalidInputError) as e:
+        return await _tokens_page(
+            deps, admin_viewer, errors=field_errors(e), values=values, created=None, notice=None, status_code=422
+        )
+    return await _tokens_page(deps, admin_viewer, created=created, errors={}, values={}, notice=None)
+
+
+@post("/tokens/{token_id:str}/revoke", status_code=303)
+async def revoke_token(
+    token_id: str, request: Request[Any, Any, Any], deps: DepsArg, admin_viewer: ViewerArg
+) -> Redirect:
+    await admin_viewer.form(request)
+    revoked = await deps.tokens.revoke(token_id)
+    return Redirect(f"{PATH}/tokens?notice=Revoked+the+token+of+{revoked.user}", status_code=303)
+
+
+ROUTES = [tasks, task_detail, system, update_system, tokens, create_token, revoke_token]

@@ -1,0 +1,133 @@
+"""The web UI's session: an API token pasted once on the sign-in page, kept in a cookie.
+
+The cookie is HTTP-only, ``SameSite=Strict``, ``Secure`` and scoped to ``/ui``: it signs a
+browser in to the pages only; the API still takes ``Authorization: Bearer`` and nothing else.
+Every form that changes something carries a CSRF token bound to the session (an HMAC of the
+session under a per-process key), checked on POST. Errors on UI routes become HTML pages, or a
+redirect to sign-in when the session is missing or no longer valid.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from litestar import Request, Response
+from litestar.datastructures import Cookie
+from litestar.di import NamedDependency
+from litestar.response import Redirect
+from touchstone.shared.errors import InvalidInputError
+from touchstone.submission.auth import Forbidden, Unauthenticated
+from touchstone.submission.deps import Deps
+from touchstone.submission.domain import Principal
+from touchstone.submission.problems import _classify
+
+COOKIE = "touchstone_session"
+PATH = "/ui"
+_KEY = secrets.token_bytes(32)  # CSRF tokens live as long as the process; a restart asks for a reload
+TEMPLATES = Environment(
+    loader=FileSystemLoader(Path(__file__).parent / "templates"),
+    autoescape=select_autoescape(["html"]),
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+
+
+class CsrfMismatch(Forbidden):
+    """A form without the session's CSRF token (HTTP 403)."""
+
+
+def csrf_token(session: str) -> str:
+    return hmac.new(_KEY, session.encode(), hashlib.sha256).hexdigest()[:40]
+
+
+def session_cookie(value: str, request: Request[Any, Any, Any], *, max_age: int = 8 * 3600) -> Cookie:
+    return Cookie(
+        key=COOKIE,
+        value=value,
+        path=PATH,
+        max_age=max_age,
+        httponly=True,
+        secure=True,
+        samesite="strict",
+    )
+
+
+class Viewer:
+    """The signed-in browser: who it is and the CSRF token its forms carry."""
+
+    def __init__(self, principal: Principal, session: str) -> None:
+        self.principal = principal
+        self.csrf = csrf_token(session)
+
+    @property
+    def name(self) -> str:
+        return self.principal.name
+
+    @property
+    def is_admin(self) -> bool:
+        return self.principal.is_admin
+
+    async def form(self, request: Request[Any, Any, Any]) -> Any:
+        """The posted form, once its CSRF token is checked."""
+        form = await request.form()
+        if not hmac.compare_digest(str(form.get("csrf", "")), self.csrf):
+            raise CsrfMismatch("the form has expired or did not come from this site; reload the page and try again")
+        return form
+
+
+def make_providers(deps: Deps) -> dict[str, Any]:
+    async def provide_viewer(request: Request[Any, Any, Any]) -> Viewer:
+        session = request.cookies.get(COOKIE)
+        if not session:
+            raise Unauthenticated("sign in")
+        return Viewer(await deps.auth.authenticate(f"Bearer {session}"), session)
+
+    async def provide_admin_viewer(viewer: Any) -> Viewer:
+        if not viewer.is_admin:
+            raise Forbidden("this page is for admins")
+        return viewer
+
+    return {"viewer": provide_viewer, "admin_viewer": provide_admin_viewer}
+
+
+def render(template: str, *, status_code: int = 200, **context: Any) -> Response[str]:
+    html = TEMPLATES.get_template(template).render(**context)
+    return Response(html, status_code=status_code, media_type="text/html; charset=utf-8")
+
+
+def field_errors(exc: Exception) -> dict[str, str]:
+    """Per-field messages from a rule (``"field: why"``) or a schema error."""
+    errors: dict[str, str] = {}
+    if isinstance(exc, InvalidInputError):
+        field, sep, why = str(exc).partition(": ")
+        errors[field if sep else "_"] = why if sep else str(exc)
+    elif hasattr(exc, "errors"):
+        for err in exc.errors():
+            loc = err.get("loc") or ("_",)
+            errors.setdefault(str(loc[0]), str(err.get("msg", "invalid")))
+    else:
+        errors["_"] = str(exc)
+    return errors
+
+
+def ui_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    """UI routes' exception handler: sign-in redirect, or an HTML error page."""
+    if isinstance(exc, Unauthenticated):
+        response: Response[Any] = Redirect(f"{PATH}/sign-in?next={quote(request.url.path)}", status_code=303)
+        if request.cookies.get(COOKIE):
+            response.delete_cookie(COOKIE, path=PATH)
+        return response
+    status, detail, _ = _classify(exc)
+    titles = {403: "Not allowed", 404: "Not found", 409: "Not possible now", 503: "Try again shortly"}
+    return render(
+        "error.html", status_code=status, title=titles.get(status, "Something went wrong"), detail=detail, me=None
+    )
+
+
+ViewerArg = NamedDependency[Viewer]
