@@ -24,6 +24,15 @@ async def test_the_same_event_published_twice_is_stored_once(js, subjects) -> No
     assert await stream_count(js, subjects) == 1
 
 
+async def test_the_same_event_appended_again_with_its_expected_sequence_is_not_a_conflict(js, subjects) -> None:
+    """A retry after a lost ack repeats the expected sequence the first try already moved."""
+    pub = EventPublisher(js, subjects)
+    event = queued("s-retry", "pi-60")
+    first = await pub.append(event, expected_last_seq=0)
+    assert await pub.append(event, expected_last_seq=0) == first
+    assert await stream_count(js, subjects) == 1
+
+
 async def test_subject_carries_namespace_aggregate_and_type(js, subjects) -> None:
     pub = EventPublisher(js, subjects)
     event = queued("s-7f3a", "pi-60")

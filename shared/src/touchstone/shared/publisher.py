@@ -86,9 +86,14 @@ class EventPublisher:
                 )
                 return int(ack.seq)
             except BadRequestError as e:
-                if e.err_code == WRONG_LAST_SEQUENCE:
-                    raise ConcurrencyConflict(subject, expected_last_seq or 0) from e
-                raise
+                if e.err_code != WRONG_LAST_SEQUENCE:
+                    raise
+                # the same event may already be stored: a publish whose ack was lost and is
+                # now retried, or a redelivered decision. That is success, not a conflict.
+                stored = await self._stored_seq(event)
+                if stored is not None:
+                    return stored
+                raise ConcurrencyConflict(subject, expected_last_seq or 0) from e
             except _TRANSIENT as e:
                 if time.monotonic() + delay > deadline:
                     raise UnavailableError(f"could not append {event.event_type}: {e!r}") from e
@@ -100,6 +105,13 @@ class EventPublisher:
                     delay = min(delay * 2, 1.0)
                     continue
                 raise
+
+    async def _stored_seq(self, event: Event) -> int | None:
+        """The stream sequence of ``event`` when its aggregate already holds it."""
+        for recorded in reversed(await self.load(event.aggregate, event.aggregate_id)):
+            if recorded.event.event_id == event.event_id:
+                return recorded.seq
+        return None
 
     async def load(self, aggregate: str, aggregate_id: str) -> list[Recorded]:
         """Every event of one aggregate, in order, with its stream sequence."""
