@@ -20,4 +20,5 @@ def _quiet() -> None:
 app.command()(ops.up)
 app.command()(ops.status)
 app.add_typer(ops.nats_app, name="nats")
+app.add_typer(ops.debug_app, name="debug")
 api.register(app)  # the API client verbs: submit, list, show, schedule, cancel, ...

@@ -53,7 +53,6 @@ def up(
         "TOUCHSTONE_ALLOW_LOCAL_SOURCES": env.get("TOUCHSTONE_ALLOW_LOCAL_SOURCES", "true"),
         "PYTHONUNBUFFERED": "1",
     })
-    env.setdefault("TOUCHSTONE_HOST", "local")  # the local agent's name, declared in the system settings
     env.setdefault("TOUCHSTONE_ADMIN_TOKEN", _admin_token(data))
     supervisor = Supervisor(data, namespace=settings.namespace, nats_port=nats_port, env=env)
     raise typer.Exit(asyncio.run(supervisor.run()))
@@ -149,3 +148,23 @@ def nats_init(
 
     for line in asyncio.run(run()):
         console.print(line)
+
+
+debug_app = typer.Typer(help="Look inside one task's scheduling.", no_args_is_help=True)
+
+
+@debug_app.command("step")
+def debug_step(
+    container_name: Annotated[str, typer.Argument(help="touchstone-{submission}-{task}-{attempt}")],
+    data_dir: Annotated[Path | None, typer.Option(help="Data directory of `touchstone up`.")] = None,
+    apply: Annotated[bool, typer.Option(help="Also carry the decision out.")] = False,
+) -> None:
+    """Run one scheduling decision for one task and print what it decided and why."""
+    from touchstone.scheduler.config import SchedulerSettings
+    from touchstone.scheduler.debug import debug_step as explain
+
+    settings = SchedulerSettings()
+    if data_dir is not None:
+        settings = settings.model_copy(update={"data_dir": data_dir})
+    settings = settings.model_copy(update={"nats_url": _nats_url(settings)})
+    console.print(explain(container_name, settings, apply=apply))

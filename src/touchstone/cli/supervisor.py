@@ -34,6 +34,9 @@ SERVICES: tuple[tuple[str, str], ...] = (
     ("agent", "touchstone.agent"),
 )
 
+# settings that only one child gets (names that mean something else to the others)
+CHILD_ENV: dict[str, dict[str, str]] = {"agent": {"TOUCHSTONE_HOST": LOCAL_AGENT}}
+
 COLORS = ("36", "35", "33", "32", "34", "31", "96", "95")
 
 
@@ -126,7 +129,7 @@ class Supervisor:
             child.process = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", child.module,
                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-                env=self.env, start_new_session=True,
+                env={**self.env, **CHILD_ENV.get(child.name, {})}, start_new_session=True,
             )
             assert child.process.stdout is not None
             async for raw in child.process.stdout:
