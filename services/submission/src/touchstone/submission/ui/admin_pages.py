@@ -5,11 +5,13 @@ Every handler takes ``admin_viewer``: anyone else gets a 403 page, whatever the 
 
 from __future__ import annotations
 
+import secrets
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from litestar import Request, Response, get, post
-from litestar.params import Parameter
+from litestar.di import NamedDependency
+from litestar.params import FromPath, FromQuery, Parameter
 from litestar.response import Redirect
 from pydantic import ValidationError
 from touchstone.shared.errors import ConcurrencyConflict, InvalidInputError, NotFoundError, PermanentError
@@ -17,11 +19,13 @@ from touchstone.shared.lifecycle import TASK_FINAL, TaskStatus
 from touchstone.shared.system import Server
 from touchstone.submission.deps import DepsArg
 from touchstone.submission.domain import valid_id
-from touchstone.submission.schemas import TokenCreate
-from touchstone.submission.ui.session import PATH, Viewer, ViewerArg, field_errors, render
+from touchstone.submission.schemas import TokenCreate, TokenCreated
+from touchstone.submission.ui.hosts import Hosts
+from touchstone.submission.ui.session import PATH, Viewer, ViewerArg, field_errors, notice_text, render
 
 Cursor = Annotated[str | None, Parameter(max_length=512)]
 PLATFORMS = ("onprem", "runpod", "any")
+HostsArg = NamedDependency[Hosts]
 
 
 def durations(timeline: list[Any], now: datetime) -> list[tuple[Any, float]]:
@@ -40,7 +44,7 @@ async def tasks(
     status: Annotated[str, Parameter(max_length=32)] = "",
     platform: Annotated[str, Parameter(max_length=16)] = "",
     cursor: Cursor = None,
-    fragment: bool = False,
+    fragment: FromQuery[bool] = False,
 ) -> Response[str]:
     wanted = TaskStatus(status) if status in TaskStatus.__members__.values() else None
     where = platform if platform in PLATFORMS else None
@@ -63,7 +67,9 @@ async def tasks(
 
 
 @get("/tasks/{submission_id:str}/{task_id:str}")
-async def task_detail(submission_id: str, task_id: str, deps: DepsArg, admin_viewer: ViewerArg) -> Response[str]:
+async def task_detail(
+    submission_id: FromPath[str], task_id: FromPath[str], deps: DepsArg, admin_viewer: ViewerArg
+) -> Response[str]:
     task = await deps.store.get_task(submission_id, task_id) if valid_id(task_id) and valid_id(submission_id) else None
     if task is None:
         raise NotFoundError(f"no task {task_id} in {submission_id}")
@@ -73,7 +79,8 @@ async def task_detail(submission_id: str, task_id: str, deps: DepsArg, admin_vie
     )
 
 
-async def _system_page(deps: Any, viewer: Viewer, **extra: Any) -> Response[str]:
+async def _system_page(deps: Any, viewer: Viewer, hosts: Hosts, **extra: Any) -> Response[str]:
+    await hosts.listen(deps)
     settings, revision = await deps.system.read()
     gpu_types = await deps.system.gpu_types()
     status_code = extra.pop("status_code", 200)
@@ -84,18 +91,23 @@ async def _system_page(deps: Any, viewer: Viewer, **extra: Any) -> Response[str]
         s=settings,
         revision=revision,
         gpu_types=gpu_types,
+        hosts=hosts.rows(settings.servers),
         **extra,
     )
 
 
 @get("/system")
 async def system(
-    deps: DepsArg, admin_viewer: ViewerArg, notice: Annotated[str | None, Parameter(max_length=200)] = None
+    deps: DepsArg,
+    admin_viewer: ViewerArg,
+    hosts: HostsArg,
+    notice: Annotated[str | None, Parameter(max_length=200)] = None,
 ) -> Response[str]:
-    return await _system_page(deps, admin_viewer, notice=notice, errors={})
+    return await _system_page(deps, admin_viewer, hosts, notice=notice_text(notice), errors={})
 
 
-def _servers(form: Any) -> list[Server]:
+def _servers(form: Any, labels: dict[str, dict[str, str]]) -> list[Server]:
+    """The servers table as posted; labels (not edited here) are kept from the current settings."""
     servers = []
     names, slots, gpus = form.getall("server_name", []), form.getall("server_slots", []), form.getall("server_gpus", [])
     removed = set(form.getall("server_remove", []))
@@ -107,27 +119,32 @@ def _servers(form: Any) -> list[Server]:
             count = int(str(n).strip() or 1)
         except ValueError:
             raise InvalidInputError(f"servers: {name}: slots must be a whole number") from None
-        servers.append(Server(name=name, num_slots=count, gpus=[x.strip() for x in str(g).split(",") if x.strip()]))
+        gpu_list = [x.strip() for x in str(g).split(",") if x.strip()]
+        servers.append(Server(name=name, num_slots=count, gpus=gpu_list, labels=labels.get(name, {})))
     return servers
 
 
 @post("/system", status_code=303)
-async def update_system(request: Request[Any, Any, Any], deps: DepsArg, admin_viewer: ViewerArg) -> Any:
+async def update_system(
+    request: Request[Any, Any, Any], deps: DepsArg, admin_viewer: ViewerArg, hosts: HostsArg
+) -> Any:
     form = await admin_viewer.form(request)
+    current, _ = await deps.system.read()
+    labels = {srv.name: dict(srv.labels) for srv in current.servers}
     try:
         changes = {
             "runpod_max_running_tasks": int(str(form.get("runpod_max_running_tasks", "0")).strip() or 0),
             "scheduler_paused": form.get("scheduler_paused") == "on",
-            "servers": [s.model_dump() for s in _servers(form)],
+            "servers": [s.model_dump() for s in _servers(form, labels)],
         }
         revision = int(str(form.get("revision", "")) or 0)
         await deps.system.update(changes, revision)
     except ValueError as e:  # int() and pydantic's errors alike
         errors = field_errors(e) if isinstance(e, ValidationError | InvalidInputError) else {"_": str(e)}
-        return await _system_page(deps, admin_viewer, errors=errors, status_code=422, notice=None)
+        return await _system_page(deps, admin_viewer, hosts, errors=errors, status_code=422, notice=None)
     except (ConcurrencyConflict, PermanentError) as e:
-        return await _system_page(deps, admin_viewer, errors={"_": str(e)}, status_code=409, notice=None)
-    return Redirect(f"{PATH}/system?notice=Saved.+Every+service+applies+it+at+once.", status_code=303)
+        return await _system_page(deps, admin_viewer, hosts, errors={"_": str(e)}, status_code=409, notice=None)
+    return Redirect(f"{PATH}/system?notice=saved:", status_code=303)
 
 
 async def _tokens_page(deps: Any, viewer: Viewer, **extra: Any) -> Response[str]:
@@ -135,15 +152,25 @@ async def _tokens_page(deps: Any, viewer: Viewer, **extra: Any) -> Response[str]
     return render("tokens.html", status_code=status_code, me=viewer, tokens=await deps.tokens.all(), **extra)
 
 
+# a new token's secret waits here for the one page view that shows it (then it is gone):
+# the browser is redirected after the POST, so a reload can neither repeat it nor show it again
+_SHOW_ONCE: dict[str, tuple[str, TokenCreated]] = {}
+
+
 @get("/tokens")
 async def tokens(
-    deps: DepsArg, admin_viewer: ViewerArg, notice: Annotated[str | None, Parameter(max_length=200)] = None
+    deps: DepsArg,
+    admin_viewer: ViewerArg,
+    notice: Annotated[str | None, Parameter(max_length=200)] = None,
+    created: Annotated[str | None, Parameter(max_length=64)] = None,
 ) -> Response[str]:
-    return await _tokens_page(deps, admin_viewer, notice=notice, created=None, errors={}, values={})
+    held = _SHOW_ONCE.pop(created, None) if created else None
+    secret = held[1] if held and held[0] == admin_viewer.name else None
+    return await _tokens_page(deps, admin_viewer, notice=notice_text(notice), created=secret, errors={}, values={})
 
 
-@post("/tokens", status_code=200)
-async def create_token(request: Request[Any, Any, Any], deps: DepsArg, admin_viewer: ViewerArg) -> Response[str]:
+@post("/tokens", status_code=303)
+async def create_token(request: Request[Any, Any, Any], deps: DepsArg, admin_viewer: ViewerArg) -> Response[Any]:
     form = await admin_viewer.form(request)
     values = {k: str(form.get(k, "")).strip() for k in ("user", "role", "description")}
     try:
@@ -152,16 +179,20 @@ async def create_token(request: Request[Any, Any, Any], deps: DepsArg, admin_vie
         return await _tokens_page(
             deps, admin_viewer, errors=field_errors(e), values=values, created=None, notice=None, status_code=422
         )
-    return await _tokens_page(deps, admin_viewer, created=created, errors={}, values={}, notice=None)
+    while len(_SHOW_ONCE) >= 100:
+        _SHOW_ONCE.pop(next(iter(_SHOW_ONCE)))
+    key = secrets.token_urlsafe(16)
+    _SHOW_ONCE[key] = (admin_viewer.name, created)
+    return Redirect(f"{PATH}/tokens?created={key}", status_code=303)
 
 
 @post("/tokens/{token_id:str}/revoke", status_code=303)
 async def revoke_token(
-    token_id: str, request: Request[Any, Any, Any], deps: DepsArg, admin_viewer: ViewerArg
+    token_id: FromPath[str], request: Request[Any, Any, Any], deps: DepsArg, admin_viewer: ViewerArg
 ) -> Redirect:
     await admin_viewer.form(request)
     revoked = await deps.tokens.revoke(token_id)
-    return Redirect(f"{PATH}/tokens?notice=Revoked+the+token+of+{revoked.user}", status_code=303)
+    return Redirect(f"{PATH}/tokens?notice=revoked:{revoked.user}", status_code=303)
 
 
 ROUTES = [tasks, task_detail, system, update_system, tokens, create_token, revoke_token]

@@ -16,7 +16,7 @@ from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 from litestar import Request, Response, get, post
-from litestar.params import Parameter
+from litestar.params import FromPath, Parameter
 from litestar.response import File, Redirect, ServerSentEvent
 from litestar.response.sse import ServerSentEventMessage
 from pydantic import ValidationError
@@ -26,7 +26,7 @@ from touchstone.submission.auth import Forbidden, Unauthenticated
 from touchstone.submission.deps import Deps, DepsArg
 from touchstone.submission.routes import _ARTIFACT, _visible_task
 from touchstone.submission.schemas import ScheduleCreate, SubmissionCreate
-from touchstone.submission.ui.session import PATH, Viewer, ViewerArg, field_errors, render, session_cookie
+from touchstone.submission.ui.session import PATH, Viewer, ViewerArg, field_errors, notice_text, render, session_cookie
 
 PAGE = 20
 Cursor = Annotated[str | None, Parameter(max_length=512)]
@@ -59,7 +59,7 @@ async def sign_in(request: Request[Any, Any, Any], deps: DepsArg) -> Response[An
         await deps.auth.authenticate(f"Bearer {token}")
     except (Unauthenticated, Forbidden) as e:
         return render("signin.html", status_code=401, me=None, next=target, error=str(e) or "unknown token")
-    return Redirect(target, status_code=303, cookies=[session_cookie(token, request)])
+    return Redirect(target, status_code=303, cookies=[session_cookie(token)])
 
 
 @post("/sign-out", status_code=303)
@@ -110,13 +110,13 @@ async def _submissions_page(
 
 @get("/submissions")
 async def submissions(
-    deps: Deps,
-    viewer: Viewer,
+    deps: DepsArg,
+    viewer: ViewerArg,
     cursor: Cursor = None,
     status: Annotated[str, Parameter(max_length=32)] = "",
     notice: Annotated[str | None, Parameter(max_length=200)] = None,
 ) -> Response[str]:
-    return await _submissions_page(deps, viewer, cursor=cursor, status=status, notice=notice)
+    return await _submissions_page(deps, viewer, cursor=cursor, status=status, notice=notice_text(notice))
 
 
 @get("/submissions/new")
@@ -141,7 +141,7 @@ async def new_submission(request: Request[Any, Any, Any], deps: DepsArg, viewer:
         return await _submissions_page(
             deps, viewer, dialog="new", values=values, errors=field_errors(e), status_code=422
         )
-    return Redirect(f"{PATH}/submissions?notice=Submitted+{created.id}", status_code=303)
+    return Redirect(f"{PATH}/submissions?notice=submitted:{created.id}", status_code=303)
 
 
 async def _row_context(deps: Deps, viewer: Viewer, submission_id: str) -> dict[str, Any]:
@@ -150,19 +150,19 @@ async def _row_context(deps: Deps, viewer: Viewer, submission_id: str) -> dict[s
 
 
 @get("/submissions/{submission_id:str}/row")
-async def submission_row(submission_id: str, deps: DepsArg, viewer: ViewerArg) -> Response[str]:
+async def submission_row(submission_id: FromPath[str], deps: DepsArg, viewer: ViewerArg) -> Response[str]:
     return render("_row.html", **await _row_context(deps, viewer, submission_id))
 
 
 @get("/submissions/{submission_id:str}/results")
-async def submission_results(submission_id: str, deps: DepsArg, viewer: ViewerArg) -> Response[str]:
+async def submission_results(submission_id: FromPath[str], deps: DepsArg, viewer: ViewerArg) -> Response[str]:
     view = await deps.commands.view(submission_id, viewer.principal)
     tasks = await deps.store.list_tasks(submission_id=submission_id, limit=100)
     return render("_results.html", s=view, tasks=tasks.items, me=viewer, final=TASK_FINAL)
 
 
 @get("/submissions/{submission_id:str}/schedule")
-async def schedule_page(submission_id: str, deps: DepsArg, admin_viewer: ViewerArg) -> Response[str]:
+async def schedule_page(submission_id: FromPath[str], deps: DepsArg, admin_viewer: ViewerArg) -> Response[str]:
     target = await deps.commands.view(submission_id, admin_viewer.principal)
     values = {"config_file": "configs/default.toml", "trainer_ref": "main", "intervals": ["60"], "platform": "any"}
     return await _submissions_page(deps, admin_viewer, dialog="schedule", target=target, values=values)
@@ -208,7 +208,9 @@ def _schedule_body(form: Any) -> tuple[dict[str, Any], ScheduleCreate]:
 
 
 @post("/submissions/{submission_id:str}/schedule", status_code=303)
-async def schedule(submission_id: str, request: Request[Any, Any, Any], deps: DepsArg, admin_viewer: ViewerArg) -> Any:
+async def schedule(
+    submission_id: FromPath[str], request: Request[Any, Any, Any], deps: DepsArg, admin_viewer: ViewerArg
+) -> Any:
     form = await admin_viewer.form(request)
     target = await deps.commands.view(submission_id, admin_viewer.principal)
     values: dict[str, Any] = {"intervals": [str(v) for v in form.getall("interval", [])] or [""]}
@@ -223,27 +225,31 @@ async def schedule(submission_id: str, request: Request[Any, Any, Any], deps: De
         return await _submissions_page(
             deps, admin_viewer, dialog="schedule", target=target, values=values, errors=errors, status_code=422
         )
-    return Redirect(f"{PATH}/submissions?notice=Scheduled+{submission_id}", status_code=303)
+    return Redirect(f"{PATH}/submissions?notice=scheduled:{submission_id}", status_code=303)
 
 
 @post("/submissions/{submission_id:str}/cancel", status_code=303)
 async def cancel(
-    submission_id: str, request: Request[Any, Any, Any], deps: DepsArg, admin_viewer: ViewerArg
+    submission_id: FromPath[str], request: Request[Any, Any, Any], deps: DepsArg, admin_viewer: ViewerArg
 ) -> Redirect:
     await admin_viewer.form(request)
     await deps.commands.cancel(submission_id, admin_viewer.principal)
-    return Redirect(f"{PATH}/submissions?notice=Cancelling+{submission_id}", status_code=303)
+    return Redirect(f"{PATH}/submissions?notice=cancelling:{submission_id}", status_code=303)
 
 
 @post("/submissions/{submission_id:str}/delete", status_code=303)
-async def delete(submission_id: str, request: Request[Any, Any, Any], deps: DepsArg, viewer: ViewerArg) -> Redirect:
+async def delete(
+    submission_id: FromPath[str], request: Request[Any, Any, Any], deps: DepsArg, viewer: ViewerArg
+) -> Redirect:
     await viewer.form(request)
     await deps.commands.retract(submission_id, viewer.principal, uuid.uuid4().hex)
-    return Redirect(f"{PATH}/submissions?notice=Deleted+{submission_id}", status_code=303)
+    return Redirect(f"{PATH}/submissions?notice=deleted:{submission_id}", status_code=303)
 
 
 @get("/submissions/{submission_id:str}/tasks/{task_id:str}/log")
-async def log_page(submission_id: str, task_id: str, deps: DepsArg, viewer: ViewerArg) -> Response[str]:
+async def log_page(
+    submission_id: FromPath[str], task_id: FromPath[str], deps: DepsArg, viewer: ViewerArg
+) -> Response[str]:
     task = await _visible_task(deps, viewer.principal, submission_id, task_id)
     final = task.status in TASK_FINAL
     lines = await deps.logs.tail(task, 2000) if final else []
@@ -251,7 +257,9 @@ async def log_page(submission_id: str, task_id: str, deps: DepsArg, viewer: View
 
 
 @get("/submissions/{submission_id:str}/tasks/{task_id:str}/log/stream")
-async def log_stream(submission_id: str, task_id: str, deps: DepsArg, viewer: ViewerArg) -> ServerSentEvent:
+async def log_stream(
+    submission_id: FromPath[str], task_id: FromPath[str], deps: DepsArg, viewer: ViewerArg
+) -> ServerSentEvent:
     task = await _visible_task(deps, viewer.principal, submission_id, task_id)
 
     async def finished() -> bool:
@@ -269,7 +277,9 @@ async def log_stream(submission_id: str, task_id: str, deps: DepsArg, viewer: Vi
 
 
 @get("/submissions/{submission_id:str}/tasks/{task_id:str}/artifacts/{name:str}")
-async def artifact(submission_id: str, task_id: str, name: str, deps: DepsArg, viewer: ViewerArg) -> File | Redirect:
+async def artifact(
+    submission_id: FromPath[str], task_id: FromPath[str], name: FromPath[str], deps: DepsArg, viewer: ViewerArg
+) -> File | Redirect:
     task = await _visible_task(deps, viewer.principal, submission_id, task_id)
     if not _ARTIFACT.match(name):
         raise NotFoundError(f"no artifact {name} for task {task_id}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,46 @@ TEMPLATES = Environment(
     lstrip_blocks=True,
 )
 
+NOTICES = {
+    "submitted": "Submitted {}.",
+    "scheduled": "Scheduled {}: its tasks are queued.",
+    "cancelling": "Cancelling {}.",
+    "deleted": "Deleted {}.",
+    "saved": "Saved. Every service applies it at once.",
+    "revoked": "Revoked the token of {}.",
+}
+_NOTICE_SUBJECT = re.compile(r"^[A-Za-z0-9_.@+-]{0,64}$")
+
+
+def notice_text(notice: str | None) -> str | None:
+    """The message a redirect's ``?notice=<kind>:<id>`` stands for (never text from the URL)."""
+    kind, _, subject = (notice or "").partition(":")
+    template = NOTICES.get(kind)
+    if template is None or not _NOTICE_SUBJECT.match(subject):
+        return None
+    return template.format(subject)
+
+
+KEY_METRICS = ("roc_auc", "pr_auc", "sharpe", "accuracy", "f1", "precision", "recall")
+
+
+def key_metrics(metrics: Any, most: int = 4) -> list[tuple[str, float]]:
+    """A model's headline numbers: the well-known ones first (also one level down), then others."""
+    flat: dict[str, float] = {}
+    if isinstance(metrics, dict):
+        for k, v in metrics.items():
+            if isinstance(v, int | float) and not isinstance(v, bool):
+                flat.setdefault(str(k), float(v))
+            elif isinstance(v, dict):
+                for k2, v2 in v.items():
+                    if isinstance(v2, int | float) and not isinstance(v2, bool):
+                        flat.setdefault(str(k2) if k2 in KEY_METRICS else f"{k}.{k2}", float(v2))
+    ranked = sorted(flat, key=lambda k: (KEY_METRICS.index(k) if k in KEY_METRICS else len(KEY_METRICS), k))
+    return [(k, flat[k]) for k in ranked[:most]]
+
+
+TEMPLATES.filters["key_metrics"] = key_metrics
+
 
 class CsrfMismatch(Forbidden):
     """A form without the session's CSRF token (HTTP 403)."""
@@ -46,7 +87,7 @@ def csrf_token(session: str) -> str:
     return hmac.new(_KEY, session.encode(), hashlib.sha256).hexdigest()[:40]
 
 
-def session_cookie(value: str, request: Request[Any, Any, Any], *, max_age: int = 8 * 3600) -> Cookie:
+def session_cookie(value: str, *, max_age: int = 8 * 3600) -> Cookie:
     return Cookie(
         key=COOKIE,
         value=value,
@@ -81,6 +122,9 @@ class Viewer:
         return form
 
 
+ViewerArg = NamedDependency[Viewer]
+
+
 def make_providers(deps: Deps) -> dict[str, Any]:
     async def provide_viewer(request: Request[Any, Any, Any]) -> Viewer:
         session = request.cookies.get(COOKIE)
@@ -88,7 +132,7 @@ def make_providers(deps: Deps) -> dict[str, Any]:
             raise Unauthenticated("sign in")
         return Viewer(await deps.auth.authenticate(f"Bearer {session}"), session)
 
-    async def provide_admin_viewer(viewer: Any) -> Viewer:
+    async def provide_admin_viewer(viewer: ViewerArg) -> Viewer:
         if not viewer.is_admin:
             raise Forbidden("this page is for admins")
         return viewer
@@ -128,6 +172,3 @@ def ui_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     return render(
         "error.html", status_code=status, title=titles.get(status, "Something went wrong"), detail=detail, me=None
     )
-
-
-ViewerArg = NamedDependency[Viewer]

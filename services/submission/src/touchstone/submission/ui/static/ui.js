@@ -75,15 +75,19 @@
     return es;
   };
 
-  const subs = document.querySelector("table[data-live]");
+  const subs = document.querySelector("form[data-live]");
   if (subs) {
     const pending = new Map();
     const soon = (id) => {
       clearTimeout(pending.get(id));
       pending.set(id, setTimeout(() => { pending.delete(id); refreshRow(id); }, 150));
     };
-    feed((change) => soon(change.submission_id), () => {
-      for (const tb of subs.querySelectorAll("tbody.sub")) if (LIVE.has(tb.dataset.status)) soon(tb.dataset.id);
+    const banner = document.getElementById("new-banner");
+    feed((change) => {
+      if (document.getElementById("s-" + change.submission_id)) soon(change.submission_id);
+      else if (change.type === "SubmissionCreated" && banner) banner.hidden = false;
+    }, () => {
+      for (const tb of document.querySelectorAll("tbody.sub")) if (LIVE.has(tb.dataset.status)) soon(tb.dataset.id);
     });
   }
 
