@@ -47,10 +47,6 @@ Step = Append | Send
 Plan = tuple[Step, ...]
 
 
-def interval_task_id(interval: int) -> str:
-    return f"pi-{interval}"
-
-
 # --- submissions --------------------------------------------------------------------------
 
 
@@ -107,7 +103,7 @@ def _scheduled(
         return unfinished or [_sub_append(sub, ev.SubmissionCancelled, now, "cancelled")]
     have = {t.task_id for t in tasks}
     intervals = sorted(set(sub.scheduled.schedule.prediction_intervals))
-    missing = [i for i in intervals if interval_task_id(i) not in have]
+    missing = [i for i in intervals if ev.training_task_id(i) not in have]
     if missing:
         return [(Append(training_queued(sub, i, cfg, now), 0),) for i in missing]
     assert sub.status is not None
@@ -168,7 +164,7 @@ def training_queued(sub: SubmissionRecord, interval: int, cfg: SchedulerSettings
     assert sub.created is not None and sub.scheduled is not None
     created, scheduled = sub.created, sub.scheduled
     schedule = scheduled.schedule
-    tid = interval_task_id(interval)
+    tid = ev.training_task_id(interval)
     return ev.TaskQueued(
         event_id=ev.derived_id(scheduled.event_id, tid),
         aggregate_id=task_aggregate_id(sub.id, tid),

@@ -224,10 +224,5 @@ def decide_retract_after(state: SubmissionState, cause: ev.SubmissionEvent) -> e
     )
 
 
-def training_task_id(interval: int) -> str:
-    """The task id of one prediction interval's training task (``pi-60``)."""
-    return f"pi-{interval}"
-
-
 def planned_tasks(schedule: ev.Schedule) -> list[PlannedTask]:
-    return [PlannedTask(task_id=training_task_id(i), prediction_interval=i) for i in schedule.prediction_intervals]
+    return [PlannedTask(task_id=ev.training_task_id(i), prediction_interval=i) for i in schedule.prediction_intervals]
