@@ -35,7 +35,7 @@ bench: env ## Benchmarks: JSON under bench/results/ and a table
 	$(BIN)/python services/submission/bench/api_bench.py --out bench/results
 
 images: ## Build the task image touchstone-task:latest (mmdebstrap + docker import; skipped when up to date)
-	images/build.sh
+	bash images/build.sh
 
 clean: ## Remove the environment and caches (keeps .touchstone data)
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

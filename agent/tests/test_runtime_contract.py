@@ -1,30 +1,37 @@
 """The rules every ``ContainerRuntime`` keeps (``runtime.py``), run against each runtime.
-A Docker runtime joins by adding itself to ``RUNTIMES``."""
+A runtime joins by adding itself to ``RUNTIMES``; the command runs the runtime's ``python``.
+Container names carry a token per test, since a Docker engine is shared by every run on the host."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import sys
-from collections.abc import Callable
+import uuid
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
 from touchstone.agent.process import ProcessRuntime
 from touchstone.agent.runtime import ContainerRuntime, ContainerSpec
+from touchstone.agent.testing import docker_runtime_or_skip
 
 RUNTIMES: dict[str, Callable[[Path], ContainerRuntime]] = {
     "process": lambda root: ProcessRuntime(root, kill_grace_s=1.0),
+    "docker": lambda root: docker_runtime_or_skip(f"contract-{root.parent.name}-{os.getpid()}", kill_grace_s=1.0),
 }
 
 ENV = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
 
 
 @pytest.fixture(params=sorted(RUNTIMES))
-def runtime(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[ContainerRuntime, Path]:
+async def runtime(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[tuple[ContainerRuntime, Path]]:
     root = tmp_path / "agent"
     root.mkdir()
-    return RUNTIMES[request.param](root), root
+    rt = RUNTIMES[request.param](root)
+    yield rt, root
+    for state in await rt.list_ours():
+        await rt.terminate(state.name)
 
 
 async def _until(runtime: ContainerRuntime, name: str, status: str, timeout: float = 15.0) -> None:
@@ -35,7 +42,12 @@ async def _until(runtime: ContainerRuntime, name: str, status: str, timeout: flo
     raise AssertionError(f"{name} never became {status}")
 
 
-def _spec(root: Path, name: str = "touchstone-s1-t1-1") -> ContainerSpec:
+def _python(rt: ContainerRuntime) -> str:
+    return getattr(rt, "python", "") or sys.executable
+
+
+def _spec(root: Path, submission: str = "s1") -> ContainerSpec:
+    name = f"touchstone-{submission}{uuid.uuid4().hex[:8]}-t1-1"
     work = root / name
     work.mkdir(exist_ok=True)
     return ContainerSpec(name, work, {"touchstone.task": "t1"})
@@ -48,7 +60,8 @@ async def test_a_command_runs_and_its_exit_status_is_kept(runtime):
     await rt.provision(spec)  # idempotent
     assert (await rt.status(spec.name)).status == "created"
     code = "import sys; print('hello'); sys.exit(7)"
-    await rt.run(spec.name, [sys.executable, "-c", code], ENV, spec.work_dir / "console.log")
+    await rt.run(spec.name, [_python(rt), "-c", code], ENV, spec.work_dir / "console.log")
+    await rt.run(spec.name, [_python(rt), "-c", code], ENV, spec.work_dir / "console.log")  # idempotent
     await _until(rt, spec.name, "exited")
     state = await rt.status(spec.name)
     assert state.exit_code == 7 and state.labels == {"touchstone.task": "t1"}
@@ -56,30 +69,29 @@ async def test_a_command_runs_and_its_exit_status_is_kept(runtime):
     assert [s.name for s in await rt.list_ours()] == [spec.name]
 
 
-async def test_terminate_stops_the_whole_tree_and_is_silent_when_gone(runtime, tmp_path):
+async def test_terminate_stops_the_whole_tree_and_is_silent_when_gone(runtime):
     rt, root = runtime
     spec = _spec(root)
     await rt.provision(spec)
-    grandchild = tmp_path / "grandchild.pid"
+    beat = spec.work_dir / "grandchild.beat"  # the grandchild appends to it while it lives
+    grandchild = f"import time\nwhile True:\n    open({str(beat)!r}, 'a').write('.'); time.sleep(0.02)"
     code = (
-        "import subprocess, sys, time, pathlib;"
-        f"p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']);"
-        f"pathlib.Path({str(grandchild)!r}).write_text(str(p.pid)); time.sleep(60)"
+        "import subprocess, sys, time;"
+        f"p = subprocess.Popen([sys.executable, '-c', {grandchild!r}]); time.sleep(60)"
     )
-    await rt.run(spec.name, [sys.executable, "-c", code], ENV, spec.work_dir / "console.log")
+    await rt.run(spec.name, [_python(rt), "-c", code], ENV, spec.work_dir / "console.log")
     await _until(rt, spec.name, "running")
     for _ in range(500):
-        if grandchild.exists() and grandchild.read_text():
+        if beat.exists() and beat.stat().st_size > 0:
             break
         await asyncio.sleep(0.02)
-    pid = int(grandchild.read_text())
+    assert beat.stat().st_size > 0
     await rt.terminate(spec.name)
     assert (await rt.status(spec.name)).status == "gone"
-    for _ in range(250):
-        if not _alive(pid):
-            break
-        await asyncio.sleep(0.02)
-    assert not _alive(pid)
+    await asyncio.sleep(0.2)
+    size = beat.stat().st_size
+    await asyncio.sleep(0.3)
+    assert beat.stat().st_size == size  # the grandchild is gone too
     await rt.terminate(spec.name)
     await rt.terminate("touchstone-never-was-1")
     assert await rt.list_ours() == []
@@ -88,18 +100,10 @@ async def test_terminate_stops_the_whole_tree_and_is_silent_when_gone(runtime, t
 async def test_only_our_containers_are_listed(runtime):
     rt, root = runtime
     (root / "someone-else").mkdir()
-    await rt.provision(_spec(root, "touchstone-s2-t1-1"))
-    assert [s.name for s in await rt.list_ours()] == ["touchstone-s2-t1-1"]
+    spec = _spec(root, "s2")
+    await rt.provision(spec)
+    assert [s.name for s in await rt.list_ours()] == [spec.name]
     with pytest.raises(ValueError):
         await rt.status("../../etc")
+    await rt.terminate(spec.name)
 
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0] != "Z"
-    except OSError:
-        return False

@@ -222,8 +222,9 @@ class Attempts:
         output = work / prepare.OUTPUT_DIR
         output.mkdir(exist_ok=True)
         (work / ".cache").mkdir(exist_ok=True)
+        python = s.python or getattr(self.runtime, "python", "") or sys.executable  # Docker: the image's
         argv = prepare.trainer_argv(
-            s.python or sys.executable, s.trainer_module, attempt.command, prepared.feature_set, output
+            python, s.trainer_module, attempt.command, prepared.feature_set, output
         )
         env = prepare.trainer_env(s.env_passthrough, work, trainer_src)
         attempt.commit = prepared.commit

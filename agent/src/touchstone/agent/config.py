@@ -45,8 +45,29 @@ class AgentSettings(Settings):
     num_slots: int = Field(1, ge=0, le=64)
     """Task slots of a host without GPUs (CPU slots); a host with GPUs has one slot per GPU."""
 
-    runtime: Literal["process"] = "process"
-    """How attempts run: ``process`` (plain subprocesses in a work directory)."""
+    runtime: Literal["process", "docker", "auto"] = "process"
+    """How attempts run: ``process`` (plain subprocesses in a work directory), ``docker``
+    (hardened containers of the local Docker engine, from ``docker_image``), or ``auto``
+    (``docker`` when the engine answers and has the image, else ``process``)."""
+
+    docker_url: str = ""
+    """The Docker engine's address; empty means ``DOCKER_HOST`` or the local socket."""
+
+    docker_image: str = "touchstone-task:latest"
+    """The task image (``make images``): Debian with python3, numpy, pandas, scikit-learn."""
+
+    docker_user: str = Field("", pattern=r"^([0-9]+(:[0-9]+)?)?$")
+    """``uid:gid`` the task runs as; empty means 65534:65534 (nobody) for an agent running as
+    root, else the agent's own uid and gid. Never 0."""
+
+    docker_pids_limit: int = Field(512, ge=16)
+    """Most processes and threads one task container may have (stops fork bombs)."""
+
+    docker_memory: str = Field("8g", pattern=r"^[0-9]+[bkmg]?$")
+    """Memory limit of one task container (swap included)."""
+
+    docker_cpus: float = Field(0.0, ge=0)
+    """CPUs one task container may use; 0 means no limit."""
 
     trainer_dir: Path | None = None
     """The trainer's folder (``src/`` and ``configs/``), copied into each attempt; empty means
@@ -56,7 +77,8 @@ class AgentSettings(Settings):
     """The module run as ``python -m MODULE validate|train ...`` with ``src/`` on PYTHONPATH."""
 
     python: str = ""
-    """The interpreter that runs the trainer; empty means the agent's own."""
+    """The interpreter that runs the trainer; empty means the agent's own (process runtime)
+    or ``python3`` of the image (Docker runtime)."""
 
     heartbeat_interval_s: float = Field(HEARTBEAT_INTERVAL_S, gt=0)
     """Seconds between heartbeats (and repeats of every attempt report)."""

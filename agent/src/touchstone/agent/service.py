@@ -29,6 +29,7 @@ from nats.aio.msg import Msg
 from pydantic import BaseModel, ValidationError
 from touchstone.agent.attempts import Attempts
 from touchstone.agent.config import AgentSettings
+from touchstone.agent.docker import DockerLimits, DockerRuntime, docker_usable
 from touchstone.agent.gpus import query_gpus
 from touchstone.agent.process import ProcessRuntime
 from touchstone.agent.protocol import CommandReply, encode
@@ -48,6 +49,18 @@ def agent_version() -> str:
 
 
 def build_runtime(settings: AgentSettings) -> ContainerRuntime:
+    """The runtime ``settings.runtime`` names (``auto``: Docker when it can run here)."""
+    kind = settings.runtime
+    if kind == "auto":
+        why_not = docker_usable(settings.docker_image, settings.docker_url)
+        if why_not:
+            log.info("process runtime: %s", why_not)
+        kind = "process" if why_not else "docker"
+    if kind == "docker":
+        limits = DockerLimits(user=settings.docker_user, pids=settings.docker_pids_limit,
+                              memory=settings.docker_memory, cpus=settings.docker_cpus)
+        return DockerRuntime(settings.docker_image, owner=settings.host, limits=limits,
+                             kill_grace_s=settings.kill_grace_s, base_url=settings.docker_url)
     return ProcessRuntime(settings.work_root, python=settings.python, kill_grace_s=settings.kill_grace_s)
 
 

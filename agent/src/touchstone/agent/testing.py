@@ -146,3 +146,22 @@ async def _eventually(check: Callable[[], Any], timeout: float = 15.0, interval:
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"condition not met within {timeout}s")
         await asyncio.sleep(interval)
+
+
+TASK_IMAGE = "touchstone-task:latest"
+
+
+def docker_runtime_or_skip(owner: str, **kwargs: Any) -> Any:
+    """A ``DockerRuntime`` of the local engine, or a skipped test when the engine does not
+    answer or the task image is missing (``make images``). With ``TOUCHSTONE_REQUIRE_DOCKER=1``
+    (set by CI, which installs the engine and builds the image) that is a failure instead."""
+    import os
+
+    from touchstone.agent.docker import DockerRuntime, docker_usable
+
+    why_not = docker_usable(TASK_IMAGE)
+    if why_not:
+        if os.environ.get("TOUCHSTONE_REQUIRE_DOCKER") == "1":
+            pytest.fail(f"Docker runtime required here: {why_not}")
+        pytest.skip(f"Docker runtime: {why_not}")
+    return DockerRuntime(TASK_IMAGE, owner=owner, **kwargs)
