@@ -1,13 +1,25 @@
-"""The whole path, end to end, against `touchstone up` with its local agent (process runtime):
-submit → validate → ACCEPTED or REJECTED; schedule two intervals → both models trained →
-COMPLETED; a trainer that fails every time → three attempts, then ERROR with the log snippet."""
+"""The whole path, end to end, against `touchstone up` with its local agent: submit → validate
+→ ACCEPTED or REJECTED; schedule two intervals → both models trained, published, an MLflow run
+each → COMPLETED; a trainer that fails every time → three attempts, then ERROR with the log
+snippet. Tasks run in hardened Docker containers where the engine and the task image are
+there (CI builds both), as plain processes elsewhere."""
 
 from __future__ import annotations
 
+import os
+import shutil
+import signal
+import subprocess
+import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import pytest
+from touchstone.agent.docker import docker_usable
+from touchstone.agent.testing import TASK_IMAGE
+from touchstone.shared.testing import free_port
 
 from touchstone.cli.supervisor import available_services
 
@@ -26,6 +38,53 @@ def wait_status(api: httpx.Client, sid: str, wanted: set[str], up, timeout: floa
     raise AssertionError(f"{sid} stuck in {body.get('status')}: {body}\n--- up log ---\n{up.tail()}")
 
 
+def task_runtime() -> str:
+    """Docker where it can run (required in CI), the process runtime elsewhere."""
+    why_not = docker_usable(TASK_IMAGE)
+    if why_not and os.environ.get("TOUCHSTONE_REQUIRE_DOCKER") == "1":
+        pytest.fail(f"Docker runtime required here: {why_not}")
+    return "process" if why_not else "docker"
+
+
+@pytest.fixture
+def mlflow_server(tmp_path: Path) -> Iterator[str]:
+    """A real `mlflow server` (sqlite backend) for the results service to log runs to."""
+    mlflow = shutil.which("mlflow", path=str(Path(sys.executable).parent))
+    if mlflow is None:
+        pytest.skip("mlflow is not installed (it is in the dev dependencies)")
+    port = free_port()
+    root = tmp_path / "mlflow"
+    root.mkdir()
+    log = (root / "server.log").open("wb")
+    proc = subprocess.Popen(
+        [mlflow, "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+         "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}", "--default-artifact-root", str(root / "art")],
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        yield url
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+        log.close()
+
+
+def wait_mlflow(url: str, timeout: float = 240) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise AssertionError("mlflow server did not answer /health")
+
+
 def submit(api: httpx.Client, example: str) -> str:
     r = api.post("/api/v1/submissions", json={"git_url": str(EXAMPLES / example), "name": example})
     assert r.status_code == 201, r.text
@@ -33,10 +92,13 @@ def submit(api: httpx.Client, example: str) -> str:
     return str(r.json()["id"])
 
 
-def test_submit_validate_schedule_train_complete(make_up) -> None:
-    up = make_up(TOUCHSTONE_RETRY_BASE_DELAY_S="0.2", TOUCHSTONE_RETRY_FACTOR="2")
+def test_submit_validate_schedule_train_complete(make_up, mlflow_server) -> None:
+    runtime = task_runtime()
+    up = make_up(TOUCHSTONE_RETRY_BASE_DELAY_S="0.2", TOUCHSTONE_RETRY_FACTOR="2",
+                 TOUCHSTONE_RUNTIME=runtime, TOUCHSTONE_MLFLOW_TRACKING_URI=mlflow_server)
     up.start()
     up.wait_healthy(len(available_services()))
+    wait_mlflow(mlflow_server)
     with up.api() as api:
         good = submit(api, "momentum")
         faulty = submit(api, "lookahead")
@@ -69,6 +131,24 @@ def test_submit_validate_schedule_train_complete(make_up) -> None:
                 assert got.status_code == 200 and got.content
             log = api.get(f"/api/v1/submissions/{good}/tasks/{task['task_id']}/logs")
             assert log.status_code == 200 and log.text.strip()
+        # the results service publishes each attempt: artifacts in the store, one MLflow run each
+        runs: dict[str, str] = {}
+        deadline = time.monotonic() + 90
+        while len(runs) < 2 and time.monotonic() < deadline:
+            detail = api.get(f"/api/v1/submissions/{good}").json()
+            runs = {t["task_id"]: t["mlflow_run_url"] for t in detail["tasks"]
+                    if t["task_id"] != "validation" and t.get("mlflow_run_url")
+                    and "/objects/models/" in t["artifacts"].get("long.json", "")}
+            time.sleep(0.3)
+        assert set(runs) == {"pi-15", "pi-60"}, detail["tasks"]
+        for task_id in runs:
+            got = api.get(f"/api/v1/submissions/{good}/tasks/{task_id}/artifacts/long.json")
+            assert got.status_code == 200 and got.content
+        for run_url in runs.values():
+            run_id = run_url.rstrip("/").rsplit("/", 1)[-1]
+            got = httpx.get(f"{mlflow_server}/api/2.0/mlflow/runs/get", params={"run_id": run_id}).json()
+            metric_keys = {m["key"] for m in got["run"]["data"]["metrics"]}
+            assert {"long.roc_auc", "short.roc_auc"} <= metric_keys, metric_keys
 
         # a trainer that fails every time: an unknown config key is the trainer's own error
         doomed = submit(api, "momentum")
@@ -82,4 +162,6 @@ def test_submit_validate_schedule_train_complete(make_up) -> None:
         (task,) = [t for t in errored["tasks"] if t["task_id"] == "pi-15"]
         assert task["status"] == "ERROR" and task["attempt"] == 3
         assert "no_such.key" in (task.get("log_snippet") or ""), task
+    ran_in = "DockerRuntime" if runtime == "docker" else "ProcessRuntime"
+    assert f"GPUs, {ran_in}" in up.tail(10_000_000), f"the agent did not use the {runtime} runtime"
     assert up.stop() == 0

@@ -10,14 +10,14 @@ import asyncio
 import signal
 
 from touchstone.agent.config import AgentSettings
+from touchstone.agent.connection import connect_agent
 from touchstone.agent.service import Agent
-from touchstone.shared.jetstream import connect
 from touchstone.shared.logs import setup_logging
 from touchstone.shared.subjects import Subjects
 
 
 async def main(settings: AgentSettings) -> None:
-    nc = await connect(settings.nats_url, f"agent-{settings.host}")
+    nc = await connect_agent(settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

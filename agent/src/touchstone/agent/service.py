@@ -89,7 +89,8 @@ class Agent:
         ping = None
         if self.settings.answer_status:
             ping = await self.nc.subscribe(self.subjects.status_ping, cb=self._on_ping)
-        log.info("agent %s ready: %d slots, %d GPUs", self.host, self.attempts.slots_total, len(self.gpus))
+        log.info("agent %s ready: %d slots, %d GPUs, %s", self.host, self.attempts.slots_total, len(self.gpus),
+                 type(self.attempts.runtime).__name__)
         try:
             while not stop.is_set():
                 self._changed.clear()

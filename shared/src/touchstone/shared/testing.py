@@ -6,6 +6,7 @@ Registered by the repository's root ``conftest.py``. Nothing here is used in pro
 from __future__ import annotations
 
 import os
+import socket
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -64,6 +65,13 @@ async def js(nc: NATS, subjects: Subjects) -> AsyncIterator[JetStreamContext]:
             await context.delete_stream(stream)
         except Exception:
             pass
+
+
+def free_port() -> int:
+    """A TCP port free on loopback right now (for servers that cannot report the one they took)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def mongodb_url() -> str | None:

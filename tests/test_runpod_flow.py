@@ -1,0 +1,432 @@
+"""The scheduler and the RunPod provider together, in-process, against a real nats-server and the
+local RunPod (``FakeRunpod``: real HTTP, pods that are real SSH endpoints), with the stand-in
+trainer for speed.
+
+Every test ends with the fake's ledger accounted for: each ``touchstone-`` pod ever created is
+terminated or owned by a live attempt. Waits are liveness bounds (generous), never timing checks;
+"within one reconcile period plus grace" is checked in reconcile sweeps, not seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sys
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from touchstone.runpod_provider.api import PodSpec, RunpodApiClient
+from touchstone.runpod_provider.config import RunpodProviderSettings
+from touchstone.runpod_provider.fake import FakeRunpod
+from touchstone.runpod_provider.service import RunpodProvider
+from touchstone.scheduler.adapters import lease_bucket
+from touchstone.scheduler.config import SchedulerSettings
+from touchstone.scheduler.service import Scheduler
+from touchstone.shared import events as ev
+from touchstone.shared.agents import AgentHeartbeat, encode_report
+from touchstone.shared.commands import container_name
+from touchstone.shared.jetstream import system_bucket
+from touchstone.shared.lifecycle import TaskStatus
+from touchstone.shared.publisher import EventPublisher
+from touchstone.shared.subjects import task_aggregate_id
+from touchstone.shared.system import Server, SystemSettings, write_system
+
+REPO = Path(__file__).resolve().parents[1]
+STANDIN = REPO / "services" / "runpod-provider" / "tests" / "standin_trainer.py"
+API_KEY = "rpa_FLOWTEST_do_not_leak_0123456789"
+GPU = "NVIDIA GeForce RTX 4090"
+WAIT_S = 90.0
+TASK = "pi-60"
+
+PROVIDER: dict[str, Any] = {
+    "poll_interval_s": 0.05,
+    "ready_timeout_s": 30.0,
+    "capacity_wait_s": 5.0,
+    "ssh_connect_timeout_s": 5.0,
+    "terminate_timeout_s": 10.0,
+    "reconcile_interval_s": 0.3,
+    "reap_grace_s": 0.3,
+    "balance_interval_s": 1.0,
+    "catalog_interval_s": 60.0,
+    "heartbeat_interval_s": 1.0,
+    "launch_retry_s": 0.2,
+    "api_max_retries": 0,
+    "api_timeout_s": 10.0,
+    "trainer_module": "standin_trainer",
+    "log_json": False,
+}
+
+SCHEDULER: dict[str, Any] = {
+    "lease_ttl_s": 2.0,
+    "sweep_interval_s": 0.5,
+    "retry_base_delay_s": 0.0,
+    "runpod_default_gpu_type": GPU,
+}
+
+
+async def wait_for(condition: Callable[[], Awaitable[bool] | bool], within: float = WAIT_S) -> None:
+    """Poll until ``condition`` holds (a liveness bound, not a timing check)."""
+    async with asyncio.timeout(within):
+        while True:
+            result = condition()
+            if not isinstance(result, bool):
+                result = await result
+            if result:
+                return
+            await asyncio.sleep(0.05)
+
+
+class Flow:
+    """A scheduler and a RunPod provider in this process, against the fake and a real nats-server."""
+
+    def __init__(self, fake: FakeRunpod, nats_url: str, nc, js, subjects, tmp: Path) -> None:
+        self.fake, self.nats_url, self.nc, self.js, self.subjects, self.tmp = fake, nats_url, nc, js, subjects, tmp
+        self.publisher = EventPublisher(js, subjects)
+        self.scheduler: Scheduler | None = None
+        self.provider: RunpodProvider | None = None
+        self._running: list[tuple[asyncio.Event, asyncio.Task[None]]] = []
+        self._provider_run: tuple[asyncio.Event, asyncio.Task[None]] | None = None
+        self.trainer_src = tmp / "trainer-src"
+        package = self.trainer_src / "standin_trainer"
+        package.mkdir(parents=True)
+        (package / "__init__.py").write_text("")
+        (package / "__main__.py").write_text(STANDIN.read_text())
+
+    # --- settings and services ---------------------------------------------------------------
+
+    async def system(self, *, max_running: int, servers: tuple[Server, ...] = ()) -> None:
+        kv = await system_bucket(self.js, self.subjects)
+        await write_system(kv, SystemSettings(runpod_max_running_tasks=max_running, servers=list(servers)))
+
+    async def start_scheduler(self, **overrides: Any) -> Scheduler:
+        cfg = SchedulerSettings(namespace=self.subjects.ns, **{**SCHEDULER, **overrides})
+        scheduler = Scheduler(cfg, self.nc, self.js, self.subjects)
+        stop = asyncio.Event()
+        self._running.append((stop, asyncio.create_task(scheduler.run(stop))))
+        await wait_for(lambda: scheduler.active)
+        self.scheduler = scheduler
+        return scheduler
+
+    def provider_settings(self, **overrides: Any) -> RunpodProviderSettings:
+        return RunpodProviderSettings(
+            namespace=self.subjects.ns,
+            data_dir=self.tmp / "data",
+            runpod_api_key=self.fake.api_key,
+            runpod_base_url=self.fake.base_url,
+            runpod_graphql_url=self.fake.graphql_url,
+            default_gpu_type=GPU,
+            trainer_src_dir=self.trainer_src,
+            python=sys.executable,
+            **{**PROVIDER, **overrides},
+        )
+
+    async def start_provider(self, **overrides: Any) -> RunpodProvider:
+        provider = RunpodProvider(self.provider_settings(**overrides), self.nc, self.js, self.subjects)
+        stop = asyncio.Event()
+        self._provider_run = (stop, asyncio.create_task(provider.run(stop)))
+        self.provider = provider
+        return provider
+
+    async def close(self) -> None:
+        if self._provider_run is not None:  # first: a stopping provider terminates its pods
+            stop, task = self._provider_run
+            stop.set()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(task, 60)
+        for stop, task in self._running:
+            stop.set()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(task, 15)
+        with contextlib.suppress(Exception):
+            await self.js.delete_stream(f"KV_{lease_bucket(self.subjects)}")
+
+    # --- submissions and tasks -----------------------------------------------------------------
+
+    def feature_set(self, **files: str) -> Path:
+        folder = self.tmp / f"fs-{uuid.uuid4().hex[:6]}"
+        folder.mkdir()
+        (folder / "feature_set.py").write_text("NAME = 'x'\n")
+        for name, text in files.items():
+            (folder / name).write_text(text)
+        return folder
+
+    async def submit(self, folder: Path, *, platform: str = "runpod", gpu_type: str | None = GPU) -> str:
+        """An accepted submission scheduled for one training interval; returns its id. The
+        scheduler queues the task (``TaskQueued``) and takes it from there."""
+        sid = f"s{uuid.uuid4().hex[:8]}"
+        await self.publisher.append(ev.SubmissionCreated(aggregate_id=sid, correlation_id=sid, owner="alice",
+                                                         name="flow", git_url=str(folder), git_ref="v1"))
+        await self.publisher.append(ev.SubmissionValidated(aggregate_id=sid, correlation_id=sid, passed=True,
+                                                           commit="c1"))
+        schedule = ev.Schedule(prediction_intervals=(60,), platform=platform, gpu_type=gpu_type)  # type: ignore[arg-type]
+        await self.publisher.append(ev.SubmissionScheduled(aggregate_id=sid, correlation_id=sid, schedule=schedule))
+        return sid
+
+    async def events(self, sid: str) -> list[ev.TaskEvent]:
+        return [r.event for r in await self.publisher.load_task(sid, TASK)]  # type: ignore[misc]
+
+    async def types(self, sid: str) -> list[str]:
+        return [e.event_type for e in await self.events(sid)]
+
+    def status(self, sid: str) -> TaskStatus | None:
+        assert self.scheduler is not None
+        record = self.scheduler.view.tasks.get(task_aggregate_id(sid, TASK))
+        return None if record is None or record.state is None else record.status
+
+    async def until_status(self, sid: str, status: TaskStatus, within: float = WAIT_S) -> None:
+        await wait_for(lambda: self.status(sid) is status, within)
+
+    async def until_event(self, sid: str, event_type: str, *, attempt: int | None = None,
+                          within: float = WAIT_S) -> ev.TaskEvent:
+        async def seen() -> ev.TaskEvent | None:
+            return next((e for e in await self.events(sid) if e.event_type == event_type
+                         and (attempt is None or getattr(e, "attempt", None) == attempt)), None)
+
+        found: list[ev.TaskEvent] = []
+
+        async def present() -> bool:
+            event = await seen()
+            if event is not None:
+                found.append(event)
+            return event is not None
+
+        await wait_for(present, within)
+        return found[0]
+
+    def assert_accounted_for(self) -> None:
+        """Every touchstone- pod ever created is terminated or owned by a live attempt."""
+        live = set(self.provider.attempts) if self.provider else set()
+        for record in self.fake.ledger():
+            if record.name.startswith("touchstone-"):
+                assert record.terminated or record.name in live, f"pod {record} is unaccounted for"
+
+
+@pytest.fixture
+async def fake(tmp_path: Path) -> AsyncIterator[FakeRunpod]:
+    async with FakeRunpod(api_key=API_KEY, root=tmp_path / "pods") as server:
+        yield server
+
+
+@pytest.fixture
+async def flow(fake, nats_server, nc, js, subjects, tmp_path) -> AsyncIterator[Flow]:
+    f = Flow(fake, nats_server.url, nc, js, subjects, tmp_path)
+    try:
+        yield f
+        f.assert_accounted_for()
+    finally:
+        await f.close()
+    assert all(r.terminated for r in fake.ledger() if r.name.startswith("touchstone-")), fake.ledger()
+
+
+@pytest.fixture
+async def api(fake: FakeRunpod) -> AsyncIterator[RunpodApiClient]:
+    async with RunpodApiClient(fake.base_url, API_KEY, graphql_url=fake.graphql_url, timeout=10,
+                               max_retries=0) as client:
+        yield client
+
+
+def pod_spec(name: str) -> PodSpec:
+    return PodSpec.model_validate({"name": name, "image": "runpod/pytorch:1.0.2-cu1281-torch280-ubuntu2404",
+                                   "gpu_type_id": GPU, "public_key": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAA test"})
+
+
+# --- 1. a RunPod task end to end --------------------------------------------------------------
+
+async def test_a_runpod_training_task_runs_end_to_end(flow, fake):
+    await flow.system(max_running=2)
+    sid = await flow.submit(flow.feature_set())
+    await flow.start_scheduler()
+    await flow.start_provider()
+
+    await flow.until_status(sid, TaskStatus.SUCCEEDED)
+    await flow.until_event(sid, "ContainerTerminated")
+
+    types = await flow.types(sid)
+    assert types[:7] == ["TaskQueued", "TaskAssigned", "ContainerLaunched", "ContainerReady", "TrainingStarted",
+                         "TrainingFinished", "ContainerTerminated"], types
+    events = {e.event_type: e for e in await flow.events(sid)}
+    assigned, launched, finished = events["TaskAssigned"], events["ContainerLaunched"], events["TrainingFinished"]
+    assert (assigned.platform, assigned.placement, assigned.attempt) == ("runpod", GPU, 1)
+    assert launched.container_name == container_name(sid, TASK, 1)
+    assert finished.metrics == {"long": {"auc": 0.61}, "short": {"auc": 0.58}}
+    assert {"long.bin", "short.bin", "metrics.json"} <= set(finished.artifacts)
+    assert finished.cost_usd is not None and finished.cost_usd >= 0
+    [pod] = fake.ledger()
+    assert pod.id == launched.deployment_id and pod.name == launched.container_name and pod.terminated
+    await wait_for(lambda: flow.scheduler.view.submission(sid).status == "COMPLETED")
+
+
+# --- 2. overflow from a full on-prem, and the RunPod cap ------------------------------------
+
+@pytest.mark.parametrize("onprem", ["paused", "busy"])
+async def test_any_overflows_to_runpod_only_while_the_cap_allows(flow, fake, onprem):
+    if onprem == "paused":  # declared with no slots
+        await flow.system(max_running=0, servers=(Server(name="gpu-a", num_slots=0),))
+    else:  # online, every slot taken
+        await flow.system(max_running=0, servers=(Server(name="gpu-a", num_slots=1),))
+    sid = await flow.submit(flow.feature_set(), platform="any")
+    scheduler = await flow.start_scheduler(heartbeat_timeout_s=600.0)
+    if onprem == "busy":
+        report = AgentHeartbeat(host="gpu-a", version="test", slots_total=1, slots_free=0,
+                                running=("someone-elses-container",))
+        await flow.nc.publish(flow.subjects.agent_reports("gpu-a"), encode_report(report))
+        await flow.nc.flush()
+        await wait_for(lambda: "gpu-a" in scheduler.hosts)
+    provider = await flow.start_provider()
+
+    await flow.until_status(sid, TaskStatus.QUEUED)
+    assert await scheduler.place() == 0  # RunPod capped at 0 and on-prem full: nowhere to go
+    assert flow.status(sid) is TaskStatus.QUEUED
+    assert await flow.types(sid) == ["TaskQueued"]
+    assert fake.ledger() == [] and provider.attempts == {}
+
+    await flow.system(max_running=1, servers=scheduler.system.servers)  # raise the cap
+    await flow.until_status(sid, TaskStatus.SUCCEEDED)
+
+    assigned = next(e for e in await flow.events(sid) if e.event_type == "TaskAssigned")
+    assert assigned.platform == "runpod"
+    await flow.until_event(sid, "ContainerTerminated")
+    [pod] = fake.ledger()
+    assert pod.terminated and pod.name == container_name(sid, TASK, 1)
+
+
+# --- 3. an injected fault through the scheduler's retry policy -------------------------------
+
+async def test_a_pod_dying_mid_run_is_retried_and_the_second_attempt_succeeds(flow, fake):
+    await flow.system(max_running=2)
+    folder = flow.feature_set(SLEEP="120")
+    sid = await flow.submit(folder)
+    await flow.start_scheduler()
+    provider = await flow.start_provider()
+
+    launched = await flow.until_event(sid, "ContainerLaunched", attempt=1)
+    await flow.until_event(sid, "TrainingStarted", attempt=1)
+    log_file = provider.settings.artifacts_dir / "logs" / sid / TASK / "attempt-1.log"
+    await wait_for(lambda: log_file.exists() and "sleeping" in log_file.read_text())
+    (folder / "SLEEP").unlink()  # attempt 1 already has its copy; attempt 2 will not sleep
+    await fake.kill_pod(launched.deployment_id)
+
+    await flow.until_status(sid, TaskStatus.SUCCEEDED)
+    events = await flow.events(sid)
+    failed = [e for e in events if e.event_type == "TaskFailed"]
+    assert len(failed) == 1 and failed[0].attempt == 1
+    assert failed[0].failure_class == "infrastructure" and "mid-run" in failed[0].reason
+    assert [e.attempt for e in events if e.event_type == "TaskRetried"] == [2]
+    assert [e.attempt for e in events if e.event_type == "TaskAssigned"] == [1, 2]
+    assert [e.attempt for e in events if e.event_type == "TrainingFinished"] == [2]
+    await flow.until_event(sid, "ContainerTerminated", attempt=2)
+    ledger = fake.ledger()
+    assert [r.name for r in ledger] == [container_name(sid, TASK, 1), container_name(sid, TASK, 2)]
+    assert all(r.terminated for r in ledger)
+
+
+# --- 4. the provider crashes between create and record -----------------------------------------
+
+async def test_a_provider_crash_between_create_and_record_leaves_no_pod_running(flow, fake, tmp_path):
+    await flow.system(max_running=2)
+    sid = await flow.submit(flow.feature_set())
+
+    # the create makes the pod, but its answer is held until the provider is dead
+    made, release = asyncio.Event(), asyncio.Event()
+    real_create = fake.create
+
+    async def create_then_hang(body: dict[str, Any]):
+        pod = await real_create(body)
+        made.set()
+        await release.wait()
+        return pod
+
+    fake.create = create_then_hang  # type: ignore[method-assign]
+    settings = flow.provider_settings(api_timeout_s=60.0)
+    env = {**os.environ, "TOUCHSTONE_NATS_URL": flow.nats_url, "TOUCHSTONE_RUNPOD_API_KEY": API_KEY}
+    for field in ("namespace", "data_dir", "runpod_base_url", "runpod_graphql_url", "default_gpu_type",
+                  "trainer_src_dir", "python", *PROVIDER):
+        env[f"TOUCHSTONE_{field.upper()}"] = str(getattr(settings, field))
+    env["TOUCHSTONE_API_TIMEOUT_S"] = "60"
+    log_path = tmp_path / "crashed-provider.log"
+    with log_path.open("wb") as log:
+        proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "touchstone.runpod_provider",
+                                                    env=env, stdout=log, stderr=log)
+    try:
+        async def consuming() -> bool:  # the provider process is up and takes commands
+            try:
+                await flow.js.consumer_info(flow.subjects.commands_stream, flow.subjects.durable("runpod-provider"))
+            except Exception:
+                return proc.returncode is not None
+            return True
+
+        await wait_for(consuming)
+        assert proc.returncode is None, log_path.read_text()[-4000:]
+        # a launch nobody reports on is stuck after launch_timeout_s: failed (infrastructure), retried
+        await flow.start_scheduler(launch_timeout_s=8.0)
+        try:
+            await wait_for(made.is_set)
+        except TimeoutError:
+            events = [(e.event_type, getattr(e, "attempt", None), getattr(e, "reason", None), e.occurred_at)
+                      for e in await flow.events(sid)]
+            pytest.fail(f"the provider never created the pod: {events}\n{log_path.read_text()[-4000:]}")
+        proc.kill()  # SIGKILL: no shutdown, nothing recorded, nothing terminated
+        await proc.wait()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        fake.create = real_create  # type: ignore[method-assign]
+        release.set()
+
+    [orphan] = fake.ledger()
+    assert orphan.name == container_name(sid, TASK, 1) and not orphan.terminated
+    assert "ContainerLaunched" not in await flow.types(sid)
+
+    await flow.start_provider()  # a new provider process
+    await flow.until_status(sid, TaskStatus.SUCCEEDED)
+    await wait_for(lambda: all(r.terminated for r in fake.ledger() if r.name == orphan.name))
+
+    events = await flow.events(sid)
+    [failed] = [e for e in events if e.event_type == "TaskFailed"]
+    assert failed.attempt == 1 and failed.failure_class == "infrastructure"
+    assert [e.attempt for e in events if e.event_type == "TrainingFinished"] == [2]
+    await flow.until_event(sid, "ContainerTerminated", attempt=2)
+    names = [r.name for r in fake.ledger()]
+    assert names == [container_name(sid, TASK, 1), container_name(sid, TASK, 2)]  # never two pods per attempt
+
+
+# --- 5. rogue pods -------------------------------------------------------------------------------
+
+async def test_rogue_prefixed_pods_are_reaped_within_a_period_and_others_survive(flow, fake, api):
+    await flow.system(max_running=2)
+    sid = await flow.submit(flow.feature_set(SLEEP="2"))  # a live task on RunPod: its pod must not be reaped
+    await flow.start_scheduler()
+    provider = await flow.start_provider(reconcile_interval_s=0.5, reap_grace_s=0.4)  # grace <= period
+    await flow.until_event(sid, "TrainingStarted")
+
+    first_sweep = provider.sweeps
+    rogue = await api.create_pod(pod_spec("touchstone-sgone-pi-60-1"))
+    unknown = await api.create_pod(pod_spec("touchstone-not-ours-at-all"))
+    stranger = await api.create_pod(pod_spec("jupyter-notebook"))
+    reaped_at: dict[str, int] = {}
+    real_reap = provider.reap
+
+    async def noting_reap() -> None:
+        await real_reap()
+        for pod_id in provider.reaped:
+            reaped_at.setdefault(pod_id, provider.sweeps)
+
+    provider.reap = noting_reap  # type: ignore[method-assign]
+    await wait_for(lambda: {rogue.id, unknown.id} <= set(reaped_at))
+    # a sweep already under way may miss them; the next sees them (orphaned), and the one after,
+    # a period later (>= grace), terminates them
+    assert max(reaped_at.values()) <= first_sweep + 2, (first_sweep, reaped_at)
+
+    await flow.until_status(sid, TaskStatus.SUCCEEDED)
+    sweeps = provider.sweeps
+    await wait_for(lambda: provider.sweeps >= sweeps + 2)
+    alive = set(fake.live_pods())
+    assert stranger.id in alive and rogue.id not in alive and unknown.id not in alive
+    assert "TaskRetried" not in await flow.types(sid)  # the owned pod was never reaped under its task
+    assert set(provider.reaped) == {rogue.id, unknown.id}
+    await api.terminate_pod(stranger.id)
