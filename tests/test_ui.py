@@ -61,7 +61,7 @@ def test_ui_admin_then_user(make_up) -> None:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         try:
             admin = browser.new_context(viewport={"width": 1280, "height": 800})
-            admin.set_default_timeout(30_000)
+            admin.set_default_timeout(60_000)
             page = admin.new_page()
             page.goto(f"{base}/ui/")
             shot(page, "sign-in")
@@ -156,7 +156,7 @@ def test_ui_admin_then_user(make_up) -> None:
 
             # the user: no admin controls, admin URLs refused, the cookie is no API credential
             user = browser.new_context(viewport={"width": 1280, "height": 800})
-            user.set_default_timeout(30_000)
+            user.set_default_timeout(60_000)
             upage = user.new_page()
             sign_in(upage, base, secret)
             expect(upage.locator(".empty")).to_contain_text("No submissions yet")

@@ -141,7 +141,17 @@ async def new_submission(request: Request[Any, Any, Any], deps: DepsArg, viewer:
         return await _submissions_page(
             deps, viewer, dialog="new", values=values, errors=field_errors(e), status_code=422
         )
+    await _until_listed(deps, created.id)
     return Redirect(f"{PATH}/submissions?notice=submitted:{created.id}", status_code=303)
+
+
+async def _until_listed(deps: Deps, submission_id: str, timeout_s: float = 5.0) -> None:
+    """Read your own write: the list the browser is sent to comes from the projection, so wait
+    (briefly) until the projector has applied the new submission."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while await deps.store.get_submission(submission_id) is None and loop.time() < deadline:
+        await asyncio.sleep(0.02)
 
 
 async def _row_context(deps: Deps, viewer: Viewer, submission_id: str) -> dict[str, Any]:
