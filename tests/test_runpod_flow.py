@@ -342,7 +342,8 @@ async def test_a_provider_crash_between_create_and_record_leaves_no_pod_running(
 
     fake.create = create_then_hang  # type: ignore[method-assign]
     settings = flow.provider_settings(api_timeout_s=60.0)
-    env = {**os.environ, "TOUCHSTONE_NATS_URL": flow.nats_url, "TOUCHSTONE_RUNPOD_API_KEY": API_KEY}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TOUCHSTONE_")}
+    env.update(TOUCHSTONE_NATS_URL=flow.nats_url, TOUCHSTONE_RUNPOD_API_KEY=API_KEY, TOUCHSTONE_METRICS_PORT="0")
     for field in ("namespace", "data_dir", "runpod_base_url", "runpod_graphql_url", "default_gpu_type",
                   "trainer_src_dir", "python", *PROVIDER):
         env[f"TOUCHSTONE_{field.upper()}"] = str(getattr(settings, field))
@@ -404,11 +405,7 @@ async def test_rogue_prefixed_pods_are_reaped_within_a_period_and_others_survive
     provider = await flow.start_provider(reconcile_interval_s=0.5, reap_grace_s=0.4)  # grace <= period
     await flow.until_event(sid, "TrainingStarted")
 
-    first_sweep = provider.sweeps
-    rogue = await api.create_pod(pod_spec("touchstone-sgone-pi-60-1"))
-    unknown = await api.create_pod(pod_spec("touchstone-not-ours-at-all"))
-    stranger = await api.create_pod(pod_spec("jupyter-notebook"))
-    reaped_at: dict[str, int] = {}
+    reaped_at: dict[str, int] = {}  # pod id -> sweeps completed when it was reaped
     real_reap = provider.reap
 
     async def noting_reap() -> None:
@@ -417,6 +414,10 @@ async def test_rogue_prefixed_pods_are_reaped_within_a_period_and_others_survive
             reaped_at.setdefault(pod_id, provider.sweeps)
 
     provider.reap = noting_reap  # type: ignore[method-assign]
+    first_sweep = provider.sweeps
+    rogue = await api.create_pod(pod_spec("touchstone-sgone-pi-60-1"))
+    unknown = await api.create_pod(pod_spec("touchstone-not-ours-at-all"))
+    stranger = await api.create_pod(pod_spec("jupyter-notebook"))
     await wait_for(lambda: {rogue.id, unknown.id} <= set(reaped_at))
     # a sweep already under way may miss them; the next sees them (orphaned), and the one after,
     # a period later (>= grace), terminates them

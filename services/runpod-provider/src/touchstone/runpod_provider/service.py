@@ -4,7 +4,8 @@
 * attempts: one supervised asyncio task each (``attempt.py``), kept in ``attempts``;
 * reconcile (every ``reconcile_interval_s``): list RunPod's pods, reap ``touchstone-`` pods that
   no live attempt owns (ours in memory, or live on RunPod by the task's events) after
-  ``reap_grace_s``; pods without the prefix are never touched;
+  ``reap_grace_s`` (a pod first seen unowned is looked at again when its grace ends, so a rogue
+  pod lives at most one period plus grace); pods without the prefix are never touched;
 * balance (every ``balance_interval_s``): low → alarm; below the stop threshold → no launches;
 * catalog (every ``catalog_interval_s``): the GPU types into the system bucket, key ``gpu_types``;
 * system settings: ``runpod_max_running_tasks`` watched in the system bucket (0 pauses launches);
@@ -84,6 +85,8 @@ class RunpodProvider(Hooks):
         self.reaped: list[str] = []
         self.held_back = 0
         self.sweeps = 0
+        self._reap_lock = asyncio.Lock()
+        self._follow_up: asyncio.Task[None] | None = None
         self.runner: AttemptRunner | None = None
         self.pods: PodControl | None = None
         self.loop = ConsumerLoop(
@@ -118,6 +121,8 @@ class RunpodProvider(Hooks):
         try:
             await self.loop.run(stop)
         finally:
+            if self._follow_up is not None:
+                loops.append(self._follow_up)
             for task in loops:
                 task.cancel()
             await asyncio.gather(*loops, return_exceptions=True)
@@ -227,6 +232,10 @@ class RunpodProvider(Hooks):
 
     async def reap(self) -> None:
         """Terminate ``touchstone-`` pods that no live attempt owns, after the grace period."""
+        async with self._reap_lock:
+            await self._reap()
+
+    async def _reap(self) -> None:
         assert self.pods is not None
         try:
             pods = await self.api.list_pods()
@@ -252,6 +261,7 @@ class RunpodProvider(Hooks):
         plan = domain.decide_reap(((p.id, p.name) for p in pods), frozenset(owned), self.unowned_since,
                                   time.monotonic(), self.settings.reap_grace_s)
         self.unowned_since = dict(plan.unowned_since)
+        self._reap_again_when_due(time.monotonic())
         names = {p.id: p.name for p in pods}
         for pod_id in plan.terminate:
             name = names[pod_id]
@@ -263,6 +273,25 @@ class RunpodProvider(Hooks):
                 split = domain.split_pod_name(name)
                 if state is not None and split is not None:
                     await self._record_terminated(state.submission_id, state.task_id, split[1], name)
+
+    def _reap_again_when_due(self, now: float) -> None:
+        """A pod first seen unowned is due once its grace has passed, which may be well before
+        the next sweep: look again then, so a rogue pod lives at most one period plus grace
+        (rather than up to two periods)."""
+        pending = self._follow_up
+        already = pending is not None and not pending.done() and pending is not asyncio.current_task()
+        if not self.unowned_since or already:
+            return
+        delay = max(0.0, min(self.unowned_since.values()) + self.settings.reap_grace_s - now) + 0.05
+        if delay < self.settings.reconcile_interval_s:
+            self._follow_up = asyncio.create_task(self._reap_after(delay), name="follow-up reap")
+
+    async def _reap_after(self, delay_s: float) -> None:
+        await asyncio.sleep(delay_s)
+        try:
+            await self.reap()
+        except Exception as e:
+            log.warning("follow-up reap failed: %r", e)
 
     async def check_balance(self) -> None:
         try:

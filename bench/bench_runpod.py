@@ -1,0 +1,226 @@
+"""RunPod cost safety and orchestration overhead, against the local RunPod (``FakeRunpod``).
+
+The scheduler and the RunPod provider run in this process against a real nats-server and the
+fake (real HTTP, pods that are real SSH endpoints), with the stand-in trainer. Both parts run at
+the same time, with the provider's DEFAULT settings (reconcile every 30 s, 15 s grace, 2 s polls):
+
+- rogue-pod exposure: ``touchstone-`` pods created behind Touchstone's back (orphaned from
+  birth), staggered across one reconcile period so they land at every phase of the sweep;
+  exposure = create → the fake's ``DELETE``. Target p99 ≤ 60 s. Few samples (the default period
+  makes each one take 30-60 s), so p99 is the worst sample.
+- orchestration attributable to Touchstone on a RunPod task: ``TaskQueued`` → ``TrainingStarted``
+  (the events' own timestamps) minus the time the fake kept the pod from being usable (from the
+  create to the moment its sshd accepts: the simulated boot, counted in our own polls, plus the
+  simulated image pull). What remains: placement, the create call, noticing the pod is ready
+  (poll granularity), the SSH handshake, fetching and copying the feature set and trainer, and
+  the events in between. Target p50 ≤ 3 s. Also reported: the literal ``TaskQueued`` →
+  ``TrainingStarted`` minus the pull, which still holds the fake's poll-counted boot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import shutil
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from touchstone.runpod_provider.api import PodSpec, RunpodApiClient
+from touchstone.runpod_provider.config import RunpodProviderSettings
+from touchstone.runpod_provider.fake import FakeRunpod
+from touchstone.runpod_provider.service import RunpodProvider
+from touchstone.scheduler.config import SchedulerSettings
+from touchstone.scheduler.service import Scheduler
+from touchstone.shared import events as ev
+from touchstone.shared.jetstream import connect, provision, system_bucket
+from touchstone.shared.natsserver import NatsServer
+from touchstone.shared.publisher import EventPublisher
+from touchstone.shared.subjects import Subjects
+from touchstone.shared.system import SystemSettings, write_system
+
+REPO = Path(__file__).resolve().parents[1]
+STANDIN = REPO / "services" / "runpod-provider" / "tests" / "standin_trainer.py"
+API_KEY = "rpa_BENCH_0123456789"
+GPU = "NVIDIA GeForce RTX 4090"
+PERIOD_S = RunpodProviderSettings.model_fields["reconcile_interval_s"].default
+GRACE_S = RunpodProviderSettings.model_fields["reap_grace_s"].default
+N_ROGUE = 10
+N_TASKS = 10
+PULL_S = 3.0
+TASK = "pi-60"
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def stamp(when: Any) -> float:
+    return float(when.timestamp())
+
+
+class Instrumented:
+    """Wall-clock moments the fake sees: pod created, pod RUNNING (sshd accepts PULL_S later), pod deleted."""
+
+    def __init__(self, fake: FakeRunpod) -> None:
+        self.created: dict[str, float] = {}
+        self.running: dict[str, float] = {}
+        self.deleted: dict[str, float] = {}
+        create, observe, terminate = fake.create, fake.observe, fake.terminate
+
+        async def on_create(body: dict[str, Any]):
+            pod = await create(body)
+            self.created[pod.id] = time.time()
+            return pod
+
+        async def on_observe(pod):
+            await observe(pod)
+            if pod.status == "RUNNING":
+                self.running.setdefault(pod.id, time.time())
+
+        async def on_terminate(pod):
+            await terminate(pod)
+            self.deleted.setdefault(pod.id, time.time())
+
+        fake.create, fake.observe, fake.terminate = on_create, on_observe, on_terminate  # type: ignore[method-assign]
+
+
+async def rogues(api: RunpodApiClient, seen: Instrumented) -> list[float]:
+    """Exposure of N_ROGUE orphaned pods created across one reconcile period."""
+    born: dict[str, float] = {}
+    for i in range(N_ROGUE):
+        if i:
+            await asyncio.sleep(PERIOD_S / N_ROGUE)
+        t = time.time()
+        pod = await api.create_pod(PodSpec.model_validate({
+            "name": f"touchstone-rogue{i}-{TASK}-1", "image": "runpod/pytorch:1.0.2-cu1281-torch280-ubuntu2404",
+            "gpu_type_id": GPU, "public_key": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAA bench"}))
+        born[pod.id] = t
+    async with asyncio.timeout(2 * PERIOD_S + GRACE_S + 60):
+        while not set(born) <= set(seen.deleted):
+            await asyncio.sleep(0.2)
+    return [seen.deleted[pod_id] - t for pod_id, t in born.items()]
+
+
+async def tasks(publisher: EventPublisher, tmp: Path, seen: Instrumented) -> dict[str, list[float]]:
+    """N_TASKS RunPod training tasks, one submitted as the previous one starts training."""
+    sids = []
+    for _ in range(N_TASKS):
+        folder = tmp / f"fs-{uuid.uuid4().hex[:6]}"
+        folder.mkdir()
+        (folder / "feature_set.py").write_text("NAME = 'x'\n")
+        sid = f"b{uuid.uuid4().hex[:8]}"
+        await publisher.append(ev.SubmissionCreated(aggregate_id=sid, correlation_id=sid, owner="bench",
+                                                    name="bench", git_url=str(folder)))
+        await publisher.append(ev.SubmissionValidated(aggregate_id=sid, correlation_id=sid, passed=True, commit="c"))
+        schedule = ev.Schedule(prediction_intervals=(60,), platform="runpod", gpu_type=GPU)
+        await publisher.append(ev.SubmissionScheduled(aggregate_id=sid, correlation_id=sid, schedule=schedule))
+        await until_types(publisher, sid, {"TrainingStarted"})
+        sids.append(sid)
+    out: dict[str, list[float]] = {k: [] for k in ("touchstone", "literal", "place", "create", "notice", "prepare")}
+    for sid in sids:
+        events = await until_types(publisher, sid, {"TrainingFinished"})
+        at = {e.event_type: stamp(e.occurred_at) for e in events}
+        pod_id = next(e.deployment_id for e in events if e.event_type == "ContainerLaunched")
+        usable = seen.running[pod_id] + PULL_S  # the moment the fake's sshd starts accepting
+        not_ready = usable - seen.created[pod_id]
+        total = at["TrainingStarted"] - at["TaskQueued"]
+        out["touchstone"].append(total - not_ready)
+        out["literal"].append(total - PULL_S)
+        out["place"].append(at["TaskAssigned"] - at["TaskQueued"])
+        out["create"].append(at["ContainerLaunched"] - at["TaskAssigned"])
+        out["notice"].append(at["ContainerReady"] - usable)
+        out["prepare"].append(at["TrainingStarted"] - at["ContainerReady"])
+    return out
+
+
+async def until_types(publisher: EventPublisher, sid: str, wanted: set[str]) -> list[ev.TaskEvent]:
+    async with asyncio.timeout(120):
+        while True:
+            events = [r.event for r in await publisher.load_task(sid, TASK)]
+            if wanted <= {e.event_type for e in events}:
+                return events  # type: ignore[return-value]
+            await asyncio.sleep(0.1)
+
+
+async def run() -> dict:
+    logging.getLogger("touchstone").setLevel(logging.ERROR)  # the reaper's warnings are the point here
+    tmp = Path(tempfile.mkdtemp(prefix="bench-runpod-"))
+    server = NatsServer(tmp / "nats")
+    server.start()
+    nc = await connect(server.url, "bench")
+    js = nc.jetstream()
+    subjects = Subjects("benchrunpod")
+    await provision(js, subjects)
+    package = tmp / "trainer-src" / "standin_trainer"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "__main__.py").write_text(STANDIN.read_text())
+    fake = FakeRunpod(api_key=API_KEY, root=tmp / "pods")
+    await fake.start()
+    fake.faults.pull_s = PULL_S
+    seen = Instrumented(fake)
+    await write_system(await system_bucket(js, subjects), SystemSettings(runpod_max_running_tasks=32))
+    scheduler = Scheduler(SchedulerSettings(namespace=subjects.ns, runpod_default_gpu_type=GPU), nc, js, subjects)
+    provider = RunpodProvider(RunpodProviderSettings(
+        namespace=subjects.ns, data_dir=tmp / "data", runpod_api_key=API_KEY, runpod_base_url=fake.base_url,
+        runpod_graphql_url=fake.graphql_url, default_gpu_type=GPU, trainer_src_dir=tmp / "trainer-src",
+        python=sys.executable, trainer_module="standin_trainer", log_json=False,
+    ), nc, js, subjects)
+    stop = asyncio.Event()
+    running = [asyncio.create_task(scheduler.run(stop)), asyncio.create_task(provider.run(stop))]
+    api = RunpodApiClient(fake.base_url, API_KEY, graphql_url=fake.graphql_url, timeout=10, max_retries=0)
+    try:
+        async with asyncio.timeout(60):
+            while not scheduler.active:
+                await asyncio.sleep(0.05)
+        exposure_job = asyncio.create_task(rogues(api, seen))
+        orchestration = await tasks(EventPublisher(js, subjects), tmp, seen)
+        exposure = await exposure_job
+    finally:
+        stop.set()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(asyncio.gather(*running, return_exceptions=True), 90)
+        await api.aclose()
+        await fake.stop()
+        await nc.close()
+        server.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    def r(x: float) -> float:
+        return round(x, 2)
+
+    p99_exposure, p50_touchstone = pct(exposure, 0.99), pct(orchestration["touchstone"], 0.5)
+    per = f"period {PERIOD_S:.0f} s, grace {GRACE_S:.0f} s, n={len(exposure)}"
+    return {
+        "name": "RunPod provider: rogue-pod exposure and orchestration overhead (FakeRunpod)",
+        "rows": [
+            {"metric": f"rogue-pod exposure p50 ({per})", "value": r(pct(exposure, 0.5)), "unit": "s"},
+            {"metric": f"rogue-pod exposure p99 ({per})", "value": r(p99_exposure), "unit": "s",
+             "target": "<= 60", "met": p99_exposure <= 60},
+            {"metric": f"orchestration attributable to Touchstone p50 (n={N_TASKS})", "value": r(p50_touchstone),
+             "unit": "s", "target": "<= 3", "met": p50_touchstone <= 3},
+            {"metric": "orchestration attributable to Touchstone p99",
+             "value": r(pct(orchestration["touchstone"], 0.99)), "unit": "s"},
+            {"metric": f"queued->TrainingStarted minus {PULL_S:.0f} s pull p50 (w/ fake boot)",
+             "value": r(pct(orchestration["literal"], 0.5)), "unit": "s"},
+            {"metric": "  of which queued->assigned p50", "value": r(pct(orchestration["place"], 0.5)), "unit": "s"},
+            {"metric": "  of which assigned->pod created p50", "value": r(pct(orchestration["create"], 0.5)),
+             "unit": "s"},
+            {"metric": "  of which sshd accepting->ContainerReady p50", "value": r(pct(orchestration["notice"], 0.5)),
+             "unit": "s"},
+            {"metric": "  of which ready->TrainingStarted (prepare) p50",
+             "value": r(pct(orchestration["prepare"], 0.5)), "unit": "s"},
+        ],
+    }
+
+
+if __name__ == "__main__":
+    import json
+
+    print(json.dumps(asyncio.run(run()), indent=2))
