@@ -27,13 +27,14 @@ class Up:
     log: Path
     api_port: int
     env: dict[str, str]
+    args: tuple[str, ...] = ()
     proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "touchstone.cli", "up", "--data-dir", str(self.data),
-                 "--nats-port", "0", "--api-port", str(self.api_port)],
+                 "--nats-port", "0", "--api-port", str(self.api_port), *self.args],
                 stdout=out, stderr=subprocess.STDOUT, env=self.env, start_new_session=True,
             )
 
@@ -85,11 +86,11 @@ def make_up(tmp_path: Path) -> Iterator:
     """Build (not start) a `touchstone up` with its own data directory; stopped afterwards."""
     made: list[Up] = []
 
-    def make(**env: str) -> Up:
+    def make(*args: str, **env: str) -> Up:
         full = {**os.environ, "TOUCHSTONE_ADMIN_TOKEN": ADMIN_TOKEN, **env}
         for key in ("TOUCHSTONE_NATS_URL", "TOUCHSTONE_HOST", "TOUCHSTONE_PORT"):
             full.pop(key, None)
-        up = Up(tmp_path / "data", tmp_path / "up.log", free_port(), full)
+        up = Up(tmp_path / "data", tmp_path / "up.log", free_port(), full, args)
         made.append(up)
         return up
 

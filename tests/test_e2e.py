@@ -165,3 +165,23 @@ def test_submit_validate_schedule_train_complete(make_up, mlflow_server) -> None
     ran_in = "DockerRuntime" if runtime == "docker" else "ProcessRuntime"
     assert f"GPUs, {ran_in}" in up.tail(10_000_000), f"the agent did not use the {runtime} runtime"
     assert up.stop() == 0
+
+
+def test_the_runpod_demo_trains_on_a_local_fake_runpod(make_up) -> None:
+    """`touchstone up --runpod-demo`: a task scheduled on RunPod runs in a pod of the local
+    fake (a real SSH endpoint), is collected, costed, and its pod terminated."""
+    up = make_up("--runpod-demo")
+    up.start()
+    up.wait_healthy(len(available_services()))
+    with up.api() as api:
+        sid = submit(api, "momentum")
+        assert wait_status(api, sid, SETTLED, up)["status"] == "ACCEPTED"
+        r = api.post(f"/api/v1/submissions/{sid}/schedule", json={"prediction_intervals": [15], "platform": "runpod"})
+        assert r.status_code == 202, r.text
+        done = wait_status(api, sid, SETTLED - {"ACCEPTED"}, up, timeout=300)
+        assert done["status"] == "COMPLETED", done
+        (task,) = [t for t in done["tasks"] if t["task_id"] == "pi-15"]
+        assert task["platform"] == "runpod" and task["cost_usd"] > 0
+        assert done["cost_usd"] == task["cost_usd"]
+        assert {"long", "short"} <= set(task["metrics"])
+    assert up.stop() == 0

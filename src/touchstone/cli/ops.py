@@ -39,6 +39,7 @@ def up(
     data_dir: Annotated[Path | None, typer.Option(help="Where data lives (default .touchstone).")] = None,
     nats_port: Annotated[int, typer.Option(help="Port of the embedded nats-server (0: any free port).")] = 4222,
     api_port: Annotated[int, typer.Option(help="Port of the HTTP API.")] = 8080,
+    runpod_demo: Annotated[bool, typer.Option(help="Also run a local fake RunPod as a demo cloud platform.")] = False,
 ) -> None:
     """Run Touchstone on this machine with embedded defaults (Ctrl-C stops it; data is kept)."""
     from touchstone.cli.supervisor import Supervisor
@@ -54,7 +55,8 @@ def up(
         "PYTHONUNBUFFERED": "1",
     })
     env.setdefault("TOUCHSTONE_ADMIN_TOKEN", _admin_token(data))
-    supervisor = Supervisor(data, namespace=settings.namespace, nats_port=nats_port, env=env)
+    supervisor = Supervisor(data, namespace=settings.namespace, nats_port=nats_port, env=env,
+                            runpod_demo=runpod_demo)
     raise typer.Exit(asyncio.run(supervisor.run()))
 
 

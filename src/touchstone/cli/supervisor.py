@@ -11,6 +11,7 @@ import contextlib
 import importlib.util
 import json
 import os
+import secrets
 import signal
 import sys
 import time
@@ -18,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from touchstone.shared.jetstream import connect, provision, system_bucket
-from touchstone.shared.natsserver import NatsServer
+from touchstone.shared.natsserver import NatsServer, free_port
 from touchstone.shared.subjects import Subjects
 from touchstone.shared.system import Server, SystemSettings, read_system, write_system
 
@@ -56,6 +57,8 @@ class Child:
     name: str
     module: str
     color: str
+    args: tuple[str, ...] = ()
+    env: dict[str, str] = field(default_factory=dict)
     process: asyncio.subprocess.Process | None = None
     restarts: int = 0
     started_at: float = field(default_factory=time.monotonic)
@@ -69,9 +72,11 @@ def _say(name: str, color: str, line: str) -> None:
 
 class Supervisor:
     def __init__(
-        self, data_dir: Path, *, namespace: str, nats_port: int, env: dict[str, str], local_slots: int = 2
+        self, data_dir: Path, *, namespace: str, nats_port: int, env: dict[str, str], local_slots: int = 2,
+        runpod_demo: bool = False,
     ) -> None:
         self.local_slots = local_slots
+        self.runpod_demo = runpod_demo
         self.data_dir = data_dir.resolve()
         self.namespace = namespace
         self.nats = NatsServer(self.data_dir / "nats", port=nats_port, server_name="touchstone-embedded")
@@ -91,7 +96,8 @@ class Supervisor:
         kv = await system_bucket(js, subjects)
         settings, revision = await read_system(kv)
         if revision == 0:
-            settings = SystemSettings(servers=[Server(name=LOCAL_AGENT, num_slots=self.local_slots)])
+            settings = SystemSettings(servers=[Server(name=LOCAL_AGENT, num_slots=self.local_slots)],
+                                      runpod_max_running_tasks=2 if self.runpod_demo else 0)
             await write_system(kv, settings, revision=0)
             _say("up", "1", f"declared the local agent {LOCAL_AGENT!r} with {self.local_slots} slots")
         await nc.close()
@@ -104,7 +110,10 @@ class Supervisor:
         services = available_services()
         if not services:
             _say("up", "1", "no services are installed yet; running the broker only")
-        self.children = [Child(n, m, COLORS[i % len(COLORS)]) for i, (n, m) in enumerate(services)]
+        self.children = [Child(n, m, COLORS[i % len(COLORS)], env=dict(CHILD_ENV.get(n, {})))
+                         for i, (n, m) in enumerate(services)]
+        if self.runpod_demo:
+            self._add_runpod_demo()
         watchers = [asyncio.create_task(self._keep_running(c)) for c in self.children]
         _say("up", "1", f"Touchstone is up (namespace {self.namespace}); Ctrl-C stops it")
         await self.stop.wait()
@@ -117,6 +126,26 @@ class Supervisor:
         _say("up", "1", "stopped; data kept in " + str(self.data_dir))
         return 0
 
+    def _add_runpod_demo(self) -> None:
+        """The faithful local RunPod as one more child, and the RunPod provider pointed at it."""
+        port = free_port()
+        key = "demo-" + secrets.token_urlsafe(16)
+        root = self.data_dir / "runpod-demo"
+        self.children.append(Child(
+            "runpod-demo", "touchstone.runpod_provider.fake", "93",
+            args=("--port", str(port), "--api-key", key, "--root", str(root), "--pull-s", "2"),
+            # the demo's pods run commands on this machine: their python3 is this environment's
+            env={"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"},
+        ))
+        for child in self.children:
+            if child.name == "runpod-provider":
+                child.env.update({
+                    "TOUCHSTONE_RUNPOD_API_KEY": key,
+                    "TOUCHSTONE_RUNPOD_BASE_URL": f"http://127.0.0.1:{port}/v2",
+                    "TOUCHSTONE_RUNPOD_GRAPHQL_URL": f"http://127.0.0.1:{port}/graphql",
+                })
+        _say("up", "1", f"RunPod demo: a local fake RunPod on 127.0.0.1:{port}; no real account is used")
+
     def _write_state(self) -> None:
         state = {"pid": os.getpid(), "nats_url": self.nats.url, "namespace": self.namespace,
                  "monitor_url": self.nats.monitor_url}
@@ -127,9 +156,9 @@ class Supervisor:
         while not self.stop.is_set():
             child.started_at = time.monotonic()
             child.process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", child.module,
+                sys.executable, "-m", child.module, *child.args,
                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-                env={**self.env, **CHILD_ENV.get(child.name, {})}, start_new_session=True,
+                env={**self.env, **child.env}, start_new_session=True,
             )
             assert child.process.stdout is not None
             async for raw in child.process.stdout:

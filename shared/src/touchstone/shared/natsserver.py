@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -28,6 +29,13 @@ jetstream {{
   sync_interval: always
 }}
 """
+
+
+def free_port() -> int:
+    """A TCP port free on loopback right now (for servers that cannot report the one they took)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def nats_server_binary() -> str:

@@ -6,7 +6,6 @@ Registered by the repository's root ``conftest.py``. Nothing here is used in pro
 from __future__ import annotations
 
 import os
-import socket
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -16,10 +15,11 @@ from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from touchstone.shared import events as ev
 from touchstone.shared.jetstream import connect, provision
-from touchstone.shared.natsserver import NatsServer
+from touchstone.shared.natsserver import NatsServer, free_port
 from touchstone.shared.subjects import Subjects
 
 MONGODB_URL_ENV = "TOUCHSTONE_TEST_MONGODB_URL"
+__all__ = ["free_port"]
 
 
 @pytest.fixture(scope="session")
@@ -65,13 +65,6 @@ async def js(nc: NATS, subjects: Subjects) -> AsyncIterator[JetStreamContext]:
             await context.delete_stream(stream)
         except Exception:
             pass
-
-
-def free_port() -> int:
-    """A TCP port free on loopback right now (for servers that cannot report the one they took)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def mongodb_url() -> str | None:
