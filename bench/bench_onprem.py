@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -21,16 +20,11 @@ from datetime import datetime
 from pathlib import Path
 
 import httpx
+from touchstone.shared.natsserver import free_port
 
 SAMPLES = 12
 ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "ts_bench_admin_token_0123456789abcdef"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def started_after_created(body: dict) -> float | None:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from touchstone.shared.testing import free_port
+from touchstone.shared.natsserver import free_port
 
 ADMIN_TOKEN = "ts_test_admin_token_0123456789abcdef"
 

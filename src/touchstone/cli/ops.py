@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import secrets
 from pathlib import Path
 from typing import Annotated
 
@@ -54,22 +53,22 @@ def up(
         "TOUCHSTONE_ALLOW_LOCAL_SOURCES": env.get("TOUCHSTONE_ALLOW_LOCAL_SOURCES", "true"),
         "PYTHONUNBUFFERED": "1",
     })
-    env.setdefault("TOUCHSTONE_ADMIN_TOKEN", _admin_token(data))
+    env["TOUCHSTONE_ADMIN_TOKEN"] = _admin_token(data)
     supervisor = Supervisor(data, namespace=settings.namespace, nats_port=nats_port, env=env,
                             runpod_demo=runpod_demo)
     raise typer.Exit(asyncio.run(supervisor.run()))
 
 
 def _admin_token(data: Path) -> str:
-    """The bootstrap admin token: kept in the data directory so restarts reuse it."""
-    path = data / "admin-token"
-    if path.exists():
-        return path.read_text().strip()
-    data.mkdir(parents=True, exist_ok=True)
-    token = "ts_" + secrets.token_urlsafe(32)
-    path.write_text(token + "\n")
-    path.chmod(0o600)
-    console.print(f"[bold]Admin token[/bold] (also in {path}): {token}")
+    """The bootstrap admin token (``TOUCHSTONE_ADMIN_TOKEN``, else the one kept in the data
+    directory, else a new one), by the submission service's own rule."""
+    from touchstone.submission.auth import bootstrap_admin_token
+    from touchstone.submission.config import SubmissionSettings
+
+    settings = SubmissionSettings(data_dir=data)
+    token, generated = bootstrap_admin_token(settings)
+    if generated:
+        console.print(f"[bold]Admin token[/bold] (also in {settings.admin_token_file}): {token}")
     return token
 
 

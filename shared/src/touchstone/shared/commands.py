@@ -6,10 +6,14 @@ Commands are imperative and may be refused; the facts that follow are events.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from typing import Annotated, Literal
 
+from nats.js import JetStreamContext
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from touchstone.shared.consumer import ConsumerLoop, ConsumerSpec, Handler
 from touchstone.shared.events import TaskKind, TaskSpec
+from touchstone.shared.subjects import Subjects
 
 
 def container_name(submission_id: str, task_id: str, attempt: int) -> str:
@@ -60,3 +64,23 @@ def decode_command(data: bytes) -> Command:
 
 
 PROVIDER_SERVICE = {"onprem": "onprem-provider", "runpod": "runpod-provider"}
+
+
+def command_consumer(
+    js: JetStreamContext,
+    subjects: Subjects,
+    service: str,
+    handlers: Mapping[str, Handler],
+    *,
+    ack_wait_s: float,
+    max_deliver: int,
+) -> ConsumerLoop[Command]:
+    """The consumer of one service's work queue ``{ns}.cmd.{service}.>``."""
+    spec = ConsumerSpec(
+        name=service,
+        stream=subjects.commands_stream,
+        filter_subjects=[subjects.service_commands(service)],
+        ack_wait_s=ack_wait_s,
+        max_deliver=max_deliver,
+    )
+    return ConsumerLoop(js, subjects, spec, handlers, decode_command)

@@ -29,7 +29,7 @@ from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext, api
 from nats.js.errors import FetchTimeoutError, NotFoundError
 from pydantic import BaseModel, ValidationError
-from touchstone.shared.errors import ConcurrencyConflict, PermanentError, RetryableError
+from touchstone.shared.errors import PermanentError
 from touchstone.shared.subjects import Subjects
 
 log = logging.getLogger(__name__)
@@ -166,7 +166,7 @@ class ConsumerLoop(Generic[M]):
         except PermanentError as e:
             await self._dead_letter(msg, delivery, f"{type(e).__name__}: {e}")
             return
-        except (RetryableError, ConcurrencyConflict, Exception) as e:
+        except Exception as e:  # retryable, a conflict, or a bug: try again later
             if delivery.num_delivered >= self.spec.max_deliver:
                 await self._dead_letter(
                     msg, delivery, f"gave up after {delivery.num_delivered} tries: {type(e).__name__}: {e}"

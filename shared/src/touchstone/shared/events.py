@@ -13,7 +13,6 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
-from touchstone.shared.subjects import task_aggregate_id
 
 Platform = Literal["onprem", "runpod", "any"]
 TaskKind = Literal["validation", "training"]
@@ -310,6 +309,3 @@ def decode_event(data: bytes) -> Event:
 def encode_event(event: Event) -> bytes:
     return event.model_dump_json().encode()
 
-
-def task_event_aggregate(submission_id: str, task_id: str) -> str:
-    return task_aggregate_id(submission_id, task_id)

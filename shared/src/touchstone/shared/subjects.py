@@ -33,10 +33,14 @@ class Subjects:
     def __post_init__(self) -> None:
         check_token(self.ns, "namespace")
 
+    def _stream(self, kind: str) -> str:
+        """Stream names allow no dots; the namespace goes in upper case (``TOUCHSTONE_EVENTS``)."""
+        return f"{self.ns.upper().replace('-', '_')}_{kind}"
+
     # events: the system of record
     @property
     def events_stream(self) -> str:
-        return f"{self.ns.upper().replace('-', '_')}_EVENTS"
+        return self._stream("EVENTS")
 
     @property
     def all_events(self) -> str:
@@ -49,13 +53,10 @@ class Subjects:
         """The filter for every event of one aggregate (used for expected-sequence checks)."""
         return f"{self.ns}.evt.{aggregate}.{check_token(aggregate_id)}.*"
 
-    def aggregate_type_events(self, aggregate: str) -> str:
-        return f"{self.ns}.evt.{aggregate}.>"
-
     # commands: one work queue per service
     @property
     def commands_stream(self) -> str:
-        return f"{self.ns.upper().replace('-', '_')}_COMMANDS"
+        return self._stream("COMMANDS")
 
     @property
     def all_commands(self) -> str:
@@ -70,7 +71,7 @@ class Subjects:
     # dead letters
     @property
     def dead_letter_stream(self) -> str:
-        return f"{self.ns.upper().replace('-', '_')}_DEADLETTER"
+        return self._stream("DEADLETTER")
 
     @property
     def all_dead_letters(self) -> str:
@@ -95,7 +96,7 @@ class Subjects:
 
     @property
     def logs_stream(self) -> str:
-        return f"{self.ns.upper().replace('-', '_')}_LOGS"
+        return self._stream("LOGS")
 
     @property
     def all_logs(self) -> str:

@@ -15,11 +15,10 @@ from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from touchstone.shared import events as ev
 from touchstone.shared.jetstream import connect, provision
-from touchstone.shared.natsserver import NatsServer, free_port
+from touchstone.shared.natsserver import NatsServer
 from touchstone.shared.subjects import Subjects
 
 MONGODB_URL_ENV = "TOUCHSTONE_TEST_MONGODB_URL"
-__all__ = ["free_port"]
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,6 @@ from typing import Any
 from pydantic import BaseModel, Field
 from touchstone.shared import events as ev
 from touchstone.shared.lifecycle import (
-    TASK_FINAL,
     SubmissionStatus,
     TaskStatus,
     submission_transition,
@@ -206,6 +205,3 @@ def project_task(view: TaskView | None, event: ev.TaskEvent, seq: int) -> TaskVi
                 changes["artifacts"] = event.artifacts
     return view.model_copy(update=changes)
 
-
-def count_done(tasks: list[TaskView]) -> int:
-    return sum(1 for t in tasks if t.status in TASK_FINAL)

@@ -32,8 +32,8 @@ from touchstone.onprem_provider import domain
 from touchstone.onprem_provider.adapters import AgentClient, listen_to_agents
 from touchstone.onprem_provider.config import ProviderSettings
 from touchstone.shared.agents import AgentHeartbeat
-from touchstone.shared.commands import LaunchTask, TerminateTask, container_name, decode_command
-from touchstone.shared.consumer import ConsumerLoop, ConsumerSpec, Delivery, Handler
+from touchstone.shared.commands import LaunchTask, TerminateTask, command_consumer, container_name
+from touchstone.shared.consumer import Delivery, Handler
 from touchstone.shared.errors import ConcurrencyConflict, UnavailableError
 from touchstone.shared.events import TaskEvent
 from touchstone.shared.publisher import EventPublisher, last_seq, task_events
@@ -89,19 +89,8 @@ class OnpremProvider:
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._applied: dict[str, tuple[Any, ...]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
-        self.loop = ConsumerLoop(
-            js,
-            subjects,
-            ConsumerSpec(
-                name=SERVICE,
-                stream=subjects.commands_stream,
-                filter_subjects=[subjects.service_commands(SERVICE)],
-                ack_wait_s=settings.ack_wait_s,
-                max_deliver=settings.max_deliver,
-            ),
-            self.handlers(),
-            decode_command,
-        )
+        self.loop = command_consumer(js, subjects, SERVICE, self.handlers(),
+                                     ack_wait_s=settings.ack_wait_s, max_deliver=settings.max_deliver)
 
     def handlers(self) -> Mapping[str, Handler]:
         return {"LaunchTask": self.on_launch_task, "TerminateTask": self.on_terminate_task}

@@ -28,8 +28,7 @@ from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 from touchstone.shared.agents import AgentHeartbeat, encode_report
-from touchstone.shared.commands import CONTAINER_PREFIX, Command, LaunchTask, decode_command
-from touchstone.shared.consumer import ConsumerLoop, ConsumerSpec
+from touchstone.shared.commands import CONTAINER_PREFIX, Command, LaunchTask, command_consumer
 from touchstone.shared.errors import AuthError
 from touchstone.shared.events import ContainerTerminated, derived_id
 from touchstone.shared.jetstream import system_bucket
@@ -89,19 +88,8 @@ class RunpodProvider(Hooks):
         self._follow_up: asyncio.Task[None] | None = None
         self.runner: AttemptRunner | None = None
         self.pods: PodControl | None = None
-        self.loop = ConsumerLoop(
-            js,
-            subjects,
-            ConsumerSpec(
-                name=SERVICE,
-                stream=subjects.commands_stream,
-                filter_subjects=[subjects.service_commands(SERVICE)],
-                ack_wait_s=settings.ack_wait_s,
-                max_deliver=settings.command_max_deliver,
-            ),
-            handlers(self),
-            decode_command,
-        )
+        self.loop = command_consumer(js, subjects, SERVICE, handlers(self),
+                                     ack_wait_s=settings.ack_wait_s, max_deliver=settings.command_max_deliver)
 
     # --- running ----------------------------------------------------------------------------
 
