@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from touchstone.results.adapters import KvLedger
 from touchstone.shared import events as ev
+from touchstone.shared.subjects import task_aggregate_id
 
 METRICS = {
     "interval_minutes": 60,
@@ -60,7 +61,7 @@ def stage_attempt(data_dir: Path, submission_id: str, task_id: str, attempt: int
     log_file.write_bytes(log_body)
     files["log"] = log_body
     event = ev.TrainingFinished(
-        aggregate_id=ev.task_event_aggregate(submission_id, task_id),
+        aggregate_id=task_aggregate_id(submission_id, task_id),
         correlation_id=submission_id,
         submission_id=submission_id,
         task_id=task_id,

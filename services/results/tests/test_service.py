@@ -22,6 +22,7 @@ from touchstone.results.tracking import TrackedRun
 from touchstone.shared import events as ev
 from touchstone.shared.consumer import ConsumerLoop
 from touchstone.shared.publisher import EventPublisher
+from touchstone.shared.subjects import task_aggregate_id
 
 
 async def until(cond: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
@@ -55,7 +56,7 @@ async def deliver_twice(js: Any, subjects: Any, event: ev.Event) -> None:
 
 def _queued(submission_id: str, task_id: str) -> ev.TaskQueued:
     return ev.TaskQueued(
-        aggregate_id=ev.task_event_aggregate(submission_id, task_id), correlation_id=submission_id,
+        aggregate_id=task_aggregate_id(submission_id, task_id), correlation_id=submission_id,
         submission_id=submission_id, task_id=task_id, spec=ev.TaskSpec(git_url="https://git/fs"),
         prediction_interval=60,
     )
