@@ -57,9 +57,7 @@ async def write_system(kv: KeyValue, settings: SystemSettings, *, revision: int 
     return int(await kv.update(SYSTEM_KEY, data, last=revision))
 
 
-async def watch_system(
-    kv: KeyValue, on_change: Callable[[SystemSettings], None], stop: asyncio.Event
-) -> None:
+async def watch_system(kv: KeyValue, on_change: Callable[[SystemSettings], None], stop: asyncio.Event) -> None:
     """Call ``on_change`` with the current settings and again after every change."""
     watcher = await kv.watch(SYSTEM_KEY)
     try:
@@ -77,3 +75,58 @@ async def watch_system(
     finally:
         with contextlib.suppress(Exception):
             await watcher.stop()  # type: ignore[no-untyped-call]
+
+
+# --- what the providers report for the System page ------------------------------------------
+
+GPU_TYPES_KEY = "gpu_types"
+"""The RunPod GPU catalog (JSON list), written by the RunPod provider, served by the API."""
+
+RUNPOD_STATUS_KEY = "runpod_status"
+"""The RunPod provider's account view (a ``RunPodStatus``), rewritten every reconcile."""
+
+
+class ReapedPod(BaseModel):
+    """A pod the rogue-pod reaper terminated."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    pod_id: str
+    name: str
+    reaped_at: str = Field(description="ISO 8601, UTC")
+    cost_per_hr: float | None = None
+    reason: str = ""
+
+
+class RunPodStatus(BaseModel):
+    """RunPod as the provider last saw it: money, pods, and why launches may be stopped."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    updated_at: str = Field(description="ISO 8601, UTC")
+    balance: float | None = Field(None, description="account balance in USD; None when unknown")
+    spend_per_hour: float = Field(0.0, description="sum of cost per hour of our running pods")
+    running_pods: int = 0
+    launches_stopped: str | None = Field(
+        None, description="why launches are stopped (low balance, key rejected), or None"
+    )
+    reaped: list[ReapedPod] = Field(default_factory=list, description="most recent first, at most 50")
+
+
+async def read_runpod_status(kv: KeyValue) -> RunPodStatus | None:
+    """The RunPod provider's last report, or None when no provider has written one."""
+    try:
+        entry = await kv.get(RUNPOD_STATUS_KEY)
+    except KeyNotFoundError:
+        return None
+    if not entry.value:
+        return None
+    try:
+        return RunPodStatus.model_validate_json(entry.value)
+    except ValueError as e:
+        log.error("ignoring invalid runpod status: %s", e)
+        return None
+
+
+async def write_runpod_status(kv: KeyValue, status: RunPodStatus) -> None:
+    await kv.put(RUNPOD_STATUS_KEY, status.model_dump_json().encode())
