@@ -12,7 +12,8 @@ set -euo pipefail
 IMAGE="${IMAGE:-touchstone-task:latest}"
 SUITE=bookworm
 MIRROR="${MIRROR:-http://deb.debian.org/debian}"
-PACKAGES=python3,python3-numpy,python3-pandas,python3-sklearn,git,ca-certificates
+# openssh-server: the local RunPod fake runs its pods as containers of this image with sshd
+PACKAGES=python3,python3-numpy,python3-pandas,python3-sklearn,git,ca-certificates,openssh-server
 
 here="$(cd "$(dirname "$0")" && pwd)"
 inputs="$( (cat "$here/build.sh"; echo "$MIRROR") | sha256sum | cut -c1-16)"
@@ -70,4 +71,5 @@ docker import \
 # the trainer's imports must work in the image, as the unprivileged user the agent runs
 docker run --rm --network none --read-only --cap-drop ALL --security-opt no-new-privileges \
   --user 65534:65534 "$IMAGE" python3 -c 'import numpy, pandas, sklearn; print("images: numpy", numpy.__version__, "pandas", pandas.__version__, "sklearn", sklearn.__version__)'
+docker run --rm --network none --entrypoint /usr/sbin/sshd "$IMAGE" -V 2>&1 | head -1 | sed 's/^/images: /'
 echo "images: built $IMAGE (inputs $inputs) in $(( $(date +%s) - start ))s (root filesystem $(( rootfs_at - start ))s)"

@@ -86,10 +86,13 @@ def make_up(tmp_path: Path) -> Iterator:
     """Build (not start) a `touchstone up` with its own data directory; stopped afterwards."""
     made: list[Up] = []
 
-    def make(*args: str, **env: str) -> Up:
-        full = {**os.environ, "TOUCHSTONE_ADMIN_TOKEN": ADMIN_TOKEN, **env}
+    def make(*args: str, **env: str | None) -> Up:
+        """``env`` adds variables; None removes one. MLflow is off unless a test turns it on
+        (the embedded store costs seconds of start-up per run)."""
+        full = {**os.environ, "TOUCHSTONE_ADMIN_TOKEN": ADMIN_TOKEN, "TOUCHSTONE_MLFLOW_TRACKING_URI": "", **env}
         for key in ("TOUCHSTONE_NATS_URL", "TOUCHSTONE_HOST", "TOUCHSTONE_PORT"):
             full.pop(key, None)
+        full = {k: v for k, v in full.items() if v is not None}
         up = Up(tmp_path / "data", tmp_path / "up.log", free_port(), full, args)
         made.append(up)
         return up

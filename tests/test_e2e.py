@@ -170,8 +170,9 @@ def test_submit_validate_schedule_train_complete(make_up, mlflow_server) -> None
 
 def test_the_runpod_demo_trains_on_a_local_fake_runpod(make_up) -> None:
     """`touchstone up --runpod-demo`: a task scheduled on RunPod runs in a pod of the local
-    fake (a real SSH endpoint), is collected, costed, and its pod terminated."""
-    up = make_up("--runpod-demo")
+    fake (a real SSH endpoint), is collected, costed, and its pod terminated; with the
+    embedded defaults its MLflow run lands in the data directory's MLflow store."""
+    up = make_up("--runpod-demo", TOUCHSTONE_MLFLOW_TRACKING_URI=None)
     up.start()
     up.wait_healthy(len(available_services()))
     with up.api() as api:
@@ -185,4 +186,10 @@ def test_the_runpod_demo_trains_on_a_local_fake_runpod(make_up) -> None:
         assert task["platform"] == "runpod" and task["cost_usd"] > 0
         assert done["cost_usd"] == task["cost_usd"]
         assert {"long", "short"} <= set(task["metrics"])
+        assert task.get("mlflow_run_id"), task
     assert up.stop() == 0
+    from mlflow.tracking import MlflowClient
+
+    run = MlflowClient(f"sqlite:///{up.data_dir / 'mlflow.db'}").get_run(task["mlflow_run_id"])
+    assert run.info.status == "FINISHED"
+    assert any(k.startswith("long") for k in run.data.metrics) and any(k.startswith("short") for k in run.data.metrics)

@@ -53,6 +53,9 @@ def up(
         "TOUCHSTONE_ALLOW_LOCAL_SOURCES": env.get("TOUCHSTONE_ALLOW_LOCAL_SOURCES", "true"),
         "PYTHONUNBUFFERED": "1",
     })
+    # MLflow's own file store refuses new data (maintenance mode since MLflow 3), so the
+    # embedded experiment store is its SQLite database in the data directory; "" turns it off
+    env.setdefault("TOUCHSTONE_MLFLOW_TRACKING_URI", f"sqlite:///{data / 'mlflow.db'}")
     env["TOUCHSTONE_ADMIN_TOKEN"] = _admin_token(data)
     supervisor = Supervisor(data, namespace=settings.namespace, nats_port=nats_port, env=env,
                             runpod_demo=runpod_demo)

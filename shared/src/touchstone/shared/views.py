@@ -69,6 +69,7 @@ class TaskView(BaseModel):
     metrics: dict[str, Any] = Field(default_factory=dict)
     artifacts: dict[str, str] = Field(default_factory=dict)
     log_uri: str | None = None
+    mlflow_run_id: str | None = None
     mlflow_run_url: str | None = None
     error: str | None = None
     failure_class: str | None = None
@@ -200,7 +201,8 @@ def project_task(view: TaskView | None, event: ev.TaskEvent, seq: int) -> TaskVi
         case ev.TaskErrored() | ev.TaskCancelled():
             changes |= {"error": event.reason}
         case ev.ResultsPublished() if event.attempt == view.attempt:
-            changes |= {"log_uri": event.log_uri or view.log_uri, "mlflow_run_url": event.mlflow_run_url}
+            changes |= {"log_uri": event.log_uri or view.log_uri, "mlflow_run_id": event.mlflow_run_id,
+                        "mlflow_run_url": event.mlflow_run_url}
             if event.outcome == "finished":
                 changes["artifacts"] = event.artifacts
     return view.model_copy(update=changes)
