@@ -1,17 +1,34 @@
 """The web UI in a real browser (Playwright driving Debian's Chromium) against `touchstone up`
 with its local agent: an admin signs in, submits, watches validation live, schedules two
-intervals, follows the tasks, opens the Results box and a log, changes a system setting and
-creates a user token; the user signs in and finds no admin controls, and admin URLs refused.
+intervals, follows the queued and running tasks (with a running one's heartbeat), opens the
+Results box and a log, changes a system setting, sees the RunPod report written to the system
+bucket, and creates a user token; the user signs in and finds no admin controls, and admin URLs
+refused; a third user signs in with SSO through a local OIDC provider.
 
-Each page is saved to docs/screenshots/ (1280x800, PNG) for the README."""
+Each page is saved to docs/screenshots/ (1280x800, PNG; System: the whole page) for the README."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
 import re
 import shutil
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from pathlib import Path
 
+import nats
 import pytest
+import uvicorn
+from touchstone.shared.jetstream import system_bucket
+from touchstone.shared.natsserver import free_port
+from touchstone.shared.subjects import Subjects
+from touchstone.shared.system import ReapedPod, RunPodStatus, write_runpod_status
+from touchstone.submission.fake_oidc import CLIENT_ID, CLIENT_SECRET, FakeOidcProvider
 
 from touchstone.cli.supervisor import available_services
 
@@ -37,9 +54,61 @@ expect = playwright_api.expect
 expect.set_options(timeout=30_000)  # a busy two-core CI machine renders slowly
 
 
-def shot(page, name: str) -> None:
+def shot(page, name: str, *, full_page: bool = False) -> None:
     SHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SHOTS / f"{name}.png"))
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=full_page)
+
+
+@contextlib.contextmanager
+def identity_provider() -> Iterator[FakeOidcProvider]:
+    """The OIDC provider "Sign in with SSO" goes to, on real HTTP in a thread of this process."""
+    port = free_port()
+    idp = FakeOidcProvider(url=f"http://127.0.0.1:{port}")
+    server = uvicorn.Server(uvicorn.Config(idp.app(), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, name="fake-oidc", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 15
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "the identity provider did not start"
+        time.sleep(0.05)
+    try:
+        yield idp
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+RUNPOD_REPORT = RunPodStatus(
+    updated_at=datetime.now(UTC).isoformat(),
+    balance=42.17,
+    spend_per_hour=0.79,
+    running_pods=1,
+    reaped=[
+        ReapedPod(
+            pod_id="pod-rogue-7",
+            name="touchstone-s-old-pi-15-1",
+            reaped_at="2026-11-29T09:12:00+00:00",
+            cost_per_hr=0.44,
+            reason="no task owns it",
+        )
+    ],
+)
+
+
+def write_runpod_status_via_nats(up, status: RunPodStatus) -> None:
+    """Write the report as the RunPod provider does: into the system bucket of `up`'s NATS."""
+    state = json.loads((up.data / "up.json").read_text())
+
+    async def write() -> None:
+        nc = await nats.connect(state["nats_url"])
+        try:
+            kv = await system_bucket(nc.jetstream(), Subjects(state["namespace"]))
+            await write_runpod_status(kv, status.model_copy(update={"updated_at": datetime.now(UTC).isoformat()}))
+        finally:
+            await nc.close()
+
+    with ThreadPoolExecutor(1) as pool:  # Playwright's sync API owns this thread's event loop
+        pool.submit(asyncio.run, write()).result(timeout=30)
 
 
 def sign_in(page, base: str, token: str) -> None:
@@ -52,7 +121,21 @@ def sign_in(page, base: str, token: str) -> None:
 
 @pytest.mark.timeout(600)
 def test_ui_admin_then_user(make_up) -> None:
-    up = make_up(TOUCHSTONE_RETRY_BASE_DELAY_S="0.2", TOUCHSTONE_RETRY_FACTOR="2")
+    with contextlib.ExitStack() as stack:
+        walk_through(make_up, stack)
+
+
+def walk_through(make_up, stack: contextlib.ExitStack) -> None:
+    idp = stack.enter_context(identity_provider())
+    up = make_up(
+        TOUCHSTONE_RETRY_BASE_DELAY_S="0.2",
+        TOUCHSTONE_RETRY_FACTOR="2",
+        TOUCHSTONE_OIDC_ISSUER=idp.url,
+        TOUCHSTONE_OIDC_JWKS_URL=f"{idp.url}/jwks",
+        TOUCHSTONE_OIDC_AUDIENCE="touchstone-api",
+        TOUCHSTONE_OIDC_CLIENT_ID=CLIENT_ID,
+        TOUCHSTONE_OIDC_CLIENT_SECRET=CLIENT_SECRET,
+    )
     up.start()
     up.wait_healthy(len(available_services()))
     base = f"http://127.0.0.1:{up.api_port}"
@@ -99,16 +182,31 @@ def test_ui_admin_then_user(make_up) -> None:
             page.click("dialog button[type=submit]")
             expect(page.locator("#notice")).to_contain_text("Scheduled")
 
-            # Tasks page: both training tasks progress to SUCCEEDED without a reload
+            # Tasks page: the queued and running tasks, with the heartbeat of a running one; they
+            # leave the list when they finish, all without a reload; "all" shows them SUCCEEDED
             page.goto(f"{base}/ui/tasks")
             page.evaluate("window.__notReloaded = true")
-            for interval in (15, 60):
-                expect(page.locator(f"tr[data-task='{sid}/pi-{interval}']")).to_be_visible()
+            expect(page.locator("#t-status")).to_have_value("unfinished")
+            rows = page.locator("#task-rows tr[data-task]")
+            expect(rows.first).to_be_visible()
+            assert set(rows.evaluate_all("rs => rs.map(r => r.dataset.task)")) <= {f"{sid}/pi-15", f"{sid}/pi-60"}
+            beating = page.locator("#task-rows tr[data-task] td.heartbeat[data-heartbeat-s]")
+            expect(beating.first).to_be_visible(timeout=300_000)
+            seen = beating.first.evaluate(
+                "td => ({age: td.textContent.trim(), status: td.parentElement.dataset.status,"
+                " deployment: td.parentElement.querySelector('[data-label=Deployment]').textContent.trim()})"
+            )
             shot(page, "tasks")
+            assert re.fullmatch(r"\d+ (s|min) ago", seen["age"]), seen
+            assert seen["status"] in ("PROVISIONING", "PREPARING", "RUNNING"), seen
+            assert re.match(r"^\S+/\d+", seen["deployment"]), seen  # the agent host and its slot
+            expect(page.locator("#task-rows .empty")).to_contain_text("No task is queued or running", timeout=300_000)
+            assert page.evaluate("window.__notReloaded === true")
+            page.select_option("#t-status", "all")
+            page.click("form.filters button[type=submit]")
             for interval in (15, 60):
                 badge = page.locator(f"tr[data-task='{sid}/pi-{interval}'] .badge")
-                expect(badge).to_have_text("SUCCEEDED", timeout=300_000)
-            assert page.evaluate("window.__notReloaded === true")
+                expect(badge).to_have_text("SUCCEEDED")
 
             page.click(f"tr[data-task='{sid}/pi-60'] a")
             expect(page.locator("ol.timeline")).to_contain_text("TrainingFinished")
@@ -135,14 +233,16 @@ def test_ui_admin_then_user(make_up) -> None:
             expect(page.locator("#notice")).to_contain_text("at once")
             expect(page.locator("#f-rp")).to_have_value("2")
             assert up.api().get("/api/v1/system").json()["runpod_max_running_tasks"] == 2
-            online = page.locator("tr[data-host] .badge", has_text="online")
-            for _ in range(30):  # the local agent's heartbeats (every 5 s) since the page first listened
-                if online.count():
-                    break
-                page.wait_for_timeout(1000)
-                page.reload()
-            expect(online.first).to_be_visible()
-            shot(page, "system")
+            expect(page.locator("tr[data-host] .badge", has_text="online").first).to_be_visible()
+            # RunPod as its provider reports it into the system KV bucket (none runs here: no key)
+            expect(page.locator("#runpod")).to_contain_text("RunPod provider not reporting")
+            write_runpod_status_via_nats(up, RUNPOD_REPORT)
+            page.reload()
+            expect(page.locator("#rp-balance")).to_have_text("$42.17")
+            expect(page.locator("#rp-spend")).to_have_text("$0.79 per hour")
+            expect(page.locator("#rp-launches")).to_contain_text("allowed")
+            expect(page.locator("#runpod tr[data-pod='pod-rogue-7']")).to_contain_text("no task owns it")
+            shot(page, "system", full_page=True)
 
             # Tokens: the secret is shown once
             page.goto(f"{base}/ui/tokens")
@@ -188,6 +288,25 @@ def test_ui_admin_then_user(make_up) -> None:
             expect(upage).to_have_url(re.compile(r"/ui/sign-in"))
             upage.goto(f"{base}/ui/submissions")
             expect(upage).to_have_url(re.compile(r"/ui/sign-in"))
+
+            # Sign in with SSO: to the identity provider and back, ending in the same session cookie
+            sso = browser.new_context(viewport={"width": 1280, "height": 800})
+            spage = sso.new_page()
+            spage.goto(f"{base}/ui/")
+            idp.lifetime_s = -3600  # first the provider sends an expired ID token: refused, and said so
+            spage.click("#sso")
+            expect(spage.locator("#sso-error")).to_contain_text("Signature has expired")
+            shot(spage, "sso-refused")
+            idp.lifetime_s = 300
+            spage.click("#sso")
+            expect(spage).to_have_url(re.compile(r"/ui/submissions$"))
+            expect(spage.locator("header .who")).to_contain_text("dana")
+            expect(spage.locator(".empty")).to_contain_text("No submissions yet")
+            expect(spage.locator("header nav").get_by_role("link", name="Tasks")).to_have_count(0)
+            session = [c for c in sso.cookies() if c["name"] == "touchstone_session"]
+            assert session and session[0]["httpOnly"] and session[0]["secure"], session
+            assert session[0]["sameSite"] == "Strict" and session[0]["value"].count(".") == 2  # the ID token
+            assert idp.exchanged == 2
 
             phone = browser.new_context(viewport={"width": 390, "height": 780}, is_mobile=True)
             ppage = phone.new_page()

@@ -174,26 +174,36 @@ def make_settings(tmp_path: Path, nats_url: str, ns: str, **kw: Any) -> Submissi
 
 
 @pytest.fixture
-async def api(tmp_path, nats_server, nc, js, subjects, issuer) -> AsyncIterator[Api]:
-    settings = make_settings(
-        tmp_path,
-        nats_server.url,
-        subjects.ns,
-        oidc_jwks_url=issuer.jwks_url,
-        oidc_issuer=ISSUER,
-        oidc_audience=AUDIENCE,
-        jwks_refresh_s=0,
-        sse_keepalive_s=0.5,
-    )
-    store = SqliteStore(tmp_path / "projections.db")
-    deps = await build_deps(settings, nc, js, subjects, store, bootstrap_secret=ADMIN_SECRET)
-    async with serve(create_app(deps)) as url:
-        clients: list[httpx.AsyncClient] = []
+def serving() -> Callable[[Any], contextlib.AbstractAsyncContextManager[str]]:
+    """``serve`` for test modules (they cannot import this one): ``async with serving(app) as url``."""
+    return serve
+
+
+@pytest.fixture
+async def make_api(tmp_path, nats_server, nc, js, subjects, issuer) -> AsyncIterator[Callable[..., Any]]:
+    """``await make_api(**settings)``: the API on real HTTP with a client per role; settings
+    default to the ``issuer`` fixture's OIDC JWT sign-in (one API per test)."""
+    stack = contextlib.AsyncExitStack()
+
+    async def make(**overrides: Any) -> Api:
+        options: dict[str, Any] = {
+            "oidc_jwks_url": issuer.jwks_url,
+            "oidc_issuer": ISSUER,
+            "oidc_audience": AUDIENCE,
+            "jwks_refresh_s": 0,
+            "sse_keepalive_s": 0.5,
+            **overrides,
+        }
+        settings = make_settings(tmp_path, nats_server.url, subjects.ns, **options)
+        store = SqliteStore(tmp_path / "projections.db")
+        stack.push_async_callback(store.close)
+        deps = await build_deps(settings, nc, js, subjects, store, bootstrap_secret=ADMIN_SECRET)
+        url = await stack.enter_async_context(serve(create_app(deps)))
 
         def client(token: str | None) -> httpx.AsyncClient:
             headers = {"Authorization": f"Bearer {token}"} if token else {}
             c = httpx.AsyncClient(base_url=url, headers=headers, timeout=10)
-            clients.append(c)
+            stack.push_async_callback(c.aclose)
             return c
 
         admin = client(ADMIN_SECRET)
@@ -202,11 +212,16 @@ async def api(tmp_path, nats_server, nc, js, subjects, issuer) -> AsyncIterator[
             r = await admin.post("/api/v1/tokens", json={"user": user, "role": "user"})
             assert r.status_code == 201, r.text
             tokens[user] = r.json()["secret"]
-        yield Api(
+        return Api(
             url, deps, settings, client(None), admin, client(tokens["alice"]), client(tokens["bob"]), issuer, client
         )
-        for c in clients:
-            await c.aclose()
-    await store.close()
+
+    yield make
+    await stack.aclose()
     with contextlib.suppress(Exception):
         await js.delete_key_value(f"{subjects.ns}_tokens")
+
+
+@pytest.fixture
+async def api(make_api) -> Api:
+    return await make_api()

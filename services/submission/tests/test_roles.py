@@ -90,6 +90,7 @@ async def test_every_endpoint_for_every_role(api) -> None:
         Case("tasks", "GET", await fixed("/api/v1/tasks"), admin_only),
         Case("system", "GET", await fixed("/api/v1/system"), admin_only),
         Case("system patch", "PATCH", await fixed("/api/v1/system"), admin_only, {"scheduler_paused": False}),
+        Case("runpod status", "GET", await fixed("/api/v1/system/runpod"), admin_only),
         Case("gpu types", "GET", await fixed("/api/v1/gpu-types"), admin_only),
         Case("token create", "POST", await fixed("/api/v1/tokens"), (401, 403, 403, 201), {"user": "carol"}),
         Case("token list", "GET", await fixed("/api/v1/tokens"), admin_only),

@@ -3,11 +3,16 @@ the session cookie, CSRF, admin pages refused to users, and the Results box of a
 
 from __future__ import annotations
 
+import asyncio
 import re
 from datetime import UTC, datetime
 
 import httpx
+from touchstone.shared import events as ev
+from touchstone.shared.agents import AgentHeartbeat, encode_report
+from touchstone.shared.jetstream import system_bucket
 from touchstone.shared.lifecycle import SubmissionStatus, TaskStatus
+from touchstone.shared.system import ReapedPod, RunPodStatus, write_runpod_status
 from touchstone.shared.views import SubmissionView, TaskView
 from touchstone.submission.ui.session import key_metrics, render
 
@@ -107,6 +112,87 @@ async def test_session_cookie_csrf_and_roles(api) -> None:
     assert r.status_code == 422 and 'id="e-intervals"' in r.text
     r = await api.anon.post("/ui/sign-out", data={"csrf": admin_csrf}, headers=admin)
     assert r.status_code == 303 and 'touchstone_session=""' in r.headers["set-cookie"]
+
+
+async def test_system_page_shows_the_runpod_report_to_admins(api) -> None:
+    admin, _ = await sign_in(api, secret_of(api.admin))
+    page = await api.anon.get("/ui/system", headers=admin)
+    assert "RunPod provider not reporting" in page.text
+    pod = ReapedPod(pod_id="pod-rogue-1", name="stray", reaped_at="2026-11-29T10:00:00+00:00", reason="no task owns it")
+    status = RunPodStatus(
+        updated_at=datetime.now(UTC).isoformat(),
+        balance=12.5,
+        spend_per_hour=1.58,
+        running_pods=2,
+        launches_stopped="balance $12.50 is below the $20.00 floor",
+        reaped=[pod],
+    )
+    await write_runpod_status(await system_bucket(api.deps.js, api.deps.subjects), status)
+    page = await api.anon.get("/ui/system", headers=admin)
+    assert "RunPod provider not reporting" not in page.text
+    assert '<dd id="rp-balance">$12.50</dd>' in page.text and "$1.58 per hour" in page.text
+    assert '<dd id="rp-pods">2</dd>' in page.text and "below the $20.00 floor" in page.text
+    assert 'data-pod="pod-rogue-1"' in page.text and "no task owns it" in page.text
+    alice, _ = await sign_in(api, secret_of(api.alice))
+    refused = await api.anon.get("/ui/system", headers=alice)
+    assert refused.status_code == 403 and "12.50" not in refused.text
+
+
+async def test_tasks_page_lists_queued_and_running_tasks_with_heartbeat_age(api) -> None:
+    sid = await api.accepted(api.alice)
+    spec = ev.TaskSpec(git_url="https://github.com/org/fs.git")
+
+    def of(task_id: str) -> dict[str, str]:
+        return {"correlation_id": sid, "submission_id": sid, "aggregate_id": f"{sid}-{task_id}", "task_id": task_id}
+
+    await api.record(
+        *(ev.TaskQueued(**of(f"pi-{i}"), spec=spec, prediction_interval=i) for i in (5, 15, 60)),
+        ev.TaskAssigned(**of("pi-15"), attempt=1, platform="onprem", placement="gpu1/0"),
+        ev.ContainerLaunched(**of("pi-15"), attempt=1, container_name=f"touchstone-{sid}-pi-15-1"),
+        ev.ContainerReady(**of("pi-15"), attempt=1),
+        ev.TrainingStarted(**of("pi-15"), attempt=1),
+        ev.TaskAssigned(**of("pi-60"), attempt=1, platform="onprem", placement="gpu1/1"),
+        ev.TrainingFinished(**of("pi-60"), attempt=1),
+    )
+    admin, _ = await sign_in(api, secret_of(api.admin))
+    rows = re.compile(r'<tr data-task="[^/]+/([^"]+)" data-status="(\w+)">')
+
+    page = (await api.anon.get("/ui/tasks", headers=admin)).text
+    assert rows.findall(page) == [("pi-5", "QUEUED"), ("pi-15", "RUNNING")]  # the finished one is not listed
+    assert "gpu1/0" in page and "none heard yet" in page
+    heartbeat = AgentHeartbeat(host="gpu1", slots_total=2, slots_free=1, running=(f"touchstone-{sid}-pi-15-1",))
+    await api.deps.nc.publish(api.deps.subjects.agent_reports("gpu1"), encode_report(heartbeat))
+    await api.until(lambda: _heard(api, f"touchstone-{sid}-pi-15-1"))
+    page = (await api.anon.get("/ui/tasks", headers=admin)).text
+    cell = re.search(r'<td data-label="Heartbeat" class="heartbeat" data-heartbeat-s="(\d+)">(.*?)</td>', page, re.S)
+    assert cell and int(cell.group(1)) < 10 and cell.group(2).strip().endswith("s ago"), page
+    # filters: everything, one status, one platform; the fragment the page refreshes with
+    page = (await api.anon.get("/ui/tasks", params={"status": "all"}, headers=admin)).text
+    assert [t for t, _ in rows.findall(page)] == ["pi-5", "pi-15", "pi-60"]
+    page = (await api.anon.get("/ui/tasks", params={"status": "QUEUED"}, headers=admin)).text
+    assert rows.findall(page) == [("pi-5", "QUEUED")]
+    page = (await api.anon.get("/ui/tasks", params={"platform": "runpod"}, headers=admin)).text
+    assert rows.findall(page) == [] and "No tasks match these filters." in page
+    fragment = (await api.anon.get("/ui/tasks", params={"fragment": "true"}, headers=admin)).text
+    assert fragment.startswith('<tbody id="task-rows">') and len(rows.findall(fragment)) == 2
+
+    # the API's view of the same, one task a page
+    seen, cursor = [], None
+    while True:
+        params = {"unfinished": "true", "limit": "1", **({"cursor": cursor} if cursor else {})}
+        body = (await api.admin.get("/api/v1/tasks", params=params)).json()
+        seen += [t["task_id"] for t in body["items"]]
+        cursor = body["next_cursor"]
+        if not cursor:
+            break
+    assert seen == ["pi-5", "pi-15"]
+    r = await api.admin.get("/api/v1/tasks", params={"unfinished": "true", "status": "QUEUED"})
+    assert r.status_code == 400
+
+
+async def _heard(api, container: str) -> bool:
+    await asyncio.sleep(0)
+    return api.deps.hosts.heartbeat_age(container, datetime.now(UTC)) is not None
 
 
 def test_results_box_shows_a_failed_tasks_log_snippet() -> None:

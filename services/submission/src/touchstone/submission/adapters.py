@@ -28,10 +28,17 @@ from touchstone.shared.errors import (
     UnavailableError,
 )
 from touchstone.shared.subjects import Subjects, task_aggregate_id
-from touchstone.shared.system import SYSTEM_KEY, SystemSettings, read_system, write_system
+from touchstone.shared.system import (
+    GPU_TYPES_KEY,
+    SYSTEM_KEY,
+    RunPodStatus,
+    SystemSettings,
+    read_runpod_status,
+    read_system,
+    write_system,
+)
 from touchstone.shared.views import TaskView
 
-GPU_TYPES_KEY = "gpu_types"
 _TRANSIENT = (
     nats.errors.TimeoutError,
     nats.errors.NoRespondersError,
@@ -40,7 +47,8 @@ _TRANSIENT = (
 
 
 class SystemStore:
-    """The System tab's settings in the system KV bucket, changed with optimistic revisions."""
+    """The System tab's settings in the system KV bucket, changed with optimistic revisions,
+    and what the providers report there (the GPU catalog, the RunPod account)."""
 
     def __init__(self, kv: KeyValue) -> None:
         self.kv = kv
@@ -86,6 +94,14 @@ class SystemStore:
         if isinstance(data, dict):
             data = data.get("items") or data.get("gpu_types") or []
         return [item for item in data if isinstance(item, dict)] if isinstance(data, list) else []
+
+
+    async def runpod_status(self) -> RunPodStatus | None:
+        """The RunPod provider's last report under ``runpod_status`` (None: none reporting)."""
+        try:
+            return await read_runpod_status(self.kv)
+        except _TRANSIENT as e:
+            raise UnavailableError(f"runpod status: {e!r}") from e
 
 
 def _lines(data: bytes) -> list[str]:

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from litestar import delete, get, patch, post
 from litestar.params import FromPath, JSONBody
-from touchstone.shared.system import SystemSettings
+from touchstone.shared.system import RunPodStatus, SystemSettings
 from touchstone.submission.deps import DepsArg, PrincipalArg
 from touchstone.submission.problems import documented
-from touchstone.submission.schemas import System, SystemUpdate, Token, TokenCreate, TokenCreated
+from touchstone.submission.schemas import RunPodReport, System, SystemUpdate, Token, TokenCreate, TokenCreated
 
 PREFIX = "/api/v1"
 
@@ -33,6 +34,30 @@ async def patch_system(data: JSONBody[SystemUpdate], deps: DepsArg, admin: Princ
     changes = data.model_dump(exclude_unset=True, exclude={"revision"})
     changes = {k: v for k, v in changes.items() if v is not None}
     return _system(*await deps.system.update(changes, data.revision))
+
+
+def runpod_report(status: RunPodStatus | None, now: datetime | None = None) -> RunPodReport:
+    """The provider's report with its age (None when its time does not parse)."""
+    if status is None:
+        return RunPodReport(reporting=False)
+    try:
+        at = datetime.fromisoformat(status.updated_at)
+    except ValueError:
+        return RunPodReport(reporting=True, status=status)
+    if at.tzinfo is None:
+        at = at.replace(tzinfo=UTC)
+    age = max(0.0, ((now or datetime.now(UTC)) - at).total_seconds())
+    return RunPodReport(reporting=True, age_s=age, status=status)
+
+
+@get(
+    f"{PREFIX}/system/runpod",
+    summary="The RunPod account as its provider last reported it: balance, spend, reaped pods (admin)",
+    tags=["system"],
+    responses=documented(401, 403),
+)
+async def get_runpod(deps: DepsArg, admin: PrincipalArg) -> RunPodReport:
+    return runpod_report(await deps.system.runpod_status())
 
 
 @get(
@@ -71,4 +96,4 @@ async def revoke_token(token_id: FromPath[str], deps: DepsArg, admin: PrincipalA
     return await deps.tokens.revoke(token_id)
 
 
-ROUTES = [get_system, patch_system, gpu_types, create_token, list_tokens, revoke_token]
+ROUTES = [get_system, patch_system, get_runpod, gpu_types, create_token, list_tokens, revoke_token]

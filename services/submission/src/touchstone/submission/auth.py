@@ -213,7 +213,13 @@ class JwtVerifier:
         self._fetched_at = -1e9
         self._lock = asyncio.Lock()
 
-    async def verify(self, token: str) -> Principal:
+    async def verify(self, token: str, *, audiences: tuple[str, ...] = ()) -> Principal:
+        """The caller a valid token names, with the role its groups give."""
+        return self.principal(await self.claims(token, audiences=audiences))
+
+    async def claims(self, token: str, *, audiences: tuple[str, ...] = ()) -> dict[str, Any]:
+        """The claims of a valid token. ``audiences``: the ``aud`` values accepted (default:
+        ``oidc_audience``; the UI's sign-in also accepts its own client id)."""
         s = self.settings
         try:
             header = jwt.get_unverified_header(token)
@@ -241,15 +247,19 @@ class JwtVerifier:
             )
         except (jwt.PyJWTError, TypeError, ValueError) as e:
             raise Unauthenticated(f"token rejected: {e}") from e
-        self._check_audience(claims)
+        self._check_audience(claims, audiences or (s.oidc_audience,))
+        return claims
+
+    def principal(self, claims: dict[str, Any]) -> Principal:
+        """The user and role verified claims name (``Forbidden`` when in no Touchstone group)."""
         return Principal(self._user(claims), self._role(claims), via="jwt")
 
-    def _check_audience(self, claims: dict[str, Any]) -> None:
+    def _check_audience(self, claims: dict[str, Any], accepted: tuple[str, ...]) -> None:
         aud = claims.get("aud")
         auds = [aud] if isinstance(aud, str) else list(aud or [])
-        if self.settings.oidc_audience in auds:
+        if any(a in auds for a in accepted):
             return
-        if aud is None and claims.get("client_id") == self.settings.oidc_audience:
+        if aud is None and claims.get("client_id") in accepted:
             return
         raise Unauthenticated("token is for another audience")
 
@@ -307,7 +317,8 @@ class Authenticator:
         self.tokens = tokens
         self.jwts = jwts
 
-    async def authenticate(self, header: str | None) -> Principal:
+    async def authenticate(self, header: str | None, *, audiences: tuple[str, ...] = ()) -> Principal:
+        """``audiences``: the JWT ``aud`` values accepted (default: the API's)."""
         if not header:
             raise Unauthenticated("sign in: send Authorization: Bearer <token>")
         scheme, _, credential = header.partition(" ")
@@ -317,5 +328,5 @@ class Authenticator:
         if credential.count(".") == 2:
             if self.jwts is None:
                 raise Unauthenticated("JWT sign-in is not configured")
-            return await self.jwts.verify(credential)
+            return await self.jwts.verify(credential, audiences=audiences)
         return await self.tokens.verify(credential)

@@ -83,8 +83,31 @@ class SubmissionSettings(Settings):
     jwks_refresh_s: float = Field(
         60.0, ge=0, description="Least time between two JWKS fetches caused by an unknown key id."
     )
+    oidc_client_id: str = Field(
+        "",
+        description="The web UI's client at the OIDC issuer: with oidc_issuer and oidc_jwks_url set it "
+        "turns on 'Sign in with SSO' (authorization code with PKCE); empty: token sign-in only.",
+    )
+    oidc_client_secret: SecretStr | None = Field(
+        None, description="The UI client's secret, for a confidential client (none: a public client, PKCE only)."
+    )
+    oidc_redirect_url: str = Field(
+        "",
+        description="The callback registered at the issuer (https://host/ui/oidc/callback); empty: "
+        "public_url + /ui/oidc/callback, else the address the browser used.",
+    )
+    oidc_scopes: list[str] = Field(
+        default_factory=lambda: ["openid", "email", "profile"], description="Scopes the UI asks for."
+    )
+    oidc_discovery_url: str = Field(
+        "", description="The issuer's discovery document; empty: oidc_issuer + /.well-known/openid-configuration."
+    )
     sse_keepalive_s: float = Field(15.0, gt=0, description="Seconds between keep-alive comments on SSE streams.")
     run_projector: bool = Field(True, description="Run the projector in this process (keeps the read models current).")
+
+    @property
+    def sso_enabled(self) -> bool:
+        return bool(self.oidc_client_id and self.oidc_issuer and self.oidc_jwks_url)
 
     @property
     def artifacts_dir(self) -> Path:

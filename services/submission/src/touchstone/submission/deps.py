@@ -1,7 +1,8 @@
 """Everything a request handler may use, built once at bootstrap and passed to ``create_app``.
 
 ``Deps.background`` are the loops the app runs while it serves: the projector (read models),
-the live feed, the token cache watcher and the retract-after-delete reaction.
+the live feed, the token cache watcher, the retract-after-delete reaction and the agents'
+heartbeats (for the System and Tasks pages).
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ from touchstone.submission.commands import SubmissionCommands
 from touchstone.submission.config import SubmissionSettings
 from touchstone.submission.domain import Principal
 from touchstone.submission.feed import Feed
+from touchstone.submission.hosts import Hosts
+from touchstone.submission.oidc import OidcClient
 from touchstone.submission.rules import SourcePolicy
 
 
@@ -47,6 +50,8 @@ class Deps:
     artifacts: ArtifactFiles
     feed: Feed
     projector: Projector
+    hosts: Hosts
+    oidc: OidcClient | None = None
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     background: list[Callable[[asyncio.Event], Coroutine[Any, Any, None]]] = field(default_factory=list)
     tasks: dict[str, asyncio.Task[None]] = field(default_factory=dict)
@@ -68,6 +73,8 @@ class Deps:
         self.tasks.clear()
         if self.auth.jwts is not None:
             await self.auth.jwts.close()
+        if self.oidc is not None:
+            await self.oidc.close()
 
     def healthy_loops(self) -> dict[str, bool]:
         return {name: not task.done() for name, task in self.tasks.items()}
@@ -107,9 +114,11 @@ async def build_deps(
         artifacts=artifacts,
         feed=feed,
         projector=Projector(js, subjects, store, on_applied=feed.on_applied),
+        hosts=Hosts(nc, subjects),
+        oidc=OidcClient(settings) if settings.sso_enabled and jwts is not None else None,
     )
     retract = ConsumerLoop(js, subjects, handlers.consumer_spec(subjects), handlers.handlers(commands), ev.decode_event)
-    deps.background = [feed.run, tokens.watch, retract.run]
+    deps.background = [feed.run, tokens.watch, retract.run, deps.hosts.run]
     if settings.run_projector:
         deps.background.insert(0, deps.projector.run)
     return deps

@@ -19,7 +19,9 @@ from litestar.response import File, Redirect, ServerSentEvent
 from litestar.response.sse import ServerSentEventMessage
 from pydantic import BaseModel
 from touchstone.shared.errors import NotFoundError
-from touchstone.shared.lifecycle import TASK_FINAL, SubmissionStatus, TaskStatus
+from touchstone.shared.lifecycle import TASK_FINAL, TASK_UNFINISHED, SubmissionStatus, TaskStatus
+from touchstone.shared.store import Page, ProjectionStore
+from touchstone.shared.store.protocol import encode_cursor, sortable
 from touchstone.shared.views import SubmissionView, TaskView
 from touchstone.submission.deps import Deps, DepsArg, PrincipalArg
 from touchstone.submission.domain import Principal, valid_id
@@ -145,6 +147,22 @@ async def cancel_submission(submission_id: FromPath[str], deps: DepsArg, admin: 
     return await deps.commands.cancel(submission_id, admin)
 
 
+async def unfinished_tasks(
+    store: ProjectionStore, *, platform: str | None, limit: int, cursor: str | None
+) -> Page[TaskView]:
+    """Every queued and running task (any status but the final ones), oldest queued first: one
+    page per status from the same cursor, merged in the store's order (queue time, then key),
+    so the cursor of the last one shown continues the union exactly."""
+    pages = [
+        await store.list_tasks(status=status, platform=platform, limit=limit, cursor=cursor)
+        for status in sorted(TASK_UNFINISHED)
+    ]
+    merged = sorted((t for p in pages for t in p.items), key=lambda t: (sortable(t.queued_at), t.key))
+    more = len(merged) > limit or any(p.next_cursor for p in pages)
+    items = merged[:limit]
+    return Page(items, encode_cursor(items[-1].queued_at, items[-1].key) if more and items else None)
+
+
 @get(
     f"{PREFIX}/tasks",
     summary="All tasks, oldest queued first (admin)",
@@ -155,19 +173,27 @@ async def list_tasks(
     deps: DepsArg,
     admin: PrincipalArg,
     status: FromQuery[TaskStatus | None] = None,
+    unfinished: Annotated[
+        bool, Parameter(description="only queued and running tasks (every status but the final ones)")
+    ] = False,
     platform: Annotated[str | None, Parameter(pattern=r"^(onprem|runpod|any)$")] = None,
     submission_id: Annotated[str | None, Parameter(max_length=64)] = None,
     limit: Annotated[int, Parameter(ge=1, le=500)] = 100,
     cursor: Cursor = None,
 ) -> Response[TaskPage]:
+    if unfinished and (status is not None or submission_id is not None):
+        raise BadQuery("unfinished=true goes with platform only (not status or submission_id)")
     try:
-        page = await deps.store.list_tasks(
-            submission_id=submission_id,
-            status=status,
-            platform=platform,
-            limit=limit,
-            cursor=cursor,
-        )
+        if unfinished:
+            page = await unfinished_tasks(deps.store, platform=platform, limit=limit, cursor=cursor)
+        else:
+            page = await deps.store.list_tasks(
+                submission_id=submission_id,
+                status=status,
+                platform=platform,
+                limit=limit,
+                cursor=cursor,
+            )
     except ValueError as e:
         raise BadQuery(f"cursor: {e}") from e
     return as_json(TaskPage(items=[task_detail(t) for t in page.items], next_cursor=page.next_cursor))

@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from touchstone.shared.events import Platform
-from touchstone.shared.system import Server
+from touchstone.shared.system import RunPodStatus, Server
 from touchstone.shared.views import SubmissionView, TaskView
 
 Role = Literal["user", "admin"]
@@ -87,6 +87,14 @@ class System(BaseModel):
     servers: list[Server]
     scheduler_paused: bool
     revision: int = Field(description="give it back in PATCH to change only what you saw")
+
+
+class RunPodReport(BaseModel):
+    """What the RunPod provider last reported (``GET /api/v1/system/runpod``)."""
+
+    reporting: bool = Field(description="false: no RunPod provider has reported (none runs, or no API key)")
+    age_s: float | None = Field(None, description="seconds since the report was written")
+    status: RunPodStatus | None = None
 
 
 class SystemUpdate(_Body):

@@ -10,22 +10,23 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from litestar import Request, Response, get, post
-from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery, Parameter
 from litestar.response import Redirect
 from pydantic import ValidationError
 from touchstone.shared.errors import ConcurrencyConflict, InvalidInputError, NotFoundError, PermanentError
-from touchstone.shared.lifecycle import TASK_FINAL, TaskStatus
+from touchstone.shared.lifecycle import TASK_FINAL, TASK_LIVE, TaskStatus
 from touchstone.shared.system import Server
-from touchstone.submission.deps import DepsArg
+from touchstone.submission.admin import runpod_report
+from touchstone.submission.deps import Deps, DepsArg
 from touchstone.submission.domain import valid_id
+from touchstone.submission.routes import unfinished_tasks
 from touchstone.submission.schemas import TokenCreate, TokenCreated
-from touchstone.submission.ui.hosts import Hosts
 from touchstone.submission.ui.session import PATH, Viewer, ViewerArg, field_errors, notice_text, render
 
 Cursor = Annotated[str | None, Parameter(max_length=512)]
 PLATFORMS = ("onprem", "runpod", "any")
-HostsArg = NamedDependency[Hosts]
+UNFINISHED, ALL = "unfinished", "all"
+TASKS_PAGE = 50
 
 
 def durations(timeline: list[Any], now: datetime) -> list[tuple[Any, float]]:
@@ -41,26 +42,36 @@ def durations(timeline: list[Any], now: datetime) -> list[tuple[Any, float]]:
 async def tasks(
     deps: DepsArg,
     admin_viewer: ViewerArg,
-    status: Annotated[str, Parameter(max_length=32)] = "",
+    status: Annotated[str, Parameter(max_length=32)] = UNFINISHED,
     platform: Annotated[str, Parameter(max_length=16)] = "",
     cursor: Cursor = None,
     fragment: FromQuery[bool] = False,
 ) -> Response[str]:
+    """Every queued and running task by default; ``status`` narrows to one status or widens
+    to ``all`` (finished ones too)."""
     wanted = TaskStatus(status) if status in TaskStatus.__members__.values() else None
+    shown = wanted.value if wanted else (ALL if status == ALL else UNFINISHED)
     where = platform if platform in PLATFORMS else None
     try:
-        page = await deps.store.list_tasks(status=wanted, platform=where, limit=50, cursor=cursor)
+        if shown == UNFINISHED:
+            page = await unfinished_tasks(deps.store, platform=where, limit=TASKS_PAGE, cursor=cursor)
+        else:
+            page = await deps.store.list_tasks(status=wanted, platform=where, limit=TASKS_PAGE, cursor=cursor)
     except ValueError as e:
         raise InvalidInputError(f"cursor: {e}") from e
+    now = datetime.now(UTC)
     context = {
         "me": admin_viewer,
         "page": page,
-        "status": wanted.value if wanted else "",
+        "heartbeats": {
+            t.key: deps.hosts.heartbeat_age(t.container_name, now) for t in page.items if t.status in TASK_LIVE
+        },
+        "status": shown,
         "platform": where or "",
         "cursor": cursor,
         "statuses": list(TaskStatus),
         "platforms": PLATFORMS,
-        "now": datetime.now(UTC),
+        "now": now,
         "final": TASK_FINAL,
     }
     return render("_task_rows.html" if fragment else "tasks.html", **context)
@@ -79,8 +90,7 @@ async def task_detail(
     )
 
 
-async def _system_page(deps: Any, viewer: Viewer, hosts: Hosts, **extra: Any) -> Response[str]:
-    await hosts.listen(deps)
+async def _system_page(deps: Deps, viewer: Viewer, **extra: Any) -> Response[str]:
     settings, revision = await deps.system.read()
     gpu_types = await deps.system.gpu_types()
     status_code = extra.pop("status_code", 200)
@@ -91,7 +101,8 @@ async def _system_page(deps: Any, viewer: Viewer, hosts: Hosts, **extra: Any) ->
         s=settings,
         revision=revision,
         gpu_types=gpu_types,
-        hosts=hosts.rows(settings.servers),
+        runpod=runpod_report(await deps.system.runpod_status()),
+        hosts=deps.hosts.rows(settings.servers),
         **extra,
     )
 
@@ -100,10 +111,9 @@ async def _system_page(deps: Any, viewer: Viewer, hosts: Hosts, **extra: Any) ->
 async def system(
     deps: DepsArg,
     admin_viewer: ViewerArg,
-    hosts: HostsArg,
     notice: Annotated[str | None, Parameter(max_length=200)] = None,
 ) -> Response[str]:
-    return await _system_page(deps, admin_viewer, hosts, notice=notice_text(notice), errors={})
+    return await _system_page(deps, admin_viewer, notice=notice_text(notice), errors={})
 
 
 def _servers(form: Any, labels: dict[str, dict[str, str]]) -> list[Server]:
@@ -125,9 +135,7 @@ def _servers(form: Any, labels: dict[str, dict[str, str]]) -> list[Server]:
 
 
 @post("/system", status_code=303)
-async def update_system(
-    request: Request[Any, Any, Any], deps: DepsArg, admin_viewer: ViewerArg, hosts: HostsArg
-) -> Any:
+async def update_system(request: Request[Any, Any, Any], deps: DepsArg, admin_viewer: ViewerArg) -> Any:
     form = await admin_viewer.form(request)
     current, _ = await deps.system.read()
     labels = {srv.name: dict(srv.labels) for srv in current.servers}
@@ -141,9 +149,9 @@ async def update_system(
         await deps.system.update(changes, revision)
     except ValueError as e:  # int() and pydantic's errors alike
         errors = field_errors(e) if isinstance(e, ValidationError | InvalidInputError) else {"_": str(e)}
-        return await _system_page(deps, admin_viewer, hosts, errors=errors, status_code=422, notice=None)
+        return await _system_page(deps, admin_viewer, errors=errors, status_code=422, notice=None)
     except (ConcurrencyConflict, PermanentError) as e:
-        return await _system_page(deps, admin_viewer, hosts, errors={"_": str(e)}, status_code=409, notice=None)
+        return await _system_page(deps, admin_viewer, errors={"_": str(e)}, status_code=409, notice=None)
     return Redirect(f"{PATH}/system?notice=saved:", status_code=303)
 
 

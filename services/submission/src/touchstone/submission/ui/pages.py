@@ -26,7 +26,17 @@ from touchstone.submission.auth import Forbidden, Unauthenticated
 from touchstone.submission.deps import Deps, DepsArg
 from touchstone.submission.routes import _ARTIFACT, _visible_task
 from touchstone.submission.schemas import ScheduleCreate, SubmissionCreate
-from touchstone.submission.ui.session import PATH, Viewer, ViewerArg, field_errors, notice_text, render, session_cookie
+from touchstone.submission.ui.session import (
+    PATH,
+    Viewer,
+    ViewerArg,
+    field_errors,
+    notice_text,
+    render,
+    safe_target,
+    session_cookie,
+    ui_audiences,
+)
 
 PAGE = 20
 Cursor = Annotated[str | None, Parameter(max_length=512)]
@@ -42,23 +52,28 @@ def home() -> Redirect:
     return Redirect(f"{PATH}/submissions", status_code=303)
 
 
-@get("/sign-in", sync_to_thread=False)
-def sign_in_page(next: Annotated[str, Parameter(max_length=512)] = "") -> Response[str]:
-    return render("signin.html", me=None, next=next, error=None)
+@get("/sign-in")
+async def sign_in_page(deps: DepsArg, next: Annotated[str, Parameter(max_length=512)] = "") -> Response[str]:
+    return render("signin.html", me=None, next=safe_target(next), error=None, sso=deps.oidc is not None)
 
 
 @post("/sign-in", status_code=303)
 async def sign_in(request: Request[Any, Any, Any], deps: DepsArg) -> Response[Any]:
     form = await request.form()
-    token, target = str(form.get("token", "")).strip(), str(form.get("next", ""))
-    if not target.startswith(f"{PATH}/") or target.startswith(f"{PATH}//"):
-        target = f"{PATH}/submissions"
+    token, target = str(form.get("token", "")).strip(), safe_target(str(form.get("next", "")))
     if not _same_origin(request):
         raise Forbidden("sign-in from another site")
     try:
-        await deps.auth.authenticate(f"Bearer {token}")
+        await deps.auth.authenticate(f"Bearer {token}", audiences=ui_audiences(deps))
     except (Unauthenticated, Forbidden) as e:
-        return render("signin.html", status_code=401, me=None, next=target, error=str(e) or "unknown token")
+        return render(
+            "signin.html",
+            status_code=401,
+            me=None,
+            next=target,
+            error=str(e) or "unknown token",
+            sso=deps.oidc is not None,
+        )
     return Redirect(target, status_code=303, cookies=[session_cookie(token)])
 
 

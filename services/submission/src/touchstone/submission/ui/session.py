@@ -1,4 +1,5 @@
-"""The web UI's session: an API token pasted once on the sign-in page, kept in a cookie.
+"""The web UI's session: an API token pasted once on the sign-in page, or the ID token of a
+single sign-on (``ui.sso``), kept in a cookie and verified on every request.
 
 The cookie is HTTP-only, ``SameSite=Strict``, ``Secure`` and scoped to ``/ui``: it signs a
 browser in to the pages only; the API still takes ``Authorization: Bearer`` and nothing else.
@@ -47,6 +48,17 @@ NOTICES = {
     "revoked": "Revoked the token of {}.",
 }
 _NOTICE_SUBJECT = re.compile(r"^[A-Za-z0-9_.@+-]{0,64}$")
+_TARGET = re.compile(r"^/ui/(?!/)[A-Za-z0-9/_.?=&%+-]*$")
+
+
+def safe_target(target: str) -> str:
+    """Where to go after signing in: a page of this UI, else Submissions."""
+    return target if _TARGET.match(target) else f"{PATH}/submissions"
+
+
+def ui_audiences(deps: Deps) -> tuple[str, ...]:
+    """The JWT audiences a UI session may carry: the API's, and the UI client's ID tokens."""
+    return tuple(a for a in (deps.settings.oidc_audience, deps.settings.oidc_client_id) if a)
 
 
 def notice_text(notice: str | None) -> str | None:
@@ -130,7 +142,7 @@ def make_providers(deps: Deps) -> dict[str, Any]:
         session = request.cookies.get(COOKIE)
         if not session:
             raise Unauthenticated("sign in")
-        return Viewer(await deps.auth.authenticate(f"Bearer {session}"), session)
+        return Viewer(await deps.auth.authenticate(f"Bearer {session}", audiences=ui_audiences(deps)), session)
 
     async def provide_admin_viewer(viewer: ViewerArg) -> Viewer:
         if not viewer.is_admin:
