@@ -108,6 +108,21 @@ async def test_tasks_oldest_first_with_filters_and_pages(store: ProjectionStore)
     assert len((await store.list_tasks(platform="onprem")).items) == 3
 
 
+async def test_tasks_of_any_of_several_statuses_page_in_queue_order(store: ProjectionStore) -> None:
+    statuses = [TaskStatus.QUEUED, TaskStatus.RUNNING, TaskStatus.SUCCEEDED, TaskStatus.ASSIGNED]
+    await put(store, *[task("s-0001", f"pi-{i}", i, statuses[i % 4]) for i in range(12)])
+    wanted = {"QUEUED", "RUNNING", "ASSIGNED"}
+    seen, cursor = [], None
+    while True:
+        page = await store.list_tasks(status=wanted, limit=4, cursor=cursor)
+        seen += [t.task_id for t in page.items]
+        cursor = page.next_cursor
+        if cursor is None:
+            break
+    assert seen == [f"pi-{i}" for i in range(12) if i % 4 != 2]
+    assert (await store.list_tasks(status=set())).items == []
+
+
 async def test_checkpoint_moves_forward_only(store: ProjectionStore) -> None:
     assert await store.checkpoint("test") == 0
     await put(store, sub(1), seq=10)

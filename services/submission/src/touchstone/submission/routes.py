@@ -21,7 +21,6 @@ from pydantic import BaseModel
 from touchstone.shared.errors import NotFoundError
 from touchstone.shared.lifecycle import TASK_FINAL, TASK_UNFINISHED, SubmissionStatus, TaskStatus
 from touchstone.shared.store import Page, ProjectionStore
-from touchstone.shared.store.protocol import encode_cursor, sortable
 from touchstone.shared.views import SubmissionView, TaskView
 from touchstone.submission.deps import Deps, DepsArg, PrincipalArg
 from touchstone.submission.domain import Principal, valid_id
@@ -150,17 +149,8 @@ async def cancel_submission(submission_id: FromPath[str], deps: DepsArg, admin: 
 async def unfinished_tasks(
     store: ProjectionStore, *, platform: str | None, limit: int, cursor: str | None
 ) -> Page[TaskView]:
-    """Every queued and running task (any status but the final ones), oldest queued first: one
-    page per status from the same cursor, merged in the store's order (queue time, then key),
-    so the cursor of the last one shown continues the union exactly."""
-    pages = [
-        await store.list_tasks(status=status, platform=platform, limit=limit, cursor=cursor)
-        for status in sorted(TASK_UNFINISHED)
-    ]
-    merged = sorted((t for p in pages for t in p.items), key=lambda t: (sortable(t.queued_at), t.key))
-    more = len(merged) > limit or any(p.next_cursor for p in pages)
-    items = merged[:limit]
-    return Page(items, encode_cursor(items[-1].queued_at, items[-1].key) if more and items else None)
+    """Every queued and running task (any status but the final ones), oldest queued first."""
+    return await store.list_tasks(status=TASK_UNFINISHED, platform=platform, limit=limit, cursor=cursor)
 
 
 @get(

@@ -8,6 +8,7 @@ and is ignored.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, UpdateOne
@@ -82,12 +83,15 @@ class MongoStore:
         self,
         *,
         submission_id: str | None = None,
-        status: str | None = None,
+        status: str | Collection[str] | None = None,
         platform: str | None = None,
         limit: int = 100,
         cursor: str | None = None,
     ) -> Page[TaskView]:
         query: dict[str, Any] = {}
+        if status is not None and not isinstance(status, str):
+            query["status"] = {"$in": sorted(status)}
+            status = None
         for field, value in (("submission_id", submission_id), ("status", status), ("platform", platform)):
             if value is not None:
                 query[field] = value

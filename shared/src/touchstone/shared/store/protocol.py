@@ -8,6 +8,7 @@ replaced by a version with a higher ``seq``, which makes every replay and redeli
 from __future__ import annotations
 
 import base64
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Generic, Protocol, TypeVar
@@ -56,12 +57,13 @@ class ProjectionStore(Protocol):
         self,
         *,
         submission_id: str | None = None,
-        status: str | None = None,
+        status: str | Collection[str] | None = None,
         platform: str | None = None,
         limit: int = 100,
         cursor: str | None = None,
     ) -> Page[TaskView]:
-        """Oldest queued first (by queue time, then key)."""
+        """Oldest queued first (by queue time, then key); ``status`` is one status or any of
+        several."""
         ...
 
     async def apply(self, changes: Changes, *, checkpoint: str, seq: int) -> None:

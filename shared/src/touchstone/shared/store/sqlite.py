@@ -7,6 +7,7 @@ transaction. Each row keeps the whole view as JSON plus the columns we filter an
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -102,12 +103,18 @@ class SqliteStore:
         self,
         *,
         submission_id: str | None = None,
-        status: str | None = None,
+        status: str | Collection[str] | None = None,
         platform: str | None = None,
         limit: int = 100,
         cursor: str | None = None,
     ) -> Page[TaskView]:
-        where, args = [], []
+        where: list[str] = []
+        args: list[Any] = []
+        if status is not None and not isinstance(status, str):
+            statuses = sorted(status)
+            where.append(f"status IN ({', '.join('?' * len(statuses))})")
+            args += statuses
+            status = None
         for column, value in (("submission_id", submission_id), ("status", status), ("platform", platform)):
             if value is not None:
                 where.append(f"{column} = ?")
