@@ -34,6 +34,7 @@ from touchstone.runpod_provider.api import PodSpec, RunpodApiClient
 from touchstone.runpod_provider.config import RunpodProviderSettings
 from touchstone.runpod_provider.fake import FakeRunpod
 from touchstone.runpod_provider.service import RunpodProvider
+from touchstone.runpod_provider.testing import write_standin_trainer
 from touchstone.scheduler.config import SchedulerSettings
 from touchstone.scheduler.service import Scheduler
 from touchstone.shared import events as ev
@@ -43,8 +44,6 @@ from touchstone.shared.publisher import EventPublisher
 from touchstone.shared.subjects import Subjects
 from touchstone.shared.system import SystemSettings, write_system
 
-REPO = Path(__file__).resolve().parents[1]
-STANDIN = REPO / "services" / "runpod-provider" / "tests" / "standin_trainer.py"
 API_KEY = "rpa_BENCH_0123456789"
 GPU = "NVIDIA GeForce RTX 4090"
 PERIOD_S = RunpodProviderSettings.model_fields["reconcile_interval_s"].default
@@ -157,11 +156,8 @@ async def run() -> dict:
     js = nc.jetstream()
     subjects = Subjects("benchrunpod")
     await provision(js, subjects)
-    package = tmp / "trainer-src" / "standin_trainer"
-    package.mkdir(parents=True)
-    (package / "__init__.py").write_text("")
-    (package / "__main__.py").write_text(STANDIN.read_text())
-    fake = FakeRunpod(api_key=API_KEY, root=tmp / "pods")
+    write_standin_trainer(tmp / "trainer-src")
+    fake = FakeRunpod(api_key=API_KEY, root=tmp / "pods", pod_backend="ssh")
     await fake.start()
     fake.faults.pull_s = PULL_S
     seen = Instrumented(fake)

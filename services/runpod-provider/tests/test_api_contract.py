@@ -1,18 +1,30 @@
-"""The client against the fake over real HTTP: shapes, lifecycle, idempotent terminate."""
+"""The client against the fake over real HTTP: shapes, lifecycle, idempotent terminate; and one
+contract run against both the fake and, when ``RUNPOD_API_KEY`` is set, the real RunPod API."""
 
 from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
 import httpx
 import pytest
 from touchstone.runpod_provider.api import (
+    DEFAULT_BASE_URL,
+    DEFAULT_GRAPHQL_URL,
     STATUS_MAP,
     Cloud,
+    Pod,
+    PodSpec,
     PodStateConflictError,
     PodStatus,
     RunpodApiClient,
     Stock,
 )
 from touchstone.runpod_provider.fake import FakeRunpod
+from touchstone.shared.errors import AuthError, NoCapacityError
 
 GPU = "NVIDIA GeForce RTX 4090"
 
@@ -155,3 +167,129 @@ async def test_the_fake_with_ssh_never_up_stays_unready(api, spec, fake: FakeRun
         seen = await api.get_pod(pod.id)
 
     assert seen is not None and seen.status is PodStatus.RUNNING and not seen.ssh_ready
+
+
+# --- the same contract against the local fake and, with a key, the real RunPod ----------------
+#
+# Read-only calls only, unless TOUCHSTONE_RUNPOD_CONTRACT_CREATE=1 as well: then one pod of the
+# cheapest GPU type in stock is created and deleted (it bills for a few seconds; the image is
+# TOUCHSTONE_RUNPOD_CONTRACT_IMAGE or RunPod's pytorch image). The real API is reached only when
+# RUNPOD_API_KEY is set; nothing here runs against it otherwise.
+
+REAL_KEY_VAR = "RUNPOD_API_KEY"
+CREATE_VAR = "TOUCHSTONE_RUNPOD_CONTRACT_CREATE"
+IMAGE_VAR = "TOUCHSTONE_RUNPOD_CONTRACT_IMAGE"
+CONTRACT_PREFIX = "touchstone-contract-"
+
+
+@dataclass
+class Target:
+    """One implementation of the RunPod API under the contract."""
+
+    kind: str
+    api: RunpodApiClient
+    base_url: str
+    graphql_url: str
+    key: str
+
+
+@pytest.fixture(params=["fake", "runpod"])
+async def target(request, tmp_path) -> AsyncIterator[Target]:
+    if request.param == "runpod":
+        key = os.environ.get(REAL_KEY_VAR, "")
+        if not key:
+            pytest.skip(f"{REAL_KEY_VAR} is not set: the contract against the real RunPod API is skipped "
+                        "(it ran against the local fake); set it to run the read-only calls, and "
+                        f"{CREATE_VAR}=1 as well to create and delete one pod")
+        async with RunpodApiClient(DEFAULT_BASE_URL, key, graphql_url=DEFAULT_GRAPHQL_URL, timeout=30,
+                                   max_retries=2) as client:
+            yield Target("runpod", client, DEFAULT_BASE_URL, DEFAULT_GRAPHQL_URL, key)
+        return
+    async with FakeRunpod(api_key="rpa_CONTRACT_0123456789", root=tmp_path / "pods", pod_backend="ssh") as fake, \
+            RunpodApiClient(fake.base_url, fake.api_key, graphql_url=fake.graphql_url, timeout=10,
+                            max_retries=0) as client:
+        yield Target("fake", client, fake.base_url, fake.graphql_url, fake.api_key)
+
+
+async def test_contract_list_pods_is_a_list_of_our_models(target):
+    pods = await target.api.list_pods()
+    ours = await target.api.list_pods(name_prefix=CONTRACT_PREFIX)
+
+    assert all(isinstance(p, Pod) and p.id and p.status is not PodStatus.TERMINATED for p in pods)
+    assert all(p.name.startswith(CONTRACT_PREFIX) for p in ours)
+    assert {p.id for p in ours} <= {p.id for p in pods}
+
+
+async def test_contract_an_unknown_pod_is_gone_and_deleting_it_is_silent(target):
+    missing = "zz" + uuid.uuid4().hex[:12]
+
+    assert await target.api.get_pod(missing) is None
+    await target.api.terminate_pod(missing)
+
+
+async def test_contract_the_catalog_prices_pod_gpu_types(target):
+    gpus = await target.api.list_gpu_types(cloud=Cloud.SECURE)
+
+    assert gpus and len({g.id for g in gpus}) == len(gpus)
+    offered = [g for g in gpus if g.offered]
+    assert offered and all(g.price_per_hour >= 0 and g.memory_gb > 0 for g in offered)
+    assert any(g.price_per_hour > 0 for g in offered)
+    assert all(isinstance(g.stock, Stock) for g in gpus)
+    assert all(g.data_center_ids == () for g in gpus if g.stock is Stock.NONE)
+
+
+async def test_contract_the_balance_is_read_over_graphql(target):
+    balance = await target.api.get_balance()
+
+    assert isinstance(balance.balance, float) and balance.spend_per_hour >= 0
+
+
+async def test_contract_a_wrong_key_is_rejected(target):
+    async with RunpodApiClient(target.base_url, "rpa_" + "0" * 40, graphql_url=target.graphql_url, timeout=30,
+                               max_retries=0) as wrong:
+        with pytest.raises(AuthError) as listing:
+            await wrong.list_pods()
+        with pytest.raises(AuthError):
+            await wrong.get_balance()
+
+    assert target.key not in str(listing.value)
+
+
+async def test_contract_create_and_delete_the_cheapest_pod(target, ssh_key):
+    if target.kind == "runpod" and os.environ.get(CREATE_VAR) != "1":
+        pytest.skip(f"{CREATE_VAR} is not 1: no pod is created on the real RunPod account (it would bill)")
+    gpus = await target.api.list_gpu_types(cloud=Cloud.SECURE)
+    candidates = sorted((g for g in gpus if g.offered and g.stock not in (Stock.NONE,)),
+                        key=lambda g: (g.price_per_hour, g.id))[:5]
+    assert candidates, "no GPU type in stock on the secure cloud"
+    name = f"{CONTRACT_PREFIX}{uuid.uuid4().hex[:10]}"
+    image = os.environ.get(IMAGE_VAR, "runpod/pytorch:1.0.2-cu1281-torch280-ubuntu2404")
+    spec = PodSpec(name=name, image=image, gpu_type_id=candidates[0].id, disk_gb=10,
+                   public_key=ssh_key.export_public_key().decode().strip())
+    pod: Pod | None = None
+    try:
+        for gpu in candidates:  # stock is advisory: a type can still be out of capacity (400)
+            try:
+                pod = await target.api.create_pod(spec.model_copy(update={"gpu_type_id": gpu.id}))
+                break
+            except NoCapacityError:
+                continue
+        assert pod is not None, "every candidate was out of capacity"
+        assert pod.name == name and pod.gpu_type_id in {g.id for g in candidates}
+        assert pod.status in (PodStatus.PENDING, PodStatus.STARTING, PodStatus.RUNNING)
+        assert pod.cost_per_hour > 0 and "PUBLIC_KEY" in pod.env_keys
+        async with asyncio.timeout(60):  # the list may lag the create a little
+            while not (listed := await target.api.list_pods(name_prefix=name)):
+                await asyncio.sleep(2)
+        assert [p.id for p in listed] == [pod.id]
+        seen = await target.api.get_pod(pod.id)
+        assert seen is not None and seen.id == pod.id
+
+        await target.api.terminate_pod(pod.id)
+        async with asyncio.timeout(120):
+            while await target.api.get_pod(pod.id) is not None:
+                await asyncio.sleep(2)
+        assert await target.api.list_pods(name_prefix=name) == []
+    finally:  # never leave a billing pod behind, whatever failed above
+        for left in await target.api.list_pods(name_prefix=name):
+            await target.api.terminate_pod(left.id)

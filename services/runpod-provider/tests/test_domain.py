@@ -140,3 +140,27 @@ def test_outcome_table(exit_status, kind, report, succeeded, failure_class):
     assert result.succeeded is succeeded
     if not succeeded:
         assert result.failure_class == failure_class
+
+
+@pytest.mark.parametrize(
+    ("balance", "key_rejected", "expected"),
+    [
+        (domain.BalanceLevel.OK, False, None),
+        (domain.BalanceLevel.LOW, False, None),
+        (domain.BalanceLevel.STOP, False, "RunPod balance below the stop threshold"),
+        (domain.BalanceLevel.OK, True, "RunPod rejected the API key"),
+        (domain.BalanceLevel.STOP, True, "RunPod rejected the API key"),
+    ],
+)
+def test_why_launches_are_stopped_is_what_the_gate_refuses_with(balance, key_rejected, expected):
+    assert domain.launches_stopped(balance, key_rejected) == expected
+    decision = domain.decide_launch("touchstone-s-t-1", gate(balance=balance, key_rejected=key_rejected))
+    assert decision.go is (expected is None) and (expected is None or decision.reason == expected)
+
+
+def test_spend_counts_only_our_running_pods():
+    pods = [("touchstone-s-t-1", 0.44, True), ("touchstone-s-t-2", 0.31, True),
+            ("touchstone-s-u-1", 0.0, False), ("jupyter", 2.0, True)]
+
+    assert domain.spend(pods) == (2, 0.75)
+    assert domain.spend([]) == (0, 0.0)

@@ -3,13 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shlex
+import socket
 
 import asyncssh
 import httpx
 import pytest
-from touchstone.runpod_provider.api import PodStatus
+from touchstone.runpod_provider.api import PodStatus, RunpodApiClient
+from touchstone.runpod_provider.fake.container import (
+    DEFAULT_POD_IMAGE,
+    LABEL,
+    OWNER_LABEL,
+    POD_LABEL,
+    docker,
+    owner_id,
+    sweep_orphans,
+)
 
 
 def connect(pod_or_port, key, *, host="127.0.0.1", username="root", **options):
@@ -163,9 +174,76 @@ async def test_a_pod_can_be_set_to_die_after_a_while(api, fake, spec, until_read
     fake.faults.die_after_s = 0.3
     pod = await until_ready((await api.create_pod(spec())).id)
 
-    async with connect(pod, ssh_key) as conn, asyncio.timeout(3):
-        await conn.run("sleep 5")
-        await conn.wait_closed()
-    dead = await api.get_pod(pod.id)
+    with contextlib.suppress(ConnectionError, asyncssh.Error):  # on a busy machine it may die first
+        async with connect(pod, ssh_key) as conn, asyncio.timeout(4.5):  # ends well before the sleep
+            await conn.run("sleep 5")
+            await conn.wait_closed()
+    async with asyncio.timeout(10):
+        while (dead := await api.get_pod(pod.id)) is not None and dead.status is not PodStatus.FAILED:
+            await asyncio.sleep(0.05)
 
     assert dead is not None and dead.status is PodStatus.FAILED
+
+
+# --- pods as Docker containers running sshd ----------------------------------------------------
+
+
+async def container_of(pod_id: str) -> str:
+    """The ids of the fake's containers for this pod (empty once it is gone)."""
+    return await docker("ps", "-aq", "--filter", f"label={POD_LABEL}={pod_id}")
+
+
+async def test_a_docker_pod_is_a_container_with_sshd_for_the_pod_key(docker_fake, ssh_key, spec, tmp_path):
+    async with RunpodApiClient(docker_fake.base_url, docker_fake.api_key, timeout=30, max_retries=0) as api:
+        created = await api.create_pod(spec())
+        async with asyncio.timeout(60):
+            while not (pod := await api.get_pod(created.id)).ssh_ready:
+                await asyncio.sleep(0.05)
+        assert pod.ssh.host == "127.0.0.1" and pod.ssh.username == "root"
+        assert (await container_of(pod.id)).strip()
+        local = tmp_path / "in.txt"
+        local.write_text("feature set\n")
+
+        async with asyncio.timeout(60):  # sshd may take a moment after the port is published
+            while True:
+                try:
+                    conn = await connect(pod, ssh_key)
+                    break
+                except (OSError, asyncssh.Error):
+                    await asyncio.sleep(0.1)
+        async with conn:
+            who = await conn.run("id -un; pwd; echo $RUNPOD_POD_ID $HF_TOKEN", check=True)
+            assert who.stdout.split() == ["root", "/root", pod.id, "hf_secret_value"]
+            async with conn.start_sftp_client() as sftp:
+                await sftp.makedirs("touchstone/job", exist_ok=True)
+                await sftp.put(str(local), "touchstone/job/in.txt")
+            script = "print(open('touchstone/job/in.txt').read(), end='')"
+            copied = await conn.run(shlex.join(["python3", "-c", script]), check=True)
+            assert copied.stdout == "feature set\n"
+        other = asyncssh.generate_private_key("ssh-ed25519")
+        with pytest.raises(asyncssh.PermissionDenied):
+            async with connect(pod, other):
+                pass
+
+        await api.terminate_pod(pod.id)
+    assert (await container_of(pod.id)).strip() == ""
+    assert docker_fake.pod_backend == "docker"
+
+
+async def test_containers_a_dead_fake_left_are_swept_and_others_kept(docker_fake):
+    host = socket.gethostname()
+    dead_pid = 2**22 + 7  # above the default pid_max: no such process
+    labels = {f"{LABEL}=1", f"{POD_LABEL}=left"}
+    left = (await docker("run", "-d", *[a for lbl in labels for a in ("--label", lbl)], "--label",
+                         f"{OWNER_LABEL}={host}-{dead_pid}", "--entrypoint", "sleep", DEFAULT_POD_IMAGE, "600")).strip()
+    mine = (await docker("run", "-d", *[a for lbl in labels for a in ("--label", lbl)], "--label",
+                         f"{OWNER_LABEL}={owner_id()}", "--entrypoint", "sleep", DEFAULT_POD_IMAGE, "600")).strip()
+    try:
+        assert await sweep_orphans() >= 1
+
+        remaining = (await docker("ps", "-aq", "--no-trunc", "--filter", f"label={POD_LABEL}=left")).split()
+        assert left not in remaining and mine in remaining
+    finally:
+        await docker("rm", "-f", mine)
+        with contextlib.suppress(Exception):
+            await docker("rm", "-f", left)

@@ -9,9 +9,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import sys
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -19,28 +18,16 @@ from touchstone.runpod_provider.adapters import load_or_create_key
 from touchstone.runpod_provider.api import RunpodApiClient
 from touchstone.runpod_provider.config import RunpodProviderSettings
 from touchstone.runpod_provider.fake import FakeRunpod, Injection, SshMode
+from touchstone.runpod_provider.fake.container import POD_LABEL, docker
 from touchstone.runpod_provider.service import RunpodProvider
+from touchstone.runpod_provider.testing import GPU, WAIT_S, provider_settings, unaccounted, wait_for
 from touchstone.shared import events as ev
 from touchstone.shared.agents import decode_report
 from touchstone.shared.commands import LaunchTask, TerminateTask, container_name
 from touchstone.shared.jetstream import system_bucket
 from touchstone.shared.publisher import EventPublisher
 from touchstone.shared.subjects import task_aggregate_id
-from touchstone.shared.system import SystemSettings, write_system
-
-GPU = "NVIDIA GeForce RTX 4090"
-WAIT_S = 60.0
-
-
-async def wait_for(condition: Callable[[], Awaitable[bool] | bool], within: float = WAIT_S) -> None:
-    async with asyncio.timeout(within):
-        while True:
-            result = condition()
-            if not isinstance(result, bool):
-                result = await result
-            if result:
-                return
-            await asyncio.sleep(0.05)
+from touchstone.shared.system import RunPodStatus, SystemSettings, read_runpod_status, write_system
 
 
 def read(uri: str) -> str:
@@ -63,18 +50,8 @@ class Harness:
 
     async def start(self, *, max_running: int = 4, **overrides: object) -> RunpodProvider:
         await self.set_max_running(max_running)
-        fields = {**self.defaults, **overrides}
-        settings = RunpodProviderSettings(
-            namespace=self.subjects.ns,
-            data_dir=self.tmp / "data",
-            runpod_api_key=self.fake.api_key,
-            runpod_base_url=self.fake.base_url,
-            runpod_graphql_url=self.fake.graphql_url,
-            default_gpu_type=GPU,
-            trainer_src_dir=self.trainer_src,
-            python=sys.executable,
-            **fields,
-        )
+        settings = provider_settings(self.fake, namespace=self.subjects.ns, data_dir=self.tmp / "data",
+                                     trainer_src=self.trainer_src, **{**self.defaults, **overrides})
         self.provider = RunpodProvider(settings, self.nc, self.js, self.subjects)
         self._task = asyncio.create_task(self.provider.run(self._stop))
         return self.provider
@@ -131,14 +108,23 @@ class Harness:
     def assert_accounted_for(self) -> None:
         """Every touchstone- pod ever created is terminated or owned by a live attempt."""
         live = set(self.provider.attempts) if self.provider else set()
-        for record in self.fake.ledger():
-            if record.name.startswith("touchstone-"):
-                assert record.terminated or record.name in live, f"pod {record} is unaccounted for"
+        assert unaccounted(self.fake.ledger(), live) == []
 
 
 @pytest.fixture
 async def harness(fake, js, subjects, nc, tmp_path, trainer_src, provider_defaults) -> AsyncIterator[Harness]:
     h = Harness(fake, js, subjects, nc, tmp_path, trainer_src, provider_defaults)
+    yield h
+    with contextlib.suppress(Exception):
+        await h.stop()
+    h.assert_accounted_for()
+
+
+@pytest.fixture
+async def docker_harness(docker_fake, js, subjects, nc, tmp_path, trainer_src, provider_defaults
+                         ) -> AsyncIterator[Harness]:
+    """A provider against the local RunPod whose pods are Docker containers running sshd."""
+    h = Harness(docker_fake, js, subjects, nc, tmp_path, trainer_src, provider_defaults)
     yield h
     with contextlib.suppress(Exception):
         await h.stop()
@@ -188,6 +174,86 @@ async def test_a_training_collects_models_and_metrics(harness, fake):
     assert {"long.bin", "short.bin", "metrics.json"} <= set(finished.artifacts)
     assert read(finished.artifacts["long.bin"]) == "long"
     await harness.until_event(launch, "ContainerTerminated")
+
+
+async def test_a_training_runs_end_to_end_in_a_docker_pod(docker_harness, docker_fake):
+    """The same phases with sshd in a container: the trainer runs as the pod's user (root, as on
+    RunPod) under the image's python3, files go in and out over SFTP."""
+    await docker_harness.start()
+    launch = await docker_harness.assign(kind="training", feature_set=docker_harness.feature_set())
+
+    await docker_harness.send(launch)
+    await docker_harness.until_event(launch, "ContainerTerminated")
+
+    assert await docker_harness.types(launch) == TRANSCRIPT
+    finished = next(e for e in await docker_harness.events(launch) if isinstance(e, ev.TrainingFinished))
+    assert finished.metrics == {"long": {"auc": 0.61}, "short": {"auc": 0.58}}
+    assert read(finished.artifacts["long.bin"]) == "long"
+    assert "stand-in trainer: train touchstone/feature-set" in read(finished.log_uri)
+    [pod] = docker_fake.ledger()
+    assert pod.terminated
+    assert await docker("ps", "-aq", "--filter", f"label={POD_LABEL}={pod.id}") == ""
+
+
+async def test_a_docker_pod_is_ready_only_once_its_sshd_accepts(docker_harness, docker_fake):
+    docker_fake.faults.pull_s = 1.0  # sshd starts a second after the container
+    docker_fake.faults.ssh_direct_during_pull = True  # the port is published (and drops) before that
+    await docker_harness.start()
+    launch = await docker_harness.assign(feature_set=docker_harness.feature_set())
+
+    await docker_harness.send(launch)
+    await docker_harness.until_event(launch, "ContainerTerminated")
+
+    assert await docker_harness.types(launch) == TRANSCRIPT
+
+
+async def test_a_docker_pod_whose_sshd_never_comes_up_fails_as_infrastructure(docker_harness, docker_fake):
+    docker_fake.faults.ssh = SshMode.REFUSE  # a container without sshd behind the published port
+    await docker_harness.start(ready_timeout_s=2.0)
+    launch = await docker_harness.assign(feature_set=docker_harness.feature_set())
+
+    await docker_harness.send(launch)
+    await docker_harness.until_event(launch, "ContainerTerminated")
+
+    failed = next(e for e in await docker_harness.events(launch) if isinstance(e, ev.TaskFailed))
+    assert failed.failure_class == "infrastructure" and "SSH" in failed.reason
+    [pod] = docker_fake.ledger()
+    assert pod.terminated
+    assert await docker("ps", "-aq", "--filter", f"label={POD_LABEL}={pod.id}") == ""
+
+
+async def test_a_launch_stays_unacked_until_its_pod_is_recorded(harness, fake, js, subjects):
+    """So that a provider dying before the record hands the launch to the next one."""
+    made, release = asyncio.Event(), asyncio.Event()
+    real_create = fake.create
+
+    async def create_then_hold(body):
+        pod = await real_create(body)
+        made.set()
+        await release.wait()
+        return pod
+
+    fake.create = create_then_hold
+    await harness.start()
+    launch = await harness.assign(feature_set=harness.feature_set(SLEEP="60"))
+
+    async def commands_in_stream() -> int:
+        return (await js.stream_info(subjects.commands_stream)).state.messages
+
+    await harness.send(launch)
+    await wait_for(made.is_set)
+    sweeps = harness.provider.sweeps
+    await wait_for(lambda: harness.provider.sweeps >= sweeps + 3)  # several launch_retry_s go by
+    assert await commands_in_stream() == 1  # pod made, not recorded: the launch is still there
+    assert "ContainerLaunched" not in await harness.types(launch)
+
+    release.set()
+    await harness.until_event(launch, "ContainerLaunched")
+    async def acked() -> bool:  # a work queue drops an acked command
+        return await commands_in_stream() == 0
+
+    await wait_for(acked)
+    assert [r.name for r in fake.ledger()] == [launch.container_name]
 
 
 async def test_a_create_that_fails_but_makes_the_pod_is_adopted(harness, fake):
@@ -289,6 +355,49 @@ async def test_rogue_prefixed_pods_are_reaped_and_others_survive(harness, fake, 
     await api.terminate_pod(owned.id)
 
 
+async def shown(js, subjects, check: Callable[[RunPodStatus], bool]) -> RunPodStatus:
+    """The provider's account view in the system bucket, once ``check`` holds for it."""
+    kv = await system_bucket(js, subjects)
+    seen: list[RunPodStatus] = []
+
+    async def holds() -> bool:
+        status = await read_runpod_status(kv)
+        if status is not None and check(status):
+            seen.append(status)
+        return bool(seen)
+
+    await wait_for(holds)
+    return seen[0]
+
+
+async def test_the_account_view_shows_the_balance_and_reaped_pods(harness, fake, api, spec, js, subjects):
+    fake.faults.balance = 42.5
+    rogue = await api.create_pod(spec(name="touchstone-sgone-validation-1"))
+    stranger = await api.create_pod(spec(name="jupyter-notebook"))
+    await harness.start()
+
+    status = await shown(js, subjects, lambda s: s.balance == 42.5 and any(r.pod_id == rogue.id for r in s.reaped))
+
+    [reaped] = status.reaped
+    assert reaped.name == rogue.name and reaped.cost_per_hr == pytest.approx(0.44) and reaped.reaped_at
+    assert status.launches_stopped is None  # low (an alarm), not below the stop threshold
+    assert (status.running_pods, status.spend_per_hour) == (0, 0.0)  # the stranger is not ours
+    assert stranger.id in fake.live_pods()
+    await api.terminate_pod(stranger.id)
+
+
+async def test_the_account_view_counts_our_running_pods(harness, fake, js, subjects):
+    await harness.start()
+    launch = await harness.assign(feature_set=harness.feature_set(SLEEP="60"))
+    await harness.send(launch)
+    await harness.until_event(launch, "TrainingStarted")
+
+    status = await shown(js, subjects, lambda s: s.running_pods == 1)
+
+    assert status.spend_per_hour == pytest.approx(0.44) and status.reaped == []
+    assert status.balance == pytest.approx(100.0)
+
+
 async def test_a_pod_of_a_finished_attempt_is_reaped_and_recorded(harness, fake, api, spec):
     launch = await harness.assign(feature_set=harness.feature_set())
     common = {"aggregate_id": task_aggregate_id(launch.submission_id, launch.task_id),
@@ -312,6 +421,8 @@ async def test_low_balance_alarms_and_stops_launches(harness, fake):
     await harness.send(launch)
     await wait_for(lambda: provider.held_back >= 2)
     assert fake.ledger() == []
+    status = await shown(harness.js, harness.subjects, lambda s: s.launches_stopped is not None)
+    assert "balance" in status.launches_stopped and status.balance == 5.0
 
     fake.faults.balance = 100.0
     await harness.until_event(launch, "ContainerTerminated")
@@ -327,6 +438,8 @@ async def test_a_rejected_key_alarms_and_stops_launches(harness, fake):
     await harness.send(launch)
     await wait_for(lambda: provider.held_back >= 2)
     assert fake.ledger() == []
+    status = await shown(harness.js, harness.subjects, lambda s: s.launches_stopped is not None)
+    assert status.launches_stopped == "RunPod rejected the API key"
 
     fake.faults.revoked = False
     await harness.until_event(launch, "ContainerTerminated")

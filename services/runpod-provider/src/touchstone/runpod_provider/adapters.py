@@ -22,13 +22,13 @@ from touchstone.shared.lifecycle import TaskState
 from touchstone.shared.metrics import counter, gauge
 from touchstone.shared.publisher import EventPublisher, last_seq, task_events
 from touchstone.shared.subjects import Subjects
+from touchstone.shared.system import GPU_TYPES_KEY
 
 from . import domain
 from .api import GpuType
 
 log = logging.getLogger(__name__)
 
-GPU_TYPES_KEY = "gpu_types"
 CONFLICT_TRIES = 8
 LINES_PER_MESSAGE = 200
 

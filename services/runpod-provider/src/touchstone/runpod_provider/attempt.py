@@ -55,6 +55,8 @@ class AttemptRecord:
     cost_per_hour: float = 0.0
     created_at: float | None = None
     phase: str = "launching"
+    launch_recorded: bool = False
+    """``ContainerLaunched`` is stored: the launch command may be acked."""
     stop_reason: str | None = None
     task: asyncio.Task[None] | None = field(default=None, repr=False)
 
@@ -123,6 +125,7 @@ class AttemptRunner:
         rec.pod_id, rec.cost_per_hour = pod.id, pod.cost_per_hour
         await self._record(ev.ContainerLaunched, rec, container_name=rec.name, deployment_id=pod.id,
                            cost_per_hour=rec.cost_per_hour)
+        rec.launch_recorded = True
         conn, pod = await self.pods.wait_ready(pod.id)
         rec.cost_per_hour = pod.cost_per_hour or rec.cost_per_hour
         try:

@@ -63,13 +63,21 @@ class LaunchDecision:
     reason: str = ""
 
 
+def launches_stopped(balance: BalanceLevel, key_rejected: bool) -> str | None:
+    """Why no pod may start whatever the throttle says (for the System page), or None."""
+    if key_rejected:
+        return "RunPod rejected the API key"
+    if balance is BalanceLevel.STOP:
+        return "RunPod balance below the stop threshold"
+    return None
+
+
 def decide_launch(name: str, gate: LaunchGate) -> LaunchDecision:
     """Whether attempt ``name`` may get a pod now. A pod that already exists under its name is
     adopted, not counted twice; everything else running counts, ours or not."""
-    if gate.key_rejected:
-        return LaunchDecision(False, "RunPod rejected the API key")
-    if gate.balance is BalanceLevel.STOP:
-        return LaunchDecision(False, "RunPod balance below the stop threshold")
+    stopped = launches_stopped(gate.balance, gate.key_rejected)
+    if stopped is not None:
+        return LaunchDecision(False, stopped)
     if gate.limit <= 0:
         return LaunchDecision(False, "RunPod is paused (runpod_max_running_tasks = 0)")
     running = (gate.ours | gate.listed) - {name}
@@ -114,6 +122,13 @@ def decide_reap(
         else:
             since[pod_id] = first
     return ReapPlan(tuple(terminate), since)
+
+
+def spend(pods: Iterable[tuple[str, float, bool]]) -> tuple[int, float]:
+    """(how many, USD per hour) of our running pods; ``pods`` are (name, cost per hour, running)
+    as RunPod lists them, and only ``touchstone-`` pods count."""
+    costs = [max(0.0, cost) for name, cost, running in pods if running and is_ours(name)]
+    return len(costs), round(sum(costs), 6)
 
 
 def split_pod_name(name: str) -> tuple[str, int] | None:

@@ -1,12 +1,19 @@
 """Reactions to the provider's commands, one table; dependencies are bound at bootstrap.
 
 Launches run concurrently: ``on_launch_task`` decides (attempt still live on RunPod? room under
-the throttle?), starts a supervised asyncio task for the attempt and returns, so the command is
-acked at once and the one consumer loop is free for the next command (a ``TerminateTask`` never
-waits behind a launch). A launch held back is nak'ed with ``launch_retry_s``; at its last
-delivery the attempt fails (infrastructure) so that the scheduler decides what comes next. The
-price of acking early: a provider that dies mid-attempt loses the attempt; the events still
-say it is live, so the scheduler's stuck detection fails it, and then the reaper removes its pod.
+the throttle?), starts a supervised asyncio task for the attempt and returns at once, so the one
+consumer loop is free for the next command (a ``TerminateTask`` never waits behind a launch).
+A launch held back is nak'ed with ``launch_retry_s``; at its last delivery the attempt fails
+(infrastructure) so that the scheduler decides what comes next.
+
+A launch stays un-acked until its pod is recorded (``ContainerLaunched``): until then every
+delivery is nak'ed with ``launch_retry_s`` (a redelivery to this provider finds the attempt in
+memory and changes nothing). If the provider dies between assignment and record, the launch is
+redelivered to the next provider within ``launch_retry_s`` (``ack_wait_s`` at worst), which
+starts the attempt again; its pod, if the create went through, is found by name and adopted,
+never duplicated. So that crash costs seconds, not the scheduler's launch timeout. A provider
+that dies after the record loses the attempt; the events still say it is live, so the
+scheduler's stuck detection fails it, and then the reaper removes its pod.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ from touchstone.shared.subjects import task_aggregate_id
 from . import domain
 
 if TYPE_CHECKING:
+    from .attempt import AttemptRecord
     from .service import RunpodProvider
 
 log = logging.getLogger(__name__)
@@ -33,8 +41,10 @@ log = logging.getLogger(__name__)
 
 async def on_launch_task(provider: RunpodProvider, command: LaunchTask, delivery: Delivery) -> None:
     name = command.container_name
-    if name in provider.attempts:
-        return  # already driving it (a redelivery)
+    record = provider.attempts.get(name)
+    if record is not None:  # already driving it (a redelivery)
+        _keep_until_recorded(provider, record, delivery)
+        return
     state = await provider.recorder.state(command.submission_id, command.task_id)
     if not domain.attempt_live(state, command.attempt):
         log.info("not launching %s: the attempt is not live on RunPod", name)
@@ -48,7 +58,19 @@ async def on_launch_task(provider: RunpodProvider, command: LaunchTask, delivery
         provider.held_back += 1
         raise RetryableError(f"launch of {name} held back: {decision.reason}",
                              retry_after=provider.settings.launch_retry_s)
-    provider.start_attempt(command)
+    _keep_until_recorded(provider, provider.start_attempt(command), delivery)
+
+
+def _keep_until_recorded(provider: RunpodProvider, record: AttemptRecord, delivery: Delivery) -> None:
+    """Nak the launch (to see it again in ``launch_retry_s``) while its pod is not recorded,
+    so that it outlives a crash of this provider; ack once recorded or once the attempt ended.
+    At the last delivery it is acked anyway: the attempt goes on, only the crash cover ends."""
+    if record.launch_recorded or record.phase in ("terminating", "done"):
+        return
+    if delivery.num_delivered >= provider.settings.command_max_deliver:
+        return
+    raise RetryableError(f"{record.name}: pod not recorded yet; the launch stays pending",
+                         retry_after=provider.settings.launch_retry_s)
 
 
 async def on_terminate_task(provider: RunpodProvider, command: TerminateTask, delivery: Delivery) -> None:

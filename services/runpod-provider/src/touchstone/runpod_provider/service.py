@@ -8,12 +8,15 @@
   pod lives at most one period plus grace); pods without the prefix are never touched;
 * balance (every ``balance_interval_s``): low → alarm; below the stop threshold → no launches;
 * catalog (every ``catalog_interval_s``): the GPU types into the system bucket, key ``gpu_types``;
+* account view (every reconcile): balance, spend per hour and count of our running pods, why
+  launches are stopped, the pods reaped lately, as a ``RunPodStatus`` in the system bucket;
 * system settings: ``runpod_max_running_tasks`` watched in the system bucket (0 pauses launches);
 * heartbeats: the running attempts' names on ``{ns}.agent.runpod-provider.evt``, which the
   scheduler reads for stuck detection.
 
 A 401 from RunPod on any call raises an alarm and stops launches until a call succeeds again;
-pods already running are still tracked, reaped and terminated.
+pods already running are still tracked, reaped and terminated. Reconcile, balance, key and the
+account view live in ``safety.py`` (``CostSafety``, which this provider is).
 """
 
 from __future__ import annotations
@@ -21,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import Awaitable, Callable
 
 from nats.aio.client import Client as NATS
@@ -38,11 +40,12 @@ from touchstone.shared.system import SystemSettings, read_system, watch_system
 
 from . import adapters, domain
 from .adapters import Alarms, TaskRecorder
-from .api import ForbiddenError, GpuType, RunpodApiClient
+from .api import GpuType, RunpodApiClient
 from .attempt import AttemptRecord, AttemptRunner
 from .config import RunpodProviderSettings
 from .handlers import handlers
-from .pods import Hooks, PodControl
+from .pods import PodControl
+from .safety import CostSafety
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +53,7 @@ SERVICE = "runpod-provider"
 HOST = "runpod-provider"
 
 
-class RunpodProvider(Hooks):
+class RunpodProvider(CostSafety):
     def __init__(
         self,
         settings: RunpodProviderSettings,
@@ -77,15 +80,9 @@ class RunpodProvider(Hooks):
         self.attempts: dict[str, AttemptRecord] = {}
         self.catalog: list[GpuType] = []
         self.system = SystemSettings()
-        self.balance = domain.BalanceLevel.OK
-        self.key_rejected = False
-        self.listed: frozenset[str] = frozenset()
-        self.unowned_since: dict[str, float] = {}
-        self.reaped: list[str] = []
+        self.kv: KeyValue | None = None
         self.held_back = 0
-        self.sweeps = 0
-        self._reap_lock = asyncio.Lock()
-        self._follow_up: asyncio.Task[None] | None = None
+        self._init_safety()
         self.runner: AttemptRunner | None = None
         self.pods: PodControl | None = None
         self.loop = command_consumer(js, subjects, SERVICE, handlers(self),
@@ -97,7 +94,7 @@ class RunpodProvider(Hooks):
         key = await asyncio.to_thread(adapters.load_or_create_key, self.settings.key_file)
         self.pods = PodControl(self.settings, self.api, key, self)
         self.runner = AttemptRunner(self.settings, self.pods, self.recorder, self.nc, self.subjects, self.catalog)
-        kv = await system_bucket(self.js, self.subjects)
+        kv = self.kv = await system_bucket(self.js, self.subjects)
         self.system, _ = await read_system(kv)
         loops = [
             asyncio.create_task(watch_system(kv, self._on_settings, stop)),
@@ -197,108 +194,6 @@ class RunpodProvider(Hooks):
         )
         await self.recorder.record(event)
 
-    # --- cost safety ------------------------------------------------------------------------
-
-    async def reconcile(self) -> None:
-        """One sweep: stop our attempts whose task moved on, then reap RunPod's unowned pods."""
-        await self.stop_abandoned()
-        await self.reap()
-        self.sweeps += 1
-
-    async def stop_abandoned(self) -> None:
-        """An attempt whose task was cancelled or failed meanwhile (no ``TerminateTask`` needed)
-        is stopped, so its pod does not bill until the trainer happens to end."""
-        for record in list(self.attempts.values()):
-            if record.task is None or record.phase in ("terminating", "done"):
-                continue
-            cmd = record.command
-            state = await self.recorder.state(cmd.submission_id, cmd.task_id)
-            if not domain.attempt_live(state, cmd.attempt) and record.phase not in ("terminating", "done"):
-                log.info("stopping %s: its task is no longer live on RunPod", record.name)
-                record.stop_reason = "the task is no longer live"
-                record.task.cancel()
-
-    async def reap(self) -> None:
-        """Terminate ``touchstone-`` pods that no live attempt owns, after the grace period."""
-        async with self._reap_lock:
-            await self._reap()
-
-    async def _reap(self) -> None:
-        assert self.pods is not None
-        try:
-            pods = await self.api.list_pods()
-        except AuthError as e:
-            await self._auth_failed(e)
-            raise
-        self.listed = frozenset(p.name for p in pods if domain.is_ours(p.name))
-        owned = set(self.attempts)
-        states = {}
-        for pod in pods:
-            if not domain.is_ours(pod.name) or pod.name in owned:
-                continue
-            split = domain.split_pod_name(pod.name)
-            if split is None:
-                continue
-            try:
-                state = await self.recorder.aggregate_state(split[0])
-            except ValueError:  # not a valid aggregate id: not one of our attempts
-                continue
-            states[pod.name] = state
-            if domain.attempt_live(state, split[1]):
-                owned.add(pod.name)
-        plan = domain.decide_reap(((p.id, p.name) for p in pods), frozenset(owned), self.unowned_since,
-                                  time.monotonic(), self.settings.reap_grace_s)
-        self.unowned_since = dict(plan.unowned_since)
-        self._reap_again_when_due(time.monotonic())
-        names = {p.id: p.name for p in pods}
-        for pod_id in plan.terminate:
-            name = names[pod_id]
-            log.warning("reaping rogue pod %s (%s): no live attempt owns it", pod_id, name)
-            if await self.pods.terminate(pod_id):
-                self.reaped.append(pod_id)
-                adapters.PODS_REAPED.inc()
-                state = states.get(name)
-                split = domain.split_pod_name(name)
-                if state is not None and split is not None:
-                    await self._record_terminated(state.submission_id, state.task_id, split[1], name)
-
-    def _reap_again_when_due(self, now: float) -> None:
-        """A pod first seen unowned is due once its grace has passed, which may be well before
-        the next sweep: look again then, so a rogue pod lives at most one period plus grace
-        (rather than up to two periods)."""
-        pending = self._follow_up
-        already = pending is not None and not pending.done() and pending is not asyncio.current_task()
-        if not self.unowned_since or already:
-            return
-        delay = max(0.0, min(self.unowned_since.values()) + self.settings.reap_grace_s - now) + 0.05
-        if delay < self.settings.reconcile_interval_s:
-            self._follow_up = asyncio.create_task(self._reap_after(delay), name="follow-up reap")
-
-    async def _reap_after(self, delay_s: float) -> None:
-        await asyncio.sleep(delay_s)
-        try:
-            await self.reap()
-        except Exception as e:
-            log.warning("follow-up reap failed: %r", e)
-
-    async def check_balance(self) -> None:
-        try:
-            balance = await self.api.get_balance()
-        except AuthError as e:
-            await self._auth_failed(e)
-            raise
-        self._auth_ok()
-        adapters.BALANCE.set(balance.balance)
-        level = domain.balance_level(balance.balance, self.settings.balance_low_usd, self.settings.balance_stop_usd)
-        if level is not domain.BalanceLevel.OK:
-            stop = " (launches stopped)" if level is domain.BalanceLevel.STOP else ""
-            await self.alarms.raise_("low_balance", f"RunPod balance ${balance.balance:.2f}{stop}")
-        else:
-            self.alarms.clear("low_balance")
-        if level != self.balance:
-            log.info("RunPod balance level %s -> %s", self.balance.value, level.value)
-        self.balance = level
-
     async def refresh_catalog(self, kv: KeyValue) -> None:
         try:
             types = await self.api.list_gpu_types(cloud=self.settings.cloud)
@@ -313,23 +208,3 @@ class RunpodProvider(Hooks):
         running = tuple(sorted(name for name, r in self.attempts.items() if r.pod_id is not None))
         report = AgentHeartbeat(host=HOST, namespace=self.subjects.ns, slots_total=0, slots_free=0, running=running)
         await self.nc.publish(self.subjects.agent_reports(HOST), encode_report(report))
-
-    # --- hooks from attempts ------------------------------------------------------------------
-
-    async def on_key_rejected(self, message: str) -> None:
-        self.key_rejected = True
-        await self.alarms.raise_("api_key_rejected", f"RunPod rejected the API key; launches stopped: {message}")
-
-    async def on_payment_required(self, message: str) -> None:
-        self.balance = domain.BalanceLevel.STOP
-        await self.alarms.raise_("low_balance", f"RunPod refused a pod for the balance: {message}")
-
-    async def _auth_failed(self, error: AuthError) -> None:
-        if not isinstance(error, ForbiddenError):
-            await self.on_key_rejected(str(error))
-
-    def _auth_ok(self) -> None:
-        if self.key_rejected:
-            log.info("RunPod accepts the API key again; launches resume")
-        self.key_rejected = False
-        self.alarms.clear("api_key_rejected")

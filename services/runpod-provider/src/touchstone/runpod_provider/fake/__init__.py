@@ -2,8 +2,10 @@
 
 ``FakeRunpod`` serves RunPod's REST v2 pod, catalog and SSH-key routes and the GraphQL
 balance query over real HTTP on 127.0.0.1, with RunPod's shapes, codes and error bodies.
-Each running pod is a real SSH endpoint (asyncssh, key from ``env.PUBLIC_KEY``, exec and
-SFTP in a per-pod directory). Faults: ``Faults`` switches, ``Injection`` canned answers,
+Each running pod is a real SSH endpoint on 127.0.0.1 keyed by its ``env.PUBLIC_KEY``: a Docker
+container of ``pod_image`` running sshd where the engine runs and the image has sshd
+(``container.py``), otherwise an asyncssh server with exec and SFTP in a per-pod directory
+(``ssh.py``); ``pod_backend`` chooses, ``auto`` by default. Faults: ``Faults`` switches, ``Injection`` canned answers,
 ``FakeRunpod.kill_pod``; or over HTTP under ``/_fake/``. ``FakeRunpod.ledger()`` accounts
 for every pod ever created.
 

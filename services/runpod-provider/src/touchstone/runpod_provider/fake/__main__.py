@@ -9,6 +9,7 @@ import logging
 import secrets
 from pathlib import Path
 
+from .container import DEFAULT_POD_IMAGE
 from .server import FakeRunpod
 from .state import Faults
 
@@ -22,6 +23,10 @@ def _parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--balance", type=float, default=100.0, help="account balance in USD")
     parser.add_argument("--polls-to-running", type=int, default=2)
     parser.add_argument("--pull-s", type=float, default=0.0, help="seconds before SSH accepts")
+    parser.add_argument("--pods", choices=("ssh", "docker", "auto"), default="ssh",
+                        help="ssh: asyncssh servers running commands on this host (the default); "
+                             "docker: containers of --pod-image running sshd; auto: docker when usable")
+    parser.add_argument("--pod-image", default=DEFAULT_POD_IMAGE, help="the image of container pods")
     return parser.parse_args(argv)
 
 
@@ -35,10 +40,14 @@ async def main(args: argparse.Namespace) -> None:
         polls_to_starting=min(1, args.polls_to_running),
         polls_to_running=args.polls_to_running,
         faults=Faults(balance=args.balance, pull_s=args.pull_s),
+        pod_backend=args.pods,
+        pod_image=args.pod_image,
     )
     async with fake:
         print(f"fake RunPod REST v2: {fake.base_url}", flush=True)
         print(f"fake RunPod GraphQL: {fake.graphql_url}", flush=True)
+        print(f"fake RunPod pods: {fake.pod_backend}"
+              + (f" ({fake.why_not_docker})" if fake.pod_backend == "ssh" and args.pods != "ssh" else ""), flush=True)
         if args.api_key is None:
             print(f"API key: {api_key}", flush=True)
         await asyncio.Event().wait()

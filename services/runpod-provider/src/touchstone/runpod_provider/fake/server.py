@@ -9,6 +9,11 @@ create or start. No clock is involved, except for the time-based faults (slow pu
 that die after a while), which read ``clock``. Faults are set with ``fake.faults``,
 ``fake.inject()``, ``fake.kill_pod()``, or over HTTP under ``/_fake/`` (see ``app.py``).
 ``fake.ledger()`` lists every pod ever created, terminated or not.
+
+Pods are real SSH endpoints of one of two kinds (``pod_backend``): ``docker``, a container of
+``pod_image`` running sshd (``container.py``), chosen by ``auto`` when the engine answers and
+the image has ``/usr/sbin/sshd``; otherwise ``ssh``, an asyncssh server that runs commands in a
+per-pod directory on this host (``ssh.py``). ``auto`` logs why it fell back.
 """
 
 from __future__ import annotations
@@ -26,13 +31,14 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, Literal, Self
 
 import asyncssh
 import uvicorn
 
 from . import catalog
 from .app import build_app
+from .container import DEFAULT_POD_IMAGE, ContainerPod, DockerPodError, sweep_orphans, why_not_docker
 from .ratelimit import RateLimiter
 from .ssh import PodSsh
 from .state import ACTIONS_BY_STATUS, Behaviour, FakePod, Faults, Injection, PodRecord, SshMode
@@ -41,6 +47,7 @@ from .validate import LOW_BALANCE, NO_CAPACITY, Problem
 log = logging.getLogger(__name__)
 
 _ID_ALPHABET = string.ascii_lowercase + string.digits
+PodBackend = Literal["auto", "ssh", "docker"]
 
 
 class FakeRunpod:
@@ -59,10 +66,18 @@ class FakeRunpod:
         rate_limiter: RateLimiter | None = None,
         exec_env: Mapping[str, str] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        pod_backend: PodBackend = "auto",
+        pod_image: str = DEFAULT_POD_IMAGE,
     ) -> None:
         """``root``: where pod directories go (a temporary directory when None).
-        ``exec_env``: extra environment for commands run in pods (e.g. a ``PATH``)."""
+        ``exec_env``: extra environment for commands run in pods (e.g. a ``PATH``).
+        ``pod_backend``: ``ssh`` (an asyncssh server per pod), ``docker`` (a container of
+        ``pod_image`` running sshd per pod) or ``auto`` (docker when usable, see ``start``)."""
         self.api_key = api_key
+        self.pod_backend: PodBackend = pod_backend
+        self.pod_image = pod_image
+        self.why_not_docker: str | None = None
+        """Why pods are not containers (after ``start``), or None when they are."""
         self.faults = faults or Faults()
         self.polls_to_starting = polls_to_starting
         self.polls_to_running = max(polls_to_running, polls_to_starting)
@@ -102,6 +117,7 @@ class FakeRunpod:
             self._root = Path(self._root_arg)
             self._root.mkdir(parents=True, exist_ok=True)
         self._host_key = asyncssh.generate_private_key("ssh-ed25519")
+        await self._choose_pod_backend()
         # IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY on accepted sockets only then.
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -122,10 +138,31 @@ class FakeRunpod:
                 raise RuntimeError("the fake RunPod server did not start")
             await asyncio.sleep(0.005)
 
+    async def _choose_pod_backend(self) -> None:
+        """``auto`` becomes ``docker`` when containers with sshd can run here, else ``ssh``;
+        an explicit ``docker`` that cannot run is an error."""
+        if self.pod_backend == "ssh":
+            self.why_not_docker = "asyncssh pods were asked for"
+            return
+        self.why_not_docker = await why_not_docker(self.pod_image)
+        if self.why_not_docker is None:
+            self.pod_backend = "docker"
+            try:
+                await sweep_orphans()
+            except DockerPodError as e:
+                log.warning("fake RunPod: could not sweep containers of dead fakes: %s", e)
+        elif self.pod_backend == "docker":
+            raise RuntimeError(f"fake RunPod: pods cannot be containers here: {self.why_not_docker}")
+        else:
+            log.info("fake RunPod: pods are asyncssh servers, not containers: %s", self.why_not_docker)
+            self.pod_backend = "ssh"
+
     async def stop(self) -> None:
-        """Stop serving, close every pod's SSH and kill its processes."""
+        """Stop serving, close every pod's SSH and kill its processes, remove its container."""
         for pod in list(self._pods.values()):
             await self._halt(pod)
+            if pod.container is not None:
+                await pod.container.remove()
         if self._server is not None and self._serving is not None:
             self._server.wake()
             await self._serving
@@ -296,6 +333,9 @@ class FakeRunpod:
             self._pods.pop(pod.id, None)
             self._ledger[pod.id] = replace(self._ledger[pod.id], status="TERMINATED", terminated=True)
             await self._halt(pod)
+            if pod.container is not None:
+                container, pod.container = pod.container, None
+                await container.remove()
         shutil.rmtree(self.workdir(pod.id), ignore_errors=True)
 
     # --- internals ----------------------------------------------------------------------
@@ -305,19 +345,34 @@ class FakeRunpod:
         pod.started_at = datetime.now(UTC)
         pod.running_since = self.clock()
         if pod.behaviour.ssh is not SshMode.NO_DIRECT and "22/tcp" in pod.body.get("ports", []):
-            assert self._host_key is not None
-            pod.ssh = PodSsh(
-                pod_id=pod.id,
-                workdir=self.workdir(pod.id),
-                authorized_keys=pod.body["env"].get("PUBLIC_KEY", ""),
-                host_key=self._host_key,
-                accepting=lambda: pod.ssh_ready(self.clock()),
-                env={**self._exec_env, **pod.body["env"]},
-            )
-            pod.ssh_port = await pod.ssh.start()
+            try:
+                pod.ssh_port = await self._serve_ssh(pod)
+            except DockerPodError as e:
+                log.error("fake pod %s: its container did not start: %s", pod.id, e)
+                pod.status = "ERROR"
+                pod.running_since = None
+                return
         if pod.behaviour.die_after_s is not None:
             loop = asyncio.get_running_loop()
             self._timers[pod.id] = loop.call_later(pod.behaviour.die_after_s, self._spawn_death, pod.id)
+
+    async def _serve_ssh(self, pod: FakePod) -> int:
+        """Start the pod's SSH endpoint (its container, or an asyncssh server); its port."""
+        if self.pod_backend == "docker":
+            if pod.container is None:
+                pod.container = ContainerPod(pod_id=pod.id, image=self.pod_image, env=pod.body["env"],
+                                             pull_s=pod.behaviour.pull_s, serve_ssh=pod.behaviour.ssh is SshMode.OK)
+            return await pod.container.start()
+        assert self._host_key is not None
+        pod.ssh = PodSsh(
+            pod_id=pod.id,
+            workdir=self.workdir(pod.id),
+            authorized_keys=pod.body["env"].get("PUBLIC_KEY", ""),
+            host_key=self._host_key,
+            accepting=lambda: pod.ssh_ready(self.clock()),
+            env={**self._exec_env, **pod.body["env"]},
+        )
+        return await pod.ssh.start()
 
     def _spawn_death(self, pod_id: str) -> None:
         task = asyncio.get_running_loop().create_task(self._die(pod_id))
@@ -337,6 +392,8 @@ class FakeRunpod:
         if pod.ssh is not None:
             ssh, pod.ssh = pod.ssh, None
             await ssh.close()
+        if pod.container is not None:
+            await pod.container.stop()
         pod.ssh_port = None
         pod.running_since = None
 

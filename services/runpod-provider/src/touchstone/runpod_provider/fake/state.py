@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 if TYPE_CHECKING:
+    from .container import ContainerPod
     from .ssh import PodSsh
 
 ACTIONS_BY_STATUS: dict[str, list[str]] = {
@@ -146,6 +147,9 @@ class FakePod:
     running_since: float | None = None
     """Fake clock value when the pod last reached RUNNING."""
     ssh: PodSsh | None = field(default=None, repr=False)
+    """The asyncssh endpoint (the ``ssh`` pod backend) while running."""
+    container: ContainerPod | None = field(default=None, repr=False)
+    """The container (the ``docker`` pod backend), from its first start until terminated."""
     ssh_port: int | None = None
 
     def ssh_ready(self, now: float) -> bool:

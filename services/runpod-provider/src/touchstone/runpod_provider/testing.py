@@ -1,0 +1,241 @@
+"""Pytest fixtures and helpers for tests that run the RunPod provider against the local RunPod:
+the fake on 127.0.0.1 and a client of it, pod specs, provider settings with short periods, a
+stand-in trainer, and the ledger check every such test ends with.
+
+Imported by the provider's ``conftest.py``, ``tests/test_runpod_flow.py`` and the RunPod bench;
+nothing here is used in production. Tests that run a provider also need the ``nc``, ``js`` and
+``subjects`` fixtures of ``touchstone.shared.testing``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import asyncssh
+import pytest
+
+from .api import Pod, PodSpec, RunpodApiClient
+from .config import RunpodProviderSettings
+from .fake import FakeRunpod, PodRecord
+from .fake.container import DEFAULT_POD_IMAGE, why_not_docker
+
+API_KEY = "rpa_TESTKEY_do_not_leak_0123456789"
+GPU = "NVIDIA GeForce RTX 4090"
+IMAGE = "runpod/pytorch:1.0.2-cu1281-torch280-ubuntu2404"
+WAIT_S = 90.0
+"""Liveness bound of ``wait_for`` (generous: a bound, never a timing check)."""
+
+PROVIDER_DEFAULTS: dict[str, Any] = {
+    "poll_interval_s": 0.05,
+    "ready_timeout_s": 30.0,
+    "capacity_wait_s": 5.0,
+    "ssh_connect_timeout_s": 5.0,
+    "terminate_timeout_s": 10.0,
+    "reconcile_interval_s": 0.2,
+    "reap_grace_s": 0.5,
+    "balance_interval_s": 0.5,
+    "catalog_interval_s": 60.0,
+    "heartbeat_interval_s": 1.0,
+    "launch_retry_s": 0.2,
+    "api_max_retries": 0,
+    "api_timeout_s": 10.0,
+    "trainer_module": "standin_trainer",
+    "log_json": False,
+}
+"""Provider settings for tests: short periods, no retries at the edge, the stand-in trainer."""
+
+STANDIN_TRAINER = '''\
+"""A tiny stand-in for the trainer (DESIGN §6 contract), copied into fake pods by the tests.
+
+The feature set steers it: a file ``SLEEP`` holding seconds makes it sleep (printing a line
+first), a file ``EXIT`` holding a status makes it exit with that status.
+"""
+
+import json
+import os
+import sys
+import time
+
+
+def main(argv):
+    command, args = argv[0], dict(zip(argv[1::2], argv[2::2], strict=False))
+    feature_set = args["--feature-set"]
+    print(f"stand-in trainer: {command} {feature_set}", flush=True)
+    print("to stderr", file=sys.stderr, flush=True)
+    sleep = os.path.join(feature_set, "SLEEP")
+    if os.path.exists(sleep):
+        print("sleeping", flush=True)
+        time.sleep(float(open(sleep).read()))
+    fail = os.path.join(feature_set, "EXIT")
+    if os.path.exists(fail):
+        print("failing on purpose", flush=True)
+        return int(open(fail).read())
+    if command == "validate":
+        with open(args["--report"], "w") as f:
+            json.dump({"passed": True, "checks": ["shape"]}, f)
+        return 0
+    out = args["--output"]
+    os.makedirs(os.path.join(out, "models"), exist_ok=True)
+    for side in ("long", "short"):
+        with open(os.path.join(out, "models", f"{side}.bin"), "wb") as f:
+            f.write(side.encode())
+    with open(os.path.join(out, "metrics.json"), "w") as f:
+        json.dump({"long": {"auc": 0.61}, "short": {"auc": 0.58}}, f)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
+'''
+
+
+def write_standin_trainer(src: Path) -> Path:
+    """A trainer source folder holding the stand-in trainer as the package ``standin_trainer``
+    (for ``trainer_module="standin_trainer"``); returns ``src``."""
+    package = src / "standin_trainer"
+    package.mkdir(parents=True, exist_ok=True)
+    (package / "__init__.py").write_text("")
+    (package / "__main__.py").write_text(STANDIN_TRAINER)
+    return src
+
+
+async def wait_for(condition: Callable[[], Awaitable[bool] | bool], within: float = WAIT_S) -> None:
+    """Poll until ``condition`` holds (a liveness bound, not a timing check)."""
+    async with asyncio.timeout(within):
+        while True:
+            result = condition()
+            if not isinstance(result, bool):
+                result = await result
+            if result:
+                return
+            await asyncio.sleep(0.05)
+
+
+def pod_spec(name: str = "touchstone-s1-t1-1", **overrides: Any) -> PodSpec:
+    """A pod spec as the provider would send it; keyword arguments override fields."""
+    fields: dict[str, Any] = {
+        "name": name,
+        "image": IMAGE,
+        "gpu_type_id": GPU,
+        "public_key": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAA test",
+    }
+    fields.update(overrides)
+    return PodSpec.model_validate(fields)
+
+
+def provider_settings(fake: FakeRunpod, *, namespace: str, data_dir: Path, trainer_src: Path,
+                      **overrides: Any) -> RunpodProviderSettings:
+    """Settings of a provider that uses ``fake``, with ``PROVIDER_DEFAULTS`` and ``overrides``.
+    The pod's interpreter is this one for asyncssh pods and ``python3`` for container pods."""
+    values: dict[str, Any] = {
+        "default_gpu_type": GPU,
+        "python": "python3" if fake.pod_backend == "docker" else sys.executable,
+        **PROVIDER_DEFAULTS,
+        **overrides,
+    }
+    return RunpodProviderSettings(
+        namespace=namespace,
+        data_dir=data_dir,
+        runpod_api_key=fake.api_key,
+        runpod_base_url=fake.base_url,
+        runpod_graphql_url=fake.graphql_url,
+        trainer_src_dir=trainer_src,
+        **values,
+    )
+
+
+def unaccounted(ledger: Iterable[PodRecord], live: Iterable[str]) -> list[PodRecord]:
+    """``touchstone-`` pods of the ledger neither terminated nor owned by a live attempt."""
+    owned = set(live)
+    return [r for r in ledger if r.name.startswith("touchstone-") and not r.terminated and r.name not in owned]
+
+
+# --- fixtures -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def api_key() -> str:
+    return API_KEY
+
+
+@pytest.fixture
+async def fake(tmp_path: Path) -> AsyncIterator[FakeRunpod]:
+    """The local RunPod; its pods are asyncssh servers (fast; no engine needed)."""
+    async with FakeRunpod(api_key=API_KEY, root=tmp_path / "pods", pod_backend="ssh") as server:
+        yield server
+
+
+async def docker_pods_or_skip(image: str = DEFAULT_POD_IMAGE) -> None:
+    """Skip the test, saying why, when the fake cannot run pods as containers with sshd here;
+    with ``TOUCHSTONE_REQUIRE_DOCKER=1`` (CI, which has the engine and the image) fail instead."""
+    why = await why_not_docker(image)
+    if why is None:
+        return
+    if os.environ.get("TOUCHSTONE_REQUIRE_DOCKER") == "1":
+        pytest.fail(f"fake RunPod Docker pods required here (TOUCHSTONE_REQUIRE_DOCKER=1): {why}")
+    pytest.skip(f"fake RunPod Docker pods unavailable: {why}")
+
+
+@pytest.fixture
+async def docker_fake(tmp_path: Path) -> AsyncIterator[FakeRunpod]:
+    """The local RunPod with pods as Docker containers running sshd (skipped where impossible)."""
+    await docker_pods_or_skip()
+    async with FakeRunpod(api_key=API_KEY, root=tmp_path / "pods", pod_backend="docker") as server:
+        yield server
+
+
+@pytest.fixture
+async def api(fake: FakeRunpod) -> AsyncIterator[RunpodApiClient]:
+    async with RunpodApiClient(fake.base_url, fake.api_key, graphql_url=fake.graphql_url, timeout=10,
+                               max_retries=0) as client:
+        yield client
+
+
+@pytest.fixture(scope="session")
+def ssh_key() -> asyncssh.SSHKey:
+    return asyncssh.generate_private_key("ssh-ed25519")
+
+
+@pytest.fixture
+def spec(ssh_key: asyncssh.SSHKey) -> Callable[..., PodSpec]:
+    """A pod spec with our public key and a secret in its env; keyword arguments override."""
+
+    def make(**overrides: object) -> PodSpec:
+        fields: dict[str, Any] = {"public_key": ssh_key.export_public_key().decode(),
+                                  "env": {"HF_TOKEN": "hf_secret_value"}}
+        fields.update(overrides)
+        return pod_spec(**fields)
+
+    return make
+
+
+@pytest.fixture
+def until_ready(api: RunpodApiClient) -> Callable[..., Awaitable[Pod]]:
+    """Poll a pod until it is running with ``ssh.direct`` (what a provider would do)."""
+
+    async def wait(pod_id: str, within: float = 5.0) -> Pod:
+        async with asyncio.timeout(within):
+            while True:
+                pod = await api.get_pod(pod_id)
+                assert pod is not None
+                if pod.ssh_ready:
+                    return pod
+                await asyncio.sleep(0.02)
+
+    return wait
+
+
+@pytest.fixture
+def provider_defaults() -> dict[str, Any]:
+    return dict(PROVIDER_DEFAULTS)
+
+
+@pytest.fixture
+def trainer_src(tmp_path: Path) -> Path:
+    """A trainer source folder holding the stand-in trainer as ``standin_trainer``."""
+    return write_standin_trainer(tmp_path / "trainer-src")
