@@ -186,10 +186,16 @@ def test_the_runpod_demo_trains_on_a_local_fake_runpod(make_up) -> None:
         assert task["platform"] == "runpod" and task["cost_usd"] > 0
         assert done["cost_usd"] == task["cost_usd"]
         assert {"long", "short"} <= set(task["metrics"])
-        assert task.get("mlflow_run_id"), task
+        run_id = None
+        for _ in range(240):  # the results service records the run beside the completion, not before it
+            (task,) = [t for t in api.get(f"/api/v1/submissions/{sid}").json()["tasks"] if t["task_id"] == "pi-15"]
+            if run_id := task.get("mlflow_run_id"):
+                break
+            time.sleep(0.5)
+        assert run_id, f"no MLflow run recorded: {task}"
     assert up.stop() == 0
     from mlflow.tracking import MlflowClient
 
-    run = MlflowClient(f"sqlite:///{up.data_dir / 'mlflow.db'}").get_run(task["mlflow_run_id"])
+    run = MlflowClient(f"sqlite:///{up.data_dir / 'mlflow.db'}").get_run(run_id)
     assert run.info.status == "FINISHED"
     assert any(k.startswith("long") for k in run.data.metrics) and any(k.startswith("short") for k in run.data.metrics)

@@ -11,53 +11,11 @@ from typing import Any
 
 import pytest
 from nats.aio.client import Client as NATS
-from touchstone.agent.protocol import AttemptReport, CommandReply, decode_attempt_report, decode_reply, encode
-from touchstone.shared.agents import AgentHeartbeat, decode_report
-from touchstone.shared.commands import LaunchTask, TerminateTask
+from touchstone.agent.protocol import CommandReply
+from touchstone.agent.testing import Reports, launch, send
+from touchstone.shared.commands import TerminateTask
 from touchstone.shared.events import TaskSpec
 from touchstone.shared.subjects import Subjects
-
-
-class Reports:
-    """Everything one host's agent reports."""
-
-    def __init__(self) -> None:
-        self.heartbeats: list[AgentHeartbeat] = []
-        self.attempts: list[AttemptReport] = []
-        self.logs: list[str] = []
-
-    @classmethod
-    async def listen(cls, nc: NATS, subjects: Subjects, host: str = "h1") -> Reports:
-        reports = cls()
-
-        async def on_report(msg: Any) -> None:
-            heartbeat = decode_report(msg.data)
-            if heartbeat is not None:
-                reports.heartbeats.append(heartbeat)
-            elif (attempt := decode_attempt_report(msg.data)) is not None:
-                reports.attempts.append(attempt)
-
-        async def on_log(msg: Any) -> None:
-            reports.logs.extend(msg.data.decode().splitlines())
-
-        await nc.subscribe(subjects.agent_reports(host), cb=on_report)
-        await nc.subscribe(subjects.all_logs, cb=on_log)
-        return reports
-
-    def ended(self, container: str) -> AttemptReport | None:
-        return next((r for r in self.attempts if r.container == container and r.removed), None)
-
-
-def launch(feature_set: str, *, task_id: str = "validation", attempt: int = 1, placement: str = "h1/cpu0",
-           kind: str = "validation", submission_id: str = "s1") -> LaunchTask:
-    return LaunchTask(submission_id=submission_id, task_id=task_id, attempt=attempt, kind=kind,
-                      spec=TaskSpec(git_url=feature_set), placement=placement,
-                      prediction_interval=None if kind == "validation" else 15)
-
-
-async def send(nc: NATS, subjects: Subjects, command: Any, host: str = "h1") -> CommandReply:
-    msg = await nc.request(subjects.agent_commands(host), encode(command), timeout=15)
-    return decode_reply(msg.data)
 
 
 async def test_a_validation_runs_through_every_phase(
@@ -328,3 +286,23 @@ async def _try_send(client: NATS, subjects: Subjects, command: Any) -> CommandRe
         return await send(client, subjects, command)
     except Exception:
         return None
+
+
+async def test_a_stray_work_directory_of_the_process_runtime_is_removed_after_the_grace_period(
+    nc, subjects, agent_settings, start_agent, make_feature_set, eventually
+):
+    from touchstone.agent.process import ProcessRuntime
+    from touchstone.agent.runtime import ContainerSpec
+
+    reports = await Reports.listen(nc, subjects)
+    settings = agent_settings(stray_grace_s=0.5)
+    await start_agent(settings)
+    live = launch(make_feature_set(sleep=60))
+    assert (await send(nc, subjects, live)).ok
+    await eventually(lambda: any(r.stage == "started" for r in reports.attempts))
+    stray = settings.work_root / "touchstone-stray-t1-1"  # a runtime state, no attempt: nobody's
+    await ProcessRuntime(settings.work_root).provision(ContainerSpec(stray.name, stray, {}))
+    unrelated = settings.work_root / "not-touchstone"
+    unrelated.mkdir()
+    await eventually(lambda: not stray.exists())
+    assert unrelated.is_dir() and (settings.work_root / live.container_name).is_dir()

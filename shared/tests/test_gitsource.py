@@ -6,7 +6,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from touchstone.shared.gitsource import SourceError, TrainerSource, UnknownRef, default_trainer_repo
+from touchstone.shared.gitsource import TrainerSource, UnknownRef, default_trainer_repo
 
 
 def _git(repo: Path, *args: str) -> str:
@@ -76,7 +76,7 @@ def test_the_extracted_tree_is_cached_by_commit(repo: Path, tmp_path: Path) -> N
 
 
 def test_a_ref_without_the_trainer_folder_is_a_clear_error(repo: Path, tmp_path: Path) -> None:
-    with pytest.raises(SourceError, match="has no tools/src"):
+    with pytest.raises(UnknownRef, match="has no tools/src"):
         TrainerSource(tmp_path / "cache", repo=str(repo), subdir="tools").resolve("main")
 
 

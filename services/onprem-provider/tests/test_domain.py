@@ -108,3 +108,22 @@ def test_infrastructure_failure_only_for_a_live_attempt():
     assert failed is not None and failed.failure_class == "infrastructure" and failed.attempt == 1
     assert decide_failure(history(ev.TaskCancelled(**BASE)), "s1", "pi-1", 1, "x", "silent", NOW) is None
     assert decide_failure(history(), "s1", "pi-1", 2, "x", "silent", NOW) is None
+
+
+def test_a_permanent_prepare_failure_ends_the_task_without_a_retry():
+    """An unknown trainer_ref (or a requirement without a wheel) fails once: no retry, ERROR
+    with the agent's message in the reason."""
+    from touchstone.shared.lifecycle import TaskStatus, fold_task, task_transition
+
+    message = "trainer_ref 'nope' is not a branch, tag or commit of the trainer repository /r"
+    failed = report(removed=True, result="failed", failed_phase="prepare", error=message, permanent=True)
+    assert judge("training", failed.outcome).failure_class == "permanent"
+    decision = decide_report(history(), failed, "h1", NOW)
+    assert types(decision.events) == ["ContainerLaunched", "ContainerReady", "TaskFailed", "ContainerTerminated"]
+    failure = decision.events[2]
+    assert isinstance(failure, ev.TaskFailed) and failure.failure_class == "permanent"
+    assert message in failure.reason
+    state = fold_task([*history(), *decision.events[:2]], NOW)
+    (after,) = task_transition(state, failure, NOW).follow_ups
+    assert isinstance(after, ev.TaskErrored) and message in after.reason
+    assert task_transition(task_transition(state, failure, NOW).state, after, NOW).state.status == TaskStatus.ERROR

@@ -31,11 +31,11 @@ class World:
         self.publisher = EventPublisher(js, subjects)
 
     async def assign(self, feature_set: str, *, task_id: str = "validation", kind: str = "validation",
-                     placement: str = "h1/cpu0", submission_id: str = "s1") -> LaunchTask:
+                     placement: str = "h1/cpu0", submission_id: str = "s1", trainer_ref: str = "main") -> LaunchTask:
         """Record a queued, assigned task (as the scheduler would) and return its launch."""
         base = dict(aggregate_id=f"{submission_id}-{task_id}", correlation_id=submission_id,
                     submission_id=submission_id, task_id=task_id)
-        spec = ev.TaskSpec(git_url=feature_set)
+        spec = ev.TaskSpec(git_url=feature_set, trainer_ref=trainer_ref)
         interval = None if kind == "validation" else 15
         seq = await self.publisher.append(
             ev.TaskQueued(**base, kind=kind, spec=spec, platform="onprem", prediction_interval=interval),
@@ -149,6 +149,20 @@ async def test_a_prepare_problem_is_an_infrastructure_failure(world, start_agent
     events = await w.wait_for(eventually, "ContainerTerminated")
     failed = next(e for e in events if isinstance(e, ev.TaskFailed))
     assert failed.failure_class == "infrastructure" and "prepare failed" in failed.reason
+    assert "TrainingStarted" not in types(events)
+
+
+async def test_an_unknown_trainer_ref_is_a_permanent_failure(
+    world, start_agent, agent_settings, make_feature_set, eventually
+):
+    """Retrying cannot help: the failure is ``permanent`` (the scheduler ends the task ERROR
+    after this one attempt) and names the ref."""
+    w = await world()
+    await start_agent(agent_settings(trainer_dir=None, trainer_repo=str(REPO)))
+    await w.send(await w.assign(make_feature_set(), trainer_ref="no-such-trainer-ref"))
+    events = await w.wait_for(eventually, "ContainerTerminated")
+    failed = next(e for e in events if isinstance(e, ev.TaskFailed))
+    assert failed.failure_class == "permanent" and "'no-such-trainer-ref'" in failed.reason
     assert "TrainingStarted" not in types(events)
 
 

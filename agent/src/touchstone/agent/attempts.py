@@ -19,6 +19,7 @@ from touchstone.agent import prepare
 from touchstone.agent.config import AgentSettings
 from touchstone.agent.protocol import AttemptOutcome, AttemptReport, CommandReply, stage_index
 from touchstone.agent.runtime import ContainerRuntime, ContainerSpec
+from touchstone.agent.sources import Sources
 from touchstone.agent.state import (
     Attempt,
     bad_ids,
@@ -55,6 +56,7 @@ class Attempts:
         self.ended: dict[str, Attempt] = {}
         self.slots_total = settings.num_slots
         self.has_gpus = False
+        self.sources = Sources(settings, runtime)
 
     # --- queries ---------------------------------------------------------------------
 
@@ -198,7 +200,7 @@ class Attempts:
                 try:
                     await self._prepare_and_run(attempt)
                 except prepare.PrepareError as e:
-                    await self._fail(attempt, "prepare", str(e))
+                    await self._fail(attempt, "prepare", str(e), permanent=e.permanent)
                     return
                 except Exception as e:
                     log.exception("prepare of %s failed", attempt.name)
@@ -218,7 +220,14 @@ class Attempts:
             prepare.fetch_feature_set, attempt.command, work,
             allow_local=s.allow_local_sources, git_timeout_s=s.git_timeout_s,
         )
-        trainer_src = await asyncio.to_thread(prepare.place_trainer, s.resolved_trainer_dir(), work)
+        attempt.commit = prepared.commit
+        tree = await self.sources.trainer_at(attempt.command.spec.trainer_ref)
+        self._note(attempt, f"trainer {tree.ref} ({tree.commit[:12] if tree.commit else tree.path})")
+        trainer_src = await asyncio.to_thread(prepare.place_trainer, tree.path, work)
+        started = time.monotonic()
+        site = await self.sources.requirements_of(prepared.feature_set, work / prepare.FEATURE_SET_DIR)
+        if site is not None:
+            self._note(attempt, f"requirements {site.name[:12]} ready in {time.monotonic() - started:.2f}s")
         output = work / prepare.OUTPUT_DIR
         output.mkdir(exist_ok=True)
         (work / ".cache").mkdir(exist_ok=True)
@@ -226,12 +235,18 @@ class Attempts:
         argv = prepare.trainer_argv(
             python, s.trainer_module, attempt.command, prepared.feature_set, output
         )
-        env = prepare.trainer_env(s.env_passthrough, work, trainer_src)
-        attempt.commit = prepared.commit
-        await self.runtime.run(attempt.name, argv, env, work / prepare.CONSOLE_LOG)
+        env = prepare.trainer_env(s.env_passthrough, work, trainer_src, site)
+        await self.runtime.run(attempt.name, argv, env, work / prepare.CONSOLE_LOG, (site,) if site else ())
         attempt.stage = "started"
         attempt.save()
         self.on_change()
+
+    @staticmethod
+    def _note(attempt: Attempt, line: str) -> None:
+        """A line of the agent's own in the attempt's console."""
+        with contextlib.suppress(OSError):
+            with (attempt.work_dir / prepare.CONSOLE_LOG).open("a", encoding="utf-8") as f:
+                f.write(f"[agent] {line}\n")
 
     async def _watch(self, attempt: Attempt) -> None:
         while True:
@@ -281,13 +296,13 @@ class Attempts:
             with contextlib.suppress(OSError):
                 attempt.save()
 
-    async def _fail(self, attempt: Attempt, phase: str, error: str, *, result: str = "failed") -> None:
-        console = attempt.work_dir / prepare.CONSOLE_LOG
-        with contextlib.suppress(OSError):
-            with console.open("a", encoding="utf-8") as f:
-                f.write(f"[agent] {phase} failed: {error}\n")
+    async def _fail(
+        self, attempt: Attempt, phase: str, error: str, *, result: str = "failed", permanent: bool = False
+    ) -> None:
+        self._note(attempt, f"{phase} failed: {error}")
         outcome = AttemptOutcome.model_validate(
-            {"result": result, "error": error, "failed_phase": phase, "commit": attempt.commit}
+            {"result": result, "error": error, "failed_phase": phase, "commit": attempt.commit,
+             "permanent": permanent}
         )
         await self._end(attempt, outcome, collect_log=True)
 

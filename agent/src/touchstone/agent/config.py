@@ -15,6 +15,7 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 from touchstone.shared.agents import HEARTBEAT_INTERVAL_S
+from touchstone.shared.gitsource import TrainerSource, default_trainer_repo
 from touchstone.shared.settings import Settings
 
 
@@ -54,10 +55,11 @@ class AgentSettings(Settings):
     num_slots: int = Field(1, ge=0, le=64)
     """Task slots of a host without GPUs (CPU slots); a host with GPUs has one slot per GPU."""
 
-    runtime: Literal["process", "docker", "auto"] = "process"
+    runtime: Literal["process", "docker", "auto"] = "auto"
     """How attempts run: ``process`` (plain subprocesses in a work directory), ``docker``
     (hardened containers of the local Docker engine, from ``docker_image``), or ``auto``
-    (``docker`` when the engine answers and has the image, else ``process``)."""
+    (``docker`` when the engine answers and has the image, else ``process``; the agent logs
+    which it chose and why)."""
 
     docker_url: str = ""
     """The Docker engine's address; empty means ``DOCKER_HOST`` or the local socket."""
@@ -78,9 +80,16 @@ class AgentSettings(Settings):
     docker_cpus: float = Field(0.0, ge=0)
     """CPUs one task container may use; 0 means no limit."""
 
+    trainer_repo: str = ""
+    """The trainer's git repository (a local path or a git URL): each attempt runs the trainer
+    folder (``trainer/src``, ``trainer/configs``) of the commit its ``trainer_ref`` names.
+    Empty means this repository's checkout (the one holding the installed reference trainer).
+    Ignored when ``trainer_dir`` is set."""
+
     trainer_dir: Path | None = None
-    """The trainer's folder (``src/`` and ``configs/``), copied into each attempt; empty means
-    the installed reference trainer's."""
+    """A fixed trainer folder (``src/`` and ``configs/``) copied into every attempt whatever its
+    ``trainer_ref`` (stand-in trainers, development). Empty means ``trainer_repo``; with no
+    repository either, the installed reference trainer's folder."""
 
     trainer_module: str = Field("touchstone.trainer", pattern=r"^[A-Za-z_][A-Za-z0-9_.]*$")
     """The module run as ``python -m MODULE validate|train ...`` with ``src/`` on PYTHONPATH."""
@@ -107,7 +116,35 @@ class AgentSettings(Settings):
     """Seconds between SIGTERM and SIGKILL when an attempt is terminated."""
 
     git_timeout_s: float = Field(300.0, gt=0)
-    """Longest a ``git clone`` of a feature set may take."""
+    """Longest a ``git clone`` of a feature set, or a fetch of the trainer repository, may take."""
+
+    pip: tuple[str, ...] = ()
+    """The pip that installs a feature set's ``requirements.txt`` (argv prefix, e.g.
+    ``["/usr/bin/python3", "-m", "pip"]``); empty means ``python -m pip`` of the agent's own
+    interpreter, else of the first ``python3`` on ``PATH`` that has pip. Any pip >= 22 works:
+    it is always told the task's Python, platform and ABI."""
+
+    pip_index_url: str = ""
+    """The package index for requirements; empty means pip's default (PyPI)."""
+
+    pip_find_links: tuple[str, ...] = ()
+    """Extra folders or URLs of wheels (``--find-links``)."""
+
+    pip_no_index: bool = False
+    """Use only ``pip_find_links``, no index (air-gapped hosts, tests)."""
+
+    pip_timeout_s: float = Field(600.0, gt=0)
+    """Longest one requirements install may take."""
+
+    python_tags: str = ""
+    """The trainer's interpreter as pip's target, ``VERSION/ABI/PLATFORM,PLATFORM...`` (e.g.
+    ``3.11/cp311/manylinux_2_36_x86_64,manylinux2014_x86_64,linux_x86_64``): requirements are
+    installed for it. Empty means ask that interpreter once (Docker: the image's ``python3``
+    in a throw-away container without network)."""
+
+    stray_grace_s: float = Field(60.0, ge=0)
+    """A ``touchstone-`` container (or process-runtime work directory) of this agent that no
+    live attempt owns is removed once it is this old (also right after a restart)."""
 
     allow_local_sources: bool = False
     """Accept a local directory as a feature set's ``git_url`` (development and tests only)."""
@@ -131,8 +168,22 @@ class AgentSettings(Settings):
     def artifacts_root(self) -> Path:
         return self.data_dir / "artifacts"
 
-    def resolved_trainer_dir(self) -> Path:
-        folder = self.trainer_dir or installed_trainer_dir()
-        if folder is None:
-            raise ValueError("no trainer: set trainer_dir (TOUCHSTONE_TRAINER_DIR)")
-        return folder.resolve()
+    @property
+    def cache_root(self) -> Path:
+        """``{data_dir}/cache``: extracted trainer trees (``trainer/``) and installed
+        requirements (``requirements/``), shared by every attempt."""
+        return self.data_dir / "cache"
+
+    def trainer_source(self) -> TrainerSource:
+        """Where ``trainer_ref`` is resolved: ``trainer_dir`` (fixed), else ``trainer_repo``,
+        else this checkout, else the installed trainer's folder (fixed). Runs git once."""
+        cache = self.cache_root / "trainer"
+        if self.trainer_dir is not None:
+            return TrainerSource(cache, fixed_dir=self.trainer_dir.resolve())
+        installed = installed_trainer_dir()
+        repo = self.trainer_repo or default_trainer_repo(installed)
+        if repo:
+            return TrainerSource(cache, repo=repo, timeout_s=self.git_timeout_s)
+        if installed is None:
+            raise ValueError("no trainer: set trainer_repo (TOUCHSTONE_TRAINER_REPO) or trainer_dir")
+        return TrainerSource(cache, fixed_dir=installed)

@@ -22,6 +22,7 @@ import contextlib
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -112,9 +113,13 @@ class DockerRuntime:
         kill_grace_s: float = 10.0,
         base_url: str = "",
         client: docker.DockerClient | None = None,
+        root: Path | None = None,
     ) -> None:
+        """``root``: the agent's work root; with it, ``list_ours`` leaves out containers whose
+        work directory lies elsewhere (another agent of the same name sharing the engine)."""
         self.image = image
         self.owner = owner
+        self.root = root.resolve() if root is not None else None
         self.limits = limits or DockerLimits()
         self.user = self.limits.user or default_user()
         if self.user.split(":")[0] == "0":
@@ -134,11 +139,13 @@ class DockerRuntime:
         self._check(spec.name)
         await asyncio.to_thread(self._provision, spec)
 
-    async def run(self, name: str, argv: Sequence[str], env: Mapping[str, str], console: Path) -> None:
+    async def run(
+        self, name: str, argv: Sequence[str], env: Mapping[str, str], console: Path, read_only: Sequence[Path] = ()
+    ) -> None:
         self._check(name)
         if not argv:
             raise ValueError("an empty command")
-        await asyncio.to_thread(self._run, name, list(argv), dict(env), console)
+        await asyncio.to_thread(self._run, name, list(argv), dict(env), console, [p.resolve() for p in read_only])
 
     async def status(self, name: str) -> ContainerState:
         self._check(name)
@@ -170,7 +177,9 @@ class DockerRuntime:
             labels[GPU_LABEL] = str(spec.gpu)
         self._create(spec.name, ["true"], {}, labels)
 
-    def _create(self, name: str, command: list[str], env: dict[str, str], labels: dict[str, str]) -> Any:
+    def _create(
+        self, name: str, command: list[str], env: dict[str, str], labels: dict[str, str], read_only: Sequence[Path] = ()
+    ) -> Any:
         work_dir = labels[WORK_DIR_LABEL]
         gpu = labels.get(GPU_LABEL)
         env = {**env, "CUDA_VISIBLE_DEVICES": "" if gpu is None else "0"}  # its one GPU is 0 inside
@@ -184,7 +193,8 @@ class DockerRuntime:
             environment=env,
             working_dir=work_dir,
             user=self.user,
-            mounts=[Mount(target=work_dir, source=work_dir, type="bind", read_only=False)],
+            mounts=[Mount(target=work_dir, source=work_dir, type="bind", read_only=False),
+                    *(Mount(target=str(p), source=str(p), type="bind", read_only=True) for p in read_only)],
             tmpfs={"/tmp": f"rw,noexec,nosuid,nodev,size={lim.tmp_size}"},
             read_only=True,
             cap_drop=["ALL"],
@@ -202,7 +212,7 @@ class DockerRuntime:
             tty=False,
         )
 
-    def _run(self, name: str, argv: list[str], env: dict[str, str], console: Path) -> None:
+    def _run(self, name: str, argv: list[str], env: dict[str, str], console: Path, read_only: list[Path]) -> None:
         container = self._get(name)
         if container is None:
             raise RuntimeError(f"{name} is not provisioned")
@@ -216,7 +226,7 @@ class DockerRuntime:
         self._hand_over(work_dir)
         container.remove(force=True)
         command = ["sh", "-c", _REDIRECT, str(console), *argv]
-        self._create(name, command, env, labels).start()
+        self._create(name, command, env, labels, read_only).start()
 
     def _hand_over(self, work_dir: Path) -> None:
         """Let the container's user write the work directory (an agent running as root gives
@@ -244,7 +254,7 @@ class DockerRuntime:
         state = attrs.get("State") or {}
         status = _STATUS.get(state.get("Status", ""), "exited")
         code = state.get("ExitCode") if status == "exited" else None
-        return ContainerState(container.name, status, labels, code)
+        return ContainerState(container.name, status, labels, code, _epoch(attrs.get("Created")))
 
     def _terminate(self, name: str) -> None:
         container = self._get(name)
@@ -259,5 +269,35 @@ class DockerRuntime:
         mine = [f"{OURS}=1", f"{OWNER_LABEL}={self.owner}"]
         found = self.client.containers.list(all=True, filters={"label": mine})
         return sorted(
-            (self._state(c) for c in found if c.name.startswith(CONTAINER_PREFIX)), key=lambda s: s.name
+            (self._state(c) for c in found if c.name.startswith(CONTAINER_PREFIX) and self._in_root(c)),
+            key=lambda s: s.name,
         )
+
+    def _in_root(self, container: Any) -> bool:
+        if self.root is None:
+            return True
+        work_dir = (container.labels or {}).get(WORK_DIR_LABEL, "")
+        return bool(work_dir) and Path(work_dir).parent == self.root
+
+    async def probe_python(self, code: str) -> str:
+        return await asyncio.to_thread(self._probe, code)
+
+    def _probe(self, code: str) -> str:
+        out = self.client.containers.run(
+            self.image, ["python3", "-c", code], remove=True, network_mode="none", user=self.user, read_only=True,
+            cap_drop=["ALL"], security_opt=["no-new-privileges"], stdout=True, stderr=False,
+        )
+        return out.decode() if isinstance(out, bytes) else str(out)
+
+
+def _epoch(created: str | None) -> float | None:
+    """The engine's ``Created`` (RFC 3339 with nanoseconds) as epoch seconds."""
+    if not created:
+        return None
+    head, _, rest = created.partition(".")
+    fraction = "".join(ch for ch in rest if ch.isdigit())[:6]
+    try:
+        stamp = datetime.fromisoformat(head).replace(tzinfo=UTC)
+    except ValueError:
+        return None
+    return stamp.timestamp() + (int(fraction) / 10 ** len(fraction) if fraction else 0.0)

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from touchstone.shared.commands import LaunchTask
+from touchstone.shared.gitsource import SourceError, TrainerSource, TrainerTree, UnknownRef
 
 FEATURE_SET_DIR = "feature-set"
 TRAINER_DIR = "trainer"
@@ -32,7 +33,16 @@ _IGNORE = shutil.ignore_patterns(".git", "__pycache__", "*.pyc", ".venv", "tests
 
 
 class PrepareError(Exception):
-    """The feature set or the trainer could not be put in place (an infrastructure failure)."""
+    """The feature set or the trainer could not be put in place (an infrastructure failure:
+    retrying, maybe elsewhere, may help)."""
+
+    permanent = False
+
+
+class PermanentPrepareError(PrepareError):
+    """Retrying cannot help: an unknown ``trainer_ref``, a requirement without a wheel."""
+
+    permanent = True
 
 
 @dataclass(frozen=True)
@@ -113,6 +123,16 @@ def _git_checkout(url: str, ref: str, dest: Path, timeout_s: float) -> str:
     return commit
 
 
+def resolve_trainer(source: TrainerSource, ref: str) -> TrainerTree:
+    """The trainer folder at ``ref`` (blocking: git). An unknown ref is permanent."""
+    try:
+        return source.resolve(ref)
+    except UnknownRef as e:
+        raise PermanentPrepareError(str(e)) from e
+    except SourceError as e:
+        raise PrepareError(str(e)) from e
+
+
 def place_trainer(trainer_dir: Path, work_dir: Path) -> Path:
     """Copy the trainer's folder into ``work_dir/trainer``; returns its ``src`` folder."""
     dest = work_dir / TRAINER_DIR
@@ -140,15 +160,18 @@ def trainer_argv(python: str, module: str, command: LaunchTask, feature_set: Pat
     return [*argv, "--output", str(output)]
 
 
-def trainer_env(passthrough: tuple[str, ...], work_dir: Path, trainer_src: Path) -> dict[str, str]:
+def trainer_env(
+    passthrough: tuple[str, ...], work_dir: Path, trainer_src: Path, requirements: Path | None = None
+) -> dict[str, str]:
     """The trainer's whole environment: a few harmless variables, nothing of the agent's
-    (no NATS credentials, no cloud keys)."""
+    (no NATS credentials, no cloud keys). ``PYTHONPATH`` is the trainer's ``src/``, then the
+    feature set's installed requirements."""
     env = {name: os.environ[name] for name in passthrough if name in os.environ}
     env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
     env.setdefault("LANG", "C.UTF-8")
     env.update(
         HOME=str(work_dir),
-        PYTHONPATH=str(trainer_src),
+        PYTHONPATH=os.pathsep.join(str(p) for p in (trainer_src, requirements) if p is not None),
         PYTHONUNBUFFERED="1",
         PYTHONDONTWRITEBYTECODE="1",
         MPLCONFIGDIR=str(work_dir / ".cache"),

@@ -100,9 +100,13 @@ class ProcessRuntime:
         if self._read(spec.name) is not None:
             return
         spec.work_dir.mkdir(parents=True, exist_ok=True)
-        self._write(spec.name, {"name": spec.name, "labels": dict(spec.labels), "gpu": spec.gpu, "pid": None})
+        self._write(spec.name, {"name": spec.name, "labels": dict(spec.labels), "gpu": spec.gpu, "pid": None,
+                                "created": time.time()})
 
-    async def run(self, name: str, argv: Sequence[str], env: Mapping[str, str], console: Path) -> None:
+    async def run(
+        self, name: str, argv: Sequence[str], env: Mapping[str, str], console: Path, read_only: Sequence[Path] = ()
+    ) -> None:
+        """``read_only`` folders are visible as they are (this runtime isolates nothing)."""
         state = self._read(name)
         if state is None:
             raise RuntimeError(f"{name} is not provisioned")
@@ -134,21 +138,25 @@ class ProcessRuntime:
         if state is None:
             return ContainerState(name, "gone")
         labels = state.get("labels") or {}
+        created = state.get("created")
+        if created is None:  # written by an older agent: the state file's age will do
+            with contextlib.suppress(OSError):
+                created = (self._dir(name) / STATE_FILE).stat().st_mtime
         pid = state.get("pid")
         if not pid:
-            return ContainerState(name, "created", labels)
+            return ContainerState(name, "created", labels, created_at=created)
         exit_code = self._exit_code(name)
         if exit_code is not None:
-            return ContainerState(name, "exited", labels, exit_code)
+            return ContainerState(name, "exited", labels, exit_code, created)
         child = self._children.get(name)
         if child is not None:
             if child.returncode is None:
-                return ContainerState(name, "running", labels)
+                return ContainerState(name, "running", labels, created_at=created)
             code = self._exit_code(name)  # the launcher may have just written it
-            return ContainerState(name, "exited", labels, code if code is not None else child.returncode)
+            return ContainerState(name, "exited", labels, code if code is not None else child.returncode, created)
         if _alive(pid, state.get("ticks")):
-            return ContainerState(name, "running", labels)
-        return ContainerState(name, "exited", labels, self._exit_code(name))
+            return ContainerState(name, "running", labels, created_at=created)
+        return ContainerState(name, "exited", labels, self._exit_code(name), created)
 
     def _exit_code(self, name: str) -> int | None:
         try:
@@ -176,7 +184,18 @@ class ProcessRuntime:
         with contextlib.suppress(OSError):
             (self._dir(name) / STATE_FILE).unlink()
 
+    async def probe_python(self, code: str) -> str:
+        proc = await asyncio.create_subprocess_exec(
+            self.python, "-c", code, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE, env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
+        )
+        out, err = await asyncio.wait_for(proc.communicate(), 60)
+        if proc.returncode != 0:
+            raise RuntimeError(f"{self.python} -c failed ({proc.returncode}): {err.decode(errors='replace')[-300:]}")
+        return out.decode()
+
     async def list_ours(self) -> list[ContainerState]:
+        """The work directories under ``root`` that hold a runtime state (one agent per root)."""
         if not self.root.is_dir():
             return []
         found = []

@@ -51,6 +51,8 @@ class AttemptOutcome(BaseModel):
     exit_code: int | None = None
     error: str | None = Field(None, description="what went wrong, for result failed or lost")
     failed_phase: str | None = Field(None, description="provision, prepare, run or collect")
+    permanent: bool = Field(False, description="for result failed: retrying cannot help (an unknown trainer_ref, "
+                                               "a requirement without a wheel)")
     report: dict[str, Any] | None = Field(None, description="the trainer's validation report, when written")
     metrics: dict[str, Any] = Field(default_factory=dict, description="metrics.json of a training run")
     artifacts: dict[str, str] = Field(default_factory=dict, description="artifact name -> URI")

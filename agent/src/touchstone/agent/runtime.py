@@ -4,7 +4,8 @@ runtime can sit beside the process runtime.
 Rules every runtime keeps:
 
 * names are container names (``touchstone-{submission}-{task}-{attempt}``); the prefix marks
-  what Touchstone owns, and ``list_ours`` returns only those;
+  what Touchstone owns, and ``list_ours`` returns only those (the agent removes the ones no
+  live attempt owns after ``stray_grace_s``);
 * the work directory belongs to the agent; the runtime makes it visible to the command (the
   process runtime runs in it, Docker mounts it) and keeps its own bookkeeping beside it;
 * ``provision`` is idempotent; ``terminate`` is silent when the container is already gone;
@@ -40,15 +41,21 @@ class ContainerState:
     labels: Mapping[str, str] = field(default_factory=dict)
     exit_code: int | None = None
     """For ``exited``: the command's exit status; none when it vanished without one."""
+    created_at: float | None = None
+    """When the container was created (epoch seconds), when known."""
 
 
 class ContainerRuntime(Protocol):
     async def provision(self, spec: ContainerSpec) -> None:
         """Create the container around ``spec.work_dir`` (which exists); idempotent."""
 
-    async def run(self, name: str, argv: Sequence[str], env: Mapping[str, str], console: Path) -> None:
+    async def run(
+        self, name: str, argv: Sequence[str], env: Mapping[str, str], console: Path, read_only: Sequence[Path] = ()
+    ) -> None:
         """Start ``argv`` (never a shell string) in the container, in its work directory, with
-        exactly ``env``; its stdout and stderr are appended to ``console`` (in the work dir)."""
+        exactly ``env``; its stdout and stderr are appended to ``console`` (in the work dir).
+        ``read_only`` folders of the agent (installed requirements) are visible at the same
+        path, read-only where the runtime can enforce it."""
 
     async def status(self, name: str) -> ContainerState:
         """Where the container stands now (``gone`` when there is none)."""
@@ -58,4 +65,9 @@ class ContainerRuntime(Protocol):
         is already gone. The work directory is the agent's to remove."""
 
     async def list_ours(self) -> list[ContainerState]:
-        """Every container with Touchstone's prefix, running or not."""
+        """Every container with Touchstone's prefix that this agent may own, running or not:
+        its own, and ones no agent claims; never another agent's."""
+
+    async def probe_python(self, code: str) -> str:
+        """Run ``code`` with the interpreter that runs the trainer (a throw-away container, no
+        network) and return its stdout."""

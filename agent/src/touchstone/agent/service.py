@@ -34,6 +34,7 @@ from touchstone.agent.gpus import query_gpus
 from touchstone.agent.process import ProcessRuntime
 from touchstone.agent.protocol import CommandReply, encode
 from touchstone.agent.runtime import ContainerRuntime
+from touchstone.agent.strays import StrayReaper
 from touchstone.shared.agents import AgentHeartbeat, GpuStatus, encode_report
 from touchstone.shared.commands import LaunchTask, TerminateTask, decode_command
 from touchstone.shared.subjects import Subjects
@@ -53,14 +54,14 @@ def build_runtime(settings: AgentSettings) -> ContainerRuntime:
     kind = settings.runtime
     if kind == "auto":
         why_not = docker_usable(settings.docker_image, settings.docker_url)
-        if why_not:
-            log.info("process runtime: %s", why_not)
         kind = "process" if why_not else "docker"
+        log.info("runtime auto: %s (%s)", kind, why_not or f"the Docker engine answers and has {settings.docker_image}")
     if kind == "docker":
         limits = DockerLimits(user=settings.docker_user, pids=settings.docker_pids_limit,
                               memory=settings.docker_memory, cpus=settings.docker_cpus)
         return DockerRuntime(settings.docker_image, owner=settings.host, limits=limits,
-                             kill_grace_s=settings.kill_grace_s, base_url=settings.docker_url)
+                             kill_grace_s=settings.kill_grace_s, base_url=settings.docker_url,
+                             root=settings.work_root)
     return ProcessRuntime(settings.work_root, python=settings.python, kill_grace_s=settings.kill_grace_s)
 
 
@@ -76,6 +77,9 @@ class Agent:
         self.attempts = Attempts(
             settings, runtime or build_runtime(settings), on_change=self._changed.set, logs=self._publish_logs
         )
+        self.reaper = StrayReaper(
+            self.attempts.runtime, settings.work_root, settings.stray_grace_s, lambda: self.attempts.live
+        )
         self.gpus: list[GpuStatus] = []
         self.version = agent_version()
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -85,12 +89,13 @@ class Agent:
     async def run(self, stop: asyncio.Event) -> None:
         await self._refresh_gpus()
         await self.attempts.adopt()
+        await self._reap()
         sub = await self.nc.subscribe(self.subjects.agent_commands(self.host), cb=self._on_command)
         ping = None
         if self.settings.answer_status:
             ping = await self.nc.subscribe(self.subjects.status_ping, cb=self._on_ping)
-        log.info("agent %s ready: %d slots, %d GPUs, %s", self.host, self.attempts.slots_total, len(self.gpus),
-                 type(self.attempts.runtime).__name__)
+        log.info("agent %s ready: %d slots, %d GPUs, %s, trainer %s", self.host, self.attempts.slots_total,
+                 len(self.gpus), type(self.attempts.runtime).__name__, self.attempts.sources.trainer.describe())
         try:
             while not stop.is_set():
                 self._changed.clear()
@@ -103,6 +108,7 @@ class Agent:
                     w.cancel()
                 if not self._changed.is_set():
                     await self._refresh_gpus()
+                    await self._reap()
         finally:
             for subscription in (sub, ping):
                 with contextlib.suppress(Exception):
@@ -150,6 +156,12 @@ class Agent:
     async def _publish_logs(self, aggregate: str, lines: list[str]) -> None:
         with contextlib.suppress(Exception):
             await self.nc.publish(self.subjects.logs(aggregate), "\n".join(lines).encode())
+
+    async def _reap(self) -> None:
+        try:
+            await self.reaper.sweep()
+        except Exception as e:  # the engine is busy or gone: the next tick tries again
+            log.warning("could not look for stray containers: %r", e)
 
     async def _refresh_gpus(self) -> None:
         gpus = await query_gpus(self.settings.nvidia_smi)

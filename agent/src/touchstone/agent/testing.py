@@ -16,7 +16,11 @@ from typing import Any
 import pytest
 from nats.aio.client import Client as NATS
 from touchstone.agent.config import AgentSettings
+from touchstone.agent.protocol import AttemptReport, CommandReply, decode_attempt_report, decode_reply, encode
 from touchstone.agent.service import Agent
+from touchstone.shared.agents import AgentHeartbeat, decode_report
+from touchstone.shared.commands import LaunchTask
+from touchstone.shared.events import TaskSpec
 from touchstone.shared.subjects import Subjects
 
 STAND_IN_TRAINER = '''\
@@ -38,6 +42,8 @@ if behaviour.get("print_env"):
     print("CUDA_VISIBLE_DEVICES=" + os.environ.get("CUDA_VISIBLE_DEVICES", "unset"), flush=True)
 for line in behaviour.get("lines", []):
     print(line, flush=True)
+for module in behaviour.get("imports", []):
+    print(f"imported {module} {getattr(__import__(module), 'VALUE', '')}", flush=True)
 release = behaviour.get("release")
 deadline = time.time() + behaviour.get("sleep", 0)
 while time.time() < deadline and not (release and os.path.exists(release)):
@@ -82,7 +88,7 @@ def make_feature_set(tmp_path: Path) -> Callable[..., str]:
 def agent_settings(tmp_path: Path, stand_in_trainer: Path) -> Callable[..., AgentSettings]:
     def build(**overrides: Any) -> AgentSettings:
         values: dict[str, Any] = dict(
-            host="h1", data_dir=tmp_path / "data", num_slots=2, trainer_dir=stand_in_trainer,
+            host="h1", data_dir=tmp_path / "data", num_slots=2, trainer_dir=stand_in_trainer, runtime="process",
             trainer_module="stand_in_trainer", heartbeat_interval_s=0.3, poll_interval_s=0.05,
             kill_grace_s=2.0, allow_local_sources=True, nvidia_smi="no-such-nvidia-smi",
         )
@@ -148,7 +154,77 @@ async def _eventually(check: Callable[[], Any], timeout: float = 15.0, interval:
         await asyncio.sleep(interval)
 
 
+class Reports:
+    """Everything one host's agent reports."""
+
+    def __init__(self) -> None:
+        self.heartbeats: list[AgentHeartbeat] = []
+        self.attempts: list[AttemptReport] = []
+        self.logs: list[str] = []
+
+    @classmethod
+    async def listen(cls, nc: NATS, subjects: Subjects, host: str = "h1") -> Reports:
+        reports = cls()
+
+        async def on_report(msg: Any) -> None:
+            heartbeat = decode_report(msg.data)
+            if heartbeat is not None:
+                reports.heartbeats.append(heartbeat)
+            elif (attempt := decode_attempt_report(msg.data)) is not None:
+                reports.attempts.append(attempt)
+
+        async def on_log(msg: Any) -> None:
+            reports.logs.extend(msg.data.decode().splitlines())
+
+        await nc.subscribe(subjects.agent_reports(host), cb=on_report)
+        await nc.subscribe(subjects.all_logs, cb=on_log)
+        return reports
+
+    def ended(self, container: str) -> AttemptReport | None:
+        return next((r for r in self.attempts if r.container == container and r.removed), None)
+
+
+def launch(feature_set: str, *, task_id: str = "validation", attempt: int = 1, placement: str = "h1/cpu0",
+           kind: str = "validation", submission_id: str = "s1") -> LaunchTask:
+    return LaunchTask(submission_id=submission_id, task_id=task_id, attempt=attempt, kind=kind,
+                      spec=TaskSpec(git_url=feature_set), placement=placement,
+                      prediction_interval=None if kind == "validation" else 15)
+
+
+async def send(nc: NATS, subjects: Subjects, command: Any, host: str = "h1") -> CommandReply:
+    msg = await nc.request(subjects.agent_commands(host), encode(command), timeout=15)
+    return decode_reply(msg.data)
+
+
 TASK_IMAGE = "touchstone-task:latest"
+
+
+def make_wheel(folder: Path, name: str, version: str = "1.0", *, tag: str = "py3-none-any",
+               code: str | None = None) -> Path:
+    """A real wheel of a one-module package ``name`` (module ``name`` with ``-`` as ``_``,
+    ``VALUE = "name version"`` unless ``code``), written into ``folder`` for ``--find-links``."""
+    import base64
+    import hashlib
+    import zipfile
+
+    module = name.replace("-", "_")
+    info = f"{module}-{version}.dist-info"
+    files = {
+        f"{module}.py": code if code is not None else f"VALUE = {f'{name} {version}'!r}\n",
+        f"{info}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
+        f"{info}/WHEEL": f"Wheel-Version: 1.0\nGenerator: touchstone-tests\nRoot-Is-Purelib: true\nTag: {tag}\n",
+    }
+    record = []
+    for path, text in files.items():
+        digest = base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).rstrip(b"=").decode()
+        record.append(f"{path},sha256={digest},{len(text.encode())}")
+    files[f"{info}/RECORD"] = "\n".join([*record, f"{info}/RECORD,,"]) + "\n"
+    folder.mkdir(parents=True, exist_ok=True)
+    wheel = folder / f"{module}-{version}-{tag}.whl"
+    with zipfile.ZipFile(wheel, "w") as z:
+        for path, text in files.items():
+            z.writestr(path, text)
+    return wheel
 
 
 def docker_runtime_or_skip(owner: str, **kwargs: Any) -> Any:

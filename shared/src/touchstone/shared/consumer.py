@@ -29,7 +29,7 @@ from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext, api
 from nats.js.errors import FetchTimeoutError, NotFoundError
 from pydantic import BaseModel, ValidationError
-from touchstone.shared.errors import PermanentError
+from touchstone.shared.errors import NotYet, PermanentError
 from touchstone.shared.subjects import Subjects
 
 log = logging.getLogger(__name__)
@@ -173,7 +173,8 @@ class ConsumerLoop(Generic[M]):
                 )
                 return
             delay = self._delay(delivery.num_delivered, e)
-            log.warning(
+            log.log(
+                logging.DEBUG if isinstance(e, NotYet) else logging.WARNING,
                 "handler %s failed on %s (try %d), retrying in %.1fs: %r",
                 self.type_of(model), delivery.subject, delivery.num_delivered, delay, e,
             )

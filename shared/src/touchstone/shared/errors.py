@@ -4,7 +4,8 @@
     ├── RetryableError          the same request may succeed later (nak with a delay)
     │   ├── UnavailableError    a dependency (NATS, store, vendor API) did not answer
     │   ├── RateLimitedError    the vendor asked us to slow down (``retry_after`` seconds)
-    │   └── NoCapacityError     no machine of the requested kind is free right now
+    │   ├── NoCapacityError     no machine of the requested kind is free right now
+    │   └── NotYet              not a failure: the work goes on elsewhere, look again later
     ├── PermanentError          retrying cannot help (term, dead-letter)
     │   ├── InvalidInputError   bad input at a boundary (HTTP 4xx, a poison message)
     │   ├── NotFoundError       the thing named does not exist
@@ -41,6 +42,11 @@ class RateLimitedError(RetryableError):
 
 class NoCapacityError(RetryableError):
     """No machine of the requested kind is free right now."""
+
+
+class NotYet(RetryableError):
+    """Not a failure: what the message asks is under way elsewhere, so it is kept and
+    delivered again after ``retry_after`` (logged quietly, not as a warning)."""
 
 
 class PermanentError(TouchstoneError):

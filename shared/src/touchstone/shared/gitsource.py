@@ -30,7 +30,8 @@ class SourceError(Exception):
 
 
 class UnknownRef(SourceError):
-    """The ref names nothing in the repository (a permanent failure: retrying cannot help)."""
+    """The ref names nothing in the repository, or a commit without the trainer (a permanent
+    failure: retrying cannot help)."""
 
 
 def git(args: list[str], *, cwd: Path | None = None, timeout_s: float = 300.0, binary: bool = False) -> str | bytes:
@@ -181,8 +182,8 @@ class TrainerSource:
             return folder
         try:
             git(["cat-file", "-e", f"{commit}:{self.subdir}/src"], cwd=repo, timeout_s=self.timeout_s)
-        except SourceError:
-            raise SourceError(f"trainer_ref {ref!r} ({commit[:12]}) has no {self.subdir}/src in {self.repo}") from None
+        except SourceError:  # that commit has no trainer: as permanent as a ref that is not there
+            raise UnknownRef(f"trainer_ref {ref!r} ({commit[:12]}) has no {self.subdir}/src in {self.repo}") from None
         data = git(
             ["archive", "--format=tar", commit, "--", self.subdir], cwd=repo, timeout_s=self.timeout_s, binary=True
         )

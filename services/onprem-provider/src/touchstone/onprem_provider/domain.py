@@ -10,6 +10,7 @@ adds nothing and a lost one is made up by the next. Outcome rules:
 | validation, exit 1, report written with passed=false| ``TrainingFinished`` (exit_code 1, report) |
 | any other exit status                               | ``TaskFailed`` (trainer)               |
 | provision / prepare / collect failed, process lost  | ``TaskFailed`` (infrastructure)        |
+| prepare failed for good (``permanent``: unknown ref, no wheel) | ``TaskFailed`` (permanent: no retry) |
 | terminated while the attempt was still live         | ``TaskFailed`` (infrastructure)        |
 | container and work directory removed                | ``ContainerTerminated`` (once per attempt) |
 
@@ -82,7 +83,8 @@ def judge(kind: str, outcome: AttemptOutcome) -> Verdict:
         return Verdict(False, f"container terminated: {outcome.error or 'on request'}")
     if outcome.result == "lost":
         return Verdict(False, f"attempt lost: {outcome.error or 'unknown'}")
-    return Verdict(False, f"{outcome.failed_phase or 'agent'} failed: {outcome.error or 'unknown'}")
+    reason = f"{outcome.failed_phase or 'agent'} failed: {outcome.error or 'unknown'}"
+    return Verdict(False, reason, "permanent" if outcome.permanent else "infrastructure")
 
 
 def trainer_started(outcome: AttemptOutcome) -> bool:

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 from touchstone.shared import events as ev
 from touchstone.shared.commands import LaunchTask, TerminateTask, container_name
 from touchstone.shared.consumer import Delivery, Handler
-from touchstone.shared.errors import RetryableError
+from touchstone.shared.errors import NotYet, RetryableError
 from touchstone.shared.subjects import task_aggregate_id
 
 from . import domain
@@ -69,7 +69,7 @@ def _keep_until_recorded(provider: RunpodProvider, record: AttemptRecord, delive
         return
     if delivery.num_delivered >= provider.settings.command_max_deliver:
         return
-    raise RetryableError(f"{record.name}: pod not recorded yet; the launch stays pending",
+    raise NotYet(f"{record.name}: pod not recorded yet; the launch stays pending",
                          retry_after=provider.settings.launch_retry_s)
 
 
