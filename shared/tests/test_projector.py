@@ -25,6 +25,11 @@ async def write_history(pub: EventPublisher, n: int) -> None:
         await pub.append(queued(sid, "validation", kind="validation"))
         await pub.append(task_event(ev.TaskAssigned, sid, "validation", attempt=1, platform="onprem",
                                     placement="h1/0"))
+        if i == 5:  # platform events sit in the same stream and project nothing
+            await pub.append(ev.RoguePodReaped(aggregate_id="runpod", correlation_id="runpod", pod_id="p1",
+                                               pod_name="touchstone-s-x-pi-15-1", cost_per_hr=0.4))
+            await pub.append(ev.AlarmRaised(aggregate_id="runpod", correlation_id="runpod", kind="low_balance",
+                                            message="balance $12.00 is below $50.00", service="runpod-provider"))
         if i % 4 == 0:
             await pub.append(task_event(ev.TaskFailed, sid, "validation", attempt=1, reason="pod lost"))
             continue

@@ -241,6 +241,34 @@ class ResultsPublished(TaskEvent):
     mlflow_run_url: str | None = None
 
 
+# --- platforms -----------------------------------------------------------------------------
+
+
+class PlatformEvent(Event):
+    """What a provider did or saw outside any task's lifecycle. The aggregate is the platform
+    (``runpod``); ``correlation_id`` is the platform too, as these belong to no submission."""
+
+    aggregate: ClassVar[str] = "platform"
+
+
+class RoguePodReaped(PlatformEvent):
+    """The reaper terminated a ``touchstone-`` pod that no live attempt owned."""
+
+    type: Literal["RoguePodReaped"] = "RoguePodReaped"
+    pod_id: str
+    pod_name: str
+    cost_per_hr: float | None = None
+
+
+class AlarmRaised(PlatformEvent):
+    """A condition someone must act on (a low balance, a rejected API key)."""
+
+    type: Literal["AlarmRaised"] = "AlarmRaised"
+    kind: str
+    message: str
+    service: str
+
+
 def training_task_id(interval: int) -> str:
     """The task id of a prediction interval's training task (``pi-60``)."""
     return f"pi-{interval}"
@@ -267,7 +295,9 @@ AnyEvent = Annotated[
     | TaskErrored
     | TaskCancelled
     | ContainerTerminated
-    | ResultsPublished,
+    | ResultsPublished
+    | RoguePodReaped
+    | AlarmRaised,
     Field(discriminator="type"),
 ]
 
@@ -297,6 +327,8 @@ EVENT_TYPES: dict[str, type[Event]] = {
         TaskCancelled,
         ContainerTerminated,
         ResultsPublished,
+        RoguePodReaped,
+        AlarmRaised,
     )
 }
 
