@@ -196,6 +196,6 @@ def test_the_runpod_demo_trains_on_a_local_fake_runpod(make_up) -> None:
     assert up.stop() == 0
     from mlflow.tracking import MlflowClient
 
-    run = MlflowClient(f"sqlite:///{up.data_dir / 'mlflow.db'}").get_run(run_id)
+    run = MlflowClient(f"sqlite:///{up.data / 'mlflow.db'}").get_run(run_id)
     assert run.info.status == "FINISHED"
     assert any(k.startswith("long") for k in run.data.metrics) and any(k.startswith("short") for k in run.data.metrics)

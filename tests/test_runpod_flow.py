@@ -50,6 +50,8 @@ RECOVERY_BOUND_S = 60.0
 
 fake = testing.fake  # fixtures shared with the provider's own tests
 api = testing.api
+trainer_repo = testing.trainer_repo
+wheelhouse = testing.wheelhouse
 
 PROVIDER: dict[str, Any] = {**PROVIDER_DEFAULTS, "reconcile_interval_s": 0.3, "reap_grace_s": 0.3}
 
@@ -71,7 +73,8 @@ class Flow:
         self.provider: RunpodProvider | None = None
         self._running: list[tuple[asyncio.Event, asyncio.Task[None]]] = []
         self._provider_run: tuple[asyncio.Event, asyncio.Task[None]] | None = None
-        self.trainer_src = write_standin_trainer(tmp / "trainer-src")
+        self.trainer_src: Path | None = write_standin_trainer(tmp / "trainer-src")
+        """The fixed stand-in trainer; None to resolve ``trainer_ref`` in ``trainer_repo``."""
 
     # --- settings and services ---------------------------------------------------------------
 
@@ -122,7 +125,8 @@ class Flow:
             (folder / name).write_text(text)
         return folder
 
-    async def submit(self, folder: Path, *, platform: str = "runpod", gpu_type: str | None = GPU) -> str:
+    async def submit(self, folder: Path, *, platform: str = "runpod", gpu_type: str | None = GPU,
+                     trainer_ref: str = "main") -> str:
         """An accepted submission scheduled for one training interval; returns its id. The
         scheduler queues the task (``TaskQueued``) and takes it from there."""
         sid = f"s{uuid.uuid4().hex[:8]}"
@@ -130,7 +134,8 @@ class Flow:
                                                          name="flow", git_url=str(folder), git_ref="v1"))
         await self.publisher.append(ev.SubmissionValidated(aggregate_id=sid, correlation_id=sid, passed=True,
                                                            commit="c1"))
-        schedule = ev.Schedule(prediction_intervals=(60,), platform=platform, gpu_type=gpu_type)  # type: ignore[arg-type]
+        schedule = ev.Schedule(prediction_intervals=(60,), platform=platform, gpu_type=gpu_type,  # type: ignore[arg-type]
+                               trainer_ref=trainer_ref)
         await self.publisher.append(ev.SubmissionScheduled(aggregate_id=sid, correlation_id=sid, schedule=schedule))
         return sid
 
@@ -402,3 +407,136 @@ async def test_rogue_prefixed_pods_are_reaped_within_a_period_and_others_survive
     assert "TaskRetried" not in await flow.types(sid)  # the owned pod was never reaped under its task
     assert set(provider.reaped) == {rogue.id, unknown.id}
     await api.terminate_pod(stranger.id)
+
+
+# --- 6. the trainer at the schedule's trainer_ref ---------------------------------------------
+
+async def test_the_trainer_runs_at_the_schedules_trainer_ref(flow, fake, trainer_repo):
+    flow.trainer_src = None  # resolve refs in the trainer repository
+    await flow.system(max_running=2)
+    old, new = await flow.submit(flow.feature_set(), trainer_ref="v1"), await flow.submit(flow.feature_set())
+    await flow.start_scheduler()
+    provider = await flow.start_provider(trainer_repo=str(trainer_repo))
+
+    for sid, version in ((old, "v1"), (new, "v2")):
+        await flow.until_status(sid, TaskStatus.SUCCEEDED)
+        log_text = (provider.settings.artifacts_dir / "logs" / sid / TASK / "attempt-1.log").read_text()
+        assert f"stand-in trainer version {version}" in log_text, log_text
+        assert "[touchstone] trainer " in log_text
+        await flow.until_event(sid, "ContainerTerminated")
+
+
+async def test_an_unknown_trainer_ref_fails_once_for_good_without_renting_a_pod(flow, fake, trainer_repo):
+    flow.trainer_src = None
+    await flow.system(max_running=2)
+    sid = await flow.submit(flow.feature_set(), trainer_ref="no-such-trainer-ref")
+    await flow.start_scheduler()
+    await flow.start_provider(trainer_repo=str(trainer_repo))
+
+    await flow.until_status(sid, TaskStatus.ERROR)
+
+    events = await flow.events(sid)
+    [failed] = [e for e in events if e.event_type == "TaskFailed"]
+    assert failed.attempt == 1 and failed.failure_class == "permanent"
+    assert "'no-such-trainer-ref'" in failed.reason and str(trainer_repo) in failed.reason
+    assert [e.attempt for e in events if e.event_type == "TaskAssigned"] == [1]
+    assert "TaskRetried" not in [e.event_type for e in events]
+    assert fake.ledger() == []  # resolved before any pod was rented: none to pay for, none left
+
+
+# --- 7. a feature set's requirements.txt, installed in the pod --------------------------------
+
+async def image_has_pip(image: str) -> bool:
+    proc = await asyncio.create_subprocess_exec("docker", "run", "--rm", "--entrypoint", "python3", image,
+                                                "-m", "pip", "--version", stdout=asyncio.subprocess.DEVNULL,
+                                                stderr=asyncio.subprocess.DEVNULL)
+    return await proc.wait() == 0
+
+
+async def pip_in_image_or_skip(flow: Flow) -> None:
+    """Docker pods install with the image's ``python3 -m pip``; skip, saying why, without it."""
+    if flow.fake.pod_backend == "docker" and not await image_has_pip(flow.fake.pod_image):
+        pytest.skip(f"the pod image {flow.fake.pod_image} has no pip (python3 -m pip), so its pods cannot install "
+                    "requirements.txt; test_a_docker_pod_image_without_pip_... checks that they fail saying so")
+
+
+async def test_requirements_are_installed_in_the_pod_and_on_the_trainers_path(each_pods_flow, wheelhouse):
+    flow = each_pods_flow
+    await pip_in_image_or_skip(flow)
+    await flow.system(max_running=2)
+    folder = flow.feature_set(IMPORT="tsdemo_helper")
+    (folder / "requirements.txt").write_text("# helpers\ntsdemo-helper==1.0  # pinned\n")
+    sid = await flow.submit(folder)
+    await flow.start_scheduler()
+    provider = await flow.start_provider(pip_find_links=(wheelhouse,), pip_no_index=True)
+
+    await flow.until_status(sid, TaskStatus.SUCCEEDED)
+    log_text = (provider.settings.artifacts_dir / "logs" / sid / TASK / "attempt-1.log").read_text()
+    assert "imported tsdemo_helper: tsdemo-helper 1.0" in log_text, log_text
+    assert "--only-binary=:all:" in log_text  # the install command, as the pod ran it
+    await flow.until_event(sid, "ContainerTerminated")
+
+
+@pytest.mark.parametrize("requirement", ["tsdemo-missing==1.0", "--index-url http://evil.example/simple"])
+async def test_requirements_that_cannot_be_installed_fail_once_for_good(flow, fake, wheelhouse, requirement):
+    await flow.system(max_running=2)
+    folder = flow.feature_set()
+    (folder / "requirements.txt").write_text(f"tsdemo-helper\n{requirement}\n")
+    sid = await flow.submit(folder)
+    await flow.start_scheduler()
+    await flow.start_provider(pip_find_links=(wheelhouse,), pip_no_index=True)
+
+    await flow.until_status(sid, TaskStatus.ERROR)
+    await flow.until_event(sid, "ContainerTerminated")
+
+    events = await flow.events(sid)
+    [failed] = [e for e in events if e.event_type == "TaskFailed"]
+    assert failed.failure_class == "permanent" and "TaskRetried" not in [e.event_type for e in events]
+    assert "TrainingStarted" not in [e.event_type for e in events]
+    if requirement.startswith("--"):  # refused here, before pip
+        assert "line 2 is not a plain requirement" in failed.reason
+    else:  # pip's own last lines
+        assert "pip install of requirements.txt failed" in failed.reason and "tsdemo-missing" in failed.reason
+    [pod] = fake.ledger()
+    assert pod.terminated
+
+
+async def test_a_pod_image_without_pip_fails_requirements_for_good_saying_so(flow, fake, tmp_path, wheelhouse):
+    bare = tmp_path / "no-pip"  # a Python without pip, like a pod image without it
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "venv", "--without-pip", str(bare))
+    assert await proc.wait() == 0
+    await flow.system(max_running=2)
+    folder = flow.feature_set()
+    (folder / "requirements.txt").write_text("tsdemo-helper\n")
+    sid = await flow.submit(folder)
+    await flow.start_scheduler()
+    await flow.start_provider(python=str(bare / "bin" / "python"), pip_find_links=(wheelhouse,), pip_no_index=True)
+
+    await flow.until_status(sid, TaskStatus.ERROR)
+    await flow.until_event(sid, "ContainerTerminated")
+
+    [failed] = [e for e in await flow.events(sid) if e.event_type == "TaskFailed"]
+    assert failed.failure_class == "permanent" and "has no pip" in failed.reason
+    assert all(r.terminated for r in fake.ledger())
+
+
+async def test_a_docker_pod_image_without_pip_fails_requirements_for_good_saying_so(nats_server, nc, js, subjects,
+                                                                                   tmp_path, wheelhouse):
+    await testing.docker_pods_or_skip()
+    async with FakeRunpod(api_key=testing.API_KEY, root=tmp_path / "pods", pod_backend="docker") as fake, \
+            running_flow(fake, nats_server, nc, js, subjects, tmp_path) as flow:
+        if await image_has_pip(fake.pod_image):
+            pytest.skip(f"the pod image {fake.pod_image} has pip: the install test covers its pods")
+        await flow.system(max_running=2)
+        folder = flow.feature_set()
+        (folder / "requirements.txt").write_text("tsdemo-helper\n")
+        sid = await flow.submit(folder)
+        await flow.start_scheduler()
+        await flow.start_provider(pip_find_links=(wheelhouse,), pip_no_index=True)
+
+        await flow.until_status(sid, TaskStatus.ERROR)
+        await flow.until_event(sid, "ContainerTerminated")
+
+        [failed] = [e for e in await flow.events(sid) if e.event_type == "TaskFailed"]
+        assert failed.failure_class == "permanent" and "has no pip" in failed.reason, failed.reason
+        assert all(r.terminated for r in fake.ledger())

@@ -14,8 +14,9 @@ import pytest
 from touchstone.agent.docker import DockerRuntime
 from touchstone.agent.runtime import ContainerSpec
 from touchstone.agent.service import build_runtime
-from touchstone.agent.testing import TASK_IMAGE, Reports, docker_runtime_or_skip, launch, make_wheel, send
+from touchstone.agent.testing import TASK_IMAGE, Reports, docker_runtime_or_skip, launch, send
 from touchstone.shared.commands import TerminateTask
+from touchstone.shared.testing import make_wheel
 
 READ_ONLY_PROBE = """\
 import pathlib

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 from touchstone.agent.requirements import PROBE, PermanentPrepareError, PythonTarget, plain_requirements
-from touchstone.agent.testing import STAND_IN_TRAINER, Reports, launch, make_wheel, send
+from touchstone.agent.testing import STAND_IN_TRAINER, Reports, launch, send
 from touchstone.shared.events import TaskSpec
+from touchstone.shared.testing import make_wheel
 
 
 def _git(repo: Path, *args: str) -> str:

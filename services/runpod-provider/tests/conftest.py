@@ -9,6 +9,8 @@ from touchstone.runpod_provider.testing import (  # noqa: F401  (fixtures)
     provider_defaults,
     spec,
     ssh_key,
+    trainer_repo,
     trainer_src,
     until_ready,
+    wheelhouse,
 )

@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 from touchstone.runpod_provider.adapters import load_or_create_key
 from touchstone.runpod_provider.api import RunpodApiClient
-from touchstone.runpod_provider.config import RunpodProviderSettings
 from touchstone.runpod_provider.fake import FakeRunpod, Injection, SshMode
 from touchstone.runpod_provider.fake.container import POD_LABEL, docker
 from touchstone.runpod_provider.service import RunpodProvider
@@ -73,13 +72,14 @@ class Harness:
             (folder / name).write_text(text)
         return folder
 
-    async def assign(self, *, kind: str = "validation", feature_set: Path, attempt: int = 1) -> LaunchTask:
+    async def assign(self, *, kind: str = "validation", feature_set: Path, attempt: int = 1,
+                     trainer_ref: str = "main") -> LaunchTask:
         """A task queued and assigned to RunPod; returns the launch the scheduler would send."""
         submission = f"s{uuid.uuid4().hex[:8]}"
         task_id = "validation" if kind == "validation" else "pi-60"
         common = {"aggregate_id": task_aggregate_id(submission, task_id), "correlation_id": submission,
                   "submission_id": submission, "task_id": task_id}
-        spec = ev.TaskSpec(git_url=str(feature_set))
+        spec = ev.TaskSpec(git_url=str(feature_set), trainer_ref=trainer_ref)
         interval = None if kind == "validation" else 60
         await self.publisher.append(ev.TaskQueued(**common, kind=kind, spec=spec, platform="runpod",
                                                   prediction_interval=interval))
@@ -530,11 +530,10 @@ REPO = Path(__file__).resolve().parents[3]
 
 @pytest.mark.skipif(not (REPO / "examples" / "feature-sets" / "momentum").is_dir(), reason="no example feature set")
 async def test_the_reference_trainer_validates_an_example_in_a_fake_pod(harness, fake):
-    """The real trainer from the repository's trainer/src (the default), not the stand-in."""
-    defaults = RunpodProviderSettings.model_fields["trainer_src_dir"].get_default(call_default_factory=True)
-    harness.trainer_src = defaults
+    """The real trainer of this checkout (the default ``trainer_repo``) at ``HEAD``, not the stand-in."""
+    harness.trainer_src = None
     await harness.start(trainer_module="touchstone.trainer")
-    launch = await harness.assign(feature_set=REPO / "examples" / "feature-sets" / "momentum")
+    launch = await harness.assign(feature_set=REPO / "examples" / "feature-sets" / "momentum", trainer_ref="HEAD")
 
     await harness.send(launch)
     finished = await harness.until_event(launch, "TrainingFinished", within=120)

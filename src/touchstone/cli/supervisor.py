@@ -133,7 +133,7 @@ class Supervisor:
         root = self.data_dir / "runpod-demo"
         self.children.append(Child(
             "runpod-demo", "touchstone.runpod_provider.fake", "93",
-            args=("--port", str(port), "--api-key", key, "--root", str(root), "--pull-s", "2"),
+            args=("--port", str(port), "--api-key", key, "--root", str(root), "--pull-s", "2", "--pods", "auto"),
             # the demo's pods run commands on this machine: their python3 is this environment's
             env={"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"},
         ))

@@ -36,10 +36,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from touchstone.agent.prepare import PermanentPrepareError, PrepareError
+from touchstone.shared import requirements
 
 log = logging.getLogger(__name__)
 
-REQUIREMENTS_FILE = "requirements.txt"
+REQUIREMENTS_FILE = requirements.REQUIREMENTS_FILE
 
 PROBE = r"""
 import json, platform, sys, sysconfig
@@ -60,16 +61,6 @@ print(json.dumps({"version": "%d.%d" % (major, minor), "implementation": impl,
                   "abi": "%s%d%d" % (impl, major, minor), "platforms": plats}))
 """
 """Run by the task's interpreter (standard library only): the tags its wheels must have."""
-
-_NAME = r"[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?"
-_PLAIN = re.compile(
-    rf"^{_NAME}\s*(\[\s*{_NAME}(\s*,\s*{_NAME})*\s*\])?\s*"  # name[extras]
-    r"([<>=!~]=?=?\s*[A-Za-z0-9.*+!_-]+\s*(,\s*[<>=!~]=?=?\s*[A-Za-z0-9.*+!_-]+\s*)*)?"  # specifiers
-    r"(;[^@#]*)?$"  # markers
-)
-_NETWORK = ("NewConnectionError", "ConnectTimeoutError", "Read timed out", "Temporary failure in name resolution",
-            "Connection refused", "Network is unreachable", "ProxyError", "SSLError")
-
 
 @dataclass(frozen=True)
 class PythonTarget:
@@ -116,24 +107,12 @@ class PipOptions:
 
 
 def plain_requirements(data: bytes) -> list[str]:
-    """The requirement lines of a ``requirements.txt`` (comments and blanks dropped); a
-    ``PermanentPrepareError`` naming the first line that is not a plain requirement."""
+    """The requirement lines of a ``requirements.txt``; a ``PermanentPrepareError`` naming the
+    first line that is not a plain requirement (the rules of ``touchstone.shared.requirements``)."""
     try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise PermanentPrepareError("requirements.txt is not UTF-8 text") from None
-    found = []
-    for number, raw in enumerate(text.splitlines(), 1):
-        line = re.sub(r"(^|\s)#.*$", "", raw).strip()
-        if not line:
-            continue
-        if line.startswith("-") or "://" in line or "@" in line or not _PLAIN.match(line):
-            raise PermanentPrepareError(
-                f"requirements.txt line {number} is not a plain requirement (name[extras] versions ; markers): "
-                f"{raw.strip()[:200]!r}"
-            )
-        found.append(line)
-    return found
+        return requirements.plain_requirements(data)
+    except requirements.BadRequirements as e:
+        raise PermanentPrepareError(str(e)) from None
 
 
 def find_pip() -> list[str]:
@@ -252,7 +231,7 @@ class RequirementsCache:
         output = f"{done.stdout}\n{done.stderr}"
         tail = " | ".join(line.strip() for line in output.strip().splitlines()[-5:] if line.strip())[:1500]
         message = f"pip install of requirements.txt failed ({done.returncode}): {tail}"
-        if any(marker in output for marker in _NETWORK):
+        if requirements.unreachable_index(output.splitlines()):
             raise PrepareError(message)
         raise PermanentPrepareError(message)
 

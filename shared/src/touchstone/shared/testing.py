@@ -5,8 +5,11 @@ Registered by the repository's root ``conftest.py``. Nothing here is used in pro
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import os
 import uuid
+import zipfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -89,3 +92,27 @@ def queued(sid: str, tid: str, **kw: object) -> ev.TaskQueued:
 
 def task_event(cls: type[ev.TaskEvent], sid: str, tid: str, **kw: object) -> ev.TaskEvent:
     return cls(aggregate_id=f"{sid}-{tid}", correlation_id=sid, submission_id=sid, task_id=tid, **kw)
+
+
+def make_wheel(folder: Path, name: str, version: str = "1.0", *, tag: str = "py3-none-any",
+               code: str | None = None) -> Path:
+    """A real wheel of a one-module package ``name`` (module ``name`` with ``-`` as ``_``,
+    ``VALUE = "name version"`` unless ``code``), written into ``folder`` for ``--find-links``."""
+    module = name.replace("-", "_")
+    info = f"{module}-{version}.dist-info"
+    files = {
+        f"{module}.py": code if code is not None else f"VALUE = {f'{name} {version}'!r}\n",
+        f"{info}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
+        f"{info}/WHEEL": f"Wheel-Version: 1.0\nGenerator: touchstone-tests\nRoot-Is-Purelib: true\nTag: {tag}\n",
+    }
+    record = []
+    for path, text in files.items():
+        digest = base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).rstrip(b"=").decode()
+        record.append(f"{path},sha256={digest},{len(text.encode())}")
+    files[f"{info}/RECORD"] = "\n".join([*record, f"{info}/RECORD,,"]) + "\n"
+    folder.mkdir(parents=True, exist_ok=True)
+    wheel = folder / f"{module}-{version}-{tag}.whl"
+    with zipfile.ZipFile(wheel, "w") as z:
+        for path, text in files.items():
+            z.writestr(path, text)
+    return wheel

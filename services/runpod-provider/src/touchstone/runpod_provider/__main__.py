@@ -12,6 +12,7 @@ from .service import RunpodProvider
 
 async def main(runtime: Runtime) -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per RunPod call is noise
+    logging.getLogger("asyncssh").setLevel(logging.WARNING)  # and one per file copied into a pod
     settings = runtime.settings
     assert isinstance(settings, RunpodProviderSettings)
     if not settings.runpod_api_key.get_secret_value():

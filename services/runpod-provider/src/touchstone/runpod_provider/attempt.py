@@ -4,7 +4,9 @@
    that already has that name (a create that failed may still have made it) →
    ``ContainerLaunched``; then wait for ``ssh.direct`` and a working handshake →
    ``ContainerReady``;
-2. prepare: the feature set (fetched here, never in the pod) and the trainer over SFTP;
+2. prepare: the feature set (fetched here, never in the pod) and the trainer at the task's
+   ``trainer_ref`` (resolved here before any pod is rented; an unknown ref is a permanent
+   failure) over SFTP, then the feature set's ``requirements.txt`` installed in the pod;
 3. run: the trainer's argv as one quoted command → ``TrainingStarted``; console lines to
    ``{ns}.logs.{task}`` and the log file;
 4. collect: ``out/`` back over SFTP into the artifact store;
@@ -32,11 +34,12 @@ from touchstone.shared import events as ev
 from touchstone.shared.commands import LaunchTask
 from touchstone.shared.subjects import Subjects, task_aggregate_id
 
-from . import domain, ssh
+from . import domain, prepare, ssh
 from .adapters import ConsoleLog, TaskRecorder
 from .api import GpuType
 from .config import RunpodProviderSettings
 from .pods import InfraFailure, PodControl
+from .prepare import PermanentFailure, TrainerFiles, TrainerTrees
 from .sources import SourceError, stage_feature_set
 
 log = logging.getLogger(__name__)
@@ -91,6 +94,7 @@ class AttemptRunner:
         self.subjects = subjects
         self.catalog = catalog
         self.layout = domain.PodLayout()
+        self.trainers = TrainerTrees(settings)
 
     # --- the whole attempt ----------------------------------------------------------------
 
@@ -107,6 +111,8 @@ class AttemptRunner:
                 log.info("%s: stopping, %s", rec.name, e)
             except InfraFailure as e:
                 failure = (str(e), "infrastructure")
+            except PermanentFailure as e:
+                failure = (str(e), "permanent")
             except asyncio.CancelledError:
                 reason = rec.stop_reason or "the provider is shutting down"
                 failure = (f"attempt stopped: {reason}", "infrastructure")
@@ -119,6 +125,7 @@ class AttemptRunner:
 
     async def _drive(self, rec: AttemptRecord, console: ConsoleLog, outputs: Path) -> Result:
         cmd = rec.command
+        trainer = await self.trainers.at(cmd.spec.trainer_ref)  # before any pod: an unknown ref costs none
         gpu = domain.pick_gpu_type(cmd, self.catalog, self.settings.default_gpu_type)
         rec.created_at = time.monotonic()
         pod = await self.pods.create_or_adopt(self.pods.spec(rec.name, gpu))
@@ -131,8 +138,10 @@ class AttemptRunner:
         try:
             await self._record(ev.ContainerReady, rec)
             rec.phase = "preparing"
-            await self._prepare(rec, conn)
-            argv = domain.trainer_argv(cmd, self.layout, self.settings.python, self.settings.trainer_module)
+            await console.write([f"[touchstone] trainer {trainer.label}"])
+            deps = await self._prepare(rec, conn, trainer, console)
+            argv = domain.trainer_argv(cmd, self.layout, self.settings.python, self.settings.trainer_module,
+                                       deps=deps)
             await self._record(ev.TrainingStarted, rec)
             rec.phase = "running"
             await console.write([f"[touchstone] running on pod {pod.id}: {domain.command_line(argv)}"])
@@ -149,29 +158,34 @@ class AttemptRunner:
 
     # --- prepare, run, collect --------------------------------------------------------------
 
-    async def _prepare(self, rec: AttemptRecord, conn: asyncssh.SSHClientConnection) -> None:
+    async def _prepare(self, rec: AttemptRecord, conn: asyncssh.SSHClientConnection, trainer: TrainerFiles,
+                       console: ConsoleLog) -> bool:
+        """Feature set, trainer and requirements into the pod; True when requirements were
+        installed (``touchstone/deps`` goes on the path)."""
         cmd = rec.command
         staging = self.settings.staging_dir / rec.name
         try:
-            staged = await stage_feature_set(cmd.spec, staging, allow_local=self.settings.allow_local_sources,
-                                             git_timeout_s=self.settings.git_timeout_s)
-        except SourceError as e:
-            raise InfraFailure(f"could not fetch the feature set: {e}") from e
-        trainer_src = self.settings.trainer_src_dir
-        if not trainer_src.is_dir():
-            raise InfraFailure(f"trainer source {trainer_src} is not a folder")
-        try:
+            try:
+                staged = await stage_feature_set(cmd.spec, staging, allow_local=self.settings.allow_local_sources,
+                                                 git_timeout_s=self.settings.git_timeout_s)
+            except SourceError as e:
+                raise InfraFailure(f"could not fetch the feature set: {e}") from e
+            requirements = await asyncio.to_thread(prepare.read_requirements, staged.root, cmd.spec.feature_set_path)
             async with conn.start_sftp_client() as sftp:
                 await ssh.put_tree(sftp, staged.root, self.layout.feature_set)
-                await ssh.put_tree(sftp, trainer_src, self.layout.trainer_src)
-                configs = trainer_src.parent / "configs"
-                if configs.is_dir():
-                    await ssh.put_tree(sftp, configs, f"{self.layout.trainer}/configs")
+                await ssh.put_tree(sftp, trainer.src, self.layout.trainer_src)
+                if trainer.configs is not None:
+                    await ssh.put_tree(sftp, trainer.configs, f"{self.layout.trainer}/configs")
                 await sftp.makedirs(self.layout.output, exist_ok=True)
+                if requirements:
+                    await prepare.put_requirements(sftp, requirements, self.settings, self.layout)
         except (OSError, asyncssh.Error) as e:
             raise InfraFailure(f"could not copy into pod {rec.pod_id}: {e}") from e
         finally:
             await asyncio.to_thread(_remove, staging)
+        if requirements:
+            await prepare.install_requirements(conn, self.settings, self.layout, console.write)
+        return bool(requirements)
 
     async def _collect(self, rec: AttemptRecord, conn: asyncssh.SSHClientConnection, outputs: Path,
                        exit_status: int) -> Result:

@@ -10,15 +10,16 @@ from pathlib import Path
 
 from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
+from touchstone.shared.gitsource import TrainerSource, default_trainer_repo
 from touchstone.shared.settings import Settings
 
 from .api import DEFAULT_BASE_URL, DEFAULT_GRAPHQL_URL, Cloud
 
 
-def repository_trainer_src() -> Path:
-    """The repository's ``trainer/src`` (this file is ``services/runpod-provider/src/touchstone/
-    runpod_provider/config.py`` in a source checkout)."""
-    return Path(__file__).resolve().parents[5] / "trainer" / "src"
+def repository_trainer_dir() -> Path:
+    """The repository's ``trainer/`` folder (this file is ``services/runpod-provider/src/
+    touchstone/runpod_provider/config.py`` in a source checkout)."""
+    return Path(__file__).resolve().parents[5] / "trainer"
 
 
 class RunpodProviderSettings(Settings):
@@ -78,9 +79,16 @@ class RunpodProviderSettings(Settings):
 
     # --- the task --------------------------------------------------------------------------
 
-    trainer_src_dir: Path = Field(default_factory=repository_trainer_src)
-    """Local folder holding the trainer's package (``touchstone/trainer``); its sibling
-    ``configs/`` is copied too when present."""
+    trainer_repo: str = ""
+    """The trainer's git repository (a local path or a git URL): each attempt gets the trainer
+    folder (``trainer/src``, ``trainer/configs``) of the commit its ``trainer_ref`` names,
+    resolved here and copied into the pod. Empty means this repository's checkout. Ignored
+    when ``trainer_src_dir`` is set."""
+
+    trainer_src_dir: Path | None = None
+    """A fixed trainer source folder (holding the trainer's package) copied into every pod
+    whatever its ``trainer_ref``, with its sibling ``configs/`` when present (stand-in
+    trainers, development). Empty means ``trainer_repo``."""
 
     trainer_module: str = Field("touchstone.trainer", pattern=r"^[A-Za-z_][A-Za-z0-9_.]*$")
     """Run in the pod as ``PYTHON -m MODULE validate|train ...``."""
@@ -93,6 +101,20 @@ class RunpodProviderSettings(Settings):
 
     git_timeout_s: float = 120.0
     """Timeout of each git command while fetching a feature set."""
+
+    pip_index_url: str = ""
+    """The package index the pod's pip installs a feature set's ``requirements.txt`` from;
+    empty means pip's default (PyPI, or whatever the image configures)."""
+
+    pip_find_links: tuple[Path, ...] = ()
+    """Local folders of wheels, copied into each pod that installs requirements and given to
+    pip as ``--find-links`` (air-gapped pods, tests)."""
+
+    pip_no_index: bool = False
+    """Only ``pip_find_links``, no index (``--no-index``)."""
+
+    pip_timeout_s: float = Field(1800.0, gt=0)
+    """Longest the requirements install in a pod may take (an infrastructure failure past it)."""
 
     run_timeout_s: float = 6 * 3600.0
     """A trainer still running after this long is stopped and the attempt fails."""
@@ -142,6 +164,22 @@ class RunpodProviderSettings(Settings):
     @property
     def artifacts_dir(self) -> Path:
         return self.data_dir / "artifacts"
+
+    @property
+    def cache_dir(self) -> Path:
+        """Extracted trainer trees (``trainer/``), one per commit, shared by every attempt."""
+        return self.data_dir / "runpod-provider" / "cache"
+
+    def trainer_source(self) -> TrainerSource:
+        """Where ``trainer_ref`` is resolved: ``trainer_repo``, else this checkout, else the
+        repository's ``trainer/`` folder as it is (fixed). Runs git once; blocking."""
+        cache = self.cache_dir / "trainer"
+        repo = self.trainer_repo or default_trainer_repo(repository_trainer_dir())
+        if repo:
+            return TrainerSource(cache, repo=repo, timeout_s=self.git_timeout_s)
+        if not (repository_trainer_dir() / "src").is_dir():
+            raise ValueError("no trainer: set trainer_repo (TOUCHSTONE_TRAINER_REPO) or trainer_src_dir")
+        return TrainerSource(cache, fixed_dir=repository_trainer_dir())
 
     @property
     def staging_dir(self) -> Path:

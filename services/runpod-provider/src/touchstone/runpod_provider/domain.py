@@ -3,6 +3,8 @@
 * ``decide_launch``: may a new pod start now (throttle, balance, key)?
 * ``decide_reap``: which ``touchstone-`` pods nobody owns have outlived the grace period.
 * ``balance_level``, ``cost_usd``, ``pick_gpu_type``, ``trainer_argv``, ``outcome``.
+
+A feature set's ``requirements.txt`` has its own pure decisions in ``requirements.py``.
 """
 
 from __future__ import annotations
@@ -216,14 +218,31 @@ class PodLayout:
     def report(self) -> str:
         return f"{self.output}/report.json"
 
+    @property
+    def deps(self) -> str:
+        """The feature set's installed requirements (``pip --target``)."""
+        return f"{self.root}/deps"
 
-def trainer_argv(command: LaunchTask, layout: PodLayout, python: str, module: str) -> list[str]:
-    """``env PYTHONPATH=... PYTHON -m MODULE validate|train ...`` for this attempt (DESIGN §6)."""
+    @property
+    def requirements(self) -> str:
+        """The checked requirement lines, as pip reads them."""
+        return f"{self.root}/requirements.txt"
+
+    def wheels(self, index: int) -> str:
+        """The ``index``-th folder of ``pip_find_links``, copied in."""
+        return f"{self.root}/wheels/{index}"
+
+
+def trainer_argv(command: LaunchTask, layout: PodLayout, python: str, module: str, *,
+                 deps: bool = False) -> list[str]:
+    """``env PYTHONPATH=... PYTHON -m MODULE validate|train ...`` for this attempt (DESIGN §6);
+    with ``deps`` the installed requirements come after the trainer's ``src`` on the path."""
     spec = command.spec
     feature_set = posixpath.normpath(f"{layout.feature_set}/{spec.feature_set_path}")
     if feature_set != layout.feature_set and not feature_set.startswith(layout.feature_set + "/"):
         raise ValueError(f"feature_set_path {spec.feature_set_path!r} leaves the feature set")
-    head = ["env", f"PYTHONPATH={layout.trainer_src}", "PYTHONUNBUFFERED=1", "PYTHONDONTWRITEBYTECODE=1",
+    path = f"{layout.trainer_src}:{layout.deps}" if deps else layout.trainer_src
+    head = ["env", f"PYTHONPATH={path}", "PYTHONUNBUFFERED=1", "PYTHONDONTWRITEBYTECODE=1",
             python, "-m", module]
     if command.kind == "validation":
         return [*head, "validate", "--feature-set", feature_set, "--report", layout.report]

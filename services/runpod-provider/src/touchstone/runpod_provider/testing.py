@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from pathlib import Path
@@ -18,6 +19,7 @@ from typing import Any
 
 import asyncssh
 import pytest
+from touchstone.shared.testing import make_wheel
 
 from .api import Pod, PodSpec, RunpodApiClient
 from .config import RunpodProviderSettings
@@ -53,9 +55,12 @@ STANDIN_TRAINER = '''\
 """A tiny stand-in for the trainer (DESIGN §6 contract), copied into fake pods by the tests.
 
 The feature set steers it: a file ``SLEEP`` holding seconds makes it sleep (printing a line
-first), a file ``EXIT`` holding a status makes it exit with that status.
+first), a file ``EXIT`` holding a status makes it exit with that status, a file ``IMPORT``
+holding a module name makes it import that module and print its ``VALUE``. A ``VERSION`` in
+the package's ``__init__.py`` is printed.
 """
 
+import importlib
 import json
 import os
 import sys
@@ -67,6 +72,13 @@ def main(argv):
     feature_set = args["--feature-set"]
     print(f"stand-in trainer: {command} {feature_set}", flush=True)
     print("to stderr", file=sys.stderr, flush=True)
+    version = getattr(sys.modules.get(__package__ or ""), "VERSION", None)
+    if version:
+        print(f"stand-in trainer version {version}", flush=True)
+    wanted = os.path.join(feature_set, "IMPORT")
+    if os.path.exists(wanted):
+        module = importlib.import_module(open(wanted).read().strip())
+        print(f"imported {module.__name__}: {module.VALUE}", flush=True)
     sleep = os.path.join(feature_set, "SLEEP")
     if os.path.exists(sleep):
         print("sleeping", flush=True)
@@ -94,14 +106,39 @@ if __name__ == "__main__":
 '''
 
 
-def write_standin_trainer(src: Path) -> Path:
+def write_standin_trainer(src: Path, version: str = "") -> Path:
     """A trainer source folder holding the stand-in trainer as the package ``standin_trainer``
-    (for ``trainer_module="standin_trainer"``); returns ``src``."""
+    (for ``trainer_module="standin_trainer"``), printing ``version`` when given; returns ``src``."""
     package = src / "standin_trainer"
     package.mkdir(parents=True, exist_ok=True)
-    (package / "__init__.py").write_text("")
+    (package / "__init__.py").write_text(f"VERSION = {version!r}\n" if version else "")
     (package / "__main__.py").write_text(STANDIN_TRAINER)
     return src
+
+
+def git(cwd: Path, *args: str) -> str:
+    """``git ARGS`` in ``cwd`` with a fixed identity and no user configuration; its stdout."""
+    env = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@x", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@x", "HOME": str(cwd), "GIT_CONFIG_NOSYSTEM": "1",
+           "PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+    done = subprocess.run(["git", *args], cwd=cwd, env=env, check=True, capture_output=True, text=True)
+    return done.stdout.strip()
+
+
+def make_trainer_repo(root: Path) -> Path:
+    """A git repository of stand-in trainers under ``trainer/`` (``src/`` and ``configs/``):
+    tag ``v1`` prints version ``v1``, branch ``main`` (later) prints ``v2``. Returns ``root``."""
+    root.mkdir(parents=True)
+    git(root, "init", "-q", "-b", "main")
+    (root / "trainer" / "configs").mkdir(parents=True)
+    (root / "trainer" / "configs" / "default.toml").write_text("seed = 1\n")
+    for version in ("v1", "v2"):
+        write_standin_trainer(root / "trainer" / "src", version)
+        git(root, "add", "-A")
+        git(root, "commit", "-q", "-m", f"stand-in trainer {version}")
+        if version == "v1":
+            git(root, "tag", "v1")
+    return root
 
 
 async def wait_for(condition: Callable[[], Awaitable[bool] | bool], within: float = WAIT_S) -> None:
@@ -128,10 +165,12 @@ def pod_spec(name: str = "touchstone-s1-t1-1", **overrides: Any) -> PodSpec:
     return PodSpec.model_validate(fields)
 
 
-def provider_settings(fake: FakeRunpod, *, namespace: str, data_dir: Path, trainer_src: Path,
+def provider_settings(fake: FakeRunpod, *, namespace: str, data_dir: Path, trainer_src: Path | None,
                       **overrides: Any) -> RunpodProviderSettings:
     """Settings of a provider that uses ``fake``, with ``PROVIDER_DEFAULTS`` and ``overrides``.
-    The pod's interpreter is this one for asyncssh pods and ``python3`` for container pods."""
+    ``trainer_src`` is a fixed trainer folder (None: ``trainer_repo`` from ``overrides``, or this
+    checkout). The pod's interpreter is this one for asyncssh pods and ``python3`` for container
+    pods."""
     values: dict[str, Any] = {
         "default_gpu_type": GPU,
         "python": "python3" if fake.pod_backend == "docker" else sys.executable,
@@ -239,3 +278,17 @@ def provider_defaults() -> dict[str, Any]:
 def trainer_src(tmp_path: Path) -> Path:
     """A trainer source folder holding the stand-in trainer as ``standin_trainer``."""
     return write_standin_trainer(tmp_path / "trainer-src")
+
+
+@pytest.fixture
+def trainer_repo(tmp_path: Path) -> Path:
+    """A git repository of stand-in trainers (``make_trainer_repo``): ``v1`` and ``main`` (v2)."""
+    return make_trainer_repo(tmp_path / "trainer-repo")
+
+
+@pytest.fixture
+def wheelhouse(tmp_path: Path) -> Path:
+    """A folder for ``pip_find_links`` holding the wheel ``tsdemo-helper`` 1.0."""
+    folder = tmp_path / "wheels"
+    make_wheel(folder, "tsdemo-helper", "1.0")
+    return folder
