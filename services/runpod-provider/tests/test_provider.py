@@ -351,6 +351,8 @@ async def test_rogue_prefixed_pods_are_reaped_and_others_survive(harness, fake, 
     assert rogue.id not in alive
     assert stranger.id in alive and owned.id in alive
     assert provider.reaped == [rogue.id]
+    recorded = [r.event for r in await harness.publisher.load("platform", "runpod")]
+    assert [(e.event_type, e.pod_id, e.pod_name) for e in recorded] == [("RoguePodReaped", rogue.id, rogue.name)]
     await api.terminate_pod(stranger.id)
     await api.terminate_pod(owned.id)
 
@@ -423,6 +425,9 @@ async def test_low_balance_alarms_and_stops_launches(harness, fake):
     assert fake.ledger() == []
     status = await shown(harness.js, harness.subjects, lambda s: s.launches_stopped is not None)
     assert "balance" in status.launches_stopped and status.balance == 5.0
+
+    [alarm] = [r.event for r in await harness.publisher.load("platform", "runpod")]
+    assert alarm.event_type == "AlarmRaised" and alarm.kind == "low_balance" and "5.00" in alarm.message
 
     fake.faults.balance = 100.0
     await harness.until_event(launch, "ContainerTerminated")

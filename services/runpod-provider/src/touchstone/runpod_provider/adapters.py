@@ -143,14 +143,31 @@ class ConsoleLog:
 # --- alarms -------------------------------------------------------------------------------
 
 
+PLATFORM = "runpod"
+"""The aggregate (and correlation) id of this provider's platform events."""
+
+
+async def record_platform_event(publisher: EventPublisher | None, event: ev.PlatformEvent) -> None:
+    """Append a platform event; a failure is logged, never raised (the reaper and the alarms
+    carry on, and their metrics and log lines still tell)."""
+    if publisher is None:
+        return
+    try:
+        await publisher.append(event)
+    except Exception as e:
+        log.warning("could not record %s: %r", event.event_type, e)
+
+
 class Alarms:
     """Conditions ops must act on (low balance, a rejected key): an ERROR log line, a metric,
-    and a message on ``{ns}.alarm.runpod-provider.{kind}`` for whoever listens. Raised once
-    per episode: ``raise_`` again only after ``clear``."""
+    an ``AlarmRaised`` event, and a message on ``{ns}.alarm.runpod-provider.{kind}`` for
+    whoever listens. Raised once per episode: ``raise_`` again only after ``clear``."""
 
-    def __init__(self, nc: NATS | None, subjects: Subjects, on_raise: Callable[[str, str], None] | None = None) -> None:
+    def __init__(self, nc: NATS | None, subjects: Subjects, on_raise: Callable[[str, str], None] | None = None,
+                 publisher: EventPublisher | None = None) -> None:
         self.nc = nc
         self.subjects = subjects
+        self.publisher = publisher
         self.active: dict[str, str] = {}
         self.raised: list[tuple[str, str]] = []
         self._on_raise = on_raise
@@ -164,6 +181,8 @@ class Alarms:
         log.error("ALARM %s: %s", kind, message, extra={"alarm": kind})
         if self._on_raise is not None:
             self._on_raise(kind, message)
+        await record_platform_event(self.publisher, ev.AlarmRaised(
+            aggregate_id=PLATFORM, correlation_id=PLATFORM, kind=kind, message=message, service="runpod-provider"))
         if self.nc is not None:
             body = json.dumps({"kind": kind, "message": message, "service": "runpod-provider",
                                "at": _now().isoformat()}).encode()

@@ -16,11 +16,13 @@ from collections import deque
 from datetime import UTC, datetime
 
 from nats.js.kv import KeyValue
+from touchstone.shared import events as ev
 from touchstone.shared.errors import AuthError
+from touchstone.shared.publisher import EventPublisher
 from touchstone.shared.system import ReapedPod, RunPodStatus, write_runpod_status
 
 from . import adapters, domain
-from .adapters import Alarms, TaskRecorder
+from .adapters import PLATFORM, Alarms, TaskRecorder
 from .api import ForbiddenError, Pod, PodStatus, RunpodApiClient
 from .attempt import AttemptRecord
 from .config import RunpodProviderSettings
@@ -41,6 +43,7 @@ class CostSafety(Hooks):
     settings: RunpodProviderSettings
     api: RunpodApiClient
     recorder: TaskRecorder
+    publisher: EventPublisher
     alarms: Alarms
     attempts: dict[str, AttemptRecord]
     pods: PodControl | None
@@ -144,15 +147,19 @@ class CostSafety(Hooks):
             name = by_id[pod_id].name
             log.warning("reaping rogue pod %s (%s): no live attempt owns it", pod_id, name)
             if await self.pods.terminate(pod_id):
-                self._note_reaped(by_id[pod_id])
+                await self._note_reaped(by_id[pod_id])
                 state = states.get(name)
                 split = domain.split_pod_name(name)
                 if state is not None and split is not None:
                     await self._record_terminated(state.submission_id, state.task_id, split[1], name)
 
-    def _note_reaped(self, pod: Pod) -> None:
+    async def _note_reaped(self, pod: Pod) -> None:
         self.reaped.append(pod.id)
         adapters.PODS_REAPED.inc()
+        await adapters.record_platform_event(self.publisher, ev.RoguePodReaped(
+            event_id=ev.derived_id("RoguePodReaped", pod.id), aggregate_id=PLATFORM, correlation_id=PLATFORM,
+            pod_id=pod.id, pod_name=pod.name, cost_per_hr=pod.cost_per_hour,
+        ))
         self.recently_reaped.appendleft(ReapedPod(
             pod_id=pod.id, name=pod.name, reaped_at=datetime.now(UTC).isoformat(),
             cost_per_hr=pod.cost_per_hour, reason="no live attempt owned it",

@@ -76,7 +76,7 @@ class RunpodProvider(CostSafety):
             max_retries=settings.api_max_retries,
         )
         self.recorder = TaskRecorder(self.publisher)
-        self.alarms = Alarms(nc, subjects)
+        self.alarms = Alarms(nc, subjects, publisher=self.publisher)
         self.attempts: dict[str, AttemptRecord] = {}
         self.catalog: list[GpuType] = []
         self.system = SystemSettings()
