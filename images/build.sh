@@ -12,8 +12,9 @@ set -euo pipefail
 IMAGE="${IMAGE:-touchstone-task:latest}"
 SUITE=bookworm
 MIRROR="${MIRROR:-http://deb.debian.org/debian}"
-# openssh-server: the local RunPod fake runs its pods as containers of this image with sshd
-PACKAGES=python3,python3-numpy,python3-pandas,python3-sklearn,git,ca-certificates,openssh-server
+# openssh-server, python3-pip: the local RunPod fake runs its pods as containers of this image,
+# reached over sshd, installing feature sets' requirements with pip as RunPod images do
+PACKAGES=python3,python3-numpy,python3-pandas,python3-sklearn,git,ca-certificates,openssh-server,python3-pip
 
 here="$(cd "$(dirname "$0")" && pwd)"
 inputs="$( (cat "$here/build.sh"; echo "$MIRROR") | sha256sum | cut -c1-16)"

@@ -190,7 +190,7 @@ async def test_git_sources_are_cloned_at_their_ref(nc, subjects, agent_settings,
                                          "attempt": 2})
     assert (await send(nc, subjects, bad_ref)).ok
     refused = (await eventually(lambda: reports.ended(bad_ref.container_name))).outcome
-    assert refused.result == "failed" and "refusing git ref" in (refused.error or "")
+    assert refused.result == "failed" and "is not a valid git ref" in (refused.error or "") and refused.permanent
 
 
 @pytest.mark.parametrize("allow", [False])

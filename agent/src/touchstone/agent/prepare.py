@@ -16,12 +16,11 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 from touchstone.shared.commands import LaunchTask
-from touchstone.shared.gitsource import SourceError, TrainerSource, TrainerTree, UnknownRef
+from touchstone.shared.gitsource import SourceError, TrainerSource, TrainerTree, UnknownRef, checkout
 
 FEATURE_SET_DIR = "feature-set"
 TRAINER_DIR = "trainer"
@@ -88,39 +87,14 @@ def fetch_feature_set(
     return Prepared(folder, commit)
 
 
-def _git(args: list[str], timeout_s: float, cwd: Path | None = None) -> str:
-    env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "HOME": str(cwd or Path.cwd()),
-        "GIT_TERMINAL_PROMPT": "0",
-        "GIT_CONFIG_NOSYSTEM": "1",
-        "LANG": "C.UTF-8",
-    }
-    argv = ["git", "-c", "protocol.ext.allow=never", *args]
-    try:
-        done = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout_s, check=False)
-    except subprocess.TimeoutExpired as e:
-        raise PrepareError(f"git {args[0]} took longer than {timeout_s:.0f}s") from e
-    except OSError as e:
-        raise PrepareError(f"git could not run: {e}") from e
-    if done.returncode != 0:
-        detail = (done.stderr or done.stdout).strip().splitlines()[-3:]
-        raise PrepareError(f"git {args[0]} failed ({done.returncode}): {' '.join(detail)[:500]}")
-    return done.stdout.strip()
-
-
 def _git_checkout(url: str, ref: str, dest: Path, timeout_s: float) -> str:
-    if not ref or ref.startswith("-"):
-        raise PrepareError(f"refusing git ref {ref!r}")
-    _git(["clone", "--quiet", "--no-checkout", "--", url, str(dest)], timeout_s, cwd=dest.parent)
-    commit = _git(["rev-parse", "--verify", "--quiet", "--end-of-options", f"{ref}^{{commit}}"], timeout_s, cwd=dest)
-    if not commit:
-        # a branch that exists only on the remote side of the clone
-        commit = _git(
-            ["rev-parse", "--verify", "--quiet", "--end-of-options", f"origin/{ref}^{{commit}}"], timeout_s, cwd=dest
-        )
-    _git(["checkout", "--quiet", "--detach", commit], timeout_s, cwd=dest)
-    return commit
+    """``gitsource.checkout``; a ref the repository lacks is permanent, other trouble is not."""
+    try:
+        return checkout(url, ref, dest, timeout_s=timeout_s)
+    except UnknownRef as e:
+        raise PermanentPrepareError(str(e)) from e
+    except SourceError as e:
+        raise PrepareError(str(e)) from e
 
 
 def resolve_trainer(source: TrainerSource, ref: str) -> TrainerTree:

@@ -1,4 +1,5 @@
-"""Git sources outside the task: the trainer at the ``trainer_ref`` a schedule names.
+"""Git sources outside the task: a feature set's checkout, and the trainer at the
+``trainer_ref`` a schedule names.
 
 The trainer repository is a deployment setting (``TOUCHSTONE_TRAINER_REPO``: a local path or a
 git URL); its embedded default is the Touchstone checkout the services run from. A ref is
@@ -75,6 +76,23 @@ def toplevel(folder: Path) -> Path | None:
     except SourceError:
         return None
     return Path(str(out)) if out else None
+
+
+def checkout(url: str, ref: str, dest: Path, *, timeout_s: float = 300.0) -> str:
+    """Clone ``url`` into ``dest`` (which must not exist) and check out ``ref`` detached: a
+    branch (also one only the remote side has), tag or commit. Returns the commit;
+    ``UnknownRef`` when the repository has no such ref."""
+    if not ref or ref.startswith("-") or any(c.isspace() for c in ref):
+        raise UnknownRef(f"git ref {ref!r} is not a valid git ref")
+    if url.startswith("-"):
+        raise SourceError(f"refusing git URL {url!r}")
+    git(["clone", "--quiet", "--no-checkout", "--", url, str(dest)], cwd=dest.parent, timeout_s=timeout_s)
+    for name in (ref, f"origin/{ref}"):
+        commit = _rev_parse(dest, name, timeout_s)
+        if commit:
+            git(["checkout", "--quiet", "--detach", commit], cwd=dest, timeout_s=timeout_s)
+            return commit
+    raise UnknownRef(f"git ref {ref!r} is not a branch, tag or commit of {url}")
 
 
 @dataclass(frozen=True)

@@ -40,7 +40,7 @@ from .api import GpuType
 from .config import RunpodProviderSettings
 from .pods import InfraFailure, PodControl
 from .prepare import PermanentFailure, TrainerFiles, TrainerTrees
-from .sources import SourceError, stage_feature_set
+from .sources import SourceError, UnknownRef, stage_feature_set
 
 log = logging.getLogger(__name__)
 
@@ -168,6 +168,8 @@ class AttemptRunner:
             try:
                 staged = await stage_feature_set(cmd.spec, staging, allow_local=self.settings.allow_local_sources,
                                                  git_timeout_s=self.settings.git_timeout_s)
+            except UnknownRef as e:
+                raise prepare.PermanentFailure(f"could not fetch the feature set: {e}") from e
             except SourceError as e:
                 raise InfraFailure(f"could not fetch the feature set: {e}") from e
             requirements = await asyncio.to_thread(prepare.read_requirements, staged.root, cmd.spec.feature_set_path)

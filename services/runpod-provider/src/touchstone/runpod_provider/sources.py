@@ -6,18 +6,16 @@ task's ref, or, where allowed, a copy of a local folder. Every git call is an ar
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 from touchstone.shared.events import TaskSpec
+from touchstone.shared.gitsource import SourceError, UnknownRef, checkout
+
+__all__ = ["SourceError", "Staged", "UnknownRef", "stage_feature_set"]
 
 _IGNORE = shutil.ignore_patterns(".git", "__pycache__", "*.pyc", ".venv", ".pytest_cache")
-
-
-class SourceError(Exception):
-    """The feature set could not be fetched (an infrastructure failure)."""
 
 
 @dataclass(frozen=True)
@@ -62,47 +60,5 @@ def _inside(dest: Path, feature_set_path: str) -> bool:
     return folder.is_relative_to(dest.resolve()) and folder.is_dir()
 
 
-async def _git(args: list[str], timeout_s: float, cwd: Path) -> str:
-    env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "HOME": str(cwd),
-        "GIT_TERMINAL_PROMPT": "0",
-        "GIT_CONFIG_NOSYSTEM": "1",
-        "LANG": "C.UTF-8",
-    }
-    try:
-        proc = await asyncio.create_subprocess_exec(
-            "git", "-c", "protocol.ext.allow=never", *args,
-            cwd=cwd, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        )
-    except OSError as e:
-        raise SourceError(f"git could not run: {e}") from e
-    try:
-        out, err = await asyncio.wait_for(proc.communicate(), timeout_s)
-    except TimeoutError as e:
-        proc.kill()
-        await proc.wait()
-        raise SourceError(f"git {args[0]} took longer than {timeout_s:.0f}s") from e
-    if proc.returncode != 0:
-        detail = " ".join((err or out).decode(errors="replace").strip().splitlines()[-3:])
-        raise SourceError(f"git {args[0]} failed ({proc.returncode}): {detail[:500]}")
-    return out.decode().strip()
-
-
 async def _checkout(url: str, ref: str, dest: Path, timeout_s: float) -> str:
-    if not ref or ref.startswith("-"):
-        raise SourceError(f"refusing git ref {ref!r}")
-    await _git(["clone", "--quiet", "--no-checkout", "--", url, str(dest)], timeout_s, dest.parent)
-    commit = ""
-    for candidate in (ref, f"origin/{ref}"):
-        try:
-            commit = await _git(["rev-parse", "--verify", "--quiet", "--end-of-options", f"{candidate}^{{commit}}"],
-                                timeout_s, dest)
-        except SourceError:
-            continue
-        if commit:
-            break
-    if not commit:
-        raise SourceError(f"git ref {ref!r} not found in {url}")
-    await _git(["checkout", "--quiet", "--detach", commit], timeout_s, dest)
-    return commit
+    return await asyncio.to_thread(checkout, url, ref, dest, timeout_s=timeout_s)
