@@ -133,8 +133,8 @@ async def declare_servers(js: JetStreamContext, subjects: Subjects, *servers: Se
 
 
 async def heartbeat(nc: NATS, subjects: Subjects, host: str, *, slots: int = 4, free: int | None = None,
-                    running: tuple[str, ...] = ()) -> None:
-    report = AgentHeartbeat(host=host, version="test", slots_total=slots,
+                    running: tuple[str, ...] = (), namespace: str | None = None) -> None:
+    report = AgentHeartbeat(host=host, version="test", slots_total=slots, namespace=namespace,
                             slots_free=slots if free is None else free, running=running)
     await nc.publish(subjects.agent_reports(host), encode_report(report))
     await nc.flush()

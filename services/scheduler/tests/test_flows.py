@@ -8,6 +8,7 @@ from schedkit import (
     created,
     declare_servers,
     events,
+    eventually,
     heartbeat,
     of_type,
     provider_runs,
@@ -129,3 +130,24 @@ async def test_cancel_stops_live_tasks_and_cancelled_tasks_never_start(nc, sjs, 
         all_events = await events(js, subjects)
     assert len(of_type(all_events, "TaskAssigned")) == 1
     assert not of_type(all_events, "SubmissionCompleted") and not of_type(all_events, "SubmissionFailed")
+
+
+async def test_a_server_whose_agent_now_serves_another_namespace_gets_nothing_more(nc, sjs, subjects) -> None:
+    js = sjs
+    pub = EventPublisher(js, subjects)
+    await declare_servers(js, subjects, Server(name="gpu-a", num_slots=2))
+    async with running(nc, js, subjects) as scheduler:
+        await heartbeat(nc, subjects, "gpu-a", slots=2, namespace=subjects.ns)
+        await pub.append(created("s-1"))
+        await until(lambda: events(js, subjects), lambda es: of_type(es, "TaskAssigned"))
+        # the same host, moved to another instance: its next heartbeat says so
+        await heartbeat(nc, subjects, "gpu-a", slots=2, namespace="another-instance")
+        await eventually(lambda: scheduler.hosts["gpu-a"].heartbeat.namespace == "another-instance")
+        await pub.append(created("s-2"))
+        all_events = await until(lambda: events(js, subjects), lambda es: len(of_type(es, "TaskQueued")) == 2)
+        assert await scheduler.place() == 0
+        assert len(of_type(all_events, "TaskAssigned")) == 1
+        # back in this namespace: placement resumes at once
+        await heartbeat(nc, subjects, "gpu-a", slots=2, namespace=subjects.ns)
+        all_events = await until(lambda: events(js, subjects), lambda es: len(of_type(es, "TaskAssigned")) == 2)
+        assert {e.placement for e in of_type(all_events, "TaskAssigned")} == {"gpu-a/cpu0", "gpu-a/cpu1"}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
 from schedkit import T0
 from touchstone.scheduler.domain import (
     Capacity,
@@ -14,8 +15,10 @@ from touchstone.scheduler.domain import (
     capacity_of,
     decide,
     fair_order,
+    open_platforms,
 )
-from touchstone.shared.agents import AgentHeartbeat
+from touchstone.scheduler.gpus import gpu_matches
+from touchstone.shared.agents import AgentHeartbeat, GpuStatus
 from touchstone.shared.system import Server, SystemSettings
 
 NOW = T0
@@ -165,3 +168,103 @@ def test_declared_slots_beyond_the_hosts_gpus_are_not_used() -> None:
     system = SystemSettings(servers=[Server(name="h", num_slots=8)])
     (server,) = capacity(system, {"h": report("h", slots=2)}).servers
     assert server.gpu_slots == (0, 1)
+
+
+# --- GPU types on-prem ------------------------------------------------------------------------
+
+
+def gpu_report(host: str, *names: str, namespace: str | None = None) -> HostReport:
+    gpus = tuple(GpuStatus(index=i, name=n) for i, n in enumerate(names))
+    hb = AgentHeartbeat(host=host, namespace=namespace, slots_total=len(names), slots_free=len(names), gpus=gpus)
+    return HostReport(hb, NOW - timedelta(seconds=1))
+
+
+@pytest.mark.parametrize(
+    ("requested", "model", "match"),
+    [
+        ("NVIDIA GeForce RTX 4090", "NVIDIA GeForce RTX 4090", True),  # RunPod id = nvidia-smi name
+        ("RTX 4090", "NVIDIA GeForce RTX 4090", True),  # RunPod display name
+        ("rtx 4090", "RTX 4090", True),  # case does not matter
+        ("NVIDIA A100-SXM4-80GB", "A100", True),  # a declared model shorter than the request
+        ("A100", "NVIDIA A100 80GB PCIe", True),
+        ("H100 SXM", "NVIDIA H100 80GB HBM3", False),  # SXM is not a word of that name
+        ("NVIDIA RTX A6000", "RTX A6000", True),
+        ("A40", "NVIDIA RTX A4000", False),  # whole words: A40 is not A4000
+        ("RTX 4090", "NVIDIA GeForce RTX 4080", False),
+        ("A100 80GB PCIe", "NVIDIA A100-SXM4-80GB", False),
+        ("NVIDIA", "NVIDIA A40", False),  # a vendor alone names no model
+        ("A40", "", False),  # an unknown model matches no named type
+        ("any", "", True),
+        (None, "NVIDIA A40", True),
+    ],
+)
+def test_gpu_type_matching(requested: str | None, model: str, match: bool) -> None:
+    assert gpu_matches(requested, model) is match
+
+
+@pytest.mark.parametrize(
+    ("platform", "gpu_type", "expected"),
+    [
+        ("onprem", "RTX 4090", ("onprem", "b/0")),  # skips the A40 server although it is emptier
+        ("onprem", "NVIDIA A40", ("onprem", "a/0")),
+        ("onprem", "H100", None),  # no such GPU on-prem: waits queued
+        ("any", "H100", ("runpod", "H100")),  # overflows to RunPod with the type it asked for
+        ("any", "RTX 4090", ("onprem", "b/0")),
+        ("any", None, ("onprem", "a/0")),  # no type asked: the emptiest server
+        ("runpod", "RTX 4090", ("runpod", "RTX 4090")),
+    ],
+)
+def test_a_gpu_type_is_placed_only_on_matching_onprem_gpus(
+    platform: str, gpu_type: str | None, expected: tuple[str, str] | None
+) -> None:
+    system = SystemSettings(runpod_max_running_tasks=1, servers=[Server(name="a", num_slots=3),
+                                                                  Server(name="b", num_slots=2)])
+    hosts = {"a": gpu_report("a", *["NVIDIA A40"] * 3), "b": gpu_report("b", *["NVIDIA GeForce RTX 4090"] * 2)}
+    got = placed(decide([task("t", 0, platform=platform, gpu_type=gpu_type)], capacity(system, hosts), NOW))
+    assert got == ([("t", *expected)] if expected else [])
+
+
+def test_declared_gpus_stand_in_when_the_heartbeat_names_none_and_mixed_servers_match_per_slot() -> None:
+    system = SystemSettings(servers=[Server(name="d", num_slots=2, gpus=["RTX 4090"]),
+                                     Server(name="m", num_slots=3, gpus=["A40", "RTX 4090", "A40"])])
+    cap = capacity(system, {"d": report("d", slots=2), "m": report("m", slots=3)})
+    queue = [task(f"t{i}", i, platform="onprem", gpu_type="NVIDIA GeForce RTX 4090") for i in range(4)]
+    # the emptiest server first (m), but only its RTX 4090 slot; then d's two; t3 waits
+    assert placed(decide(queue, cap, NOW)) == [("t0", "onprem", "m/1"), ("t1", "onprem", "d/0"),
+                                               ("t2", "onprem", "d/1")]
+
+
+def test_typed_and_untyped_tasks_share_slots_without_taking_one_twice() -> None:
+    hosts = {"a": gpu_report("a", "A40", "RTX 4090"), "b": gpu_report("b", "A40")}
+    system = SystemSettings(servers=[Server(name="a", num_slots=2), Server(name="b", num_slots=1)])
+    queue = [task("any-0", 0), task("4090", 1, gpu_type="RTX 4090"), task("any-1", 2), task("any-2", 3)]
+    got = placed(decide(queue, capacity(system, hosts), NOW))
+    assert sorted(p for _, _, p in got) == ["a/0", "a/1", "b/0"]
+    assert ("4090", "onprem", "a/1") in got and len(got) == 3
+
+
+# --- one namespace per server -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("claimed", "declared", "placed_there"),
+    [
+        ("ns-a", True, True),
+        (None, True, True),  # an older agent that names no namespace counts as ours
+        ("ns-b", True, False),  # its agent serves another namespace now
+        ("ns-a", False, False),  # not declared in this namespace's settings
+    ],
+)
+def test_a_server_is_used_only_by_the_namespace_it_serves(claimed: str | None, declared: bool,
+                                                           placed_there: bool) -> None:
+    system = SystemSettings(servers=[Server(name="h", num_slots=1)] if declared else [])
+    hosts = {"h": gpu_report("h", "A40", namespace=claimed)}
+    cap = capacity_of(system, hosts, (), NOW, heartbeat_timeout_s=15.0, cpu_slots_per_server=2, namespace="ns-a")
+    assert bool(decide([task("t", 0, platform="onprem")], cap, NOW)) is placed_there
+
+
+def test_only_platforms_with_room_are_open() -> None:
+    assert open_platforms(Capacity(paused=True, servers=(room("h", gpus=1),), runpod_free=1)) == ()
+    assert open_platforms(Capacity(servers=(room("h"),), runpod_free=0)) == ()
+    assert open_platforms(Capacity(servers=(room("h", cpus=1),))) == ("onprem", "any")
+    assert open_platforms(Capacity(runpod_free=2)) == ("runpod", "any")

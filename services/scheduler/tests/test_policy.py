@@ -89,6 +89,21 @@ def test_own_appends_are_confirmed_by_the_stream_or_force_a_reload() -> None:
     assert view2.apply(2, task_event(ev.TaskCancelled, SID, "pi-1"), T0) == "reload"
 
 
+def test_an_own_append_fed_back_is_confirmed_by_id_and_anything_else_is_left_to_apply() -> None:
+    view = SchedulerView()
+    view.apply(1, queued(SID, "pi-1"), T0)
+    assigned = task_event(ev.TaskAssigned, SID, "pi-1", attempt=1, platform="onprem", placement="h/0")
+    view.apply(2, assigned, T0, local=True)
+    key = f"{SID}-pi-1"
+    assert not view.confirm_own("task", key, 2, "someone-elses-event-id")  # apply() must judge it
+    assert not view.confirm_own("task", key, 3, assigned.event_id)  # not the sequence we got
+    assert not view.confirm_own("submission", key, 2, assigned.event_id)
+    assert view.confirm_own("task", key, 2, assigned.event_id)
+    assert not view.confirm_own("task", key, 2, assigned.event_id)  # confirmed once
+    assert view.apply(2, assigned, T0) == "skipped"  # a redelivery changes nothing
+    assert view.tasks[key].status == TaskStatus.ASSIGNED and view.tasks[key].seq == 2
+
+
 def test_failures_retry_with_growing_back_off_then_error_and_fail_the_validation() -> None:
     s = Stream()
     s.add(created(SID))

@@ -25,14 +25,56 @@ from schedkit import (
 from touchstone.shared import events as ev
 from touchstone.shared.jetstream import connect
 from touchstone.shared.publisher import EventPublisher
+from touchstone.shared.subjects import task_aggregate_id
 from touchstone.shared.system import Server
 
+RACES = 1000
 RACE_TASKS = 1000
 
 
+async def test_two_replicas_forced_to_decide_the_same_task_1000_times_assign_it_once(
+    nats_server, nc, sjs, subjects
+) -> None:
+    """1,000 rounds: one task is queued, both replicas' views hold it, and both place at the
+    same moment. They decide differently (their default RunPod GPU types differ, so their
+    assignments have different ids and the duplicate window cannot hide the race): the append
+    that reaches the server second carries a stale expected sequence and must be refused."""
+    js = sjs
+    pub = EventPublisher(js, subjects)
+    await declare_servers(js, subjects, runpod_max_running_tasks=RACES)
+    other_nc = await connect(nats_server.url, "replica-b")
+    made: list[tuple[int, int]] = []
+    try:
+        async with (
+            running(nc, js, subjects, leader_election=False, auto_place=False,
+                    runpod_default_gpu_type="A40") as a,
+            running(other_nc, other_nc.jetstream(), subjects, leader_election=False, auto_place=False,
+                    runpod_default_gpu_type="L4") as b,
+        ):
+            await eventually(lambda: a.system.runpod_max_running_tasks == b.system.runpod_max_running_tasks == RACES)
+            for i in range(RACES):
+                key = task_aggregate_id(f"s-{i % 20}", f"pi-{i}")
+                await pub.append(queued(f"s-{i % 20}", f"pi-{i}", platform="runpod"), expected_last_seq=0)
+                await eventually(lambda: key in a.view.queued and key in b.view.queued)  # noqa: B023
+                made.append(tuple(await asyncio.gather(a.place(), b.place())))
+                # the loser reloads the task and both views see it assigned before the next round
+                await eventually(lambda: key not in a.view.queued and key not in b.view.queued)  # noqa: B023
+            await eventually(lambda: a.commands.sent + b.commands.sent >= RACES)
+            conflicts = a.conflicts + b.conflicts
+    finally:
+        await other_nc.close()
+    assert Counter(made).keys() <= {(1, 0), (0, 1)} and len(made) == RACES
+    assert conflicts == RACES, "every round was a race the loser lost on its expected sequence"
+    all_events = await events(js, subjects)
+    assigned = of_type(all_events, "TaskAssigned")
+    assert sorted(Counter((e.aggregate_id, e.attempt) for e in assigned).values()) == [1] * RACES
+    launches = [(c.task_id, c.attempt, c.placement) for c, _ in await commands(js, subjects, "runpod-provider")]
+    assert sorted(launches) == sorted((e.task_id, e.attempt, e.placement) for e in assigned)
+
+
 async def test_two_active_schedulers_racing_never_double_assign(nats_server, nc, sjs, subjects) -> None:
-    """Both replicas act (no lease) and decide differently for every task: optimistic
-    concurrency must let exactly one assignment per attempt through."""
+    """Both replicas act (no lease) on 1,000 tasks queued at once, placing as events arrive:
+    optimistic concurrency must let exactly one assignment per attempt through."""
     js = sjs
     pub = EventPublisher(js, subjects)
     await declare_servers(js, subjects, runpod_max_running_tasks=RACE_TASKS)

@@ -17,6 +17,7 @@ from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext, api
 from nats.js.kv import KeyValue
 from pydantic import ValidationError
+from touchstone.scheduler.pipeline import Pipeline
 from touchstone.shared import events as ev
 from touchstone.shared.agents import AgentHeartbeat, decode_report
 from touchstone.shared.commands import Command
@@ -35,14 +36,20 @@ def lease_bucket(subjects: Subjects) -> str:
 class EventFeed:
     """Follows the whole events stream in order (an ordered consumer from the first event):
     rebuilds the view at start, then keeps it current. ``caught_up`` is set once every event
-    stored when it started has been handed over."""
+    stored when it started has been handed over. ``is_echo(subject, seq, msg_id)`` may claim a
+    message before it is parsed (an own append the view already holds)."""
 
     def __init__(
-        self, js: JetStreamContext, subjects: Subjects, on_event: Callable[[int, ev.Event], Awaitable[None]]
+        self,
+        js: JetStreamContext,
+        subjects: Subjects,
+        on_event: Callable[[int, ev.Event], Awaitable[None]],
+        is_echo: Callable[[str, int, str], bool] | None = None,
     ) -> None:
         self.js = js
         self.subjects = subjects
         self.on_event = on_event
+        self.is_echo = is_echo
         self.caught_up = asyncio.Event()
         self.last_seq = 0
         self.skipped = 0
@@ -72,13 +79,9 @@ class EventFeed:
         try:
             while (msg := await queue.get()) is not None:
                 seq = msg.metadata.sequence.stream
-                try:
-                    event = ev.decode_event(msg.data)
-                except (ValidationError, ValueError) as e:
-                    self.skipped += 1
-                    log.error("skipping malformed event at seq %d on %s: %s", seq, msg.subject, e)
-                else:
-                    await self.on_event(seq, event)
+                msg_id = msg.headers.get("Nats-Msg-Id") if msg.headers else None
+                if not (msg_id and self.is_echo is not None and self.is_echo(msg.subject, seq, msg_id)):
+                    await self._hand_over(msg, seq)
                 self.last_seq = seq
                 if seq >= target:
                     self.caught_up.set()
@@ -87,12 +90,22 @@ class EventFeed:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
 
+    async def _hand_over(self, msg: Msg, seq: int) -> None:
+        try:
+            event = ev.decode_event(msg.data)
+        except (ValidationError, ValueError) as e:
+            self.skipped += 1
+            log.error("skipping malformed event at seq %d on %s: %s", seq, msg.subject, e)
+        else:
+            await self.on_event(seq, event)
+
 
 async def listen_to_agents(
     nc: NATS, subjects: Subjects, on_heartbeat: Callable[[AgentHeartbeat], None]
 ) -> Subscription:
     """Subscribe to every agent's reports; heartbeats whose host differs from their subject's
-    (an agent may only publish on its own) or that name another namespace are dropped."""
+    (an agent may only publish on its own) are dropped. One that names another namespace is
+    passed on: placement must stop using that host at once (``domain.foreign``)."""
 
     async def receive(msg: Msg) -> None:
         host = msg.subject.split(".")[-2]
@@ -103,8 +116,8 @@ async def listen_to_agents(
             return
         if report is None:
             return
-        if report.host != host or report.namespace not in (None, subjects.ns):
-            log.warning("dropping heartbeat of %s (ns %s) on %s", report.host, report.namespace, msg.subject)
+        if report.host != host:
+            log.warning("dropping heartbeat of %s on %s", report.host, msg.subject)
             return
         on_heartbeat(report)
 
@@ -114,15 +127,40 @@ async def listen_to_agents(
 class CommandBus:
     """Publishes commands to their service's work queue, deduplicated by message id."""
 
-    def __init__(self, js: JetStreamContext, subjects: Subjects, *, timeout: float = 2.0, tries: int = 5) -> None:
+    def __init__(
+        self, js: JetStreamContext, subjects: Subjects, *, timeout: float = 2.0, tries: int = 5,
+        pipeline: Pipeline | None = None,
+    ) -> None:
         self.js = js
+        self.pipeline = pipeline
         self.subjects = subjects
         self.timeout = timeout
         self.tries = tries
         self.sent = 0
 
+    async def send_many(self, commands: list[tuple[str, Command, str]]) -> None:
+        """Send many commands before awaiting any acknowledgement; those that got none are sent
+        again one at a time (the stream's duplicate window keeps one copy)."""
+        if self.pipeline is None:
+            await asyncio.gather(*(self.send(*c) for c in commands))
+            return
+        futures = []
+        for service, command, msg_id in commands:
+            headers = {"Nats-Msg-Id": msg_id, "Nats-Expected-Stream": self.subjects.commands_stream}
+            data = command.model_dump_json().encode()
+            futures.append(await self.pipeline.publish(self._subject(service, command), data, headers))
+        outcomes = await self.pipeline.acks(futures, self.timeout)
+        for (service, command, msg_id), outcome in zip(commands, outcomes, strict=True):
+            if isinstance(outcome, int):
+                self.sent += 1
+            else:
+                await self.send(service, command, msg_id)
+
+    def _subject(self, service: str, command: Command) -> str:
+        return self.subjects.command(service, str(getattr(command, "type", type(command).__name__)))
+
     async def send(self, service: str, command: Command, msg_id: str) -> None:
-        subject = self.subjects.command(service, str(getattr(command, "type", type(command).__name__)))
+        subject = self._subject(service, command)
         data = command.model_dump_json().encode()
         delay = 0.05
         for attempt in range(1, self.tries + 1):

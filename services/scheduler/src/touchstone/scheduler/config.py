@@ -31,6 +31,10 @@ class SchedulerSettings(Settings):
     leader_election: bool = True
     """Act only while holding the lease. Off: always act (tests that force two schedulers to race)."""
 
+    auto_place: bool = True
+    """Place whenever events, heartbeats or settings call for it. Off: only when ``place()`` is
+    called (tests that force two replicas to take the same decision at the same moment)."""
+
     lease_ttl_s: float = 6.0
     """A leader that stops renewing loses the lease after this long; a standby then takes over."""
 
@@ -80,8 +84,11 @@ class SchedulerSettings(Settings):
     """A new leader re-sends launch and terminate commands whose cause is younger than this
     (the commands stream's duplicate window drops the copies that did arrive)."""
 
-    placement_concurrency: int = 256
-    """Assignments appended at once."""
+    placement_concurrency: int = 1024
+    """Assignments appended at once (in flight, not yet acknowledged)."""
+
+    placement_batch: int = 128
+    """Assignments published together before their acknowledgements are awaited."""
 
     def retry_policy(self) -> RetryPolicy:
         return RetryPolicy(

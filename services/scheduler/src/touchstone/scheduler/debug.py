@@ -17,7 +17,7 @@ from datetime import datetime
 from touchstone.scheduler import policy
 from touchstone.scheduler.adapters import listen_to_agents
 from touchstone.scheduler.config import SchedulerSettings
-from touchstone.scheduler.domain import capacity_of, decide, fair_order, online
+from touchstone.scheduler.domain import capacity_of, decide, fair_order, foreign, online
 from touchstone.scheduler.service import Scheduler
 from touchstone.scheduler.stuck import PHASE_RULES, overdue
 from touchstone.scheduler.sweep import clock_of
@@ -135,6 +135,7 @@ def _queued(scheduler: Scheduler, task: TaskRecord, now: datetime) -> tuple[list
     capacity = capacity_of(
         scheduler.system, scheduler.hosts, scheduler.live_placements(), now,
         heartbeat_timeout_s=scheduler.cfg.heartbeat_timeout_s, cpu_slots_per_server=scheduler.cfg.cpu_slots_per_server,
+        namespace=scheduler.cfg.namespace,
     )
     queue = scheduler.queue()
     chosen = decide(queue, capacity, now, runpod_default_gpu_type=scheduler.cfg.runpod_default_gpu_type)
@@ -156,6 +157,8 @@ def _capacity_lines(scheduler: Scheduler, now: datetime) -> list[str]:
             state = "paused (num_slots 0)"
         elif report is None:
             state = "never heard from: gets nothing"
+        elif foreign(report, scheduler.cfg.namespace):
+            state = f"serves namespace {report.heartbeat.namespace}, not this one: gets nothing"
         elif not online(report, now, scheduler.cfg.heartbeat_timeout_s):
             state = f"offline (last heartbeat {(now - report.received_at).total_seconds():.0f}s ago)"
         else:

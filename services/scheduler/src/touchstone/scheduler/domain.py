@@ -10,10 +10,15 @@ Rules, in order:
 * ``onprem`` tasks take a free slot on an online server, ``runpod`` tasks one of the RunPod
   slots left under ``runpod_max_running_tasks``, ``any`` tasks on-prem first and RunPod when
   no server has room;
+* a task that names a ``gpu_type`` takes only an on-prem GPU whose model matches it
+  (``gpus.gpu_matches``): with ``any`` it overflows to RunPod when none is free, with
+  ``onprem`` it waits;
 * a task that cannot be placed does not block the tasks behind it from other platforms.
 
-On-prem slots: a server declared with ``num_slots`` whose agent sent a heartbeat within the
-timeout; ``num_slots`` 0 pauses it, a server never heard from gets nothing. GPU tasks take a
+On-prem slots: a server declared in this namespace's settings with ``num_slots`` whose agent
+sent a heartbeat within the timeout; ``num_slots`` 0 pauses it, a server never heard from gets
+nothing, and so does one whose latest heartbeat names another namespace (a server is online in
+one namespace only; heartbeats that name none, from older agents, count as ours). GPU tasks take a
 GPU slot ``host/{i}``; tasks that need no GPU take a CPU slot ``host/cpu{i}``. The emptiest
 server goes first, so load spreads.
 """
@@ -22,12 +27,13 @@ from __future__ import annotations
 
 import heapq
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from itertools import groupby
 from typing import Literal
 
+from touchstone.scheduler.gpus import gpu_matches, slot_models, wants_gpu_type
 from touchstone.shared.agents import AgentHeartbeat
 from touchstone.shared.system import SystemSettings
 
@@ -57,6 +63,8 @@ class ServerRoom:
     name: str
     gpu_slots: tuple[int, ...] = ()
     cpu_slots: tuple[int, ...] = ()
+    gpu_models: tuple[str, ...] = ()
+    """The GPU model behind each slot index (``""`` or absent: unknown)."""
 
 
 @dataclass(frozen=True)
@@ -96,6 +104,12 @@ def online(report: HostReport | None, now: datetime, timeout_s: float) -> bool:
     return report is not None and now - report.received_at <= timedelta(seconds=timeout_s)
 
 
+def foreign(report: HostReport, namespace: str | None) -> bool:
+    """Whether the host's latest heartbeat says it serves another namespace."""
+    claimed = report.heartbeat.namespace
+    return namespace is not None and claimed is not None and claimed != namespace
+
+
 def capacity_of(
     system: SystemSettings,
     hosts: Mapping[str, HostReport],
@@ -104,8 +118,10 @@ def capacity_of(
     *,
     heartbeat_timeout_s: float,
     cpu_slots_per_server: int,
+    namespace: str | None = None,
 ) -> Capacity:
-    """Free room per platform: declared servers that are online, minus what runs there."""
+    """Free room per platform: declared servers that are online (in ``namespace``, when
+    given), minus what runs there."""
     gpu_used: dict[str, set[int]] = {}
     cpu_used: dict[str, set[int]] = {}
     pending: dict[str, int] = {}
@@ -127,7 +143,7 @@ def capacity_of(
     rooms = []
     for server in system.servers:
         report = hosts.get(server.name)
-        if server.num_slots == 0 or report is None or report.received_at < oldest:
+        if server.num_slots == 0 or report is None or report.received_at < oldest or foreign(report, namespace):
             continue
         hb = report.heartbeat
         slots = min(server.num_slots, hb.slots_total) if hb.slots_total else server.num_slots
@@ -137,12 +153,22 @@ def capacity_of(
         agent_free = max(0, hb.slots_free - pending.get(server.name, 0))
         taken_cpu = cpu_used.get(server.name, ())
         free_cpu = tuple(i for i in all_cpu if i not in taken_cpu) if taken_cpu else tuple(all_cpu)
-        rooms.append(ServerRoom(server.name, tuple(free_gpu[:agent_free]), free_cpu))
+        models = slot_models(slots, hb.gpus, server.gpus) if hb.gpus or server.gpus else ()
+        rooms.append(ServerRoom(server.name, tuple(free_gpu[:agent_free]), free_cpu, models))
     return Capacity(
         paused=system.scheduler_paused,
         servers=tuple(rooms),
         runpod_free=max(0, system.runpod_max_running_tasks - runpod_used),
     )
+
+
+def open_platforms(capacity: Capacity) -> tuple[str, ...]:
+    """The platforms a queued task may ask for and still be placed now."""
+    if capacity.paused:
+        return ()
+    onprem = any(s.gpu_slots or s.cpu_slots for s in capacity.servers)
+    runpod = capacity.runpod_free > 0
+    return (("onprem",) if onprem else ()) + (("runpod",) if runpod else ()) + (("any",) if onprem or runpod else ())
 
 
 def fair_order(queue: Iterable[QueuedTask], now: datetime) -> list[QueuedTask]:
@@ -166,27 +192,53 @@ def fair_order(queue: Iterable[QueuedTask], now: datetime) -> list[QueuedTask]:
     return ordered
 
 
-@dataclass
-class _Pool:
-    """Free slots of one kind across servers, emptiest server first."""
+class _Slots:
+    """Free slots of one kind across servers. Each GPU type asked for draws through its own
+    heap of the servers that have a matching slot, emptiest server first; a heap entry whose
+    server lost slots to another type since is re-ranked when it comes up (counts only fall)."""
 
-    label: str = ""
-    heap: list[tuple[int, str, list[int]]] = field(default_factory=list)
+    def __init__(self, rooms: Iterable[ServerRoom], label: str = "") -> None:
+        self.label = label
+        self.free = {r.name: sorted(r.cpu_slots if label else r.gpu_slots) for r in rooms}
+        self.free = {name: slots for name, slots in self.free.items() if slots}
+        self.models = {r.name: r.gpu_models for r in rooms}
+        self.left = sum(len(s) for s in self.free.values())
+        self._heaps: dict[str | None, list[tuple[int, str]]] = {}
 
-    @classmethod
-    def of(cls, rooms: Iterable[tuple[str, Sequence[int]]], label: str = "") -> _Pool:
-        heap = [(-len(slots), name, sorted(slots)) for name, slots in rooms if slots]
-        heapq.heapify(heap)
-        return cls(label, heap)
+    def _fits(self, gpu_type: str | None, name: str, slot: int) -> bool:
+        if gpu_type is None:
+            return True
+        models = self.models.get(name, ())
+        return gpu_matches(gpu_type, models[slot] if slot < len(models) else "")
 
-    def take(self) -> str | None:
-        if not self.heap:
-            return None
-        free, name, slots = heapq.heappop(self.heap)
-        slot = slots.pop(0)
-        if slots:
-            heapq.heappush(self.heap, (free + 1, name, slots))
-        return f"{name}/{self.label}{slot}"
+    def take(self, gpu_type: str | None = None) -> str | None:
+        """A free slot (of a GPU matching ``gpu_type``, unless ``None``) on the emptiest server."""
+        heap = self._heaps.get(gpu_type)
+        if heap is None:
+            heap = [(-len(s), n) for n, s in self.free.items() if any(self._fits(gpu_type, n, i) for i in s)]
+            heapq.heapify(heap)
+            self._heaps[gpu_type] = heap
+        while heap:
+            rank, name = heap[0]
+            slots = self.free[name]
+            if -rank != len(slots):
+                if slots:
+                    heapq.heapreplace(heap, (-len(slots), name))
+                else:
+                    heapq.heappop(heap)
+                continue
+            slot = next((i for i in slots if self._fits(gpu_type, name, i)), None)
+            if slot is None:
+                heapq.heappop(heap)
+                continue
+            slots.remove(slot)
+            self.left -= 1
+            if any(self._fits(gpu_type, name, i) for i in slots):
+                heapq.heapreplace(heap, (-len(slots), name))
+            else:
+                heapq.heappop(heap)
+            return f"{name}/{self.label}{slot}"
+        return None
 
 
 def decide(
@@ -199,23 +251,25 @@ def decide(
     """The assignments to make now, in placement order."""
     if capacity.paused:
         return []
-    gpu = _Pool.of((s.name, s.gpu_slots) for s in capacity.servers)
-    cpu = _Pool.of(((s.name, s.cpu_slots) for s in capacity.servers), "cpu")
+    gpu = _Slots(capacity.servers)
+    cpu = _Slots(capacity.servers, "cpu")
     runpod_free = capacity.runpod_free
-    if not gpu.heap and not cpu.heap and runpod_free <= 0:
+    if not gpu.left and not cpu.left and runpod_free <= 0:
         return []
     # only tasks some platform has room for are ordered at all: a long queue waiting for a
     # paused or full platform costs one pass, not a sort
-    onprem_room = {True: bool(gpu.heap), False: bool(cpu.heap)}
+    onprem_room = {True: gpu.left > 0, False: cpu.left > 0}
     candidates = [
         t for t in queue
         if (t.platform != "runpod" and onprem_room[t.needs_gpu]) or (t.platform != "onprem" and runpod_free > 0)
     ]
     out: list[Assignment] = []
     for task in fair_order(candidates, now):
-        pool = gpu if task.needs_gpu else cpu
         if task.platform in ("onprem", "any"):
-            placement = pool.take()
+            if task.needs_gpu:
+                placement = gpu.take(task.gpu_type if wants_gpu_type(task.gpu_type) else None)
+            else:
+                placement = cpu.take()
             if placement is not None:
                 out.append(Assignment(task.key, task.attempt, "onprem", placement, task.gpu_type))
                 continue
@@ -223,6 +277,6 @@ def decide(
             runpod_free -= 1
             gpu_type = task.gpu_type or runpod_default_gpu_type
             out.append(Assignment(task.key, task.attempt, "runpod", gpu_type, task.gpu_type))
-        if not gpu.heap and not cpu.heap and runpod_free <= 0:
+        if not gpu.left and not cpu.left and runpod_free <= 0:
             break
     return out

@@ -22,14 +22,18 @@ from touchstone.scheduler import policy
 from touchstone.scheduler.adapters import CommandBus, EventFeed, LeaderLease, listen_to_agents
 from touchstone.scheduler.config import SchedulerSettings
 from touchstone.scheduler.domain import (
+    Assignment,
     HostReport,
     LivePlacement,
     QueuedTask,
     capacity_of,
     decide,
+    foreign,
     online,
+    open_platforms,
 )
 from touchstone.scheduler.handlers import HANDLERS
+from touchstone.scheduler.pipeline import Pipeline, append_pipelined
 from touchstone.scheduler.stuck import Deadlines
 from touchstone.scheduler.sweep import live_of, queue_of, resend_plans, sweep_plans
 from touchstone.scheduler.view import LIVE_SUBMISSION, SchedulerView
@@ -62,8 +66,9 @@ class Scheduler:
         self.instance_id = cfg.resolved_instance_id()
         self.view = SchedulerView(cfg.retry_policy())
         self.publisher = EventPublisher(js, subjects)
-        self.commands = CommandBus(js, subjects)
-        self.feed = EventFeed(js, subjects, self._on_stored)
+        self.pipeline = Pipeline(nc)
+        self.commands = CommandBus(js, subjects, pipeline=self.pipeline)
+        self.feed = EventFeed(js, subjects, self._on_stored, self._confirm_echo)
         self.lease = LeaderLease(js, subjects, self.instance_id, cfg.lease_ttl_s) if cfg.leader_election else None
         self.leading = self.lease is None
         self.system = SystemSettings()
@@ -84,6 +89,8 @@ class Scheduler:
         self._active_before = False
         self._wake: asyncio.TimerHandle | None = None
         self._queue_cache: dict[str, tuple[int, QueuedTask]] = {}
+        self._in_flight: dict[str, ev.Event] = {}
+        """Appends published and not yet acknowledged, by event id (see ``_confirm_echo``)."""
 
     @property
     def active(self) -> bool:
@@ -97,9 +104,10 @@ class Scheduler:
         agents = await listen_to_agents(self.nc, self.subjects, self.on_heartbeat)
         kv = await system_bucket(self.js, self.subjects)
         loops = [
-            self.feed.run(stop), self._react(stop), self._place_loop(stop), self._sweep_loop(stop),
-            watch_system(kv, self.on_settings, stop),
+            self.feed.run(stop), self._react(stop), self._sweep_loop(stop), watch_system(kv, self.on_settings, stop),
         ]
+        if self.cfg.auto_place:
+            loops.append(self._place_loop(stop))
         if self.lease is not None:
             loops.append(self.lease.run(stop, self._on_leadership))
         tasks = [asyncio.create_task(c) for c in loops]
@@ -134,11 +142,17 @@ class Scheduler:
     def on_heartbeat(self, heartbeat: AgentHeartbeat) -> None:
         now = self.clock()
         before = self.hosts.get(heartbeat.host)
-        self.hosts[heartbeat.host] = HostReport(heartbeat, now)
+        report = self.hosts[heartbeat.host] = HostReport(heartbeat, now)
+        elsewhere = foreign(report, self.cfg.namespace)
+        moved = before is not None and foreign(before, self.cfg.namespace) != elsewhere
+        if elsewhere and (before is None or moved):
+            log.warning("host %s says it serves namespace %s: nothing more is placed there",
+                        heartbeat.host, heartbeat.namespace)
         for name in heartbeat.running:
             self.last_seen[name] = now
         if (
             before is None
+            or moved
             or not online(before, now, self.cfg.heartbeat_timeout_s)
             or before.heartbeat.slots_free != heartbeat.slots_free
             or before.heartbeat.running != heartbeat.running
@@ -152,6 +166,19 @@ class Scheduler:
 
     async def _on_stored(self, seq: int, event: ev.Event) -> None:
         self._fold(seq, event, local=False)
+
+    def _confirm_echo(self, subject: str, seq: int, msg_id: str) -> bool:
+        """An own append fed back by the stream: folded from the model it was published from
+        (when its acknowledgement is still on the way) or confirmed, without parsing it."""
+        event = self._in_flight.pop(msg_id, None)
+        if event is not None:
+            self._fold(seq, event, local=False)
+            return True
+        try:
+            _, aggregate, aggregate_id, _ = subject.rsplit(".", 3)
+        except ValueError:
+            return False
+        return self.view.confirm_own(aggregate, aggregate_id, seq, msg_id)
 
     def _fold(self, seq: int, event: ev.Event, *, local: bool) -> None:
         outcome = self.view.apply(seq, event, self.clock(), local=local)
@@ -192,6 +219,9 @@ class Scheduler:
 
     async def execute(self, plans: Iterable[policy.Plan]) -> list[bool]:
         """Run plans concurrently; ``False`` for each one stopped by a conflict."""
+        plans = list(plans)
+        if not plans:  # most reactions find nothing to do
+            return []
         return list(await asyncio.gather(*(self._run_plan(p) for p in plans)))
 
     async def _run_plan(self, plan: policy.Plan) -> bool:
@@ -232,8 +262,8 @@ class Scheduler:
 
     # --- placement -------------------------------------------------------------------------
 
-    def queue(self) -> list[QueuedTask]:
-        return queue_of(self.view, self.cfg, self._queue_cache)
+    def queue(self, platforms: Iterable[str] | None = None) -> list[QueuedTask]:
+        return queue_of(self.view, self.cfg, self._queue_cache, platforms)
 
     def live_placements(self) -> list[LivePlacement]:
         return live_of(self.view)
@@ -244,15 +274,64 @@ class Scheduler:
         capacity = capacity_of(
             self.system, self.hosts, self.live_placements(), now,
             heartbeat_timeout_s=self.cfg.heartbeat_timeout_s, cpu_slots_per_server=self.cfg.cpu_slots_per_server,
+            namespace=self.cfg.namespace,
         )
-        queue = self.queue()
+        queue = self.queue(open_platforms(capacity))  # a long queue for a full platform costs nothing
         chosen = decide(queue, capacity, now, runpod_default_gpu_type=self.cfg.runpod_default_gpu_type)
-        plans = [policy.assignment_plan(self.view.tasks[a.key], a, now) for a in chosen]
-        results = await self.execute(plans)
-        if not all(results):
+        # each assignment holds only while its task stays as it was decided on (same sequence)
+        decided = [(a, self.view.tasks[a.key].seq) for a in chosen]
+        size = max(1, self.cfg.placement_batch)
+        batches = [decided[i : i + size] for i in range(0, len(decided), size)]
+        limit = asyncio.Semaphore(max(1, self.cfg.placement_concurrency // size))
+
+        async def assign(batch: list[tuple[Assignment, int]]) -> int:
+            async with limit:  # the next batch's appends need not wait for these launches
+                recorded, settle = await self._record(batch)
+            return await self._launch(recorded, settle)
+
+        made = sum(await asyncio.gather(*(assign(b) for b in batches)))
+        if made < len(chosen):
             self.request_placement()
         self._wake_at_next_not_before(queue, now)
-        return sum(results)
+        return made
+
+    async def _record(self, batch: list[tuple[Assignment, int]]) -> tuple[list[policy.Plan], list[policy.Plan]]:
+        """Append a batch of assignments: every append is published before any acknowledgement
+        is awaited, each with the task sequence it was decided on (a task that moved since is
+        left for the next round). Returns the plans recorded and those to settle through
+        ``execute`` (refused or unacknowledged: a duplicate or a conflict is told apart there,
+        and a conflict reloads the task)."""
+        if not self.active:
+            return [], []
+        now = self.clock()  # when these decisions are recorded
+        tasks = [(self.view.tasks.get(a.key), a, seq) for a, seq in batch]
+        plans = [policy.assignment_plan(t, a, now) for t, a, seq in tasks if t is not None and t.seq == seq]
+        heads = [plan[0] for plan in plans]
+        assert all(isinstance(h, policy.Append) and h.expected_seq is not None for h in heads)
+        appends = [(h.event, h.expected_seq) for h in heads]  # type: ignore[union-attr]
+        self._in_flight.update((e.event_id, e) for e, _ in appends)
+        try:
+            outcomes = await append_pipelined(self.pipeline, self.publisher, appends)  # type: ignore[arg-type]
+        finally:
+            for event, _ in appends:
+                self._in_flight.pop(event.event_id, None)
+        recorded, settle = [], []
+        for plan, (event, _), outcome in zip(plans, appends, outcomes, strict=True):
+            if isinstance(outcome, int):
+                self._fold(outcome, event, local=True)
+                recorded.append(plan)
+            else:
+                settle.append(plan)
+        return recorded, settle
+
+    async def _launch(self, recorded: list[policy.Plan], settle: list[policy.Plan]) -> int:
+        """Send the launches of recorded assignments (together), and settle the others."""
+        sends = [s for plan in recorded for s in plan[1:] if isinstance(s, policy.Send) and s.msg_id not in self.sent]
+        if sends and self.active:
+            await self.commands.send_many([(s.service, s.command, s.msg_id) for s in sends])
+            at = self.clock()
+            self.sent.update((s.msg_id, at) for s in sends)
+        return len(recorded) + sum(await self.execute(settle))
 
     def _wake_at_next_not_before(self, queue: list[QueuedTask], now: datetime) -> None:
         waits = [t.not_before for t in queue if t.not_before is not None and t.not_before > now]

@@ -9,8 +9,9 @@ after a clean run finds nothing to do.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import datetime
+from itertools import chain
 
 from touchstone.scheduler import policy
 from touchstone.scheduler.config import SchedulerSettings
@@ -21,13 +22,18 @@ from touchstone.shared.lifecycle import TaskStatus
 
 
 def queue_of(
-    view: SchedulerView, cfg: SchedulerSettings, cache: dict[str, tuple[int, QueuedTask]] | None = None
+    view: SchedulerView,
+    cfg: SchedulerSettings,
+    cache: dict[str, tuple[int, QueuedTask]] | None = None,
+    platforms: Iterable[str] | None = None,
 ) -> list[QueuedTask]:
-    """The queued tasks placement may consider (not those of a submission being cancelled).
-    ``cache`` keeps each task's entry until its next event, so large queues cost little."""
+    """The queued tasks placement may consider (not those of a submission being cancelled),
+    only those that asked for one of ``platforms`` when given. ``cache`` keeps each task's
+    entry until its next event, so large queues cost little."""
     cache = {} if cache is None else cache
+    keys = view.queued if platforms is None else chain.from_iterable(view.queued_for.get(p, ()) for p in platforms)
     out = []
-    for key in view.queued:
+    for key in keys:
         task = view.tasks[key]
         sub = view.submissions.get(task.submission_id)
         if task.queued is None or task.state is None or (sub and sub.cancel_request):
@@ -43,7 +49,7 @@ def queue_of(
             )
             hit = cache[key] = (task.seq, entry)
         out.append(hit[1])
-    if len(cache) > 2 * len(out) + 1000:  # forget tasks that left the queue
+    if len(cache) > 2 * len(view.queued) + 1000:  # forget tasks that left the queue
         for key in [k for k in cache if k not in view.queued]:
             del cache[key]
     return out

@@ -136,6 +136,8 @@ class SchedulerView:
         self.tasks: dict[str, TaskRecord] = {}
         self.submissions: dict[str, SubmissionRecord] = {}
         self.queued: set[str] = set()
+        self.queued_for: dict[str, set[str]] = {"onprem": set(), "runpod": set(), "any": set()}
+        """The queued tasks by the platform they asked for (placement skips a full platform's)."""
         self.live: set[str] = set()
         self.attention: set[str] = set()
         """Tasks with follow-ups to append or containers to stop."""
@@ -166,6 +168,19 @@ class SchedulerView:
         return None
 
     # --- folding ---------------------------------------------------------------------------
+
+    def confirm_own(self, aggregate: str, aggregate_id: str, seq: int, event_id: str) -> bool:
+        """The stream fed back an own append this view applied already: confirm it without
+        parsing it. ``False``: anything else, for ``apply`` to judge."""
+        record: Sequenced | None = (
+            self.tasks.get(aggregate_id) if aggregate == "task"
+            else self.submissions.get(aggregate_id) if aggregate == "submission" else None
+        )
+        if record is None or seq <= record.confirmed_seq or record.unconfirmed.get(seq) != event_id:
+            return False
+        del record.unconfirmed[seq]
+        record.confirmed_seq = seq
+        return True
 
     def apply(self, seq: int, event: ev.Event, now: datetime, *, local: bool = False) -> Outcome:
         """Fold one stored event. ``local``: an own append, applied before the stream feeds it."""
@@ -287,6 +302,8 @@ class SchedulerView:
         key = task.key
         status = task.state.status
         _toggle(self.queued, key, status == TaskStatus.QUEUED)
+        if task.queued is not None:
+            _toggle(self.queued_for.setdefault(task.queued.platform, set()), key, status == TaskStatus.QUEUED)
         _toggle(self.live, key, status in TASK_LIVE)
         _toggle(self.attention, key, bool(task.follow_ups) or bool(task.owed_terminates))
 
