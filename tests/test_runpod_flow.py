@@ -456,8 +456,11 @@ async def image_has_pip(image: str) -> bool:
 async def pip_in_image_or_skip(flow: Flow) -> None:
     """Docker pods install with the image's ``python3 -m pip``; skip, saying why, without it."""
     if flow.fake.pod_backend == "docker" and not await image_has_pip(flow.fake.pod_image):
-        pytest.skip(f"the pod image {flow.fake.pod_image} has no pip (python3 -m pip), so its pods cannot install "
-                    "requirements.txt; test_a_docker_pod_image_without_pip_... checks that they fail saying so")
+        why = (f"the pod image {flow.fake.pod_image} has no pip (python3 -m pip), so its pods cannot install "
+               "requirements.txt: rebuild it with `make images`")
+        if os.environ.get("TOUCHSTONE_REQUIRE_DOCKER") == "1":
+            pytest.fail(why)
+        pytest.skip(why)
 
 
 async def test_requirements_are_installed_in_the_pod_and_on_the_trainers_path(each_pods_flow, wheelhouse):
@@ -518,25 +521,3 @@ async def test_a_pod_image_without_pip_fails_requirements_for_good_saying_so(flo
     [failed] = [e for e in await flow.events(sid) if e.event_type == "TaskFailed"]
     assert failed.failure_class == "permanent" and "has no pip" in failed.reason
     assert all(r.terminated for r in fake.ledger())
-
-
-async def test_a_docker_pod_image_without_pip_fails_requirements_for_good_saying_so(nats_server, nc, js, subjects,
-                                                                                   tmp_path, wheelhouse):
-    await testing.docker_pods_or_skip()
-    async with FakeRunpod(api_key=testing.API_KEY, root=tmp_path / "pods", pod_backend="docker") as fake, \
-            running_flow(fake, nats_server, nc, js, subjects, tmp_path) as flow:
-        if await image_has_pip(fake.pod_image):
-            pytest.skip(f"the pod image {fake.pod_image} has pip: the install test covers its pods")
-        await flow.system(max_running=2)
-        folder = flow.feature_set()
-        (folder / "requirements.txt").write_text("tsdemo-helper\n")
-        sid = await flow.submit(folder)
-        await flow.start_scheduler()
-        await flow.start_provider(pip_find_links=(wheelhouse,), pip_no_index=True)
-
-        await flow.until_status(sid, TaskStatus.ERROR)
-        await flow.until_event(sid, "ContainerTerminated")
-
-        [failed] = [e for e in await flow.events(sid) if e.event_type == "TaskFailed"]
-        assert failed.failure_class == "permanent" and "has no pip" in failed.reason, failed.reason
-        assert all(r.terminated for r in fake.ledger())
