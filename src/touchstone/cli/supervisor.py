@@ -110,7 +110,7 @@ class Supervisor:
         services = available_services()
         if not services:
             _say("up", "1", "no services are installed yet; running the broker only")
-        self.children = [Child(n, m, COLORS[i % len(COLORS)], env=dict(CHILD_ENV.get(n, {})))
+        self.children = [Child(n, m, COLORS[i % len(COLORS)], env=self._child_env(n))
                          for i, (n, m) in enumerate(services)]
         if self.runpod_demo:
             self._add_runpod_demo()
@@ -125,6 +125,12 @@ class Supervisor:
         (self.data_dir / "up.json").unlink(missing_ok=True)
         _say("up", "1", "stopped; data kept in " + str(self.data_dir))
         return 0
+
+    def _child_env(self, name: str) -> dict[str, str]:
+        env = dict(CHILD_ENV.get(name, {}))
+        if name == "agent":  # a host without GPUs reports CPU slots: as many as declared
+            env["TOUCHSTONE_NUM_SLOTS"] = self.env.get("TOUCHSTONE_NUM_SLOTS", str(self.local_slots))
+        return env
 
     def _add_runpod_demo(self) -> None:
         """The faithful local RunPod as one more child, and the RunPod provider pointed at it."""
