@@ -199,3 +199,45 @@ def test_the_runpod_demo_trains_on_a_local_fake_runpod(make_up) -> None:
     run = MlflowClient(f"sqlite:///{up.data / 'mlflow.db'}").get_run(run_id)
     assert run.info.status == "FINISHED"
     assert any(k.startswith("long") for k in run.data.metrics) and any(k.startswith("short") for k in run.data.metrics)
+
+
+def test_the_readme_walk_through_with_the_cli(make_up) -> None:
+    """The README's CLI walk-through, command by command, from the repository's root: verdicts
+    that name the failed check, training with both models' figures, the log, and a
+    `--trainer-ref` the trainer repository lacks failing at once."""
+    up = make_up()
+    up.start()
+    up.wait_healthy(len(available_services()))
+    env = {**os.environ, "TOUCHSTONE_URL": f"http://127.0.0.1:{up.api_port}",
+           "TOUCHSTONE_TOKEN": up.env["TOUCHSTONE_ADMIN_TOKEN"], "COLUMNS": "200", "NO_COLOR": "1"}
+    root = EXAMPLES.parents[1]
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "touchstone.cli", *args], cwd=root, env=env,
+                              capture_output=True, text=True, timeout=300)
+
+    def submitted(example: str) -> tuple[str, subprocess.CompletedProcess[str]]:
+        done = cli("submit", f"examples/feature-sets/{example}", "--name", example, "--wait")
+        sid = next(word for line in done.stdout.splitlines() if line.startswith("id") for word in line.split()[1:])
+        return sid, done
+
+    good, accepted = submitted("momentum")
+    assert accepted.returncode == 0 and "ACCEPTED" in accepted.stdout, accepted.stdout + accepted.stderr
+    assert "passed (" in accepted.stdout
+    faulty, rejected = submitted("lookahead")
+    assert rejected.returncode == 1 and "REJECTED" in rejected.stdout
+    assert "failed no_lookahead: " in rejected.stdout, rejected.stdout
+    listed = cli("list")
+    assert listed.returncode == 0 and good in listed.stdout and faulty in listed.stdout
+
+    trained = cli("schedule", good, "-i", "15", "--platform", "onprem", "--wait")
+    assert trained.returncode == 0 and "COMPLETED" in trained.stdout, trained.stdout + trained.stderr
+    assert "long: auc " in trained.stdout and "short: auc " in trained.stdout
+    log = cli("logs", good, "pi-15")
+    assert log.returncode == 0 and "[trainer]" in log.stdout
+
+    other, _ = submitted("momentum")
+    wrong_ref = cli("schedule", other, "-i", "15", "--platform", "onprem", "--trainer-ref", "no-such-ref", "--wait")
+    assert "ERROR" in wrong_ref.stdout and "'no-such-ref' is not a branch, tag or commit" in wrong_ref.stdout
+    assert "1/3" in wrong_ref.stdout  # one attempt: retrying cannot help
+    assert up.stop() == 0

@@ -21,6 +21,7 @@ import httpx
 import typer
 from rich.console import Console
 from rich.live import Live
+from rich.markup import escape
 from rich.table import Table
 
 DEFAULT_URL = "http://127.0.0.1:8080"
@@ -129,6 +130,20 @@ def _submissions_table(items: list[dict[str, Any]]) -> Table:
     return table
 
 
+def _key_metrics(metrics: dict[str, Any]) -> str:
+    """Both models' headline figures (``long: auc 0.56 f1 0.38 sharpe 1.40``); the rest is in
+    ``show --json``."""
+    parts = []
+    for side in ("long", "short"):
+        m = metrics.get(side)
+        if not isinstance(m, dict):
+            continue
+        figures = {"auc": m.get("roc_auc"), "f1": m.get("f1"), "sharpe": (m.get("backtest") or {}).get("sharpe")}
+        shown = " ".join(f"{k} {v:.2f}" for k, v in figures.items() if isinstance(v, int | float))
+        parts.append(f"{side}: {shown}")
+    return "; ".join(parts)
+
+
 def _tasks_table(tasks: list[dict[str, Any]], with_submission: bool = False) -> Table:
     table = Table(
         *(["submission"] if with_submission else []),
@@ -140,7 +155,7 @@ def _tasks_table(tasks: list[dict[str, Any]], with_submission: bool = False) -> 
         "metrics / error",
     )
     for t in tasks:
-        metrics = ", ".join(f"{k}={v}" for k, v in list(t.get("metrics", {}).items())[:4])
+        metrics = _key_metrics(t.get("metrics") or {})
         row = [
             t["task_id"],
             t["status"],
@@ -158,11 +173,24 @@ def _detail(s: dict[str, Any]) -> Table:
     for key in ("id", "name", "owner", "status", "git_url", "git_ref", "feature_set_path", "commit", "error"):
         if s.get(key):
             table.add_row(f"[bold]{key}[/bold]", str(s[key]))
+    report = s.get("validation_report")
+    if report:
+        table.add_row("[bold]validation[/bold]", _verdict(report))
     if s.get("schedule"):
         table.add_row("[bold]schedule[/bold]", json.dumps(s["schedule"]))
     if s.get("tasks"):
         table.add_row("[bold]tasks[/bold]", _tasks_table(s["tasks"]))
     return table
+
+
+def _verdict(report: dict[str, Any]) -> str:
+    """The validation report in words: which checks failed and why."""
+    checks = report.get("checks") or []
+    failed = [c for c in checks if not c.get("passed") and not c.get("skipped")]
+    if report.get("passed") and not failed:
+        return f"passed ({len(checks)} checks)"
+    lines = [f"failed {c.get('name')}: {c.get('detail') or ''}" for c in failed]
+    return escape("\n".join(lines) or "failed")
 
 
 def _wait(client: Client, sid: str, settled: set[str], as_json: bool) -> dict[str, Any]:
@@ -183,7 +211,8 @@ def _wait(client: Client, sid: str, settled: set[str], as_json: bool) -> dict[st
 
 
 def submit(
-    git_url: Annotated[str, typer.Argument(help="https://, ssh:// or git@host:org/repo.git")],
+    git_url: Annotated[str, typer.Argument(
+        help="https://, ssh:// or git@host:org/repo.git; or a local folder where the server allows local sources")],
     ref: Annotated[str, typer.Option("--ref", help="Branch, tag or commit.")] = "main",
     path: Annotated[str, typer.Option("--path", help="The feature set's folder in the repository.")] = ".",
     name: Annotated[str | None, typer.Option("--name", help="A display name.")] = None,
@@ -194,6 +223,9 @@ def submit(
 ) -> None:
     """Submit a feature set; it is validated at once (--wait shows the verdict)."""
     client = Client(url, token)
+    local = Path(git_url)
+    if ":" not in git_url and local.is_dir():  # a folder here: the server sees it by its absolute path
+        git_url = str(local.resolve())
     body = {"git_url": git_url, "git_ref": ref, "feature_set_path": path, **({"name": name} if name else {})}
     created = client.call("POST", "/api/v1/submissions", json=body)
     if wait:
