@@ -14,11 +14,15 @@ import contextlib
 import json
 import re
 import shutil
+import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import nats
@@ -78,6 +82,40 @@ def identity_provider() -> Iterator[FakeOidcProvider]:
         thread.join(timeout=10)
 
 
+@contextlib.contextmanager
+def served_example(name: str, folder: Path) -> Iterator[str]:
+    """The example as a git repository on git's plain HTTP protocol, from a thread of this
+    process: a real git URL to submit, so the pictures show no path of this machine."""
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(folder), "GIT_AUTHOR_NAME": "Touchstone",
+           "GIT_AUTHOR_EMAIL": "touchstone@localhost", "GIT_COMMITTER_NAME": "Touchstone",
+           "GIT_COMMITTER_EMAIL": "touchstone@localhost", "GIT_CONFIG_NOSYSTEM": "1"}
+
+    def git(*args: str, cwd: Path) -> None:
+        subprocess.run(["git", *args], cwd=cwd, env=env, check=True, capture_output=True)
+
+    work, www = folder / "work", folder / "www"
+    shutil.copytree(EXAMPLES / name, work, ignore=shutil.ignore_patterns("__pycache__"))
+    git("init", "--quiet", "--initial-branch=main", cwd=work)
+    git("add", ".", cwd=work)
+    git("commit", "--quiet", "-m", f"{name} feature set", cwd=work)
+    www.mkdir()
+    git("clone", "--quiet", "--bare", str(work), str(www / f"{name}.git"), cwd=folder)
+    git("update-server-info", cwd=www / f"{name}.git")
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(Quiet, directory=str(www)))
+    thread = threading.Thread(target=server.serve_forever, name="git-http", daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/{name}.git"
+    finally:
+        server.shutdown()
+        thread.join(timeout=10)
+
+
 RUNPOD_REPORT = RunPodStatus(
     updated_at=datetime.now(UTC).isoformat(),
     balance=42.17,
@@ -127,6 +165,7 @@ def test_ui_admin_then_user(make_up) -> None:
 
 def walk_through(make_up, stack: contextlib.ExitStack) -> None:
     idp = stack.enter_context(identity_provider())
+    example = stack.enter_context(served_example("momentum", Path(stack.enter_context(tempfile.TemporaryDirectory()))))
     up = make_up(
         TOUCHSTONE_RETRY_BASE_DELAY_S="0.2",
         TOUCHSTONE_RETRY_FACTOR="2",
@@ -160,7 +199,7 @@ def walk_through(make_up, stack: contextlib.ExitStack) -> None:
             page.click("dialog button[type=submit]")
             expect(page.locator("#e-git_url")).to_contain_text("not allowed")
             shot(page, "new-submission")
-            page.fill("#f-git_url", str(EXAMPLES / "momentum"))
+            page.fill("#f-git_url", example)
             page.fill("#f-name", "momentum")
             page.click("dialog button[type=submit]")
             row = page.locator("tbody.sub").first
@@ -263,7 +302,7 @@ def walk_through(make_up, stack: contextlib.ExitStack) -> None:
             for link in ("Tasks", "System", "Tokens"):
                 expect(upage.locator("header nav").get_by_role("link", name=link)).to_have_count(0)
             upage.click("[data-action=new]")
-            upage.fill("#f-git_url", str(EXAMPLES / "momentum"))
+            upage.fill("#f-git_url", example)
             upage.click("dialog button[type=submit]")
             urow = upage.locator("tbody.sub").first
             expect(urow.locator(".status .badge")).to_have_text(re.compile("ACCEPTED|REJECTED"), timeout=180_000)

@@ -95,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _validate(args: argparse.Namespace) -> int:
     from .feature_set import feature_set_file
+    from .paths import shown
     from .validate import DEFAULT_TIME_BUDGET_S, validate
 
     budget = DEFAULT_TIME_BUDGET_S if args.time_budget is None else args.time_budget
@@ -108,17 +109,18 @@ def _validate(args: argparse.Namespace) -> int:
         mark = "skip" if check.skipped else ("ok" if check.passed else "FAIL")
         print(f"[validate] {mark:4} {check.name}: {check.detail}", flush=True)
     verdict = "passed" if report.passed else f"failed: {', '.join(report.failed())}"
-    print(f"[validate] {verdict} in {report.duration_s:.2f} s; report {args.report}", flush=True)
+    print(f"[validate] {verdict} in {report.duration_s:.2f} s; report {shown(args.report)}", flush=True)
     return 0 if report.passed else 1
 
 
 def _train(args: argparse.Namespace) -> int:
     from .config import load_config, resolve_config_path
+    from .paths import shown
     from .train import TrainRequest, log, train
 
     path = resolve_config_path(args.config)
     config = load_config(path, args.overrides)
-    log(f"config {path}" + (f" with overrides {args.overrides}" if args.overrides else ""))
+    log(f"config {shown(path)}" + (f" with overrides {args.overrides}" if args.overrides else ""))
     train(
         TrainRequest(
             feature_set_dir=args.feature_set,

@@ -19,6 +19,7 @@ from .data import cut_at, load_candles, period_minutes_of
 from .dataset import Dataset, build_dataset, horizon_candles, plan_split
 from .errors import FeatureSetError, TrainingError, UsageError
 from .feature_set import FeatureSet, feature_set_file, load_feature_set
+from .paths import shown
 
 SIDES = ("long", "short")
 
@@ -57,7 +58,7 @@ def train(req: TrainRequest, say: Callable[[str], None] = log) -> dict[str, Any]
     )
 
     fs = load_feature_set(req.feature_set_dir)
-    say(f"feature set {fs.name!r} (LOOKBACK {fs.lookback}) from {req.feature_set_dir}")
+    say(f"feature set {fs.name!r} (LOOKBACK {fs.lookback}) from {shown(req.feature_set_dir)}")
     plan = plan_split(len(candles), fs.lookback, horizon, cfg.split.test_fraction)
     t0 = time.monotonic()
     features = _features(fs, candles)
@@ -107,7 +108,7 @@ def train(req: TrainRequest, say: Callable[[str], None] = log) -> dict[str, Any]
     req.output.mkdir(parents=True, exist_ok=True)
     path = req.output / "metrics.json"
     path.write_text(json.dumps(metrics, indent=2, allow_nan=False) + "\n")
-    say(f"wrote {path} in {metrics['duration_s']:.2f} s")
+    say(f"wrote {shown(path)} in {metrics['duration_s']:.2f} s")
     return metrics
 
 
@@ -166,6 +167,6 @@ def _train_side(req: TrainRequest, ds: Dataset, side: str, say: Callable[[str], 
     say(
         f"{side}: {model.kind} fitted in {fit_s:.2f} s; test AUC {auc}, accuracy "
         f"{result['accuracy']:.3f}, F1 {result['f1']:.3f}; backtest {bt['trades']} trades, "
-        f"total return {bt['total_return']:+.4f}; wrote {path}"
+        f"total return {bt['total_return']:+.4f}; wrote {shown(path)}"
     )
     return result

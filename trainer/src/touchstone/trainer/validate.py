@@ -37,6 +37,7 @@ from . import checks
 from .data import canned_candles
 from .errors import FeatureSetError
 from .feature_set import FeatureSet, import_module, interface_of
+from .paths import shown
 
 VALIDATION_ROWS = 8_000
 DEFAULT_TIME_BUDGET_S = 60.0
@@ -188,7 +189,7 @@ def _out(s: _State) -> pd.DataFrame:
 
 def _imports(s: _State) -> tuple[bool, str]:
     s.module = import_module(s.directory)
-    return True, f"imported {s.directory / 'feature_set.py'}"
+    return True, f"imported {shown(s.directory / 'feature_set.py')}"
 
 
 def _interface(s: _State) -> tuple[bool, str]:
