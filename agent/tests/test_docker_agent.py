@@ -85,11 +85,11 @@ async def test_stray_containers_are_removed_after_the_grace_period_and_nothing_e
         await running.agent.attempts.runtime.provision(ContainerSpec(stray, settings.work_root / stray, {}))
         assert (settings.work_root / stray).is_dir()
 
-        async def stray_gone() -> bool:
-            return (await running.agent.attempts.runtime.status(stray)).status == "gone"
+        async def stray_gone() -> bool:  # the container first, then its work directory
+            gone = (await running.agent.attempts.runtime.status(stray)).status == "gone"
+            return gone and not (settings.work_root / stray).exists()
 
         await eventually(stray_gone, timeout=30)
-        assert not (settings.work_root / stray).exists()
         for container in others:
             container.reload()
             assert container.status == "created"
