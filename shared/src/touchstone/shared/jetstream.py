@@ -20,10 +20,18 @@ DAY_S = 86_400.0
 
 
 async def connect(
-    url: str, name: str, *, connect_timeout: float = 5.0, reconnect: bool = True
+    url: str,
+    name: str,
+    *,
+    connect_timeout: float = 5.0,
+    reconnect: bool = True,
+    user: str = "",
+    password: str = "",
 ) -> NATS:
     """A client that reconnects forever, quickly, and logs what happens to it
-    (``reconnect=False``: one try, for command-line checks)."""
+    (``reconnect=False``: one try, for command-line checks). ``url`` may list several servers,
+    comma-separated. ``user`` and ``password`` go to nats-py as options, not in the URL: nats-py
+    sends URL credentials only to that URL's server, not to a cluster peer after a failover."""
 
     async def on_error(e: Exception) -> None:
         log.warning("nats error: %s", e, extra={"client": name})
@@ -34,9 +42,11 @@ async def connect(
     async def on_reconnect() -> None:
         log.info("nats reconnected", extra={"client": name})
 
+    credentials = {"user": user, "password": password} if user else {}
     attempt = nats.connect(
-        servers=[url],
+        servers=[u.strip() for u in url.split(",") if u.strip()],
         name=name,
+        **credentials,
         connect_timeout=connect_timeout,
         allow_reconnect=reconnect,
         max_reconnect_attempts=-1 if reconnect else 0,
