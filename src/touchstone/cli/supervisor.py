@@ -35,9 +35,6 @@ SERVICES: tuple[tuple[str, str], ...] = (
     ("agent", "touchstone.agent"),
 )
 
-# settings that only one child gets (names that mean something else to the others)
-CHILD_ENV: dict[str, dict[str, str]] = {"agent": {"TOUCHSTONE_HOST": LOCAL_AGENT}}
-
 COLORS = ("36", "35", "33", "32", "34", "31", "96", "95")
 
 
@@ -127,10 +124,11 @@ class Supervisor:
         return 0
 
     def _child_env(self, name: str) -> dict[str, str]:
-        env = dict(CHILD_ENV.get(name, {}))
-        if name == "agent":  # a host without GPUs reports CPU slots: as many as declared
-            env["TOUCHSTONE_NUM_SLOTS"] = self.env.get("TOUCHSTONE_NUM_SLOTS", str(self.local_slots))
-        return env
+        """Settings only one child gets (names that mean something else to the others): the
+        local agent is the declared server, with as many (CPU) slots as declared."""
+        if name != "agent":
+            return {}
+        return {"TOUCHSTONE_HOST": LOCAL_AGENT, "TOUCHSTONE_NUM_SLOTS": str(self.local_slots)}
 
     def _add_runpod_demo(self) -> None:
         """The faithful local RunPod as one more child, and the RunPod provider pointed at it."""
