@@ -16,8 +16,8 @@ from touchstone.scheduler.config import SchedulerSettings
 from touchstone.scheduler.service import Scheduler
 from touchstone.shared import events as ev
 from touchstone.shared.agents import AgentHeartbeat, encode_report
-from touchstone.shared.commands import LaunchTask, TerminateTask, decode_command
-from touchstone.shared.consumer import ConsumerLoop, ConsumerSpec, Delivery
+from touchstone.shared.commands import LaunchTask, TerminateTask, command_consumer, decode_command
+from touchstone.shared.consumer import Delivery
 from touchstone.shared.jetstream import system_bucket
 from touchstone.shared.publisher import EventPublisher
 from touchstone.shared.subjects import Subjects, task_aggregate_id
@@ -183,10 +183,9 @@ class FakeProvider:
         self._runs: set[asyncio.Task[None]] = set()
 
     async def run(self, stop: asyncio.Event) -> None:
-        spec = ConsumerSpec(name=f"fake-{self.service}", stream=self.subjects.commands_stream,
-                            filter_subjects=[self.subjects.service_commands(self.service)])
         handlers = {"LaunchTask": self.on_launch, "TerminateTask": self.on_terminate}
-        await ConsumerLoop(self.js, self.subjects, spec, handlers, decode_command).run(stop)
+        loop = command_consumer(self.js, self.subjects, self.service, handlers, ack_wait_s=30, max_deliver=5)
+        await loop.run(stop)
         for task in list(self._runs):
             task.cancel()
 

@@ -128,16 +128,21 @@ def test_failures_retry_with_growing_back_off_then_error_and_fail_the_validation
     assert isinstance(failed, ev.SubmissionFailed) and "boom 3" in failed.reason
 
 
-def test_a_passing_validation_report_accepts_the_submission() -> None:
-    s = Stream()
+def validation_ran(s: Stream, platform: str, placement: str, **finished: object) -> None:
+    """A submission created, its validation queued, assigned and run to its finish."""
     s.add(created(SID))
     s.apply_plans(s.sub_plans())
-    s.add(task_event(ev.TaskAssigned, SID, "validation", attempt=1, platform="onprem", placement="h/cpu0"))
+    s.add(task_event(ev.TaskAssigned, SID, "validation", attempt=1, platform=platform, placement=placement))
     for cls in (ev.ContainerLaunched, ev.ContainerReady, ev.TrainingStarted):
         extra = {"container_name": "c"} if cls is ev.ContainerLaunched else {}
         s.add(task_event(cls, SID, "validation", attempt=1, **extra))
+    s.add(task_event(ev.TrainingFinished, SID, "validation", attempt=1, **finished))
+
+
+def test_a_passing_validation_report_accepts_the_submission() -> None:
+    s = Stream()
     report = {"passed": True, "commit": "abc123", "checks": []}
-    s.add(task_event(ev.TrainingFinished, SID, "validation", attempt=1, report=report))
+    validation_ran(s, "onprem", "h/cpu0", report=report)
     (validated,) = appended(s.sub_plans())
     assert isinstance(validated, ev.SubmissionValidated)
     assert (validated.passed, validated.report, validated.commit) == (True, report, "abc123")
@@ -148,13 +153,7 @@ def test_a_passing_validation_report_accepts_the_submission() -> None:
 
 def test_a_failing_report_rejects_without_retrying() -> None:
     s = Stream()
-    s.add(created(SID))
-    s.apply_plans(s.sub_plans())
-    s.add(task_event(ev.TaskAssigned, SID, "validation", attempt=1, platform="runpod", placement="any"))
-    for cls in (ev.ContainerLaunched, ev.ContainerReady, ev.TrainingStarted):
-        extra = {"container_name": "c"} if cls is ev.ContainerLaunched else {}
-        s.add(task_event(cls, SID, "validation", attempt=1, **extra))
-    s.add(task_event(ev.TrainingFinished, SID, "validation", attempt=1, exit_code=1, report={"passed": False}))
+    validation_ran(s, "runpod", "any", exit_code=1, report={"passed": False})
     (validated,) = appended(s.sub_plans())
     assert validated.passed is False
 

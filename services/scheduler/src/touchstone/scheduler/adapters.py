@@ -128,8 +128,7 @@ class CommandBus:
     """Publishes commands to their service's work queue, deduplicated by message id."""
 
     def __init__(
-        self, js: JetStreamContext, subjects: Subjects, *, timeout: float = 2.0, tries: int = 5,
-        pipeline: Pipeline | None = None,
+        self, js: JetStreamContext, subjects: Subjects, *, pipeline: Pipeline, timeout: float = 2.0, tries: int = 5,
     ) -> None:
         self.js = js
         self.pipeline = pipeline
@@ -141,9 +140,6 @@ class CommandBus:
     async def send_many(self, commands: list[tuple[str, Command, str]]) -> None:
         """Send many commands before awaiting any acknowledgement; those that got none are sent
         again one at a time (the stream's duplicate window keeps one copy)."""
-        if self.pipeline is None:
-            await asyncio.gather(*(self.send(*c) for c in commands))
-            return
         futures = []
         for service, command, msg_id in commands:
             headers = {"Nats-Msg-Id": msg_id, "Nats-Expected-Stream": self.subjects.commands_stream}

@@ -17,7 +17,7 @@ from datetime import datetime
 from touchstone.scheduler import policy
 from touchstone.scheduler.adapters import listen_to_agents
 from touchstone.scheduler.config import SchedulerSettings
-from touchstone.scheduler.domain import capacity_of, decide, fair_order, foreign, online
+from touchstone.scheduler.domain import decide, fair_order, foreign, online
 from touchstone.scheduler.service import Scheduler
 from touchstone.scheduler.stuck import PHASE_RULES, overdue
 from touchstone.scheduler.sweep import clock_of
@@ -132,13 +132,8 @@ def _queued(scheduler: Scheduler, task: TaskRecord, now: datetime) -> tuple[list
         return [f"waiting out its retry back-off: {wait:.0f}s more (until {task.state.not_before.isoformat()})"], []
     lines = [f"wants platform {task.queued.platform}, priority {task.queued.priority}"]
     lines += _capacity_lines(scheduler, now)
-    capacity = capacity_of(
-        scheduler.system, scheduler.hosts, scheduler.live_placements(), now,
-        heartbeat_timeout_s=scheduler.cfg.heartbeat_timeout_s, cpu_slots_per_server=scheduler.cfg.cpu_slots_per_server,
-        namespace=scheduler.cfg.namespace,
-    )
     queue = scheduler.queue()
-    chosen = decide(queue, capacity, now, runpod_default_gpu_type=scheduler.cfg.runpod_default_gpu_type)
+    chosen = decide(queue, scheduler.capacity(now), now, runpod_default_gpu_type=scheduler.cfg.runpod_default_gpu_type)
     mine = [a for a in chosen if a.key == task.key]
     if mine:
         (a,) = mine

@@ -40,15 +40,9 @@ async def on_task_progress(ctx: Reactor, event: ev.TaskEvent) -> None:
     await ctx.reconcile_submission(event.submission_id)
 
 
-async def on_task_failed(ctx: Reactor, event: ev.TaskFailed) -> None:
-    """Append the retry (with back-off) or the error; the slot is free again."""
-    await ctx.reconcile_task(event.aggregate_id)
-    await ctx.reconcile_submission(event.submission_id)
-    ctx.request_placement()
-
-
 async def on_task_ended(ctx: Reactor, event: ev.TaskEvent) -> None:
-    """Finished, errored or cancelled: validation verdict or roll-up; the slot is free."""
+    """Failed: append the retry (with back-off) or the error. Finished, errored or cancelled:
+    validation verdict or roll-up. Either way the slot is free again."""
     await ctx.reconcile_task(event.aggregate_id)
     await ctx.reconcile_submission(event.submission_id)
     ctx.request_placement()
@@ -69,7 +63,7 @@ HANDLERS: dict[str, Reaction] = {
     "ContainerLaunched": on_task_progress,
     "ContainerReady": on_task_progress,
     "TrainingStarted": on_task_progress,
-    "TaskFailed": on_task_failed,
+    "TaskFailed": on_task_ended,
     "TrainingFinished": on_task_ended,
     "TaskErrored": on_task_ended,
     "TaskCancelled": on_task_ended,

@@ -57,7 +57,7 @@ def submission_plans(
     if sub.created is None:
         return []
     if sub.status == S.VALIDATING:
-        return _validating(sub, {t.task_id: t for t in tasks}.get(ev.VALIDATION_TASK_ID), cfg, now)
+        return _validating(sub, next((t for t in tasks if t.task_id == ev.VALIDATION_TASK_ID), None), cfg, now)
     if sub.status in (S.SCHEDULED, S.RUNNING):
         return _scheduled(sub, [t for t in tasks if t.queued and t.queued.kind == "training"], cfg, now)
     return []

@@ -23,6 +23,7 @@ from touchstone.scheduler.adapters import CommandBus, EventFeed, LeaderLease, li
 from touchstone.scheduler.config import SchedulerSettings
 from touchstone.scheduler.domain import (
     Assignment,
+    Capacity,
     HostReport,
     LivePlacement,
     QueuedTask,
@@ -268,14 +269,18 @@ class Scheduler:
     def live_placements(self) -> list[LivePlacement]:
         return live_of(self.view)
 
-    async def place(self) -> int:
-        """One placement round; returns the assignments made."""
-        now = self.clock()
-        capacity = capacity_of(
+    def capacity(self, now: datetime) -> Capacity:
+        """What placement may use now: declared servers heard from, RunPod's cap, less what runs."""
+        return capacity_of(
             self.system, self.hosts, self.live_placements(), now,
             heartbeat_timeout_s=self.cfg.heartbeat_timeout_s, cpu_slots_per_server=self.cfg.cpu_slots_per_server,
             namespace=self.cfg.namespace,
         )
+
+    async def place(self) -> int:
+        """One placement round; returns the assignments made."""
+        now = self.clock()
+        capacity = self.capacity(now)
         queue = self.queue(open_platforms(capacity))  # a long queue for a full platform costs nothing
         chosen = decide(queue, capacity, now, runpod_default_gpu_type=self.cfg.runpod_default_gpu_type)
         # each assignment holds only while its task stays as it was decided on (same sequence)

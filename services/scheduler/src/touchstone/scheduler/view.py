@@ -15,10 +15,9 @@ from datetime import datetime
 from typing import Literal
 
 from touchstone.shared import events as ev
-from touchstone.shared.commands import container_name
+from touchstone.shared.commands import CONTAINER_PREFIX, container_name
 from touchstone.shared.errors import IllegalTransition
 from touchstone.shared.lifecycle import (
-    TASK_FINAL,
     TASK_LIVE,
     RetryPolicy,
     SubmissionStatus,
@@ -160,12 +159,10 @@ class SchedulerView:
     def find_container(self, name: str) -> tuple[TaskRecord, int] | None:
         """The task and attempt a container name belongs to (names are ambiguous without the view)."""
         stem, _, attempt = name.rpartition("-")
-        if not attempt.isdigit():
+        if not attempt.isdigit() or not stem.startswith(CONTAINER_PREFIX):
             return None
-        for key, task in self.tasks.items():
-            if f"touchstone-{key}" == stem:
-                return task, int(attempt)
-        return None
+        task = self.tasks.get(stem.removeprefix(CONTAINER_PREFIX))
+        return None if task is None else (task, int(attempt))
 
     # --- folding ---------------------------------------------------------------------------
 
@@ -312,17 +309,10 @@ class SchedulerView:
             if sub.status in LIVE_SUBMISSION:
                 yield sub
 
-    def training_tasks(self, submission_id: str) -> list[TaskRecord]:
-        return [t for t in self.tasks_of(submission_id) if t.queued and t.queued.kind == "training"]
-
 
 LIVE_SUBMISSION = frozenset(
     {SubmissionStatus.VALIDATING, SubmissionStatus.SCHEDULED, SubmissionStatus.RUNNING}
 )
-
-
-def is_final(task: TaskRecord) -> bool:
-    return task.state is not None and task.state.status in TASK_FINAL
 
 
 def _toggle(index: set[str], key: str, member: bool) -> None:
