@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -12,7 +11,7 @@ from typing import Any
 import pytest
 from nats.aio.client import Client as NATS
 from touchstone.agent.protocol import CommandReply
-from touchstone.agent.testing import Reports, launch, send
+from touchstone.agent.testing import Reports, launch, pid_alive, send
 from touchstone.shared.commands import TerminateTask
 from touchstone.shared.events import TaskSpec
 from touchstone.shared.subjects import Subjects
@@ -98,7 +97,7 @@ async def test_terminate_kills_the_process_group(
     reply = await send(nc, subjects, TerminateTask(submission_id="s1", task_id="validation", attempt=1, reason="x"))
     assert reply.ok and reply.report is not None and reply.report.removed
     assert reply.report.outcome is not None and reply.report.outcome.result == "terminated"
-    await eventually(lambda: not _alive(pid))
+    await eventually(lambda: not pid_alive(pid))
     assert not (settings.work_root / command.container_name).exists()
     # terminate is silent when the container is already gone
     assert (await send(nc, subjects, TerminateTask(submission_id="s9", task_id="t", attempt=1))).ok
@@ -205,17 +204,6 @@ async def test_local_sources_need_permission(
     assert outcome.result == "failed" and "not allowed" in (outcome.error or "")
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
 FAKE_NVIDIA_SMI = """#!/bin/sh
 echo "0, NVIDIA H200, 143771, 1, 0"
 echo "1, NVIDIA H200, 143771, 20480, 97"
@@ -269,7 +257,7 @@ async def test_an_agent_cut_off_from_nats_past_its_lease_stops_its_attempts(
         assert reply.ok
         pid = int(await eventually(lambda: pid_file.exists() and pid_file.read_text()))
         own_nats_server.kill()
-        await eventually(lambda: not _alive(pid))
+        await eventually(lambda: not pid_alive(pid))
         await eventually(lambda: command.container_name in agent.attempts.ended)
         outcome = agent.attempts.ended[command.container_name].outcome
         assert outcome is not None and outcome.result == "lost" and "cut off from NATS" in (outcome.error or "")

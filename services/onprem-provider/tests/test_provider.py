@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from touchstone.agent.protocol import AttemptOutcome, AttemptReport, encode
+from touchstone.agent.testing import pid_alive
 from touchstone.onprem_provider.config import ProviderSettings
 from touchstone.onprem_provider.service import OnpremProvider
 from touchstone.shared import events as ev
@@ -187,7 +188,7 @@ async def test_terminate_task_kills_the_running_process(
     await w.send(TerminateTask(submission_id="s1", task_id="pi-5", attempt=1, reason="cancelled"))
     events = await w.wait_for(eventually, "ContainerTerminated", task_id="pi-5")
     assert types(events)[-2:] == ["TaskCancelled", "ContainerTerminated"]
-    await eventually(lambda: not _alive(pid))
+    await eventually(lambda: not pid_alive(pid))
     assert not (settings.work_root / launch.container_name).exists()
 
 
@@ -266,12 +267,3 @@ def test_container_names_match_the_agent():
     assert container_name("s1", "validation", 1) == "touchstone-s1-validation-1"
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0] != "Z"
-    except OSError:
-        return False

@@ -121,10 +121,7 @@ class Attempts:
         name = container_name(command.submission_id, command.task_id, command.attempt)
         attempt = self.live.get(name)
         if attempt is not None:
-            if attempt.driver is not None and not attempt.driver.done():
-                attempt.driver.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await attempt.driver
+            await _cancel(attempt.driver)
             outcome = attempt.outcome or AttemptOutcome(
                 result="terminated", error=command.reason or "terminated on request", commit=attempt.commit
             )
@@ -172,10 +169,7 @@ class Attempts:
     async def stop_all(self, reason: str) -> None:
         """Stop and remove every live attempt (it is reported lost)."""
         for attempt in list(self.live.values()):
-            if attempt.driver is not None and not attempt.driver.done():
-                attempt.driver.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await attempt.driver
+            await _cancel(attempt.driver)
             outcome = attempt.outcome or AttemptOutcome(result="lost", error=reason, failed_phase="run",
                                                         commit=attempt.commit)
             await self._end(attempt, outcome, collect_log=True)
@@ -333,3 +327,11 @@ class Attempts:
         log.info("attempt %s ended: %s", attempt.name, outcome.result,
                  extra={"exit_code": outcome.exit_code, "error": outcome.error})
         self.on_change()
+
+
+async def _cancel(driver: asyncio.Task[None] | None) -> None:
+    """Cancel an attempt's driver and wait until it has stopped."""
+    if driver is not None and not driver.done():
+        driver.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await driver

@@ -29,7 +29,7 @@ from typing import Any
 import docker
 from docker.errors import DockerException, ImageNotFound, NotFound
 from docker.types import DeviceRequest, Mount
-from touchstone.agent.runtime import ContainerSpec, ContainerState, ContainerStatus
+from touchstone.agent.runtime import ContainerSpec, ContainerState, ContainerStatus, check_name
 from touchstone.shared.commands import CONTAINER_PREFIX
 
 OURS = "touchstone"
@@ -127,32 +127,26 @@ class DockerRuntime:
         self.kill_grace_s = kill_grace_s
         self.client = client or engine_client(base_url)
 
-    @staticmethod
-    def _check(name: str) -> str:
-        if not name.startswith(CONTAINER_PREFIX) or "/" in name or name in (".", ".."):
-            raise ValueError(f"not a Touchstone container name: {name!r}")
-        return name
-
     # --- protocol --------------------------------------------------------------------
 
     async def provision(self, spec: ContainerSpec) -> None:
-        self._check(spec.name)
+        check_name(spec.name)
         await asyncio.to_thread(self._provision, spec)
 
     async def run(
         self, name: str, argv: Sequence[str], env: Mapping[str, str], console: Path, read_only: Sequence[Path] = ()
     ) -> None:
-        self._check(name)
+        check_name(name)
         if not argv:
             raise ValueError("an empty command")
         await asyncio.to_thread(self._run, name, list(argv), dict(env), console, [p.resolve() for p in read_only])
 
     async def status(self, name: str) -> ContainerState:
-        self._check(name)
+        check_name(name)
         return await asyncio.to_thread(self._status, name)
 
     async def terminate(self, name: str) -> None:
-        self._check(name)
+        check_name(name)
         await asyncio.to_thread(self._terminate, name)
 
     async def list_ours(self) -> list[ContainerState]:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from touchstone.agent import launcher
-from touchstone.agent.runtime import ContainerSpec, ContainerState
+from touchstone.agent.runtime import ContainerSpec, ContainerState, check_name
 from touchstone.shared.commands import CONTAINER_PREFIX
 
 log = logging.getLogger(__name__)
@@ -78,9 +78,7 @@ class ProcessRuntime:
         self._reapers: set[asyncio.Task[Any]] = set()
 
     def _dir(self, name: str) -> Path:
-        if not name.startswith(CONTAINER_PREFIX) or "/" in name or name in (".", ".."):
-            raise ValueError(f"not a Touchstone container name: {name!r}")
-        return self.root / name
+        return self.root / check_name(name)
 
     def _read(self, name: str) -> dict[str, Any] | None:
         path = self._dir(name) / STATE_FILE

@@ -20,7 +20,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol
 
+from touchstone.shared.commands import CONTAINER_PREFIX
+
 ContainerStatus = Literal["created", "running", "exited", "gone"]
+
+
+def check_name(name: str) -> str:
+    """``name`` when it is a Touchstone container name that is safe as a path component."""
+    if not name.startswith(CONTAINER_PREFIX) or "/" in name or name in (".", ".."):
+        raise ValueError(f"not a Touchstone container name: {name!r}")
+    return name
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -213,3 +214,15 @@ def docker_runtime_or_skip(owner: str, **kwargs: Any) -> Any:
             pytest.fail(f"Docker runtime required here: {why_not}")
         pytest.skip(f"Docker runtime: {why_not}")
     return DockerRuntime(TASK_IMAGE, owner=owner, **kwargs)
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` still exists and is not a zombie (Linux)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0] != "Z"
+    except OSError:
+        return False

@@ -244,7 +244,8 @@ class OnpremProvider:
 
     async def _fail(self, submission_id: str, task_id: str, attempt: int, reason: str, key: str) -> None:
         """Fail a live attempt for an infrastructure reason (nothing when it is not live)."""
-        async with self._locks[task_aggregate_id(submission_id, task_id)]:
+        aggregate = task_aggregate_id(submission_id, task_id)
+        async with self._locks[aggregate]:
             for _ in range(CONFLICT_TRIES):
                 recorded = await self.publisher.load_task(submission_id, task_id)
                 failed = domain.decide_failure(
@@ -258,3 +259,4 @@ class OnpremProvider:
                     return
                 except ConcurrencyConflict:
                     continue
+        raise ConcurrencyConflict(aggregate, -1)

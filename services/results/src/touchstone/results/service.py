@@ -39,13 +39,14 @@ async def bootstrap(
         WebhookNotifier(settings.webhook_url, settings.resolved_webhook_kind(), timeout_s=settings.webhook_timeout_s)
         if settings.webhook_url else NullNotifier()
     )
+    publisher = EventPublisher(js, subjects)
     return Deps(
         store=store or artifact_store(settings),
         tracker=tracker,
         notifier=notifier,
         ledger=await KvLedger.open(js, subjects),
-        history=EventHistory(EventPublisher(js, subjects)),
-        publisher=EventPublisher(js, subjects),
+        history=EventHistory(publisher),
+        publisher=publisher,
         submission_url_template=settings.submission_url_template,
     )
 
