@@ -86,9 +86,15 @@ def identity_provider() -> Iterator[FakeOidcProvider]:
 def served_example(name: str, folder: Path) -> Iterator[str]:
     """The example as a git repository on git's plain HTTP protocol, from a thread of this
     process: a real git URL to submit, so the pictures show no path of this machine."""
-    env = {"PATH": "/usr/bin:/bin", "HOME": str(folder), "GIT_AUTHOR_NAME": "Touchstone",
-           "GIT_AUTHOR_EMAIL": "touchstone@localhost", "GIT_COMMITTER_NAME": "Touchstone",
-           "GIT_COMMITTER_EMAIL": "touchstone@localhost", "GIT_CONFIG_NOSYSTEM": "1"}
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(folder),
+        "GIT_AUTHOR_NAME": "Touchstone",
+        "GIT_AUTHOR_EMAIL": "touchstone@localhost",
+        "GIT_COMMITTER_NAME": "Touchstone",
+        "GIT_COMMITTER_EMAIL": "touchstone@localhost",
+        "GIT_CONFIG_NOSYSTEM": "1",
+    }
 
     def git(*args: str, cwd: Path) -> None:
         subprocess.run(["git", *args], cwd=cwd, env=env, check=True, capture_output=True)

@@ -9,6 +9,7 @@ import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,9 @@ import pytest
 import uvicorn
 from cryptography.hazmat.primitives.asymmetric import rsa
 from touchstone.shared import events as ev
+from touchstone.shared.jetstream import system_bucket
 from touchstone.shared.store.sqlite import SqliteStore
+from touchstone.shared.system import ReapedPod, RunPodStatus, write_runpod_status
 from touchstone.submission.app import create_app
 from touchstone.submission.config import SubmissionSettings
 from touchstone.submission.deps import Deps, build_deps
@@ -163,6 +166,26 @@ class Api:
             if time.monotonic() > deadline:
                 raise TimeoutError("condition not met in time")
             await asyncio.sleep(0.05)
+
+    async def runpod_reported(self) -> RunPodStatus:
+        """A report as the RunPod provider writes it: low balance, launches stopped, one reaped pod."""
+        reaped = ReapedPod(
+            pod_id="pod-rogue-1",
+            name="touchstone-s-x-pi-15-a1",
+            reaped_at=(datetime.now(UTC) - timedelta(minutes=3)).isoformat(),
+            cost_per_hr=0.79,
+            reason="no task owns it",
+        )
+        status = RunPodStatus(
+            updated_at=(datetime.now(UTC) - timedelta(seconds=20)).isoformat(),
+            balance=12.5,
+            spend_per_hour=1.58,
+            running_pods=2,
+            launches_stopped="balance $12.50 is below the $20.00 floor",
+            reaped=[reaped],
+        )
+        await write_runpod_status(await system_bucket(self.deps.js, self.deps.subjects), status)
+        return status
 
     async def events_in_stream(self) -> int:
         info = await self.deps.js.stream_info(self.deps.subjects.events_stream)

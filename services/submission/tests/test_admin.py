@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta
 
 from touchstone.shared.jetstream import system_bucket
-from touchstone.shared.system import GPU_TYPES_KEY, ReapedPod, RunPodStatus, read_system, write_runpod_status
+from touchstone.shared.system import GPU_TYPES_KEY, RunPodStatus, read_system
 from touchstone.submission.auth import digest
 
 SERVER = {"name": "gpu1", "num_slots": 2, "gpus": ["A100", "A100"], "labels": {"room": "b"}}
@@ -53,31 +52,10 @@ async def test_gpu_types_come_from_the_providers_kv_key(api) -> None:
     assert (await api.admin.get("/api/v1/gpu-types")).json() == catalog
 
 
-async def write_runpod_report(api) -> RunPodStatus:
-    """A report as the RunPod provider writes it: low balance, launches stopped, one reaped pod."""
-    reaped = ReapedPod(
-        pod_id="pod-rogue-1",
-        name="touchstone-s-x-pi-15-a1",
-        reaped_at=(datetime.now(UTC) - timedelta(minutes=3)).isoformat(),
-        cost_per_hr=0.79,
-        reason="no task owns it",
-    )
-    status = RunPodStatus(
-        updated_at=(datetime.now(UTC) - timedelta(seconds=20)).isoformat(),
-        balance=12.5,
-        spend_per_hour=1.58,
-        running_pods=2,
-        launches_stopped="balance $12.50 is below the $20.00 floor",
-        reaped=[reaped],
-    )
-    await write_runpod_status(await system_bucket(api.deps.js, api.deps.subjects), status)
-    return status
-
-
 async def test_runpod_status_is_what_the_provider_wrote_admins_only(api) -> None:
     r = await api.admin.get("/api/v1/system/runpod")
     assert r.status_code == 200 and r.json() == {"reporting": False, "age_s": None, "status": None}
-    status = await write_runpod_report(api)
+    status = await api.runpod_reported()
     body = (await api.admin.get("/api/v1/system/runpod")).json()
     assert body["reporting"] is True and 19 <= body["age_s"] < 60
     assert RunPodStatus.model_validate(body["status"]) == status

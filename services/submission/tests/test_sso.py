@@ -25,6 +25,7 @@ from touchstone.submission.fake_oidc import CLIENT_ID, CLIENT_SECRET, FakeOidcPr
 API_AUDIENCE = "touchstone-api"
 CSRF = re.compile(r'name="csrf" value="([0-9a-f]+)"')
 
+
 @pytest.fixture
 async def idp(serving) -> AsyncIterator[FakeOidcProvider]:
     fake = FakeOidcProvider()

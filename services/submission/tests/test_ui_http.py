@@ -10,9 +10,7 @@ from datetime import UTC, datetime
 import httpx
 from touchstone.shared import events as ev
 from touchstone.shared.agents import AgentHeartbeat, encode_report
-from touchstone.shared.jetstream import system_bucket
 from touchstone.shared.lifecycle import SubmissionStatus, TaskStatus
-from touchstone.shared.system import ReapedPod, RunPodStatus, write_runpod_status
 from touchstone.shared.views import SubmissionView, TaskView
 from touchstone.submission.ui.session import key_metrics, render
 
@@ -118,16 +116,7 @@ async def test_system_page_shows_the_runpod_report_to_admins(api) -> None:
     admin, _ = await sign_in(api, secret_of(api.admin))
     page = await api.anon.get("/ui/system", headers=admin)
     assert "RunPod provider not reporting" in page.text
-    pod = ReapedPod(pod_id="pod-rogue-1", name="stray", reaped_at="2026-11-29T10:00:00+00:00", reason="no task owns it")
-    status = RunPodStatus(
-        updated_at=datetime.now(UTC).isoformat(),
-        balance=12.5,
-        spend_per_hour=1.58,
-        running_pods=2,
-        launches_stopped="balance $12.50 is below the $20.00 floor",
-        reaped=[pod],
-    )
-    await write_runpod_status(await system_bucket(api.deps.js, api.deps.subjects), status)
+    await api.runpod_reported()
     page = await api.anon.get("/ui/system", headers=admin)
     assert "RunPod provider not reporting" not in page.text
     assert '<dd id="rp-balance">$12.50</dd>' in page.text and "$1.58 per hour" in page.text

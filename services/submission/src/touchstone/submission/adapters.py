@@ -95,7 +95,6 @@ class SystemStore:
             data = data.get("items") or data.get("gpu_types") or []
         return [item for item in data if isinstance(item, dict)] if isinstance(data, list) else []
 
-
     async def runpod_status(self) -> RunPodStatus | None:
         """The RunPod provider's last report under ``runpod_status`` (None: none reporting)."""
         try:

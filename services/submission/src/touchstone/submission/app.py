@@ -20,7 +20,6 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.params import Parameter
 from litestar.response import ServerSentEvent
-from litestar.response.sse import ServerSentEventMessage
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from prometheus_client import CONTENT_TYPE_LATEST
 from touchstone.shared import metrics
@@ -47,20 +46,7 @@ async def events(
     principal: PrincipalArg,
     submission_id: Annotated[str | None, Parameter(max_length=64, description="only this submission")] = None,
 ) -> ServerSentEvent:
-    keepalive = deps.settings.sse_keepalive_s
-
-    async def stream() -> AsyncIterator[ServerSentEventMessage]:
-        with deps.feed.subscribe(principal, submission_id) as sub:
-            yield ServerSentEventMessage(data=None, comment="subscribed")
-            while not deps.stop.is_set():
-                try:
-                    change = await asyncio.wait_for(sub.queue.get(), timeout=keepalive)
-                except TimeoutError:
-                    yield ServerSentEventMessage(data=None, comment="keep-alive")
-                    continue
-                yield ServerSentEventMessage(data=change.model_dump_json(), event="status", id=change.seq)
-
-    return ServerSentEvent(stream())
+    return routes.status_events(deps, principal, submission_id)
 
 
 @get("/healthz", summary="Liveness", tags=["health"], security=PUBLIC)

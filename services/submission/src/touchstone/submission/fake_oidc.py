@@ -115,6 +115,7 @@ class FakeOidcProvider:
             basic = "Basic " + base64.b64encode(f"{CLIENT_ID}:{CLIENT_SECRET}".encode()).decode()
             if request.headers.get("authorization") != basic or form.get("client_id") not in (None, CLIENT_ID):
                 return Response({"error": "invalid_client"}, status_code=401)
+
             def bad(why: str) -> Response[dict[str, Any]]:
                 return Response({"error": "invalid_grant", "error_description": why}, status_code=400)
 

@@ -239,6 +239,14 @@ async def task_logs(
 async def task_artifact(
     submission_id: FromPath[str], task_id: FromPath[str], name: FromPath[str], deps: DepsArg, principal: PrincipalArg
 ) -> File | Redirect:
+    return await artifact_response(deps, principal, submission_id, task_id, name)
+
+
+async def artifact_response(
+    deps: Deps, principal: Principal, submission_id: str, task_id: str, name: str
+) -> File | Redirect:
+    """One artifact of a task the principal may see: the local file, or a redirect to its URL
+    (the API's and the UI's download alike)."""
     task = await _visible_task(deps, principal, submission_id, task_id)
     if not _ARTIFACT.match(name):
         raise NotFoundError(f"no artifact {name} for task {task_id}")
@@ -246,6 +254,25 @@ async def task_artifact(
     if isinstance(found, str):
         return Redirect(found, status_code=307)
     return File(found, filename=name)
+
+
+def status_events(deps: Deps, principal: Principal, submission_id: str | None = None) -> ServerSentEvent:
+    """The live feed of status changes the principal may see, with keep-alive comments (the
+    API's ``/api/v1/events`` and the UI's ``/ui/events`` alike)."""
+    keepalive = deps.settings.sse_keepalive_s
+
+    async def stream() -> AsyncIterator[ServerSentEventMessage]:
+        with deps.feed.subscribe(principal, submission_id) as sub:
+            yield ServerSentEventMessage(data=None, comment="subscribed")
+            while not deps.stop.is_set():
+                try:
+                    change = await asyncio.wait_for(sub.queue.get(), timeout=keepalive)
+                except TimeoutError:
+                    yield ServerSentEventMessage(data=None, comment="keep-alive")
+                    continue
+                yield ServerSentEventMessage(data=change.model_dump_json(), event="status", id=change.seq)
+
+    return ServerSentEvent(stream())
 
 
 ROUTES = [

@@ -5,6 +5,7 @@ Every handler takes ``admin_viewer``: anyone else gets a 403 page, whatever the 
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -91,8 +92,9 @@ async def task_detail(
 
 
 async def _system_page(deps: Deps, viewer: Viewer, **extra: Any) -> Response[str]:
-    settings, revision = await deps.system.read()
-    gpu_types = await deps.system.gpu_types()
+    (settings, revision), gpu_types, runpod = await asyncio.gather(
+        deps.system.read(), deps.system.gpu_types(), deps.system.runpod_status()
+    )
     status_code = extra.pop("status_code", 200)
     return render(
         "system.html",
@@ -101,7 +103,7 @@ async def _system_page(deps: Deps, viewer: Viewer, **extra: Any) -> Response[str
         s=settings,
         revision=revision,
         gpu_types=gpu_types,
-        runpod=runpod_report(await deps.system.runpod_status()),
+        runpod=runpod_report(runpod),
         hosts=deps.hosts.rows(settings.servers),
         **extra,
     )

@@ -20,11 +20,11 @@ from litestar.params import FromPath, Parameter
 from litestar.response import File, Redirect, ServerSentEvent
 from litestar.response.sse import ServerSentEventMessage
 from pydantic import ValidationError
-from touchstone.shared.errors import InvalidInputError, NotFoundError, PermanentError
+from touchstone.shared.errors import InvalidInputError, PermanentError
 from touchstone.shared.lifecycle import SUBMISSION_LIVE, TASK_FINAL, SubmissionStatus
 from touchstone.submission.auth import Forbidden, Unauthenticated
 from touchstone.submission.deps import Deps, DepsArg
-from touchstone.submission.routes import _ARTIFACT, _visible_task
+from touchstone.submission.routes import _visible_task, artifact_response, status_events
 from touchstone.submission.schemas import ScheduleCreate, SubmissionCreate
 from touchstone.submission.ui.session import (
     PATH,
@@ -305,32 +305,13 @@ async def log_stream(
 async def artifact(
     submission_id: FromPath[str], task_id: FromPath[str], name: FromPath[str], deps: DepsArg, viewer: ViewerArg
 ) -> File | Redirect:
-    task = await _visible_task(deps, viewer.principal, submission_id, task_id)
-    if not _ARTIFACT.match(name):
-        raise NotFoundError(f"no artifact {name} for task {task_id}")
-    found = await asyncio.to_thread(deps.artifacts.find, task, name)
-    if isinstance(found, str):
-        return Redirect(found, status_code=307)
-    return File(found, filename=name)
+    return await artifact_response(deps, viewer.principal, submission_id, task_id, name)
 
 
 @get("/events")
 async def events(deps: DepsArg, viewer: ViewerArg) -> ServerSentEvent:
     """The API's live feed for the signed-in browser (EventSource cannot send a Bearer header)."""
-    keepalive = deps.settings.sse_keepalive_s
-
-    async def stream() -> AsyncIterator[ServerSentEventMessage]:
-        with deps.feed.subscribe(viewer.principal) as sub:
-            yield ServerSentEventMessage(data=None, comment="subscribed")
-            while not deps.stop.is_set():
-                try:
-                    change = await asyncio.wait_for(sub.queue.get(), timeout=keepalive)
-                except TimeoutError:
-                    yield ServerSentEventMessage(data=None, comment="keep-alive")
-                    continue
-                yield ServerSentEventMessage(data=change.model_dump_json(), event="status", id=change.seq)
-
-    return ServerSentEvent(stream())
+    return status_events(deps, viewer.principal)
 
 
 ROUTES = [

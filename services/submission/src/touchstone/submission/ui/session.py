@@ -31,6 +31,7 @@ from touchstone.submission.problems import _classify
 
 COOKIE = "touchstone_session"
 PATH = "/ui"
+SESSION_MAX_S = 8 * 3600  # a session cookie lasts at most a working day
 _KEY = secrets.token_bytes(32)  # CSRF tokens live as long as the process; a restart asks for a reload
 TEMPLATES = Environment(
     loader=FileSystemLoader(Path(__file__).parent / "templates"),
@@ -99,7 +100,7 @@ def csrf_token(session: str) -> str:
     return hmac.new(_KEY, session.encode(), hashlib.sha256).hexdigest()[:40]
 
 
-def session_cookie(value: str, *, max_age: int = 8 * 3600) -> Cookie:
+def session_cookie(value: str, *, max_age: int = SESSION_MAX_S) -> Cookie:
     return Cookie(
         key=COOKIE,
         value=value,

@@ -24,11 +24,10 @@ from touchstone.shared.errors import AuthError, NotFoundError
 from touchstone.submission.auth import Forbidden
 from touchstone.submission.deps import Deps, DepsArg
 from touchstone.submission.oidc import FLOW_TTL_S, Flow, SignInFailed
-from touchstone.submission.ui.session import PATH, render, safe_target, session_cookie
+from touchstone.submission.ui.session import PATH, SESSION_MAX_S, render, safe_target, session_cookie
 
 FLOW_COOKIE = "touchstone_oidc"
 FLOW_PATH = f"{PATH}/oidc"
-SESSION_MAX_S = 8 * 3600
 Text = Annotated[str, Parameter(max_length=2048)]
 
 
