@@ -22,6 +22,7 @@ import pytest
 from touchstone.runpod_provider import testing
 from touchstone.runpod_provider.config import RunpodProviderSettings
 from touchstone.runpod_provider.fake import FakeRunpod
+from touchstone.runpod_provider.fake.container import DockerPodError, docker
 from touchstone.runpod_provider.service import RunpodProvider
 from touchstone.runpod_provider.testing import (
     GPU,
@@ -31,6 +32,7 @@ from touchstone.runpod_provider.testing import (
     provider_settings,
     unaccounted,
     wait_for,
+    write_feature_set,
     write_standin_trainer,
 )
 from touchstone.scheduler.adapters import lease_bucket
@@ -118,12 +120,7 @@ class Flow:
     # --- submissions and tasks -----------------------------------------------------------------
 
     def feature_set(self, **files: str) -> Path:
-        folder = self.tmp / f"fs-{uuid.uuid4().hex[:6]}"
-        folder.mkdir()
-        (folder / "feature_set.py").write_text("NAME = 'x'\n")
-        for name, text in files.items():
-            (folder / name).write_text(text)
-        return folder
+        return write_feature_set(self.tmp, **files)
 
     async def submit(self, folder: Path, *, platform: str = "runpod", gpu_type: str | None = GPU,
                      trainer_ref: str = "main") -> str:
@@ -447,10 +444,11 @@ async def test_an_unknown_trainer_ref_fails_once_for_good_without_renting_a_pod(
 # --- 7. a feature set's requirements.txt, installed in the pod --------------------------------
 
 async def image_has_pip(image: str) -> bool:
-    proc = await asyncio.create_subprocess_exec("docker", "run", "--rm", "--entrypoint", "python3", image,
-                                                "-m", "pip", "--version", stdout=asyncio.subprocess.DEVNULL,
-                                                stderr=asyncio.subprocess.DEVNULL)
-    return await proc.wait() == 0
+    try:
+        await docker("run", "--rm", "--entrypoint", "python3", image, "-m", "pip", "--version", timeout=60)
+    except DockerPodError:
+        return False
+    return True
 
 
 async def pip_in_image_or_skip(flow: Flow) -> None:

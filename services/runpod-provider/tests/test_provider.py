@@ -19,7 +19,14 @@ from touchstone.runpod_provider.api import RunpodApiClient
 from touchstone.runpod_provider.fake import FakeRunpod, Injection, SshMode
 from touchstone.runpod_provider.fake.container import POD_LABEL, docker
 from touchstone.runpod_provider.service import RunpodProvider
-from touchstone.runpod_provider.testing import GPU, WAIT_S, provider_settings, unaccounted, wait_for
+from touchstone.runpod_provider.testing import (
+    GPU,
+    WAIT_S,
+    provider_settings,
+    unaccounted,
+    wait_for,
+    write_feature_set,
+)
 from touchstone.shared import events as ev
 from touchstone.shared.agents import decode_report
 from touchstone.shared.commands import LaunchTask, TerminateTask, container_name
@@ -65,12 +72,7 @@ class Harness:
         await write_system(kv, SystemSettings(runpod_max_running_tasks=n))
 
     def feature_set(self, **files: str) -> Path:
-        folder = self.tmp / f"fs-{uuid.uuid4().hex[:6]}"
-        folder.mkdir()
-        (folder / "feature_set.py").write_text("NAME = 'x'\n")
-        for name, text in files.items():
-            (folder / name).write_text(text)
-        return folder
+        return write_feature_set(self.tmp, **files)
 
     async def assign(self, *, kind: str = "validation", feature_set: Path, attempt: int = 1,
                      trainer_ref: str = "main") -> LaunchTask:

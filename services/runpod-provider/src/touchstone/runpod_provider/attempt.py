@@ -67,6 +67,18 @@ class AttemptRecord:
     def name(self) -> str:
         return self.command.container_name
 
+    @property
+    def ending(self) -> bool:
+        """Terminating its pod or done: stopping it again changes nothing."""
+        return self.phase in ("terminating", "done")
+
+    def stop(self, reason: str) -> None:
+        """Cancel the attempt's task, which then terminates the pod and records ``reason``;
+        nothing when it is already ending."""
+        if self.task is not None and not self.ending:
+            self.stop_reason = reason
+            self.task.cancel()
+
 
 @dataclass
 class Result:
@@ -154,8 +166,6 @@ class AttemptRunner:
         finally:
             conn.close()
 
-    # --- provision --------------------------------------------------------------------------
-
     # --- prepare, run, collect --------------------------------------------------------------
 
     async def _prepare(self, rec: AttemptRecord, conn: asyncssh.SSHClientConnection, trainer: TrainerFiles,
@@ -184,7 +194,7 @@ class AttemptRunner:
         except (OSError, asyncssh.Error) as e:
             raise InfraFailure(f"could not copy into pod {rec.pod_id}: {e}") from e
         finally:
-            await asyncio.to_thread(_remove, staging)
+            await asyncio.to_thread(shutil.rmtree, staging, ignore_errors=True)
         if requirements:
             await prepare.install_requirements(conn, self.settings, self.layout, console.write)
         return bool(requirements)
@@ -250,18 +260,7 @@ class AttemptRunner:
         rec.phase = "done"
 
     async def _record(self, cls: type[ev.TaskEvent], rec: AttemptRecord, *, strict: bool = True, **fields: Any) -> None:
-        cmd = rec.command
-        event = cls(
-            event_id=ev.derived_id(rec.name, cls.__name__),
-            aggregate_id=task_aggregate_id(cmd.submission_id, cmd.task_id),
-            correlation_id=cmd.submission_id,
-            causation_id=cmd.command_id,
-            submission_id=cmd.submission_id,
-            task_id=cmd.task_id,
-            attempt=cmd.attempt,
-            **fields,
-        )
-        if not await self.recorder.record(event) and strict:
+        if not await self.recorder.record(domain.attempt_event(cls, rec.command, **fields)) and strict:
             raise Aborted(f"the task no longer takes {cls.__name__}")
 
     def attempt_paths(self, cmd: LaunchTask) -> tuple[Path, Path]:
@@ -270,8 +269,3 @@ class AttemptRunner:
         outputs = root / "models" / cmd.submission_id / cmd.task_id / f"attempt-{cmd.attempt}"
         log_file = root / "logs" / cmd.submission_id / cmd.task_id / f"attempt-{cmd.attempt}.log"
         return outputs, log_file
-
-
-def _remove(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        shutil.rmtree(path)

@@ -15,12 +15,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
 
 from touchstone.shared import events as ev
-from touchstone.shared.commands import CONTAINER_PREFIX, LaunchTask
+from touchstone.shared.commands import CONTAINER_PREFIX, LaunchTask, trainer_args
 from touchstone.shared.errors import IllegalTransition
 from touchstone.shared.lifecycle import TASK_LIVE, TaskState, task_transition
+from touchstone.shared.subjects import task_aggregate_id
 
 from .api import GpuType, Stock
 
@@ -165,6 +166,24 @@ def attempt_live(state: TaskState | None, attempt: int) -> bool:
     )
 
 
+E = TypeVar("E", bound=ev.TaskEvent)
+
+
+def attempt_event(cls: type[E], command: LaunchTask, **fields: Any) -> E:
+    """The event ``cls`` of the launched attempt, caused by ``command``; its id is derived from
+    the container name and the event type, so a repeat is the same event."""
+    return cls(
+        event_id=ev.derived_id(command.container_name, cls.__name__),
+        aggregate_id=task_aggregate_id(command.submission_id, command.task_id),
+        correlation_id=command.submission_id,
+        causation_id=command.command_id,
+        submission_id=command.submission_id,
+        task_id=command.task_id,
+        attempt=command.attempt,
+        **fields,
+    )
+
+
 def accepts(state: TaskState | None, event: ev.TaskEvent, now: datetime) -> bool:
     """Whether the task's lifecycle takes ``event`` now (else the attempt is over for us)."""
     try:
@@ -244,15 +263,7 @@ def trainer_argv(command: LaunchTask, layout: PodLayout, python: str, module: st
     path = f"{layout.trainer_src}:{layout.deps}" if deps else layout.trainer_src
     head = ["env", f"PYTHONPATH={path}", "PYTHONUNBUFFERED=1", "PYTHONDONTWRITEBYTECODE=1",
             python, "-m", module]
-    if command.kind == "validation":
-        return [*head, "validate", "--feature-set", feature_set, "--report", layout.report]
-    if command.prediction_interval is None:
-        raise ValueError("a training task needs a prediction interval")
-    argv = [*head, "train", "--feature-set", feature_set, "--config", spec.config_file,
-            "--prediction-interval", str(command.prediction_interval)]
-    if spec.fetched_data_end_to is not None:
-        argv += ["--fetched-data-end-to", spec.fetched_data_end_to.isoformat()]
-    return [*argv, *spec.passthrough_args, "--output", layout.output]
+    return [*head, *trainer_args(command, feature_set=feature_set, output=layout.output, report=layout.report)]
 
 
 def command_line(argv: Sequence[str]) -> str:

@@ -28,7 +28,6 @@ from touchstone.shared import events as ev
 from touchstone.shared.commands import LaunchTask, TerminateTask, container_name
 from touchstone.shared.consumer import Delivery, Handler
 from touchstone.shared.errors import NotYet, RetryableError
-from touchstone.shared.subjects import task_aggregate_id
 
 from . import domain
 
@@ -53,7 +52,8 @@ async def on_launch_task(provider: RunpodProvider, command: LaunchTask, delivery
     if not decision.go:
         if delivery.num_delivered >= provider.settings.command_max_deliver:
             reason = f"RunPod launch held back for too long: {decision.reason}"
-            await provider.recorder.record(_failed(command, reason))
+            await provider.recorder.record(
+                domain.attempt_event(ev.TaskFailed, command, reason=reason, failure_class="infrastructure"))
             return
         provider.held_back += 1
         raise RetryableError(f"launch of {name} held back: {decision.reason}",
@@ -65,7 +65,7 @@ def _keep_until_recorded(provider: RunpodProvider, record: AttemptRecord, delive
     """Nak the launch (to see it again in ``launch_retry_s``) while its pod is not recorded,
     so that it outlives a crash of this provider; ack once recorded or once the attempt ended.
     At the last delivery it is acked anyway: the attempt goes on, only the crash cover ends."""
-    if record.launch_recorded or record.phase in ("terminating", "done"):
+    if record.launch_recorded or record.ending:
         return
     if delivery.num_delivered >= provider.settings.command_max_deliver:
         return
@@ -78,26 +78,10 @@ async def on_terminate_task(provider: RunpodProvider, command: TerminateTask, de
     reason = command.reason or "terminate requested"
     record = provider.attempts.get(name)
     if record is not None and record.task is not None:
-        if record.phase not in ("terminating", "done"):
-            record.stop_reason = reason
-            record.task.cancel()
+        record.stop(reason)
         await asyncio.wait({record.task}, timeout=provider.settings.terminate_timeout_s + 30)
         return
     await provider.terminate_by_name(name, command)
-
-
-def _failed(command: LaunchTask, reason: str) -> ev.TaskFailed:
-    return ev.TaskFailed(
-        event_id=ev.derived_id(command.container_name, "TaskFailed"),
-        aggregate_id=task_aggregate_id(command.submission_id, command.task_id),
-        correlation_id=command.submission_id,
-        causation_id=command.command_id,
-        submission_id=command.submission_id,
-        task_id=command.task_id,
-        attempt=command.attempt,
-        reason=reason,
-        failure_class="infrastructure",
-    )
 
 
 def handlers(provider: RunpodProvider) -> Mapping[str, Handler]:

@@ -24,13 +24,12 @@ from pathlib import Path
 
 import asyncssh
 from touchstone.shared.gitsource import SourceError, TrainerSource, UnknownRef
-from touchstone.shared.requirements import BadRequirements, plain_requirements
+from touchstone.shared.requirements import REQUIREMENTS_FILE, BadRequirements, plain_requirements
 
 from . import domain, requirements, ssh
 from .config import RunpodProviderSettings
 from .pods import InfraFailure
 
-REQUIREMENTS_FILE = "requirements.txt"
 MAX_REQUIREMENTS_BYTES = 64 * 1024
 TAIL_LINES = 8
 

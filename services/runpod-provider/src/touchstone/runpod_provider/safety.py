@@ -98,14 +98,13 @@ class CostSafety(Hooks):
         """An attempt whose task was cancelled or failed meanwhile (no ``TerminateTask`` needed)
         is stopped, so its pod does not bill until the trainer happens to end."""
         for record in list(self.attempts.values()):
-            if record.task is None or record.phase in ("terminating", "done"):
+            if record.task is None or record.ending:
                 continue
             cmd = record.command
             state = await self.recorder.state(cmd.submission_id, cmd.task_id)
-            if not domain.attempt_live(state, cmd.attempt) and record.phase not in ("terminating", "done"):
+            if not domain.attempt_live(state, cmd.attempt) and not record.ending:
                 log.info("stopping %s: its task is no longer live on RunPod", record.name)
-                record.stop_reason = "the task is no longer live"
-                record.task.cancel()
+                record.stop("the task is no longer live")
 
     async def reap(self) -> None:
         """Terminate ``touchstone-`` pods that no live attempt owns, after the grace period."""

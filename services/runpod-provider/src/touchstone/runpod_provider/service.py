@@ -151,9 +151,7 @@ class RunpodProvider(CostSafety):
         """Stop every attempt: each terminates its pod and records why it ended."""
         tasks = []
         for record in list(self.attempts.values()):
-            if record.task is not None and record.phase not in ("terminating", "done"):
-                record.stop_reason = reason
-                record.task.cancel()
+            record.stop(reason)
             if record.task is not None:
                 tasks.append(record.task)
         if tasks:

@@ -14,7 +14,7 @@ import json
 import logging
 import stat
 from collections.abc import Awaitable, Callable
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 import asyncssh
@@ -186,6 +186,3 @@ def read_json(path: Path | None) -> dict[str, Any] | None:
             return body if isinstance(body, dict) else None
     return None
 
-
-def remote_join(*parts: str) -> str:
-    return str(PurePosixPath(*parts))

@@ -13,6 +13,7 @@ import asyncio
 import os
 import subprocess
 import sys
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -114,6 +115,16 @@ def write_standin_trainer(src: Path, version: str = "") -> Path:
     (package / "__init__.py").write_text(f"VERSION = {version!r}\n" if version else "")
     (package / "__main__.py").write_text(STANDIN_TRAINER)
     return src
+
+
+def write_feature_set(root: Path, **files: str) -> Path:
+    """A fresh feature set folder under ``root``: ``feature_set.py`` plus ``files`` (name, text)."""
+    folder = root / f"fs-{uuid.uuid4().hex[:6]}"
+    folder.mkdir()
+    (folder / "feature_set.py").write_text("NAME = 'x'\n")
+    for name, text in files.items():
+        (folder / name).write_text(text)
+    return folder
 
 
 def git(cwd: Path, *args: str) -> str:
