@@ -19,7 +19,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from touchstone.shared.commands import LaunchTask
+from touchstone.shared.commands import LaunchTask, trainer_args
 from touchstone.shared.gitsource import SourceError, TrainerSource, TrainerTree, UnknownRef, checkout
 
 FEATURE_SET_DIR = "feature-set"
@@ -120,18 +120,12 @@ def place_trainer(trainer_dir: Path, work_dir: Path) -> Path:
 
 def trainer_argv(python: str, module: str, command: LaunchTask, feature_set: Path, output: Path) -> list[str]:
     """``python -m MODULE validate|train ...`` for this attempt (DESIGN §6)."""
-    spec = command.spec
-    if command.kind == "validation":
-        return [python, "-m", module, "validate", "--feature-set", str(feature_set),
-                "--report", str(output / REPORT_FILE)]
-    if command.prediction_interval is None:
-        raise PrepareError("a training task needs a prediction interval")
-    argv = [python, "-m", module, "train", "--feature-set", str(feature_set), "--config", spec.config_file,
-            "--prediction-interval", str(command.prediction_interval)]
-    if spec.fetched_data_end_to is not None:
-        argv += ["--fetched-data-end-to", spec.fetched_data_end_to.isoformat()]
-    argv += list(spec.passthrough_args)
-    return [*argv, "--output", str(output)]
+    try:
+        args = trainer_args(command, feature_set=str(feature_set), output=str(output),
+                            report=str(output / REPORT_FILE))
+    except ValueError as e:
+        raise PrepareError(str(e)) from e
+    return [python, "-m", module, *args]
 
 
 def trainer_env(

@@ -66,6 +66,22 @@ def decode_command(data: bytes) -> Command:
 PROVIDER_SERVICE = {"onprem": "onprem-provider", "runpod": "runpod-provider"}
 
 
+def trainer_args(command: LaunchTask, *, feature_set: str, output: str, report: str) -> list[str]:
+    """The trainer's arguments for this attempt (DESIGN §6), after ``python -m MODULE``:
+    ``validate`` of a validation task, ``train`` of a training task, with the folders as the
+    platform lays them out. ``ValueError`` for a training task without an interval."""
+    spec = command.spec
+    if command.kind == "validation":
+        return ["validate", "--feature-set", feature_set, "--report", report]
+    if command.prediction_interval is None:
+        raise ValueError("a training task needs a prediction interval")
+    argv = ["train", "--feature-set", feature_set, "--config", spec.config_file,
+            "--prediction-interval", str(command.prediction_interval)]
+    if spec.fetched_data_end_to is not None:
+        argv += ["--fetched-data-end-to", spec.fetched_data_end_to.isoformat()]
+    return [*argv, *spec.passthrough_args, "--output", output]
+
+
 def command_consumer(
     js: JetStreamContext,
     subjects: Subjects,
