@@ -31,3 +31,22 @@ def test_a_file_that_is_not_utf8_is_refused():
 def test_only_an_unreachable_index_counts_as_worth_retrying():
     assert unreachable_index(["WARNING: Retrying ... NewConnectionError('<...>: Failed to establish')"])
     assert not unreachable_index(["ERROR: No matching distribution found for no-such-package==9"])
+
+
+def test_the_file_must_be_a_small_regular_file_of_the_checkout(tmp_path):
+    from touchstone.shared.requirements import MAX_BYTES, read_file
+
+    checkout = tmp_path / "checkout"
+    checkout.mkdir()
+    good = checkout / "requirements.txt"
+    good.write_text("numpy\n")
+    assert read_file(good, checkout) == b"numpy\n"
+    outside = tmp_path / "secret"
+    outside.write_text("x\n")
+    link = checkout / "linked.txt"
+    link.symlink_to(outside)
+    big = checkout / "big.txt"
+    big.write_bytes(b"#" * (MAX_BYTES + 1))
+    for bad, why in ((link, "regular file"), (big, "larger than")):
+        with pytest.raises(BadRequirements, match=why):
+            read_file(bad, checkout)

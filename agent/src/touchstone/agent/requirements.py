@@ -37,6 +37,7 @@ from pathlib import Path
 
 from touchstone.agent.prepare import PermanentPrepareError, PrepareError
 from touchstone.shared import requirements
+from touchstone.shared.requirements import BadRequirements, read_file
 
 log = logging.getLogger(__name__)
 
@@ -160,9 +161,10 @@ class RequirementsCache:
     def install(self, requirements: Path, checkout: Path, target: PythonTarget) -> Path | None:
         """The folder holding ``requirements`` installed for ``target`` (installed now unless
         cached); none when the file lists nothing. Blocking: run it in a thread."""
-        if requirements.is_symlink() or not requirements.resolve().is_relative_to(checkout.resolve()):
-            raise PermanentPrepareError("requirements.txt must be a regular file of the feature set")
-        data = requirements.read_bytes()
+        try:
+            data = read_file(requirements, checkout)
+        except BadRequirements as e:
+            raise PermanentPrepareError(str(e)) from None
         lines = plain_requirements(data)
         if not lines:
             return None

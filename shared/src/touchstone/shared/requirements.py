@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from pathlib import Path
 
 REQUIREMENTS_FILE = "requirements.txt"
+MAX_BYTES = 64 * 1024
 
 _NAME = r"[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?"
 _SPECIFIER = r"(?:===?|!=|~=|<=?|>=?)\s*[A-Za-z0-9.*+!_-]+"
@@ -48,6 +50,17 @@ def plain_requirements(data: str | bytes) -> list[str]:
             )
         found.append(line)
     return found
+
+
+def read_file(file: Path, checkout: Path) -> bytes:
+    """The bytes of a feature set's ``requirements.txt``: a regular file inside its checkout
+    (no symlink out of it), at most ``MAX_BYTES``; ``BadRequirements`` otherwise."""
+    if file.is_symlink() or not file.is_file() or not file.resolve().is_relative_to(checkout.resolve()):
+        raise BadRequirements("requirements.txt must be a regular file of the feature set")
+    data = file.read_bytes()
+    if len(data) > MAX_BYTES:
+        raise BadRequirements(f"requirements.txt is larger than {MAX_BYTES} bytes")
+    return data
 
 
 def unreachable_index(output: Iterable[str]) -> bool:

@@ -24,13 +24,12 @@ from pathlib import Path
 
 import asyncssh
 from touchstone.shared.gitsource import SourceError, TrainerSource, UnknownRef
-from touchstone.shared.requirements import REQUIREMENTS_FILE, BadRequirements, plain_requirements
+from touchstone.shared.requirements import REQUIREMENTS_FILE, BadRequirements, plain_requirements, read_file
 
 from . import domain, requirements, ssh
 from .config import RunpodProviderSettings
 from .pods import InfraFailure
 
-MAX_REQUIREMENTS_BYTES = 64 * 1024
 TAIL_LINES = 8
 
 
@@ -89,13 +88,8 @@ def read_requirements(checkout: Path, feature_set_path: str) -> list[str]:
     file = checkout / feature_set_path / REQUIREMENTS_FILE
     if not (file.exists() or file.is_symlink()):
         return []
-    if file.is_symlink() or not file.is_file() or not file.resolve().is_relative_to(checkout.resolve()):
-        raise PermanentFailure("requirements.txt must be a regular file of the feature set")
-    data = file.read_bytes()
-    if len(data) > MAX_REQUIREMENTS_BYTES:
-        raise PermanentFailure(f"requirements.txt is larger than {MAX_REQUIREMENTS_BYTES} bytes")
     try:
-        return plain_requirements(data)
+        return plain_requirements(read_file(file, checkout))
     except BadRequirements as e:
         raise PermanentFailure(str(e)) from None
 
