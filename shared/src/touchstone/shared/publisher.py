@@ -16,12 +16,15 @@ from dataclasses import dataclass
 from nats.errors import ConnectionClosedError, NoRespondersError, OutboundBufferLimitError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
-from nats.js.errors import APIError, BadRequestError, NotFoundError, ServiceUnavailableError
+from nats.js.errors import APIError, BadRequestError, NoStreamResponseError, NotFoundError, ServiceUnavailableError
 from touchstone.shared.errors import ConcurrencyConflict, UnavailableError
 from touchstone.shared.events import Event, TaskEvent, decode_event, encode_event
 from touchstone.shared.subjects import Subjects, task_aggregate_id
 
 WRONG_LAST_SEQUENCE = 10071
+# a retry that reaches the leader while the first publish of the same id is still being
+# replicated (409): the first one's outcome is not known yet, so ask again
+DUPLICATE_IN_PROCESS = 10158
 _TRANSIENT = (
     NatsTimeoutError,
     asyncio.TimeoutError,
@@ -29,6 +32,8 @@ _TRANSIENT = (
     ConnectionClosedError,
     OutboundBufferLimitError,
     ServiceUnavailableError,
+    # no stream answered (503): a replicated stream between leaders, seen in the chaos suite
+    NoStreamResponseError,
 )
 
 
@@ -100,7 +105,8 @@ class EventPublisher:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 1.0)
             except APIError as e:
-                if e.code == 503 and time.monotonic() + delay <= deadline:
+                busy = e.code == 503 or e.err_code == DUPLICATE_IN_PROCESS
+                if busy and time.monotonic() + delay <= deadline:
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 1.0)
                     continue
