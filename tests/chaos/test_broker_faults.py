@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from touchstone.chaos import netns, scenarios
 
 pytestmark = [

@@ -9,6 +9,7 @@ to. A failed append (the publisher gave up) promised nothing and is only counted
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -60,11 +61,11 @@ class AppendLoad:
     def longest_pause_after(self, since: float, window: float) -> float:
         """The longest time without an acknowledgement in the ``window`` seconds after ``since``
         (writes that never resumed count as the whole time to the end of the load)."""
-        times = [since] + sorted(a.at for a in self.acked if since < a.at <= since + window)
+        times = [since, *sorted(a.at for a in self.acked if since < a.at <= since + window)]
         later = [a.at for a in self.acked if a.at > since + window]
         if later:
             times.append(min(later))
-        return max((b - a for a, b in zip(times, times[1:], strict=False)), default=float("inf"))
+        return max((b - a for a, b in itertools.pairwise(times)), default=float("inf"))
 
     def acked_after(self, since: float) -> int:
         return sum(1 for a in self.acked if a.at > since)

@@ -18,8 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-from touchstone.chaos.netns import Host, Network
 from touchstone.shared.natsserver import nats_server_binary
+
+from touchstone.chaos.netns import Host, Network
 
 REPO = Path(__file__).resolve().parents[3]
 CLUSTER_CONF = REPO / "deploy" / "nats" / "cluster.conf"

@@ -16,11 +16,12 @@ from pathlib import Path
 
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
+from touchstone.shared.jetstream import connect, provision
+from touchstone.shared.subjects import Subjects
+
 from touchstone.chaos.appends import Ack, AppendLoad
 from touchstone.chaos.cluster import SERVICES_USER, NatsCluster
 from touchstone.chaos.netns import Network
-from touchstone.shared.jetstream import connect, provision
-from touchstone.shared.subjects import Subjects
 
 
 @dataclass(frozen=True)

@@ -151,19 +151,27 @@ def _differs(current: api.StreamConfig, wanted: api.StreamConfig) -> bool:
     return any(getattr(current, k) != getattr(wanted, k) for k in keys)
 
 
+async def open_bucket(js: JetStreamContext, subjects: Subjects, config: api.KeyValueConfig) -> KeyValue:
+    """The key-value bucket ``config.bucket``, created from ``config`` when missing. A bucket
+    created here has at least the events stream's replicas (1 on one server, 3 in a cluster):
+    a lease or a token must survive what the record survives."""
+    try:
+        return await js.key_value(config.bucket)
+    except (NotFoundError, nats.js.errors.BucketNotFoundError):
+        pass
+    try:
+        record = (await js.stream_info(subjects.events_stream)).config.num_replicas or 1
+    except NotFoundError:
+        record = 1
+    config.replicas = max(config.replicas or 1, record)
+    return await js.create_key_value(config)
+
+
 async def system_bucket(
     js: JetStreamContext, subjects: Subjects, *, replicas: int = 1
 ) -> KeyValue:
     """The run-time settings bucket (created when missing)."""
-    try:
-        return await js.key_value(subjects.system_bucket)
-    except (NotFoundError, nats.js.errors.BucketNotFoundError):
-        return await js.create_key_value(
-            api.KeyValueConfig(
-                bucket=subjects.system_bucket,
-                description="Touchstone run-time settings",
-                history=5,
-                storage=api.StorageType.FILE,
-                replicas=replicas,
-            )
-        )
+    return await open_bucket(js, subjects, api.KeyValueConfig(
+        bucket=subjects.system_bucket, description="Touchstone run-time settings", history=5,
+        storage=api.StorageType.FILE, replicas=replicas,
+    ))

@@ -110,7 +110,12 @@ class Subjects:
     # run-time settings
     @property
     def system_bucket(self) -> str:
-        return f"{self.ns.replace('-', '_')}_system"
+        return self.bucket("system")
+
+    def bucket(self, purpose: str) -> str:
+        """A key-value bucket of this namespace: ``system`` (run-time settings), ``tokens`` (API
+        tokens), ``results`` (what was published), ``scheduler_lease`` (the leader's lease)."""
+        return f"{self.ns.replace('-', '_')}_{check_token(purpose, 'bucket')}"
 
     def durable(self, name: str) -> str:
         """A durable consumer name that is unique to this namespace."""

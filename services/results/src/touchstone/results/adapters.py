@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from nats.js import JetStreamContext, api
-from nats.js.errors import BucketNotFoundError, KeyNotFoundError, NotFoundError
+from nats.js.errors import KeyNotFoundError
 from touchstone.shared import events as ev
 from touchstone.shared.errors import (
     AuthError,
@@ -25,6 +25,7 @@ from touchstone.shared.errors import (
     RateLimitedError,
     UnavailableError,
 )
+from touchstone.shared.jetstream import open_bucket
 from touchstone.shared.publisher import EventPublisher
 from touchstone.shared.subjects import Subjects
 
@@ -198,20 +199,14 @@ class KvLedger:
 
     @staticmethod
     def bucket_name(subjects: Subjects) -> str:
-        return f"{subjects.ns.replace('-', '_')}_results"
+        return subjects.bucket("results")
 
     @classmethod
     async def open(cls, js: JetStreamContext, subjects: Subjects) -> KvLedger:
-        name = cls.bucket_name(subjects)
-        try:
-            kv = await js.key_value(name)
-        except (BucketNotFoundError, NotFoundError):
-            kv = await js.create_key_value(
-                api.KeyValueConfig(
-                    bucket=name, description="Touchstone results: what was published", history=1,
-                    storage=api.StorageType.FILE,
-                )
-            )
+        kv = await open_bucket(js, subjects, api.KeyValueConfig(
+            bucket=cls.bucket_name(subjects), description="Touchstone results: what was published", history=1,
+            storage=api.StorageType.FILE,
+        ))
         return cls(kv)
 
     async def get(self, key: str) -> dict[str, Any] | None:

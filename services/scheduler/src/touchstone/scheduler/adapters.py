@@ -22,6 +22,7 @@ from touchstone.shared import events as ev
 from touchstone.shared.agents import AgentHeartbeat, decode_report
 from touchstone.shared.commands import Command
 from touchstone.shared.errors import UnavailableError
+from touchstone.shared.jetstream import open_bucket
 from touchstone.shared.subjects import Subjects
 
 log = logging.getLogger(__name__)
@@ -30,7 +31,7 @@ LEASE_KEY = "leader"
 
 
 def lease_bucket(subjects: Subjects) -> str:
-    return f"{subjects.ns.replace('-', '_')}_scheduler"
+    return subjects.bucket("scheduler")
 
 
 class EventFeed:
@@ -181,6 +182,7 @@ class LeaderLease:
 
     def __init__(self, js: JetStreamContext, subjects: Subjects, owner: str, ttl_s: float) -> None:
         self.js = js
+        self.subjects = subjects
         self.bucket = lease_bucket(subjects)
         self.owner = owner
         self.ttl_s = ttl_s
@@ -194,15 +196,10 @@ class LeaderLease:
 
     async def ensure(self) -> KeyValue:
         if self.kv is None:
-            try:
-                self.kv = await self.js.key_value(self.bucket)
-            except (nats.js.errors.NotFoundError, nats.js.errors.BucketNotFoundError):
-                self.kv = await self.js.create_key_value(
-                    api.KeyValueConfig(
-                        bucket=self.bucket, description="Touchstone scheduler leader lease",
-                        ttl=self.ttl_s, history=1, storage=api.StorageType.FILE,
-                    )
-                )
+            self.kv = await open_bucket(self.js, self.subjects, api.KeyValueConfig(
+                bucket=self.bucket, description="Touchstone scheduler leader lease",
+                ttl=self.ttl_s, history=1, storage=api.StorageType.FILE,
+            ))
         return self.kv
 
     async def try_hold(self) -> bool:

@@ -23,11 +23,11 @@ import httpx
 import jwt
 import nats.errors
 from nats.js import JetStreamContext, api
-from nats.js.errors import BucketNotFoundError, KeyNotFoundError
-from nats.js.errors import NotFoundError as JsNotFoundError
+from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 from touchstone.shared.errors import AuthError, NotFoundError, UnavailableError
 from touchstone.shared.events import new_id
+from touchstone.shared.jetstream import open_bucket
 from touchstone.shared.subjects import Subjects
 from touchstone.submission.config import SubmissionSettings
 from touchstone.submission.domain import Principal
@@ -57,23 +57,14 @@ def digest(secret: str) -> str:
 
 
 def tokens_bucket(subjects: Subjects) -> str:
-    return f"{subjects.ns.replace('-', '_')}_tokens"
+    return subjects.bucket("tokens")
 
 
 async def open_tokens_bucket(js: JetStreamContext, subjects: Subjects, *, replicas: int = 1) -> KeyValue:
-    name = tokens_bucket(subjects)
-    try:
-        return await js.key_value(name)
-    except (BucketNotFoundError, JsNotFoundError):
-        return await js.create_key_value(
-            api.KeyValueConfig(
-                bucket=name,
-                description="Touchstone API tokens (sha256 of the secret -> owner, role)",
-                history=1,
-                storage=api.StorageType.FILE,
-                replicas=replicas,
-            )
-        )
+    return await open_bucket(js, subjects, api.KeyValueConfig(
+        bucket=tokens_bucket(subjects), description="Touchstone API tokens (sha256 of the secret -> owner, role)",
+        history=1, storage=api.StorageType.FILE, replicas=replicas,
+    ))
 
 
 # --- API tokens ---------------------------------------------------------------------------
