@@ -8,7 +8,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 
 .DEFAULT_GOAL := help
-.PHONY: help env up test lint bench images clean
+.PHONY: help env up test lint bench chaos images clean
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-8s %s\n", $$1, $$2}'
@@ -33,6 +33,9 @@ lint: env ## ruff on everything, mypy --strict on shared/
 bench: env ## Benchmarks: JSON under bench/results/ and a table
 	$(BIN)/python bench/run.py
 	$(BIN)/python services/submission/bench/api_bench.py --out bench/results
+
+chaos: env ## Fault suite on a 3-node NATS cluster in network namespaces (root): bench/results/chaos.json
+	$(BIN)/python -m touchstone.chaos bench/results
 
 images: ## Build the task image touchstone-task:latest (mmdebstrap + docker import; skipped when up to date)
 	bash images/build.sh

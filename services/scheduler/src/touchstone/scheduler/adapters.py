@@ -229,8 +229,10 @@ class LeaderLease:
                     log.info("%s leadership: %s", self.owner, "acquired" if now_held else "lost")
                     on_change(now_held)
                     was = now_held
+                # the leader renews every third of the TTL; a standby asks far more often, so it
+                # takes over moments after the lease expires, not up to a third of a TTL later
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), timeout=self.ttl_s / 3)
+                    await asyncio.wait_for(stop.wait(), timeout=self.ttl_s / (3 if now_held else 12))
         finally:
             if was:
                 on_change(False)
