@@ -9,8 +9,10 @@ each node holds of a stream.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import time
@@ -27,6 +29,22 @@ CLUSTER_CONF = REPO / "deploy" / "nats" / "cluster.conf"
 CLIENT_PORT = 4222
 MONITOR_PORT = 8222
 SERVICES_USER = "touchstone-services"
+
+
+def _agent_user_script():  # deploy/nats/agent-user.py, a script an operator runs, loaded as one
+    spec = importlib.util.spec_from_file_location("agent_user", CLUSTER_CONF.parent / "agent-user.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def agent_user(host: str) -> str:
+    return str(_agent_user_script().agent_user(host))
+
+
+def password_var(host: str) -> str:
+    return str(_agent_user_script().password_var(host))
 
 
 @dataclass
@@ -52,9 +70,11 @@ class Node:
 class NatsCluster:
     """nats-1..3 on hosts of ``network``; data under ``root`` (one folder per node)."""
 
-    def __init__(self, network: Network, root: Path, *, size: int = 3) -> None:
+    def __init__(self, network: Network, root: Path, *, size: int = 3, agents: tuple[str, ...] = ()) -> None:
         self.network = network
         self.password = secrets.token_urlsafe(18)
+        self.agent_passwords = {host: secrets.token_urlsafe(18) for host in agents}
+        self.config = self._write_config(root / "conf", agents)
         self.nodes = [
             Node(f"nats-{i}", network.add_host(f"nats-{i}"), root / f"nats-{i}", root / f"nats-{i}.log")
             for i in range(1, size + 1)
@@ -72,11 +92,26 @@ class NatsCluster:
             self._spawn(node)
         self.wait_ready(timeout)
 
+    @staticmethod
+    def _write_config(folder: Path, agents: tuple[str, ...]) -> Path:
+        """The shipped ``cluster.conf`` as it is, beside the shipped ``accounts.conf`` with one
+        user per agent added as an operator adds them (``deploy/nats/agent-user.py``)."""
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(CLUSTER_CONF, folder / "cluster.conf")
+        accounts = (CLUSTER_CONF.parent / "accounts.conf").read_text()
+        services = "      { user: touchstone-services, password: $TOUCHSTONE_SERVICES_PASSWORD }"
+        if services not in accounts:
+            raise RuntimeError("deploy/nats/accounts.conf no longer lists the services user as expected")
+        users = [services] + [agent_user(host) for host in agents]
+        (folder / "accounts.conf").write_text(accounts.replace(services, "\n".join(users)))
+        return folder / "cluster.conf"
+
     def _spawn(self, node: Node) -> None:
         node.store.mkdir(parents=True, exist_ok=True)
         env = {"PATH": os.environ.get("PATH", ""), "NATS_SERVER_NAME": node.name,
-               "NATS_STORE_DIR": str(node.store), "TOUCHSTONE_SERVICES_PASSWORD": self.password}
-        node.process = node.host.spawn([nats_server_binary(), "-c", str(CLUSTER_CONF)], env=env, log=node.log)
+               "NATS_STORE_DIR": str(node.store), "TOUCHSTONE_SERVICES_PASSWORD": self.password,
+               **{password_var(h): pw for h, pw in self.agent_passwords.items()}}
+        node.process = node.host.spawn([nats_server_binary(), "-c", str(self.config)], env=env, log=node.log)
 
     def wait_ready(self, timeout: float = 30.0, nodes: list[Node] | None = None) -> None:
         """Until every node (or the given ones) answers healthy with JetStream and a meta leader."""
