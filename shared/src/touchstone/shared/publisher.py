@@ -25,6 +25,9 @@ WRONG_LAST_SEQUENCE = 10071
 # a retry that reaches the leader while the first publish of the same id is still being
 # replicated (409): the first one's outcome is not known yet, so ask again
 DUPLICATE_IN_PROCESS = 10158
+# between retries of one append: short, so that writes resume moments after a new stream
+# leader is elected (a cluster answers "no responders" at once while it has none)
+MAX_RETRY_DELAY_S = 0.25
 _TRANSIENT = (
     NatsTimeoutError,
     asyncio.TimeoutError,
@@ -103,12 +106,12 @@ class EventPublisher:
                 if time.monotonic() + delay > deadline:
                     raise UnavailableError(f"could not append {event.event_type}: {e!r}") from e
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 1.0)
+                delay = min(delay * 2, MAX_RETRY_DELAY_S)
             except APIError as e:
                 busy = e.code == 503 or e.err_code == DUPLICATE_IN_PROCESS
                 if busy and time.monotonic() + delay <= deadline:
                     await asyncio.sleep(delay)
-                    delay = min(delay * 2, 1.0)
+                    delay = min(delay * 2, MAX_RETRY_DELAY_S)
                     continue
                 raise
 
