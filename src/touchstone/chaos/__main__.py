@@ -1,6 +1,8 @@
 """``python -m touchstone.chaos`` (``make chaos``): every scenario at full length, the figures
 to ``bench/results/chaos.json`` and a table on standard output (the table of
-``docs/reliability.md``). Needs root (network namespaces) and iproute2."""
+``docs/reliability.md``); then the scheduler bench on the R3 cluster
+(``bench/results/scheduler-r3.json``; ``TOUCHSTONE_CHAOS_BENCH=0`` skips it).
+Needs root (network namespaces) and iproute2."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
-from touchstone.chaos import netns, placement, scenarios, workload
+from touchstone.chaos import netns, placement, r3bench, scenarios, workload
 
 FULL = scenarios.Timing(warmup_s=3.0, pause_s=30.0, settle_s=5.0)
 TARGET_WRITES_RESUME_S = 5.0
@@ -49,6 +51,13 @@ def main(out: Path) -> int:
               "load_average": os.getloadavg(), "rows": rows}
     out.mkdir(parents=True, exist_ok=True)
     (out / "chaos.json").write_text(json.dumps(result, indent=2) + "\n")
+    if os.environ.get("TOUCHSTONE_CHAOS_BENCH", "1") == "1":
+        with tempfile.TemporaryDirectory() as tmp:
+            bench = asyncio.run(r3bench.scheduler_on_r3(Path(tmp)))
+        bench["at_utc"] = datetime.now(UTC).isoformat()
+        (out / "scheduler-r3.json").write_text(json.dumps(bench, indent=2) + "\n")
+        for row in bench["rows"]:  # type: ignore[attr-defined]
+            print(f"{row['metric']:64} {row['value']:>10} {row['unit']}")
     print(table(rows))
     return 0 if all(r["met"] for r in rows) else 1
 
