@@ -12,8 +12,9 @@ for every pod ever created.
 Run it alone with ``python -m touchstone.runpod_provider.fake --port 8787``.
 """
 
+from . import ratelimit
 from .ratelimit import RateLimiter
 from .server import FakeRunpod
 from .state import Faults, Injection, PodRecord, SshMode
 
-__all__ = ["FakeRunpod", "Faults", "Injection", "PodRecord", "RateLimiter", "SshMode"]
+__all__ = ["FakeRunpod", "Faults", "Injection", "PodRecord", "RateLimiter", "SshMode", "ratelimit"]
