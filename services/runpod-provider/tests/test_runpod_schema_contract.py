@@ -18,6 +18,7 @@ saying so.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import threading
@@ -30,6 +31,7 @@ import httpx
 import pytest
 from touchstone.runpod_provider.api import Cloud, PodSpec, RunpodApiClient, parse
 from touchstone.runpod_provider.fake import FakeRunpod, RateLimiter, ratelimit
+from touchstone.runpod_provider.fake import schema as fake_schema
 from touchstone.shared.errors import InvalidInputError
 
 schemathesis = pytest.importorskip("schemathesis")
@@ -38,6 +40,7 @@ jsonschema = pytest.importorskip("jsonschema")
 referencing = pytest.importorskip("referencing")
 
 from schemathesis import GenerationMode, checks  # noqa: E402
+from schemathesis.core import NOT_SET  # noqa: E402
 
 REFERENCE = Path(__file__).resolve().parents[3].parent / "shared" / "reference" / "runpod-api-v2-openapi.json"
 OPERATIONS = ["listPods", "createPod", "getPod", "updatePod", "deletePod", "podAction", "listGpuTypes", "getGpuType"]
@@ -50,10 +53,11 @@ CHECKS = [
     checks.response_schema_conformance,
     checks.negative_data_rejection,
 ]
+QUERY_ARRAYS = {"include", "product", "countryCodes", "cudaVersions"}
 GPU = "NVIDIA GeForce RTX 4090"
 KEY = "rpa_SCHEMA_0123456789"
-EXAMPLES = 60
-"""Cases per operation, generation mode and pod (random id / live pod)."""
+EXAMPLES = 40
+"""Cases per operation, generation mode and path id (random / existing)."""
 
 
 def reference_path() -> Path:
@@ -63,8 +67,6 @@ def reference_path() -> Path:
 
 @pytest.fixture(scope="module")
 def document() -> dict[str, Any]:
-    import json
-
     path = reference_path()
     if not path.is_file():
         pytest.skip(f"RunPod's v2 OpenAPI document is not at {path} (../shared/reference/ beside the repository; "
@@ -72,14 +74,24 @@ def document() -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
+_VALIDATORS: dict[tuple[int, str], Any] = {}
+
+
 def validator(document: dict[str, Any], schema_name: str) -> Any:
     """A Draft 2020-12 validator of one ``components.schemas`` entry, refs resolved in the document."""
+    key = (id(document), schema_name)
+    if key not in _VALIDATORS:
+        ref = {"$ref": f"urn:runpod-v2#/components/schemas/{schema_name}"}
+        _VALIDATORS[key] = jsonschema.Draft202012Validator(ref, registry=_registry(document),
+                                                           format_checker=jsonschema.FormatChecker())
+    return _VALIDATORS[key]
+
+
+def _registry(document: dict[str, Any]) -> Any:
     from referencing.jsonschema import DRAFT202012
 
     resource = referencing.Resource.from_contents(document, default_specification=DRAFT202012)
-    registry = referencing.Registry().with_resource("urn:runpod-v2", resource)
-    ref = {"$ref": f"urn:runpod-v2#/components/schemas/{schema_name}"}
-    return jsonschema.Draft202012Validator(ref, registry=registry, format_checker=jsonschema.FormatChecker())
+    return referencing.Registry().with_resource("urn:runpod-v2", resource)
 
 
 def violations(document: dict[str, Any], schema_name: str, instance: Any) -> list[str]:
@@ -108,43 +120,99 @@ class LivePod:
             return self.pod_id
 
 
-def fuzz(document: dict[str, Any], fake: FakeRunpod, examples: int) -> list[str]:
-    """Run every case; return the failures as lines (empty: all conform)."""
+def fuzz(document: dict[str, Any], fake: FakeRunpod, examples: int, counts: dict[str, int]) -> list[str]:
+    """Run every case; return the failures as lines (empty: all conform); ``counts`` gets the
+    number of cases per operation, generation mode and target."""
     schema = schemathesis.openapi.from_dict(document).include(operation_id=OPERATIONS)
     root = fake.base_url.removesuffix("/v2")
     live = LivePod(fake)
     failures: list[str] = []
-    seen: set[str] = set()
     for result in schema.get_all_operations():
         operation = result.ok()
-        seen.add(operation.definition.raw["operationId"])
-        on_pods = ("random id", "live pod") if "{id}" in operation.path else ("",)
+        targets = ("random id", "existing id") if "{id}" in operation.path else ("",)
+        if operation.method.upper() == "POST" and operation.path == "/v2/pods":
+            targets = ("", "steered")
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
-            for target in on_pods:
-                failures += _run(operation, mode, target, live, root, examples)
-    missing = set(OPERATIONS) - seen
-    return failures + [f"operation {name} not in RunPod's document" for name in sorted(missing)]
+            for target in targets:
+                ran = _run(document, operation, mode, target, live, root, examples, failures)
+                counts[f"{operation.definition.raw['operationId']} {mode.value} {target}".strip()] = ran
+    return failures
 
 
-def _run(operation: Any, mode: Any, target: str, live: LivePod, root: str, examples: int) -> list[str]:
-    failures: list[str] = []
+def _existing(path: str, live: LivePod) -> str:
+    return GPU if path.startswith("/v2/catalog/") else live.current()
+
+
+def _run(document: dict[str, Any], operation: Any, mode: Any, target: str, live: LivePod, root: str, examples: int,
+         failures: list[str]) -> int:
+    ran = 0
 
     @hypothesis.given(case=operation.as_strategy(generation_mode=mode))
     @hypothesis.settings(max_examples=examples, deadline=None, derandomize=True, database=None,
                          suppress_health_check=list(hypothesis.HealthCheck), phases=[hypothesis.Phase.generate])
     def run(case: Any) -> None:
-        if target == "live pod":
-            case.path_parameters = {**(case.path_parameters or {}), "id": live.current()}
+        nonlocal ran
+        ran += 1
+        if target == "existing id":
+            case.path_parameters = {**(case.path_parameters or {}), "id": _existing(operation.path, live)}
+        if target == "steered":
+            _steer(document, case.body)
+        _unambiguous(case)
+        if not _auth_mutated(case):  # the generated bearer token becomes the fake's key
+            case.headers = {**(case.headers or {}), "Authorization": f"Bearer {KEY}"}
         try:
-            case.call_and_validate(base_url=root, headers={"Authorization": f"Bearer {KEY}"}, checks=CHECKS)
-        except Exception as e:  # schemathesis raises its own failure groups
-            failures.append(f"{mode.value} {case.method} {case.formatted_path} {target}: {str(e)[:600]}")
+            case.call_and_validate(base_url=root, checks=CHECKS)
+        except (Exception, BaseExceptionGroup) as e:  # schemathesis raises its own failure groups
+            text = str(e)
+            curl = next((line.strip() for line in text.splitlines() if line.strip().startswith("curl ")), "")
+            failures.append(f"{mode.value} {case.method} {case.formatted_path} {target}: {text[:500]}\n  {curl}")
 
     try:
         run()
     except hypothesis.errors.Unsatisfiable:
-        pass  # no negative case exists for an operation whose inputs are all plain strings
-    return failures
+        pass  # counted: zero cases
+    return ran
+
+
+CUDA = re.compile(r"^[0-9]+\.[0-9]+$")
+
+
+def _steer(document: dict[str, Any], body: Any) -> None:
+    """Point a create at what the fake has (a GPU type, a data center, CUDA versions it offers;
+    a GPU pod rather than a CPU one), so that creates succeed and their 201 bodies are checked
+    too. Only parts RunPod's schema accepts are replaced or dropped: a negative case stays
+    negative for the same reason."""
+    if not isinstance(body, dict):
+        return
+    if "gpu" not in body and "cpu" not in body:
+        body["gpu"] = {"id": GPU}
+    if "gpu" in body and "cpu" in body and not violations(document, "CreateCpuConfig", body["cpu"]):
+        del body["cpu"]
+    gpu = body.get("gpu")
+    if isinstance(gpu, dict) and isinstance(gpu.get("id"), str):
+        gpu["id"] = GPU
+        cudas = gpu.get("allowedCudaVersions")
+        if isinstance(cudas, list) and cudas and all(isinstance(v, str) and CUDA.match(v) for v in cudas):
+            gpu["allowedCudaVersions"] = ["12.8"]
+        if isinstance(gpu.get("minCudaVersion"), str) and CUDA.match(gpu["minCudaVersion"]):
+            gpu["minCudaVersion"] = "12.4"
+    places = body.get("dataCenterIds")
+    if isinstance(places, list) and places and all(isinstance(v, str) for v in places):
+        body["dataCenterIds"] = ["US-KS-2"]
+
+
+def _unambiguous(case: Any) -> None:
+    """A query array of one empty string and an empty array are the same request on the wire
+    (``include=``, form style): RunPod can only read it as the empty, valid one. A negative case
+    holding ``[""]`` is sent with ``["-"]``, invalid for the same reason (enum, pattern)."""
+    if case.meta is not None and case.meta.generation.mode.is_negative and case.query:
+        case.query = {k: ["-"] if k in QUERY_ARRAYS and v in ([""], "") else v for k, v in case.query.items()}
+
+
+def _auth_mutated(case: Any) -> bool:
+    """Whether a negative case broke the Authorization header on purpose (left as generated: 401)."""
+    mutations = getattr(case.meta.phase.data, "mutations", None) or [] if case.meta else []
+    return any(m.parameter == "Authorization" for m in mutations)
 
 
 @pytest.fixture
@@ -156,9 +224,13 @@ async def roomy_fake(tmp_path: Path) -> Any:
 
 
 async def test_the_local_runpod_conforms_to_runpods_schema(document, roomy_fake):
-    failures = await asyncio.to_thread(fuzz, document, roomy_fake, EXAMPLES)
+    counts: dict[str, int] = {}
+    failures = await asyncio.to_thread(fuzz, document, roomy_fake, EXAMPLES, counts)
 
     assert not failures, f"{len(failures)} failures:\n" + "\n".join(sorted(set(failures))[:25])
+    assert {name.split()[0] for name in counts} == set(OPERATIONS)  # none missing from RunPod's document
+    assert all(n > 0 for name, n in counts.items() if " positive" in name), counts
+    assert sum(counts.values()) >= 800, counts
 
 
 # --- what the client sends ----------------------------------------------------------------
@@ -172,8 +244,6 @@ class Recorder(httpx.AsyncBaseTransport):
         self.sent: list[tuple[str, str, dict[str, str], Any]] = []
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        import json
-
         body = json.loads(request.content) if request.content else None
         query = dict(parse_qsl(request.url.query.decode(), keep_blank_values=True))
         self.sent.append((request.method, request.url.path, query, body))
@@ -209,11 +279,7 @@ def _query_violations(document: dict[str, Any], query: dict[str, str]) -> list[s
 
 def _inline_violations(document: dict[str, Any], schema: dict[str, Any], value: Any) -> list[str]:
     """``value`` against a schema written inline in the document (its ``#/...`` refs rebased)."""
-    from referencing.jsonschema import DRAFT202012
-
-    resource = referencing.Resource.from_contents(document, default_specification=DRAFT202012)
-    registry = referencing.Registry().with_resource("urn:runpod-v2", resource)
-    check = jsonschema.Draft202012Validator(_rebase(schema), registry=registry)
+    check = jsonschema.Draft202012Validator(_rebase(schema), registry=_registry(document))
     return [e.message for e in check.iter_errors(value)]
 
 
@@ -276,3 +342,71 @@ async def test_a_client_regression_fails_against_the_local_runpod(document, api,
 
     assert fake.ledger() == []
     assert violations(document, "CreatePodRequest", parse.create_body(spec())) != []  # RunPod refuses it too
+
+
+# --- the fake's models against RunPod's schemas, case by case --------------------------------
+
+BODIES = {"createPod": ("CreatePodRequest", fake_schema.CreatePodRequest),
+          "updatePod": ("UpdatePodRequest", fake_schema.UpdatePodRequest),
+          "podAction": ("PodActionRequest", fake_schema.PodActionRequest)}
+
+
+def disagreements(document: dict[str, Any], examples: int) -> tuple[list[str], int]:
+    """Request bodies schemathesis makes (valid and invalid) on which ``jsonschema`` with RunPod's
+    schema and the fake's strict models disagree about validity; and how many were compared."""
+    schema = schemathesis.openapi.from_dict(document).include(operation_id=list(BODIES))
+    found: list[str] = []
+    compared = [0]
+    for result in schema.get_all_operations():
+        operation = result.ok()
+        name, model = BODIES[operation.definition.raw["operationId"]]
+        for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
+            _compare(document, operation.as_strategy(generation_mode=mode), name, model, examples, found, compared)
+    return found, compared[0]
+
+
+def _compare(document: dict[str, Any], cases: Any, name: str, model: Any, examples: int, found: list[str],
+             compared: list[int]) -> None:
+    @hypothesis.given(case=cases)
+    @hypothesis.settings(max_examples=examples, deadline=None, derandomize=True, database=None,
+                         suppress_health_check=list(hypothesis.HealthCheck), phases=[hypothesis.Phase.generate])
+    def compare(case: Any) -> None:
+        if case.body is NOT_SET:
+            return
+        compared[0] += 1
+        theirs = violations(document, name, case.body)
+        ours = fake_schema.errors(model, case.body)
+        if name == "CreatePodRequest" and isinstance(case.body, dict) \
+                and "image" not in case.body and "templateId" not in case.body:
+            ours.append("$: missing property 'image'")
+        if bool(theirs) != bool(ours):
+            found.append(f"{name} {json.dumps(case.body)[:300]}: RunPod's schema {theirs[:2]}, fake {ours[:2]}")
+
+    compare()
+
+
+def test_the_fakes_models_agree_with_runpods_request_schemas(document):
+    found, compared = disagreements(document, 100)
+
+    assert not found, f"{len(found)} of {compared} bodies judged differently:\n" + "\n".join(found[:15])
+    assert compared >= 400
+
+
+@pytest.mark.parametrize("body", [
+    {"args": 1}, {"registry": {}}, {"registry": 3}, {"startSsh": "yes"}, {"globalNetworking": "true"},
+    {"gpu": {"id": GPU, "count": True}}, {"disk": True}, {"mounts": {"network": [{"volumeId": "v"}]}},
+    {"mounts": {"network": [{"volumeId": "v", "path": "/a"}, {"volumeId": "w", "path": "/b"}]}},
+    {"mounts": {"persistent": {"size": 10, "path": "/w", "extra": 1}}}, {"dataCenterIds": "US-KS-2"},
+    {"templateId": ""}, {"mounts": []}, {"mounts": "x"}, {"gpu": {"id": GPU, "allowedCudaVersions": "12.8"}},
+    {"args": ["--serve"]}, {"name": ""}, {"image": None}, {"cloud": "PRIVATE"}, {"env": {"A": 1}},
+])
+async def test_bodies_runpod_refuses_are_refused_by_the_local_runpod(document, api, fake, body):
+    create = {"name": "p", "image": "img", "gpu": {"id": GPU}, "ports": ["22/tcp"], **body}
+    async with httpx.AsyncClient() as http:
+        answer = await http.post(fake.base_url + "/pods", json=create,
+                                 headers={"Authorization": f"Bearer {fake.api_key}"})
+
+    assert violations(document, "CreatePodRequest", create) != []
+    assert answer.status_code == 422 and answer.headers["content-type"] == "application/problem+json"
+    assert violations(document, "ErrorResponse", answer.json()) == [] and answer.json()["errors"]
+    assert fake.ledger() == []
