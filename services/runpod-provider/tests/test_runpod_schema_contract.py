@@ -8,7 +8,11 @@ saying so.
 - schemathesis drives the local RunPod with RunPod's schema, positive and negative data, for
   every pod and catalog operation the provider uses (and the two neighbours the fake serves,
   ``updatePod`` and ``getGpuType``), with no exclusions: no 5xx, status codes, content types,
-  headers and bodies as documented, and every invalid request refused;
+  headers and bodies as documented, and every invalid request refused. Path ids are random and
+  existing ones; creates are also sent "steered" to a GPU type the fake has (only schema-valid
+  parts are changed), so that 201 bodies are checked too;
+- the fake's own models and ``jsonschema`` with RunPod's schemas judge the same generated
+  bodies, valid and invalid, alike;
 - every request the client builds (bodies and catalog queries) validates against the schema's
   request schemas (``jsonschema``, Draft 2020-12);
 - a client regression (``args`` as a list, ``dataCenterIds`` as a string) fails against the

@@ -174,17 +174,17 @@ def gpu_query(query: Mapping[str, str]) -> tuple[GpuQuery, list[str]]:
     problems += [f"$.product: value must be one of 'POD', 'CLUSTER', 'SERVERLESS' (got {v!r})"
                  for v in products if v not in PRODUCTS]
     count = query.get("count")
-    if count is not None and (not _DIGITS.match(count) or int(count) < 1):
+    if count is not None and (not _DIGITS.fullmatch(count) or int(count) < 1):
         problems.append("$.count: must be an integer >= 1")
     cloud = query.get("cloud")
     if cloud is not None and cloud not in ("SECURE", "COMMUNITY"):
         problems.append("$.cloud: value must be one of 'SECURE', 'COMMUNITY'")
     countries = _array(query, "countryCodes")
-    problems += [f"$.countryCodes: {v!r} does not match '^[A-Z]{{2}}$'" for v in countries if not _COUNTRY.match(v)]
+    problems += [f"$.countryCodes: {v!r} does not match '^[A-Z]{{2}}$'" for v in countries if not _COUNTRY.fullmatch(v)]
     cudas = _array(query, "cudaVersions")
-    problems += [f"$.cudaVersions: {v!r} does not match '{CUDA}'" for v in cudas if not _CUDA.match(v)]
+    problems += [f"$.cudaVersions: {v!r} does not match '{CUDA}'" for v in cudas if not _CUDA.fullmatch(v)]
     floor = query.get("minCudaVersion")
-    if floor is not None and not _MIN_CUDA.match(floor):
+    if floor is not None and not _MIN_CUDA.fullmatch(floor):
         problems.append("$.minCudaVersion: does not match '^\\d+(\\.\\d+)?$'")
     if problems:
         return GpuQuery(), problems

@@ -18,7 +18,6 @@ NO_CAPACITY = (
 )
 LOW_BALANCE = "Your account balance is too low to rent a pod. Please add funds to your account."
 
-ACTIONS = ("start", "stop", "restart", "terminate")
 
 
 class Problem(Exception):
