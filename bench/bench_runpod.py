@@ -15,6 +15,11 @@ the same time, with the provider's DEFAULT settings (reconcile every 30 s, 15 s 
   (poll granularity), the SSH handshake, fetching and copying the feature set and trainer, and
   the events in between. Target p50 ≤ 3 s. Also reported: the literal ``TaskQueued`` →
   ``TrainingStarted`` minus the pull, which still holds the fake's poll-counted boot.
+- RunPod API calls per minute with 10 pods live: 10 tasks launched at once (their trainers
+  sleep), then every call the fake receives during a 2-minute window once all 10 train, beside
+  the schema's example rate-limit policy (60/min per user), which the fake enforces for this part;
+  also the busiest 60 s of the launch and the 429s the provider met. The two parts above keep the
+  example policy x10 they were first measured under.
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ from typing import Any
 
 from touchstone.runpod_provider.api import PodSpec, RunpodApiClient
 from touchstone.runpod_provider.config import RunpodProviderSettings
-from touchstone.runpod_provider.fake import FakeRunpod
+from touchstone.runpod_provider.fake import FakeRunpod, RateLimiter, ratelimit
 from touchstone.runpod_provider.service import RunpodProvider
 from touchstone.runpod_provider.testing import write_standin_trainer
 from touchstone.scheduler.config import SchedulerSettings
@@ -50,6 +55,12 @@ PERIOD_S = RunpodProviderSettings.model_fields["reconcile_interval_s"].default
 GRACE_S = RunpodProviderSettings.model_fields["reap_grace_s"].default
 N_ROGUE = 10
 N_TASKS = 10
+N_LIVE = 10
+WINDOW_S = 120.0
+"""How long the provider's calls are counted once all N_LIVE pods are live."""
+LIVE_SLEEP_S = 3600.0
+"""The live pods' trainers sleep past the window; the bench ends them."""
+EXAMPLE_POLICY = ratelimit.EXAMPLE_POLICY
 PULL_S = 3.0
 TASK = "pi-60"
 
@@ -110,15 +121,7 @@ async def tasks(publisher: EventPublisher, tmp: Path, seen: Instrumented) -> dic
     """N_TASKS RunPod training tasks, one submitted as the previous one starts training."""
     sids = []
     for _ in range(N_TASKS):
-        folder = tmp / f"fs-{uuid.uuid4().hex[:6]}"
-        folder.mkdir()
-        (folder / "feature_set.py").write_text("NAME = 'x'\n")
-        sid = f"b{uuid.uuid4().hex[:8]}"
-        await publisher.append(ev.SubmissionCreated(aggregate_id=sid, correlation_id=sid, owner="bench",
-                                                    name="bench", git_url=str(folder)))
-        await publisher.append(ev.SubmissionValidated(aggregate_id=sid, correlation_id=sid, passed=True, commit="c"))
-        schedule = ev.Schedule(prediction_intervals=(60,), platform="runpod", gpu_type=GPU)
-        await publisher.append(ev.SubmissionScheduled(aggregate_id=sid, correlation_id=sid, schedule=schedule))
+        sid = await submit(publisher, tmp)
         await until_types(publisher, sid, {"TrainingStarted"})
         sids.append(sid)
     out: dict[str, list[float]] = {k: [] for k in ("touchstone", "literal", "place", "create", "notice", "prepare")}
@@ -138,8 +141,94 @@ async def tasks(publisher: EventPublisher, tmp: Path, seen: Instrumented) -> dic
     return out
 
 
-async def until_types(publisher: EventPublisher, sid: str, wanted: set[str]) -> list[ev.TaskEvent]:
-    async with asyncio.timeout(120):
+async def submit(publisher: EventPublisher, tmp: Path, sleep_s: float | None = None) -> str:
+    """One scheduled RunPod submission of one task; its stand-in trainer sleeps ``sleep_s``."""
+    folder = tmp / f"fs-{uuid.uuid4().hex[:6]}"
+    folder.mkdir()
+    (folder / "feature_set.py").write_text("NAME = 'x'\n")
+    if sleep_s is not None:
+        (folder / "SLEEP").write_text(str(sleep_s))
+    sid = f"b{uuid.uuid4().hex[:8]}"
+    await publisher.append(ev.SubmissionCreated(aggregate_id=sid, correlation_id=sid, owner="bench",
+                                                name="bench", git_url=str(folder)))
+    await publisher.append(ev.SubmissionValidated(aggregate_id=sid, correlation_id=sid, passed=True, commit="c"))
+    schedule = ev.Schedule(prediction_intervals=(60,), platform="runpod", gpu_type=GPU)
+    await publisher.append(ev.SubmissionScheduled(aggregate_id=sid, correlation_id=sid, schedule=schedule))
+    return sid
+
+
+class CallLog:
+    """Every authenticated call the fake receives from now on: (wall time, method, path, answered 429)."""
+
+    def __init__(self, fake: FakeRunpod) -> None:
+        self.calls: list[tuple[float, str, str]] = []
+        self.refused: list[float] = []
+        take_injection, limiter = fake.take_injection, fake.rate_limiter
+        take = limiter.take
+
+        def on_call(method: str, path: str):
+            self.calls.append((time.time(), method, path))
+            return take_injection(method, path)
+
+        def on_take():
+            wait = take()
+            if wait is not None:
+                self.refused.append(time.time())
+            return wait
+
+        fake.take_injection = on_call  # type: ignore[method-assign]
+        limiter.take = on_take  # type: ignore[method-assign]
+
+    def rest(self, start: float, end: float) -> list[tuple[float, str, str]]:
+        return [c for c in self.calls if start <= c[0] < end and c[2].startswith("/v2/")]
+
+    def peak_minute(self, start: float, end: float) -> int:
+        """Most REST calls in any 60 s window between ``start`` and ``end``."""
+        times = [c[0] for c in self.rest(start, end)]
+        return max((sum(1 for u in times if t <= u < t + 60) for t in times), default=0)
+
+
+def route(method: str, path: str) -> str:
+    if path.startswith("/v2/pods/"):
+        return f"{method} /v2/pods/{{id}}" + ("/action" if path.endswith("/action") else "")
+    return f"{method} {path.split('?')[0]}"
+
+
+async def live_load(publisher: EventPublisher, tmp: Path, fake: FakeRunpod) -> dict[str, Any]:
+    """N_LIVE tasks launched at once, then WINDOW_S with all N_LIVE pods live (trainers sleeping),
+    under the schema's example rate-limit policy: the provider's RunPod calls per minute. The
+    scheduler may also run a validation task on RunPod for some of these submissions (it sees
+    ``SubmissionCreated`` before ``SubmissionValidated``); those pods sleep too and are counted."""
+    fake.rate_limiter = RateLimiter()  # the schema's example policy (60/min), the fake's default
+    log = CallLog(fake)
+    started = time.time()
+    sids = [await submit(publisher, tmp, sleep_s=LIVE_SLEEP_S) for _ in range(N_LIVE)]
+    async with asyncio.timeout(600):
+        for sid in sids:
+            await until_types(publisher, sid, {"TrainingStarted"}, within=600)
+    all_live = time.time()
+    await asyncio.sleep(WINDOW_S)
+    end = time.time()
+    names = [fake.find(p).name for p in fake.live_pods()]
+    live = [n for n in names if any(n.startswith(f"touchstone-{sid}-") for sid in sids)]
+    window = log.rest(all_live, end)
+    graphql = [c for c in log.calls if all_live <= c[0] < end and c[2] == "/graphql"]
+    by_route: dict[str, int] = {}
+    for _, method, path in window:
+        by_route[route(method, path)] = by_route.get(route(method, path), 0) + 1
+    return {
+        "live": len(live), "validation": sum(1 for n in live if "-validation-" in n),
+        "others": sorted(set(names) - set(live)),
+        "ramp_s": all_live - started, "per_min": 60 * len(window) / (end - all_live),
+        "graphql_per_min": 60 * len(graphql) / (end - all_live), "by_route": by_route,
+        "peak": log.peak_minute(started, end), "refused_ramp": sum(1 for t in log.refused if t < all_live),
+        "refused_window": sum(1 for t in log.refused if t >= all_live), "window_s": end - all_live,
+    }
+
+
+async def until_types(publisher: EventPublisher, sid: str, wanted: set[str],
+                      within: float = 120) -> list[ev.TaskEvent]:
+    async with asyncio.timeout(within):
         while True:
             events = [r.event for r in await publisher.load_task(sid, TASK)]
             if wanted <= {e.event_type for e in events}:
@@ -157,7 +246,9 @@ async def run() -> dict:
     subjects = Subjects("benchrunpod")
     await provision(js, subjects)
     write_standin_trainer(tmp / "trainer-src")
-    fake = FakeRunpod(api_key=API_KEY, root=tmp / "pods", pod_backend="ssh")
+    # the latency phases keep the 10x quotas they were first measured under; live_load uses the example policy
+    fake = FakeRunpod(api_key=API_KEY, root=tmp / "pods", pod_backend="ssh",
+                      rate_limiter=RateLimiter(quotas=ratelimit.scaled(10)))
     await fake.start()
     fake.faults.pull_s = PULL_S
     seen = Instrumented(fake)
@@ -178,6 +269,7 @@ async def run() -> dict:
         exposure_job = asyncio.create_task(rogues(api, seen))
         orchestration = await tasks(EventPublisher(js, subjects), tmp, seen)
         exposure = await exposure_job
+        load = await live_load(EventPublisher(js, subjects), tmp, fake)
     finally:
         stop.set()
         with contextlib.suppress(Exception):
@@ -192,6 +284,7 @@ async def run() -> dict:
         return round(x, 2)
 
     p99_exposure, p50_touchstone = pct(exposure, 0.99), pct(orchestration["touchstone"], 0.5)
+    quota = EXAMPLE_POLICY["minute"][0]
     per = f"period {PERIOD_S:.0f} s, grace {GRACE_S:.0f} s, n={len(exposure)}"
     return {
         "name": "RunPod provider: rogue-pod exposure and orchestration overhead (FakeRunpod)",
@@ -212,7 +305,23 @@ async def run() -> dict:
              "unit": "s"},
             {"metric": "  of which ready->TrainingStarted (prepare) p50",
              "value": r(pct(orchestration["prepare"], 0.5)), "unit": "s"},
+            {"metric": f"RunPod v2 calls/min, {load['live']} pods live ({load['validation']} validations, "
+                       f"{load['window_s']:.0f} s)",
+             "value": r(load["per_min"]), "unit": "calls/min",
+             "target": f"<= {quota} (schema's example policy)", "met": load["per_min"] <= quota},
+            *({"metric": f"  of which {name}", "value": r(60 * n / load["window_s"]), "unit": "calls/min"}
+              for name, n in sorted(load["by_route"].items())),
+            {"metric": "  GraphQL balance calls/min (v1 API, same key)", "value": r(load["graphql_per_min"]),
+             "unit": "calls/min"},
+            {"metric": f"peak v2 calls in any 60 s (launching {N_LIVE} at once)", "value": load["peak"],
+             "unit": "calls", "target": f"<= {quota}", "met": load["peak"] <= quota},
+            {"metric": "429 answers to the provider while launching", "value": load["refused_ramp"], "unit": "answers"},
+            {"metric": "429 answers to the provider with pods live", "value": load["refused_window"],
+             "unit": "answers", "target": "0", "met": load["refused_window"] == 0},
+            {"metric": f"time until {N_LIVE} launched at once are all training", "value": r(load["ramp_s"]),
+             "unit": "s"},
         ],
+        "other_live_pods": load["others"],
     }
 
 

@@ -196,7 +196,8 @@ async def each_pods_flow(request, nats_server, nc, js, subjects, tmp_path) -> As
     (skipped, saying why, where the engine or an image with sshd is missing)."""
     if request.param == "docker":
         await testing.docker_pods_or_skip()
-    async with FakeRunpod(api_key=testing.API_KEY, root=tmp_path / "pods", pod_backend=request.param) as server, \
+    async with FakeRunpod(api_key=testing.API_KEY, root=tmp_path / "pods", pod_backend=request.param,
+                          rate_limiter=testing.scaled_rate_limiter()) as server, \
             running_flow(server, nats_server, nc, js, subjects, tmp_path) as f:
         yield f
 

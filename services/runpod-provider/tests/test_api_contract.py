@@ -92,8 +92,10 @@ async def test_terminate_removes_the_pod_and_twice_is_silent(api, spec, fake):
 async def test_stop_and_start_give_a_new_ssh_port(api, spec, until_ready):
     pod = await until_ready((await api.create_pod(spec())).id)
 
-    stopped = await api.stop_pod(pod.id)
-    assert stopped.status is PodStatus.STOPPED
+    stopping = await api.stop_pod(pod.id)
+    assert stopping.status is PodStatus.RUNNING  # a stop passes through its own moment first
+    stopped = await api.get_pod(pod.id)
+    assert stopped is not None and stopped.status is PodStatus.STOPPED
     assert stopped.cost_per_hour == 0.0 and stopped.ssh is None
     started = await api.start_pod(pod.id)
     assert started.status is PodStatus.STARTING

@@ -8,6 +8,7 @@ import sys
 import httpx
 import pytest
 from touchstone.runpod_provider.api import parse
+from touchstone.runpod_provider.fake import FakeRunpod
 
 GPU = "NVIDIA GeForce RTX 4090"
 BODY = {"name": "p", "image": "img", "gpu": {"id": GPU, "count": 1}, "disk": 20}
@@ -36,13 +37,17 @@ async def test_auth_is_a_bearer_key(http, fake):
     assert "ratelimit" not in missing.headers and "x-request-id" in missing.headers
 
 
-async def test_authenticated_answers_carry_rate_limit_headers(http):
-    answer = await http.get("/v2/pods")
+async def test_authenticated_answers_carry_rate_limit_headers(tmp_path):
+    async with FakeRunpod(api_key="k", root=tmp_path, pod_backend="ssh") as fake, httpx.AsyncClient() as http:
+        answer = await http.get(fake.base_url + "/pods", headers={"Authorization": "Bearer k"})
 
     limits = parse.ratelimit(answer.headers["RateLimit"])
     policy = parse.ratelimit(answer.headers["RateLimit-Policy"])
     assert set(limits) == {"minute", "hour", "day"}
-    assert policy["minute"]["q"] == 600 and limits["minute"]["r"] == 599
+    # the schema's example policy by default
+    assert {name: (w["q"], w["w"]) for name, w in policy.items()} == {
+        "minute": (60, 60), "hour": (3000, 3600), "day": (50000, 86400)}
+    assert limits["minute"]["r"] == 59 and limits["hour"]["r"] == 2999
     assert answer.headers["x-request-id"]
 
 
@@ -104,13 +109,15 @@ async def test_actions_and_delete_follow_the_status_table(http):
 
     reset = await http.post(action, json={"action": "reset"})
     stop = await http.post(action, json={"action": "stop"})
+    stopped = await http.get(f"/v2/pods/{pod_id}")
     restart = await http.post(action, json={"action": "restart"})
     deleted = await http.delete(f"/v2/pods/{pod_id}")
     again = await http.delete(f"/v2/pods/{pod_id}")
     gone = await http.get(f"/v2/pods/{pod_id}")
 
     assert reset.status_code == 422
-    assert stop.json()["status"] == "EXITED" and stop.json()["actions"] == ["start", "terminate"]
+    assert stop.status_code == 200 and stop.json()["status"] == "PROVISIONING"  # stopping: not yet EXITED
+    assert stopped.json()["status"] == "EXITED" and stopped.json()["actions"] == ["start", "terminate"]
     assert restart.status_code == 409
     assert restart.json()["detail"] == "action restart is not valid for pod in status EXITED"
     assert deleted.status_code == 204 and deleted.content == b""

@@ -24,7 +24,7 @@ from touchstone.shared.testing import make_wheel
 
 from .api import Pod, PodSpec, RunpodApiClient
 from .config import RunpodProviderSettings
-from .fake import FakeRunpod, PodRecord
+from .fake import FakeRunpod, PodRecord, RateLimiter, ratelimit
 from .fake.container import DEFAULT_POD_IMAGE, why_not_docker
 
 API_KEY = "rpa_TESTKEY_do_not_leak_0123456789"
@@ -51,6 +51,16 @@ PROVIDER_DEFAULTS: dict[str, Any] = {
     "log_json": False,
 }
 """Provider settings for tests: short periods, no retries at the edge, the stand-in trainer."""
+
+TIME_SCALE = 150
+"""How much faster than its defaults ``PROVIDER_DEFAULTS`` runs the provider (its reconcile
+period, 30 s → 0.2 s; polls and the balance watch are compressed less)."""
+
+
+def scaled_rate_limiter() -> RateLimiter:
+    """RunPod's example rate-limit policy with its quotas scaled by ``TIME_SCALE``: the budget
+    the provider's default periods get, for a provider whose periods are compressed that much."""
+    return RateLimiter(quotas=ratelimit.scaled(TIME_SCALE))
 
 STANDIN_TRAINER = '''\
 """A tiny stand-in for the trainer (DESIGN §6 contract), copied into fake pods by the tests.
@@ -216,7 +226,8 @@ def api_key() -> str:
 @pytest.fixture
 async def fake(tmp_path: Path) -> AsyncIterator[FakeRunpod]:
     """The local RunPod; its pods are asyncssh servers (fast; no engine needed)."""
-    async with FakeRunpod(api_key=API_KEY, root=tmp_path / "pods", pod_backend="ssh") as server:
+    async with FakeRunpod(api_key=API_KEY, root=tmp_path / "pods", pod_backend="ssh",
+                          rate_limiter=scaled_rate_limiter()) as server:
         yield server
 
 
@@ -235,7 +246,8 @@ async def docker_pods_or_skip(image: str = DEFAULT_POD_IMAGE) -> None:
 async def docker_fake(tmp_path: Path) -> AsyncIterator[FakeRunpod]:
     """The local RunPod with pods as Docker containers running sshd (skipped where impossible)."""
     await docker_pods_or_skip()
-    async with FakeRunpod(api_key=API_KEY, root=tmp_path / "pods", pod_backend="docker") as server:
+    async with FakeRunpod(api_key=API_KEY, root=tmp_path / "pods", pod_backend="docker",
+                          rate_limiter=scaled_rate_limiter()) as server:
         yield server
 
 

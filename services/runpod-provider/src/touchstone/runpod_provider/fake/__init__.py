@@ -1,7 +1,9 @@
 """A faithful local RunPod for tests and demos.
 
 ``FakeRunpod`` serves RunPod's REST v2 pod, catalog and SSH-key routes and the GraphQL
-balance query over real HTTP on 127.0.0.1, with RunPod's shapes, codes and error bodies.
+balance query over real HTTP on 127.0.0.1, with RunPod's shapes, codes and error bodies; it
+checks every request as RunPod's published v2 schema describes (``schema.py``, its own strict
+models) and rate-limits by the schema's example policy (60 calls a minute) unless told otherwise.
 Each running pod is a real SSH endpoint on 127.0.0.1 keyed by its ``env.PUBLIC_KEY``: a Docker
 container of ``pod_image`` running sshd where the engine runs and the image has sshd
 (``container.py``), otherwise an asyncssh server with exec and SFTP in a per-pod directory
@@ -12,8 +14,9 @@ for every pod ever created.
 Run it alone with ``python -m touchstone.runpod_provider.fake --port 8787``.
 """
 
+from . import ratelimit
 from .ratelimit import RateLimiter
 from .server import FakeRunpod
 from .state import Faults, Injection, PodRecord, SshMode
 
-__all__ = ["FakeRunpod", "Faults", "Injection", "PodRecord", "RateLimiter", "SshMode"]
+__all__ = ["FakeRunpod", "Faults", "Injection", "PodRecord", "RateLimiter", "SshMode", "ratelimit"]

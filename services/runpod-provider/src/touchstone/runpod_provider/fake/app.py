@@ -15,6 +15,7 @@ Test controls, no auth: ``GET /_fake/ledger``; ``GET|POST /_fake/faults`` (a par
 from __future__ import annotations
 
 import json
+import logging
 import math
 import re
 import uuid
@@ -26,12 +27,13 @@ from urllib.parse import unquote_plus
 from pydantic import ValidationError
 
 from . import catalog, validate
-from .state import Faults, Injection
+from .state import Faults, Injection, apply_update
 from .validate import Problem
 
 if TYPE_CHECKING:
     from .server import FakeRunpod
 
+log = logging.getLogger(__name__)
 ASGIApp = Callable[[dict[str, Any], Callable[[], Awaitable[dict[str, Any]]], Any], Awaitable[None]]
 
 
@@ -48,7 +50,7 @@ class Request:
             return {}
         try:
             return json.loads(self.body)
-        except ValueError:
+        except (ValueError, RecursionError):
             raise Problem(400, "request body is not valid JSON") from None
 
 
@@ -123,6 +125,9 @@ async def _dispatch(fake: FakeRunpod, request: Request) -> Reply:
         return await _api(fake, request)
     except Problem as problem:
         return _problem(problem)
+    except Exception:
+        log.exception("fake RunPod: %s %s failed", request.method, request.path)
+        return _problem(Problem(500, "internal error in the fake RunPod"))
 
 
 async def _api(fake: FakeRunpod, request: Request) -> Reply:
@@ -205,15 +210,14 @@ async def _route(routes: list[tuple[str, re.Pattern[str], Handler]], fake: FakeR
 
 
 async def list_pods(fake: FakeRunpod, request: Request) -> Reply:
+    validate.include_cluster_pods(request.query)  # the fake has no clusters: no member pods either way
     for pod in fake.pods():
         await fake.observe(pod)
     return Reply(200, {"pods": [pod.to_json(fake.clock()) for pod in fake.pods()]})
 
 
 async def create_pod(fake: FakeRunpod, request: Request) -> Reply:
-    body = request.json()
-    validate.create(body)
-    pod = await fake.create(body)
+    pod = await fake.create(validate.create(request.json()))
     return Reply(201, pod.to_json(fake.clock()))
 
 
@@ -224,20 +228,9 @@ async def get_pod(fake: FakeRunpod, request: Request, pod_id: str) -> Reply:
 
 
 async def patch_pod(fake: FakeRunpod, request: Request, pod_id: str) -> Reply:
+    update = validate.patch(request.json())
     pod = fake.find(pod_id)
-    body = request.json()
-    validate.patch(body)
-    if body.get("mounts"):
-        raise Problem(400, "mounts cannot be changed on this pod")
-    if "templateId" in body:
-        raise Problem(404, f"template not found: {body['templateId']}")
-    if "name" in body:
-        pod.name = body["name"]
-    if "locked" in body:
-        pod.locked = body["locked"]
-    for key in ("image", "args", "disk", "ports", "env", "registry"):
-        if key in body:
-            pod.body[key] = body[key]
+    apply_update(pod, update)
     return Reply(200, pod.to_json(fake.clock()))
 
 
@@ -247,8 +240,8 @@ async def delete_pod(fake: FakeRunpod, request: Request, pod_id: str) -> Reply:
 
 
 async def pod_action(fake: FakeRunpod, request: Request, pod_id: str) -> Reply:
-    pod = fake.find(pod_id)
     action = validate.action(request.json())
+    pod = fake.find(pod_id)
     await fake.act(pod, action)
     return Reply(204) if action == "terminate" else Reply(200, pod.to_json(fake.clock()))
 
@@ -256,44 +249,18 @@ async def pod_action(fake: FakeRunpod, request: Request, pod_id: str) -> Reply:
 # --- catalog and account ------------------------------------------------------------------
 
 
-def _catalog_query(query: dict[str, str]) -> tuple[bool, str]:
-    """Check the GPU catalog's query rules; return (include availability, cloud)."""
-    include = query.get("include")
-    if include is not None and include != "AVAILABILITY":
-        raise validate.unprocessable(["$.include: value must be one of 'AVAILABILITY'"])
-    if include and "product" not in query:
-        raise Problem(400, "product is required when include=AVAILABILITY")
-    scoped = ("product", "count", "cloud", "countryCodes", "cudaVersions", "minCudaVersion")
-    if not include and any(k in query for k in scoped):
-        raise Problem(400, "product, count, cloud and CUDA filters need include=AVAILABILITY")
-    if "cudaVersions" in query and "minCudaVersion" in query:
-        raise Problem(400, "cudaVersions and minCudaVersion cannot both be set")
-    products = query.get("product", "POD").split(",")
-    if not set(products) <= {"POD", "CLUSTER", "SERVERLESS"}:
-        raise validate.unprocessable(["$.product: value must be one of 'POD', 'CLUSTER', 'SERVERLESS'"])
-    cloud = query.get("cloud", "SECURE")
-    if cloud not in ("SECURE", "COMMUNITY"):
-        raise validate.unprocessable(["$.cloud: value must be one of 'SECURE', 'COMMUNITY'"])
-    if not query.get("count", "1").isdigit() or int(query.get("count", "1")) < 1:
-        raise validate.unprocessable(["$.count: must be an integer >= 1"])
-    return bool(include), cloud
-
-
 async def list_gpus(fake: FakeRunpod, request: Request) -> Reply:
-    include, cloud = _catalog_query(request.query)
-    gpus = [
-        catalog.gpu_json(g, include=include, cloud=cloud, no_capacity=fake.faults.no_capacity) for g in catalog.GPUS
-    ]
-    return Reply(200, {"gpus": gpus})
+    query = validate.gpu_query(request.query)
+    offers = [g for g in catalog.GPUS if not query.include or catalog.in_countries(g, query.country_codes)]
+    return Reply(200, {"gpus": [catalog.gpu_json(g, query, fake.faults.no_capacity) for g in offers]})
 
 
 async def get_gpu(fake: FakeRunpod, request: Request, gpu_id: str) -> Reply:
-    include, cloud = _catalog_query(request.query)
+    query = validate.gpu_query(request.query)
     offer = catalog.find(gpu_id)
     if offer is None:
         raise Problem(404, "resource not found")
-    no_capacity = fake.faults.no_capacity
-    return Reply(200, catalog.gpu_json(offer, include=include, cloud=cloud, no_capacity=no_capacity))
+    return Reply(200, catalog.gpu_json(offer, query, fake.faults.no_capacity))
 
 
 async def get_ssh_keys(fake: FakeRunpod, request: Request) -> Reply:

@@ -13,7 +13,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-DEFAULT_QUOTAS = {"minute": (600, 60), "hour": (30_000, 3_600), "day": (500_000, 86_400)}
+EXAMPLE_POLICY = {"minute": (60, 60), "hour": (3_000, 3_600), "day": (50_000, 86_400)}
+"""The example policy of RunPod's v2 schema (``RateLimit-Policy`` header): the default."""
+DEFAULT_QUOTAS = EXAMPLE_POLICY
+
+
+def scaled(factor: float, policy: dict[str, tuple[int, int]] = EXAMPLE_POLICY) -> dict[str, tuple[int, int]]:
+    """The policy with every quota multiplied by ``factor`` (windows unchanged): for tests that
+    run the provider with its periods shortened by about that factor."""
+    return {name: (max(1, round(quota * factor)), seconds) for name, (quota, seconds) in policy.items()}
 
 
 @dataclass

@@ -29,9 +29,8 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import replace
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal, Self
+from typing import Literal, Self
 
 import asyncssh
 import uvicorn
@@ -40,6 +39,7 @@ from . import catalog
 from .app import build_app
 from .container import DEFAULT_POD_IMAGE, ContainerPod, DockerPodError, sweep_orphans, why_not_docker
 from .ratelimit import RateLimiter
+from .schema import CreatePodRequest, GpuQuery
 from .ssh import PodSsh
 from .state import ACTIONS_BY_STATUS, Behaviour, FakePod, Faults, Injection, PodRecord, SshMode
 from .validate import LOW_BALANCE, NO_CAPACITY, Problem
@@ -246,46 +246,45 @@ class FakeRunpod:
     def pods(self) -> Iterator[FakePod]:
         return iter(list(self._pods.values()))
 
-    async def create(self, body: dict[str, Any]) -> FakePod:
-        """Place and store a pod for a validated create body, or raise ``Problem``."""
-        gpu = dict(body["gpu"]) if "gpu" in body else None
+    async def create(self, request: CreatePodRequest) -> FakePod:
+        """Place and store a pod for a schema-valid create body, or raise ``Problem``."""
+        gpu = request.gpu
         if gpu is None:
             raise Problem(400, "cpu flavor not found: the fake rents GPU pods only")
-        offer = catalog.find(gpu["id"])
+        offer = catalog.find(gpu.id)
         if offer is None:
-            raise Problem(400, f"gpu type not found: {gpu['id']}")
-        gpu.setdefault("count", 1)
-        cloud = body.get("cloud", "SECURE")
-        if gpu["count"] > offer.max_count(cloud) and offer.offered(cloud):
+            raise Problem(400, f"gpu type not found: {gpu.id}")
+        count, cloud = gpu.count or 1, request.cloud or "SECURE"
+        if count > offer.max_count(cloud) and offer.offered(cloud):
             raise Problem(400, f"gpu.count exceeds maxCount {offer.max_count(cloud)} on {cloud}")
         if offer.id in self.faults.forbidden:
             raise Problem(403, "your account cannot access the requested pool")
-        stock = catalog.stock(offer, self.faults.no_capacity) if offer.offered(cloud) else {}
-        wanted = body.get("dataCenterIds") or list(catalog.DATA_CENTERS)
-        places = [dc for dc in wanted if dc in stock]
-        if not places or not _cuda_ok(gpu, offer.cuda):
+        if request.globalNetworking and offer.manufacturer != "NVIDIA":
+            raise Problem(400, "global networking requires an NVIDIA GPU")
+        if request.mounts is not None and request.mounts.network:
+            raise Problem(400, f"network volume not found: {request.mounts.network[0].volumeId}")
+        cudas = catalog.cuda_versions(offer, gpu.allowedCudaVersions or (), gpu.minCudaVersion)
+        wanted = GpuQuery(include=True, products=("POD",), count=count, cloud=cloud)
+        stock = catalog.stock(offer, wanted, self.faults.no_capacity)
+        places = [dc for dc in (request.dataCenterIds or catalog.DATA_CENTERS) if dc in stock]
+        if not places or not cudas:
             raise Problem(400, NO_CAPACITY)
-        cost = round(offer.price(cloud) * gpu["count"], 6)
+        cost = round(offer.price(cloud) * count, 6)
         if self.faults.balance < cost:
             raise Problem(402, LOW_BALANCE)
-        echoed: dict[str, Any] = {
-            k: body[k] for k in ("image", "disk", "ports", "env", "registry", "mounts") if k in body
-        }
-        echoed.setdefault("args", body.get("args", ""))
-        env = dict(body.get("env", {}))
-        if body.get("startSsh") and "PUBLIC_KEY" not in env and self.ssh_keys:
+        echoed = request.model_dump(include={"image", "disk", "ports", "registry"}, exclude_none=True)
+        echoed["args"] = request.args or ""
+        if request.mounts is not None:
+            echoed["mounts"] = request.mounts.model_dump(exclude_none=True)
+        env = dict(request.env or {})
+        if request.startSsh and "PUBLIC_KEY" not in env and self.ssh_keys:
             env["PUBLIC_KEY"] = "\n".join(self.ssh_keys)
         echoed["env"] = env
         pod = FakePod(
-            id=self._new_id(),
-            name=body["name"],
-            body=echoed,
-            gpu={"id": offer.id, "count": gpu["count"]},
-            cloud=cloud,
-            data_center_id=places[0],
-            cost=cost,
-            created_at=datetime.now(UTC),
-            behaviour=Behaviour.from_faults(self.faults),
+            id=self._new_id(), name=request.name, body=echoed, gpu={"id": offer.id, "count": count},
+            cloud=cloud, data_center_id=places[0], cost=cost, created_ns=time.time_ns(),
+            behaviour=Behaviour.from_faults(self.faults), cuda_version=cudas[0],
+            global_networking=bool(request.globalNetworking),
         )
         assert self._root is not None
         self.workdir(pod.id).mkdir(parents=True)
@@ -296,6 +295,10 @@ class FakeRunpod:
     async def observe(self, pod: FakePod) -> None:
         """One observation (a GET): advance a starting pod by one step."""
         async with self._lock:
+            if pod.stopping and pod.id in self._pods:
+                pod.status, pod.stopping = "EXITED", False
+                self._record(pod)
+                return
             if pod.status not in ("PROVISIONING", "STARTING") or pod.id not in self._pods:
                 return
             pod.polls += 1
@@ -319,9 +322,9 @@ class FakeRunpod:
             return
         async with self._lock:
             if action == "stop":
-                pod.status = "EXITED"
+                pod.stopping = True  # EXITED at the next observation; the container stops now
             else:
-                pod.status = "STARTING"
+                pod.status, pod.stopping = "STARTING", False
                 pod.polls = self.polls_to_starting
             self._record(pod)
             await self._halt(pod)
@@ -342,7 +345,7 @@ class FakeRunpod:
 
     async def _run(self, pod: FakePod) -> None:
         pod.status = "RUNNING"
-        pod.started_at = datetime.now(UTC)
+        pod.started_ns = time.time_ns()
         pod.running_since = self.clock()
         if pod.behaviour.ssh is not SshMode.NO_DIRECT and "22/tcp" in pod.body.get("ports", []):
             try:
@@ -409,17 +412,6 @@ class FakeRunpod:
             candidate = "".join(secrets.choice(_ID_ALPHABET) for _ in range(14))
             if candidate not in self._ledger:
                 return candidate
-
-
-def _cuda_ok(gpu: Mapping[str, Any], offered: tuple[str, ...]) -> bool:
-    def number(version: str) -> tuple[int, ...]:
-        return tuple(int(x) for x in version.split("."))
-
-    allowed = gpu.get("allowedCudaVersions") or []
-    if allowed and not set(allowed) & set(offered):
-        return False
-    floor = gpu.get("minCudaVersion")
-    return floor is None or any(number(v) >= number(floor) for v in offered)
 
 
 class _QuietServer(uvicorn.Server):

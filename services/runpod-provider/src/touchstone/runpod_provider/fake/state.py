@@ -7,11 +7,14 @@ server (``server.py``) moves pods through their statuses and owns their SSH endp
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from .schema import Mounts, UpdatePodRequest
+from .validate import Problem
 
 if TYPE_CHECKING:
     from .container import ContainerPod
@@ -138,11 +141,17 @@ class FakePod:
     cloud: str
     data_center_id: str
     cost: float
-    created_at: datetime
+    created_ns: int
+    """Wall clock (ns since the epoch) of the create; rendered with RunPod's nanoseconds."""
     behaviour: Behaviour
+    cuda_version: str | None = None
+    """The CUDA version of the host it was placed on (each GPU type has its own)."""
+    global_networking: bool = False
     status: str = "PROVISIONING"
+    stopping: bool = False
+    """A stop was asked: the pod shows its status until the next observation, then EXITED."""
     locked: bool = False
-    started_at: datetime | None = None
+    started_ns: int | None = None
     polls: int = 0
     running_since: float | None = None
     """Fake clock value when the pod last reached RUNNING."""
@@ -169,26 +178,39 @@ class FakePod:
         pulled = now >= self.running_since + self.behaviour.pull_s
         return pulled or self.behaviour.ssh_direct_during_pull
 
+    def _ssh(self, now: float) -> dict[str, Any]:
+        """``ssh``: no proxy until the pod is placed on a host, ``direct`` once sshd is reachable."""
+        direct = proxy = None
+        if self._direct_visible(now):
+            command = f"ssh root@127.0.0.1 -p {self.ssh_port}"
+            direct = {"host": "127.0.0.1", "port": self.ssh_port, "username": "root", "command": command}
+        if self.status != "PROVISIONING":
+            user = f"{self.id}-64411eb2"
+            proxy = {"host": "ssh.runpod.io", "port": 22, "username": user, "command": f"ssh {user}@ssh.runpod.io"}
+        return {"proxy": proxy, "direct": direct}
+
+    def _runtime(self, now: float, direct: bool) -> dict[str, Any] | None:
+        """``runtime``: null before the host has it, ``{}`` while starting, figures while running."""
+        if self.status == "PROVISIONING":
+            return None
+        if self.status != "RUNNING" or self.running_since is None:
+            return {}
+        runtime: dict[str, Any] = {
+            "uptime": int(now - self.running_since),
+            "gpus": [{"util": 0, "memoryUtil": 0} for _ in range(int(self.gpu.get("count", 1)))],
+            "cpu": {"util": 1},
+            "memory": {"util": 3},
+        }
+        if direct:
+            runtime["ports"] = [{"private": 22, "public": self.ssh_port, "type": "tcp", "ip": "127.0.0.1"}]
+        return runtime
+
     def to_json(self, now: float) -> dict[str, Any]:
         """The v2 ``Pod`` object as RunPod would render it at fake-clock ``now``."""
-        running = self.status == "RUNNING"
-        direct = None
-        runtime: dict[str, Any] | None = None
-        if self._direct_visible(now):
-            direct = {
-                "host": "127.0.0.1",
-                "port": self.ssh_port,
-                "username": "root",
-                "command": f"ssh root@127.0.0.1 -p {self.ssh_port}",
-            }
-        if running and self.running_since is not None:
-            runtime = {
-                "uptime": int(now - self.running_since),
-                "gpus": [{"util": 0, "memoryUtil": 0}],
-            }
-            if direct is not None:
-                runtime["ports"] = [{"private": 22, "public": self.ssh_port, "type": "tcp", "ip": "127.0.0.1"}]
-        proxy_user = f"{self.id}-64411eb2"
+        ssh = self._ssh(now)
+        networking: dict[str, Any] = {"enabled": self.global_networking}
+        if self.global_networking:
+            networking.update(ip=f"10.65.{len(self.id)}.2", internalDns=f"{self.id}.runpod.internal")
         return {
             "id": self.id,
             "name": self.name,
@@ -204,25 +226,60 @@ class FakePod:
             "gpu": dict(self.gpu),
             "cloud": self.cloud,
             "dataCenterId": self.data_center_id,
-            "cudaVersion": "12.8",
-            "ssh": {
-                "proxy": {
-                    "host": "ssh.runpod.io",
-                    "port": 22,
-                    "username": proxy_user,
-                    "command": f"ssh {proxy_user}@ssh.runpod.io",
-                },
-                "direct": direct,
-            },
+            "cudaVersion": self.cuda_version,
+            "ssh": ssh,
             "template": None,
             "cost": 0.0 if self.status in ("EXITED", "TERMINATED") else self.cost,
             "locked": self.locked,
-            "globalNetworking": {"enabled": False},
-            "runtime": runtime,
-            "createdAt": _rfc3339(self.created_at),
-            "startedAt": _rfc3339(self.started_at) if self.started_at else None,
+            "globalNetworking": networking,
+            "runtime": self._runtime(now, ssh["direct"] is not None),
+            "createdAt": rfc3339_nano(self.created_ns),
+            "startedAt": rfc3339_nano(self.started_ns) if self.started_ns is not None else None,
         }
 
 
-def _rfc3339(when: datetime) -> str:
-    return when.strftime("%Y-%m-%dT%H:%M:%SZ")
+def rfc3339_nano(ns: int) -> str:
+    """UTC time as Go's ``RFC3339Nano`` writes it: up to nine fraction digits, trailing zeros
+    dropped, no fraction at all on a whole second."""
+    seconds, fraction = divmod(ns, 1_000_000_000)
+    text = datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    if fraction:
+        text += "." + f"{fraction:09d}".rstrip("0")
+    return text + "Z"
+
+
+def apply_update(pod: FakePod, request: UpdatePodRequest) -> None:
+    """A validated ``PATCH`` on ``pod``, with the handler's rules on mounts (400) and
+    templates (404: the fake has none)."""
+    if request.templateId is not None:
+        raise Problem(404, f"template not found: {request.templateId}")
+    if request.mounts is not None:
+        pod.body["mounts"] = _patched_mounts(pod.body.get("mounts", {}), request.mounts)
+    sent = request.model_dump(exclude_unset=True)
+    for key in ("image", "args", "disk", "ports", "env", "registry"):
+        if key in sent:
+            pod.body[key] = sent[key]
+    if request.name is not None:
+        pod.name = request.name
+    if request.locked is not None:
+        pod.locked = request.locked
+    if request.globalNetworking is not None:
+        pod.global_networking = request.globalNetworking
+
+
+def _patched_mounts(current: dict[str, Any], mounts: Mounts) -> dict[str, Any]:
+    if mounts.persistent is not None and mounts.network is not None:
+        raise Problem(400, "at most one of mounts.persistent and mounts.network may be set")
+    if mounts.network == []:
+        raise Problem(400, "mounts.network cannot be cleared")
+    if mounts.network is not None:
+        if "network" not in current:
+            raise Problem(400, "the mount kind is fixed at create: this pod has no network mount")
+        if mounts.network[0].volumeId != current["network"][0]["volumeId"]:
+            raise Problem(400, "the volumeId of a network mount cannot be changed")
+        return {"network": [mounts.network[0].model_dump()]}
+    if mounts.persistent is not None:
+        if "persistent" not in current:
+            raise Problem(400, "the mount kind is fixed at create: this pod has no persistent mount")
+        return {"persistent": mounts.persistent.model_dump()}
+    return current
