@@ -14,8 +14,8 @@ memory and changes nothing). If the provider dies between assignment and record,
 redelivered to the next provider within ``launch_retry_s`` (``ack_wait_s`` at worst), which
 starts the attempt again; its pod, if the create went through, is found by name and adopted,
 never duplicated. So that crash costs seconds, not the scheduler's launch timeout. A provider
-that dies after the record loses the attempt; the events still say it is live, so the
-scheduler's stuck detection fails it, and then the reaper removes its pod.
+that stops or dies after the record leaves the pod and its detached trainer running; the next
+provider adopts the attempt from the events at its first reconcile (``resume.py``).
 """
 
 from __future__ import annotations
