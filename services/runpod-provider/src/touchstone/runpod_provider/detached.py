@@ -45,7 +45,7 @@ ALREADY_STARTED = 17
 LIVENESS_EVERY_S = 2.0
 
 _START = (
-    'd="$1"; shift; mkdir "$d" || exit 17; '
+    'd="$1"; shift; mkdir -p "${d%/*}" || exit 1; mkdir "$d" 2>/dev/null || exit 17; '
     '( trap "" HUP; "$@" >"$d/console.log" 2>&1 </dev/null; '
     'echo $? >"$d/exit_code.partial"; mv "$d/exit_code.partial" "$d/exit_code" ) </dev/null >/dev/null 2>&1 & '
     'echo $! >"$d/pid"'
@@ -143,7 +143,9 @@ class Follower:
         assert self.sftp is not None
         try:
             attrs = await self.sftp.lstat(CONSOLE)
-        except asyncssh.SFTPNoSuchFile:
+        except asyncssh.SFTPError as e:  # missing, or refused (a link out of the pod's home)
+            if isinstance(e, asyncssh.SFTPConnectionLost):
+                raise
             return False
         if not stat.S_ISREG(attrs.permissions or 0) or (attrs.size or 0) <= self.offset:
             return False
@@ -175,7 +177,9 @@ class Follower:
         assert self.sftp is not None
         try:
             attrs = await self.sftp.lstat(EXIT_CODE)
-        except asyncssh.SFTPNoSuchFile:
+        except asyncssh.SFTPError as e:  # missing, or refused (a link out of the pod's home)
+            if isinstance(e, asyncssh.SFTPConnectionLost):
+                raise
             return None
         if not stat.S_ISREG(attrs.permissions or 0) or (attrs.size or 0) > 16:
             return None
