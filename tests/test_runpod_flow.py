@@ -536,10 +536,13 @@ async def test_a_pod_image_without_pip_fails_requirements_for_good_saying_so(flo
 # --- 9. the provider restarts under live pods; no stock for a while ----------------------------
 
 @pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
-async def test_a_provider_restart_adopts_three_training_pods_and_all_finish_on_attempt_1(flow, fake, tmp_path, how):
+async def test_a_provider_restart_adopts_three_training_pods_and_all_finish_on_attempt_1(each_pods_flow, tmp_path,
+                                                                                         how):
     """A redeploy (SIGTERM) or a crash (SIGKILL) of the provider with three pods training: the
     pods and their trainers go on, the next provider adopts them from the events and follows the
-    trainers to the end. Nothing is terminated early, no attempt is burned."""
+    trainers to the end. Nothing is terminated early, no attempt is burned. Once with asyncssh
+    pods, once with Docker pods running a real sshd."""
+    flow, fake = each_pods_flow, each_pods_flow.fake
     await flow.system(max_running=3)
     sids = [await flow.submit(flow.feature_set(SLEEP="6")) for _ in range(3)]
     await flow.start_scheduler()
