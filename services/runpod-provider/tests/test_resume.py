@@ -88,10 +88,12 @@ def test_a_launch_is_held_for_what_is_left_of_the_hold_since_its_assignment() ->
 def test_a_deferral_keeps_the_attempt_and_is_one_event_per_launch() -> None:
     command = LaunchTask(command_id="launch-1", submission_id="s1", task_id="pi-60", attempt=2, spec=SPEC,
                          prediction_interval=60, placement="NVIDIA A40")
-    first = domain.launch_deferred(command, "no stock", NOW, 10.0)
-    again = domain.launch_deferred(command, "no stock", NOW + timedelta(seconds=5), 10.0)
+    first = domain.launch_deferred(command, "no stock", NOW, 10.0, NOW)
+    again = domain.launch_deferred(command, "no stock", NOW + timedelta(seconds=5), 10.0, NOW)
 
     assert first.attempt == 2 and first.not_before == NOW + timedelta(seconds=10)
     assert first.event_id == again.event_id  # a repeat of the same hand-back is the same event
-    other = domain.launch_deferred(command.model_copy(update={"command_id": "launch-2"}), "x", NOW, 10.0)
+    other = domain.launch_deferred(command.model_copy(update={"command_id": "launch-2"}), "x", NOW, 10.0, NOW)
     assert other.event_id != first.event_id  # the next assignment's hand-back is a new one
+    later = domain.launch_deferred(command, "x", NOW, 10.0, NOW + timedelta(seconds=30))
+    assert later.event_id != first.event_id  # a stale launch answering a later assignment, too

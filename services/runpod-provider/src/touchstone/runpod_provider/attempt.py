@@ -66,6 +66,8 @@ class AttemptRecord:
     """``ContainerLaunched`` is stored: the launch command may be acked."""
     launch_by: float = 0.0
     """``time.monotonic`` past which a create without stock hands the launch back."""
+    assigned_at: datetime | None = None
+    """When the task was assigned (the hand-back's id names the assignment it answers)."""
     run_since: float | None = None
     """``time.monotonic`` of the trainer's start (the run deadline counts from it)."""
     resumed: bool = False
@@ -141,8 +143,10 @@ class AttemptRunner:
             except Aborted as e:
                 log.info("%s: stopping, %s", rec.name, e)
             except LaunchBlocked as e:
-                await asyncio.shield(self._defer(rec, str(e)))
-                return
+                if not rec.launch_recorded:  # still assigned: back to the queue
+                    await asyncio.shield(self._defer(rec, str(e)))
+                    return
+                failure = (f"the pod is gone and no new one can be had: {e}", "infrastructure")
             except asyncio.CancelledError:
                 if rec.detaching:
                     log.info("%s: detached; the pod goes on for the next provider", rec.name)
@@ -331,7 +335,8 @@ class AttemptRunner:
         with contextlib.suppress(Exception):  # a create that may have made the pod after all
             for pod in await self.pods.find(rec.name):
                 await self.pods.terminate(pod.id)
-        event = domain.launch_deferred(rec.command, reason, datetime.now(UTC), self.settings.launch_retry_s)
+        event = domain.launch_deferred(rec.command, reason, datetime.now(UTC), self.settings.launch_retry_s,
+                                       rec.assigned_at)
         try:
             if await self.recorder.record(event):
                 log.info("%s: launch handed back to the queue: %s", rec.name, reason)

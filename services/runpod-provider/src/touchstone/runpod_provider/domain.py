@@ -98,11 +98,15 @@ def hold_left(assigned_at: datetime | None, now: datetime, hold_s: float) -> flo
     return max(0.0, hold_s - (now - assigned_at).total_seconds())
 
 
-def launch_deferred(command: LaunchTask, reason: str, now: datetime, retry_s: float) -> ev.LaunchDeferred:
+def launch_deferred(command: LaunchTask, reason: str, now: datetime, retry_s: float,
+                    assigned_at: datetime | None) -> ev.LaunchDeferred:
     """The task back to the queue, same attempt, placed again no sooner than ``retry_s`` from
-    now. Its id derives from the launch (one per assignment), so a repeat is the same event."""
+    now. Its id derives from the launch and the assignment it answers (a stale launch delivered
+    after a later assignment of the same attempt defers that one anew), so a repeat is the
+    same event."""
+    stamp = assigned_at.isoformat() if assigned_at is not None else ""
     return ev.LaunchDeferred(
-        event_id=ev.derived_id(command.command_id, "LaunchDeferred"),
+        event_id=ev.derived_id(command.command_id, stamp, "LaunchDeferred"),
         aggregate_id=task_aggregate_id(command.submission_id, command.task_id),
         correlation_id=command.submission_id,
         causation_id=command.command_id,

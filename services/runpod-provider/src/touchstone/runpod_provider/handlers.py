@@ -58,13 +58,14 @@ async def on_launch_task(provider: RunpodProvider, command: LaunchTask, delivery
     decision = domain.decide_launch(name, await provider.launch_gate())
     if not decision.go:
         if left <= 0 or delivery.num_delivered >= provider.settings.command_max_deliver:
-            await provider.defer_launch(command, f"RunPod launch held back: {decision.reason}")
+            await provider.defer_launch(command, f"RunPod launch held back: {decision.reason}", assigned_at)
             return
         provider.held_back += 1
         raise RetryableError(f"launch of {name} held back: {decision.reason}",
                              retry_after=min(provider.settings.launch_retry_s, left))
     # a create that finds no stock is retried until the same hold ends (``launch_by``)
     record = provider.start_attempt(command, launch_by=time.monotonic() + left)
+    record.assigned_at = record.assigned_at or assigned_at
     _keep_until_recorded(provider, record, delivery)
 
 

@@ -176,10 +176,10 @@ class RunpodProvider(CostSafety):
         if tasks:
             await asyncio.wait(tasks, timeout=self.settings.terminate_timeout_s + 30)
 
-    async def defer_launch(self, command: LaunchTask, reason: str) -> None:
+    async def defer_launch(self, command: LaunchTask, reason: str, assigned_at: datetime | None) -> None:
         """Hand an assigned task back to the queue: same attempt, placed again after
         ``launch_retry_s``; nothing when the task moved on meanwhile."""
-        event = domain.launch_deferred(command, reason, datetime.now(UTC), self.settings.launch_retry_s)
+        event = domain.launch_deferred(command, reason, datetime.now(UTC), self.settings.launch_retry_s, assigned_at)
         if await self.recorder.record(event):
             log.info("%s: launch handed back to the queue: %s", command.container_name, reason)
 
