@@ -45,9 +45,6 @@ from .sources import SourceError, UnknownRef, stage_feature_set
 
 log = logging.getLogger(__name__)
 
-RECONNECTS = 3
-"""New SSH sessions to a running pod while following its trainer."""
-
 
 class Aborted(Exception):
     """The task no longer takes this attempt's events; stop and clean up."""
@@ -209,32 +206,25 @@ class AttemptRunner:
 
     async def _follow(self, rec: AttemptRecord, conn: asyncssh.SSHClientConnection,
                       console: ConsoleLog) -> tuple[asyncssh.SSHClientConnection, int | None]:
-        """Follow the detached trainer to its end; a broken SSH session is opened again while
-        the pod runs (the trainer does not notice). Returns the connection in use and the exit
-        status (None: the trainer or the pod is gone without one)."""
-        offsets = detached.OffsetFile(self.settings.data_dir / "runpod-provider" / "follow" / rec.name)
-        offset = offsets.read()
+        """Follow the detached trainer to its end (``detached.follow_to_end``), connecting again
+        while the pod runs; the connection in use and the exit status (None: gone without one)."""
         assert rec.run_since is not None and rec.pod_id is not None
-        deadline = rec.run_since + self.settings.run_timeout_s
-        for _ in range(RECONNECTS + 1):
-            follower = detached.Follower(conn, console.write, offset, offsets.write)
+        pod_id = rec.pod_id
+
+        async def reconnect() -> asyncssh.SSHClientConnection | None:
             try:
-                status = await follower.follow(self.settings.poll_interval_s, deadline)
-            except detached.SessionLost as e:
-                log.warning("%s: %s; connecting again", rec.name, e)
-                offset = follower.offset
-                conn.close()
-                try:
-                    conn, _ = await self.pods.wait_ready(rec.pod_id)
-                except InfraFailure:
-                    return conn, None  # the pod went away: the caller says how
-                continue
-            if status == 124:
-                await console.write([f"[touchstone] the trainer ran longer than "
-                                     f"{self.settings.run_timeout_s:.0f}s and was stopped"])
-            offsets.remove()
-            return conn, status
-        return conn, None
+                return (await self.pods.wait_ready(pod_id))[0]
+            except InfraFailure:
+                return None  # the pod went away: the caller says how
+
+        offsets = detached.OffsetFile(self.settings.data_dir / "runpod-provider" / "follow" / rec.name)
+        conn, status = await detached.follow_to_end(conn, reconnect, console.write, offsets,
+                                                    self.settings.poll_interval_s,
+                                                    rec.run_since + self.settings.run_timeout_s)
+        if status == 124:
+            await console.write([f"[touchstone] the trainer ran longer than "
+                                 f"{self.settings.run_timeout_s:.0f}s and was stopped"])
+        return conn, status
 
     # --- prepare, run, collect --------------------------------------------------------------
 

@@ -52,7 +52,11 @@ _START = (
 )
 _ALIVE = 'kill -0 "$(cat "$1")" 2>/dev/null'
 
+RECONNECTS = 3
+"""New SSH sessions to a running pod while following its trainer."""
+
 OnLines = Callable[[list[str]], Awaitable[None]]
+Reconnect = Callable[[], Awaitable[asyncssh.SSHClientConnection | None]]
 
 
 class NotStarted(Exception):
@@ -201,6 +205,31 @@ def _cut(line: str) -> list[str]:
     if len(line) <= MAX_LINE:
         return [line]
     return [line[i : i + MAX_LINE] for i in range(0, len(line), MAX_LINE)]
+
+
+async def follow_to_end(conn: asyncssh.SSHClientConnection, reconnect: Reconnect, on_lines: OnLines,
+                        offsets: OffsetFile, poll_s: float, deadline: float
+                        ) -> tuple[asyncssh.SSHClientConnection, int | None]:
+    """Follow the trainer from the kept offset to its end; a broken session is replaced by
+    ``reconnect()`` (None: the pod is gone) up to ``RECONNECTS`` times. Returns the connection
+    in use and the exit status (124 past ``deadline``; None when gone without one)."""
+    offset = offsets.read()
+    for _ in range(RECONNECTS + 1):
+        follower = Follower(conn, on_lines, offset, offsets.write)
+        try:
+            status = await follower.follow(poll_s, deadline)
+        except SessionLost as e:
+            log.warning("%s; connecting again", e)
+            offset = follower.offset
+            conn.close()
+            fresh = await reconnect()
+            if fresh is None:
+                return conn, None
+            conn = fresh
+            continue
+        offsets.remove()
+        return conn, status
+    return conn, None
 
 
 class OffsetFile:
