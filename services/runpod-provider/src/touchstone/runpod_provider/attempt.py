@@ -217,7 +217,7 @@ class AttemptRunner:
             except InfraFailure:
                 return None  # the pod went away: the caller says how
 
-        offsets = detached.OffsetFile(self.settings.data_dir / "runpod-provider" / "follow" / rec.name)
+        offsets = self._offsets(rec)
         conn, status = await detached.follow_to_end(conn, reconnect, console.write, offsets,
                                                     self.settings.poll_interval_s,
                                                     rec.run_since + self.settings.run_timeout_s)
@@ -288,9 +288,15 @@ class AttemptRunner:
 
     # --- terminate and report ---------------------------------------------------------------
 
+    def _offsets(self, rec: AttemptRecord) -> detached.OffsetFile:
+        """How far this attempt's console was read (kept across provider restarts)."""
+        return detached.OffsetFile(self.settings.data_dir / "runpod-provider" / "follow" / rec.name)
+
     async def _finish(self, rec: AttemptRecord, result: Result | None, failure: tuple[str, ev.FailureClass] | None,
                       console: ConsoleLog) -> None:
         rec.phase = "terminating"
+        with contextlib.suppress(OSError):
+            self._offsets(rec).remove()
         if rec.pod_id is None and rec.created_at is not None:
             # stopped while a create was in flight: the pod may exist without us knowing its id
             with contextlib.suppress(Exception):
