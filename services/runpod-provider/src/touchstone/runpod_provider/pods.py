@@ -142,13 +142,14 @@ class PodControl:
         return pod
 
     async def why_lost(self, pod_id: str) -> str:
-        """Why a trainer's SSH session ended without an exit status, in the pod's terms."""
+        """Why a trainer ended without an exit status (its pod went away, or its shell in the
+        pod was killed), in the pod's terms."""
         try:
             pod = await self.api.get_pod(pod_id)
         except UnavailableError:
-            return f"lost the SSH session to pod {pod_id}"
+            return f"lost the trainer on pod {pod_id} mid-run"
         state = "gone" if pod is None else pod.status.value
-        return f"lost the SSH session to pod {pod_id} mid-run (pod {state})"
+        return f"lost the trainer on pod {pod_id} mid-run, without an exit status (pod {state})"
 
     async def terminate(self, pod_id: str) -> bool:
         """``DELETE`` the pod and wait until RunPod no longer has it; False if it still does."""
