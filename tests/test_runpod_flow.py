@@ -544,7 +544,7 @@ async def test_a_provider_restart_adopts_three_training_pods_and_all_finish_on_a
     pods, once with Docker pods running a real sshd."""
     flow, fake = each_pods_flow, each_pods_flow.fake
     await flow.system(max_running=3)
-    sids = [await flow.submit(flow.feature_set(SLEEP="6")) for _ in range(3)]
+    sids = [await flow.submit(flow.feature_set(SLEEP="15")) for _ in range(3)]  # long enough on a busy machine
     await flow.start_scheduler()
     proc = await flow.provider_process(tmp_path / "first-provider.log")
     data = flow.provider_settings().artifacts_dir
@@ -553,6 +553,8 @@ async def test_a_provider_restart_adopts_three_training_pods_and_all_finish_on_a
         for sid in sids:
             await flow.until_event(sid, "TrainingStarted", attempt=1)
         await wait_for(lambda: all(p.exists() and "sleeping" in p.read_text() for p in logs))
+        for sid in sids:  # all three still training when the provider goes
+            assert "TrainingFinished" not in await flow.types(sid)
         proc.send_signal(how)
         await asyncio.wait_for(proc.wait(), 60)
     finally:
