@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal
 import sys
 import uuid
 from collections.abc import AsyncIterator
@@ -104,8 +105,33 @@ class Flow:
         self.provider = provider
         return provider
 
+    async def provider_process(self, log_path: Path, **overrides: Any) -> asyncio.subprocess.Process:
+        """The provider as its own process (``python -m touchstone.runpod_provider``), so that it
+        can really be killed; returns once it consumes commands."""
+        settings = self.provider_settings(**overrides)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TOUCHSTONE_")}
+        env.update(TOUCHSTONE_NATS_URL=self.nats_url, TOUCHSTONE_RUNPOD_API_KEY=self.fake.api_key,
+                   TOUCHSTONE_METRICS_PORT="0")
+        for field in ("namespace", "data_dir", "runpod_base_url", "runpod_graphql_url", "default_gpu_type",
+                      "trainer_src_dir", "python", *PROVIDER, *overrides):
+            env[f"TOUCHSTONE_{field.upper()}"] = str(getattr(settings, field))
+        with log_path.open("wb") as log:
+            proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "touchstone.runpod_provider",
+                                                        env=env, stdout=log, stderr=log)
+
+        async def consuming() -> bool:
+            try:
+                await self.js.consumer_info(self.subjects.commands_stream, self.subjects.durable("runpod-provider"))
+            except Exception:
+                return proc.returncode is not None
+            return True
+
+        await wait_for(consuming)
+        assert proc.returncode is None, _tail(log_path)
+        return proc
+
     async def close(self) -> None:
-        if self._provider_run is not None:  # first: a stopping provider terminates its pods
+        if self._provider_run is not None:  # first: a provider that stops leaves live pods running
             stop, task = self._provider_run
             stop.set()
             with contextlib.suppress(Exception):
@@ -171,6 +197,10 @@ class Flow:
         """Every touchstone- pod ever created is terminated or owned by a live attempt."""
         live = set(self.provider.attempts) if self.provider else set()
         assert unaccounted(self.fake.ledger(), live) == []
+
+
+def _tail(path: Path) -> str:
+    return path.read_text()[-4000:]
 
 
 @contextlib.asynccontextmanager
@@ -310,27 +340,9 @@ async def test_a_provider_crash_between_create_and_record_leaves_no_pod_running(
         return pod
 
     fake.create = create_then_hang  # type: ignore[method-assign]
-    settings = flow.provider_settings(api_timeout_s=60.0)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TOUCHSTONE_")}
-    env.update(TOUCHSTONE_NATS_URL=flow.nats_url, TOUCHSTONE_RUNPOD_API_KEY=fake.api_key, TOUCHSTONE_METRICS_PORT="0")
-    for field in ("namespace", "data_dir", "runpod_base_url", "runpod_graphql_url", "default_gpu_type",
-                  "trainer_src_dir", "python", *PROVIDER):
-        env[f"TOUCHSTONE_{field.upper()}"] = str(getattr(settings, field))
-    env["TOUCHSTONE_API_TIMEOUT_S"] = "60"
     log_path = tmp_path / "crashed-provider.log"
-    with log_path.open("wb") as log:
-        proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "touchstone.runpod_provider",
-                                                    env=env, stdout=log, stderr=log)
+    proc = await flow.provider_process(log_path, api_timeout_s=60.0)
     try:
-        async def consuming() -> bool:  # the provider process is up and takes commands
-            try:
-                await flow.js.consumer_info(flow.subjects.commands_stream, flow.subjects.durable("runpod-provider"))
-            except Exception:
-                return proc.returncode is not None
-            return True
-
-        await wait_for(consuming)
-        assert proc.returncode is None, log_path.read_text()[-4000:]
         # the scheduler's own cover for a launch nobody reports on (launch_timeout_s, 120 s by
         # default) is far beyond this test's bounds: recovery has to come from the provider
         scheduler = await flow.start_scheduler()
@@ -520,3 +532,82 @@ async def test_a_pod_image_without_pip_fails_requirements_for_good_saying_so(flo
     [failed] = [e for e in await flow.events(sid) if e.event_type == "TaskFailed"]
     assert failed.failure_class == "permanent" and "has no pip" in failed.reason
     assert all(r.terminated for r in fake.ledger())
+
+
+# --- 9. the provider restarts under live pods; no stock for a while ----------------------------
+
+@pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
+async def test_a_provider_restart_adopts_three_training_pods_and_all_finish_on_attempt_1(each_pods_flow, tmp_path,
+                                                                                         how):
+    """A redeploy (SIGTERM) or a crash (SIGKILL) of the provider with three pods training: the
+    pods and their trainers go on, the next provider adopts them from the events and follows the
+    trainers to the end. Nothing is terminated early, no attempt is burned. Once with asyncssh
+    pods, once with Docker pods running a real sshd."""
+    flow, fake = each_pods_flow, each_pods_flow.fake
+    await flow.system(max_running=3)
+    sids = [await flow.submit(flow.feature_set(SLEEP="15")) for _ in range(3)]  # long enough on a busy machine
+    await flow.start_scheduler()
+    proc = await flow.provider_process(tmp_path / "first-provider.log")
+    data = flow.provider_settings().artifacts_dir
+    logs = [data / "logs" / sid / TASK / "attempt-1.log" for sid in sids]
+    try:
+        for sid in sids:
+            await flow.until_event(sid, "TrainingStarted", attempt=1)
+        await wait_for(lambda: all(p.exists() and "sleeping" in p.read_text() for p in logs))
+        for sid in sids:  # all three still training when the provider goes
+            assert "TrainingFinished" not in await flow.types(sid)
+        proc.send_signal(how)
+        await asyncio.wait_for(proc.wait(), 60)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    pods = fake.ledger()
+    assert len(pods) == 3 and not any(p.terminated for p in pods), pods  # left running, not reaped
+    assert all(flow.status(sid) is TaskStatus.RUNNING for sid in sids)
+
+    await flow.start_provider()  # the next provider: adopts, follows, collects, terminates
+    for sid in sids:
+        await flow.until_status(sid, TaskStatus.SUCCEEDED)
+        await flow.until_event(sid, "ContainerTerminated", attempt=1)
+        events = await flow.events(sid)
+        types = [e.event_type for e in events]
+        assert "TaskFailed" not in types and "TaskRetried" not in types, types
+        assert [e.attempt for e in events if e.event_type == "TaskAssigned"] == [1]
+        [finished] = [e for e in events if isinstance(e, ev.TrainingFinished)]
+        assert finished.attempt == 1 and {"long.bin", "short.bin", "metrics.json"} <= set(finished.artifacts)
+    for log in logs:  # one console, streamed on from where the first provider stopped reading
+        text = log.read_text()
+        assert text.count("stand-in trainer: train") == 1 and "following the trainer" in text, text
+    ledger = fake.ledger()
+    assert len(ledger) == 3 and all(p.terminated for p in ledger)
+
+
+async def test_no_stock_for_three_launch_deadlines_keeps_the_task_queued_then_runs_it_on_attempt_1(flow, fake):
+    """The scheduler's launch deadline and the provider's stock wait are one setting
+    (``launch_timeout_s``; the provider holds a launch for half of it, then hands it back)."""
+    deadline_s = 1.0
+    await flow.system(max_running=2)
+    fake.faults.no_capacity = {GPU}
+    sid = await flow.submit(flow.feature_set())
+    await flow.start_scheduler(launch_timeout_s=deadline_s)
+    provider = await flow.start_provider(launch_timeout_s=deadline_s)
+    assert provider.settings.launch_hold_s < flow.scheduler.cfg.launch_timeout_s
+
+    await asyncio.sleep(3 * deadline_s)
+    events = await flow.events(sid)
+    types = [e.event_type for e in events]
+    assert "TaskFailed" not in types and "ContainerLaunched" not in types, types
+    assert types.count("LaunchDeferred") >= 2, types
+    assert {e.attempt for e in events if e.event_type in ("TaskAssigned", "LaunchDeferred")} == {1}
+    assert fake.ledger() == []
+
+    fake.faults.no_capacity = set()
+    await flow.until_status(sid, TaskStatus.SUCCEEDED)
+    events = await flow.events(sid)
+    types = [e.event_type for e in events]
+    assert "TaskFailed" not in types and "TaskRetried" not in types, types
+    assert {e.attempt for e in events if hasattr(e, "attempt")} == {1}
+    await flow.until_event(sid, "ContainerTerminated", attempt=1)
+    [pod] = fake.ledger()
+    assert pod.terminated and pod.name == container_name(sid, TASK, 1)

@@ -55,6 +55,7 @@ def task_events(attempt: int = 1) -> dict[str, ev.TaskEvent]:
         "TrainingFinished": ev.TrainingFinished(**c, attempt=attempt),
         "TaskFailed": ev.TaskFailed(**c, attempt=attempt, reason="boom"),
         "TaskRetried": ev.TaskRetried(**c, attempt=attempt + 1, not_before=NOW),
+        "LaunchDeferred": ev.LaunchDeferred(**c, attempt=attempt, reason="no stock", not_before=NOW),
         "TaskErrored": ev.TaskErrored(**c, reason="gave up"),
         "TaskCancelled": ev.TaskCancelled(**c),
         "ContainerTerminated": ev.ContainerTerminated(**c, attempt=attempt),
@@ -162,3 +163,16 @@ def test_events_of_a_stale_attempt_are_refused() -> None:
 )
 def test_rollup(current: SubmissionStatus, tasks: list[TaskStatus], expected: SubmissionStatus) -> None:
     assert rollup_submission(current, tasks) == expected
+
+
+def test_a_deferred_launch_goes_back_to_the_queue_on_the_same_attempt() -> None:
+    assigned = TaskState(submission_id=SID, task_id=TID, status=TaskStatus.ASSIGNED, attempt=2, placement="gpu")
+    later = NOW + timedelta(seconds=30)
+    deferred = ev.LaunchDeferred(aggregate_id=AGG, correlation_id=SID, submission_id=SID, task_id=TID,
+                                 attempt=2, reason="no stock", not_before=later)
+    moved = task_transition(assigned, deferred, NOW)
+    assert moved.state.status == TaskStatus.QUEUED and moved.follow_ups == ()
+    assert moved.state.attempt == 2 and moved.state.not_before == later and moved.state.placement is None
+    stale = deferred.model_copy(update={"attempt": 1})
+    with pytest.raises(IllegalTransition):
+        task_transition(assigned, stale, NOW)

@@ -53,6 +53,8 @@ class Harness:
         self.provider: RunpodProvider | None = None
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self.detached: set[str] = set()
+        """Attempts live when the provider stopped: their pods are left for the next provider."""
 
     async def start(self, *, max_running: int = 4, **overrides: object) -> RunpodProvider:
         await self.set_max_running(max_running)
@@ -63,7 +65,10 @@ class Harness:
         return self.provider
 
     async def stop(self) -> None:
+        """Stop the provider as SIGTERM does: its live attempts are detached, their pods kept."""
         if self._task is not None:
+            if self.provider is not None:
+                self.detached |= set(self.provider.attempts)
             self._stop.set()
             await asyncio.wait_for(self._task, 60)
 
@@ -108,8 +113,9 @@ class Harness:
         return next(e for e in await self.events(command) if e.event_type == event_type)
 
     def assert_accounted_for(self) -> None:
-        """Every touchstone- pod ever created is terminated or owned by a live attempt."""
-        live = set(self.provider.attempts) if self.provider else set()
+        """Every touchstone- pod ever created is terminated or owned by a live attempt (one the
+        provider drives, or one it left running when it stopped)."""
+        live = (set(self.provider.attempts) if self.provider else set()) | self.detached
         assert unaccounted(self.fake.ledger(), live) == []
 
 
@@ -520,15 +526,29 @@ async def test_ssh_that_never_comes_up_fails_the_attempt_and_terminates_the_pod(
     assert pod.terminated
 
 
-async def test_no_capacity_waits_then_fails_without_a_pod(harness, fake):
+async def test_no_stock_waits_then_hands_the_task_back_without_a_pod(harness, fake):
+    """Half the launch deadline without stock: the task goes back to the queue, same attempt."""
     fake.faults.no_capacity = {GPU}
-    await harness.start(capacity_wait_s=0.5)
+    await harness.start(launch_timeout_s=1.0)
     launch = await harness.assign(feature_set=harness.feature_set())
 
     await harness.send(launch)
-    failed = await harness.until_event(launch, "TaskFailed")
+    deferred = await harness.until_event(launch, "LaunchDeferred")
 
-    assert failed.failure_class == "infrastructure" and "capacity" in failed.reason
+    assert deferred.attempt == 1 and "stock" in deferred.reason
+    assert await harness.types(launch) == ["TaskQueued", "TaskAssigned", "LaunchDeferred"]
+    assert fake.ledger() == []
+
+
+async def test_a_launch_held_back_past_its_hold_hands_the_task_back(harness, fake):
+    provider = await harness.start(max_running=0, launch_timeout_s=1.0)
+    launch = await harness.assign(feature_set=harness.feature_set())
+
+    await harness.send(launch)
+    deferred = await harness.until_event(launch, "LaunchDeferred")
+
+    assert deferred.attempt == 1 and "paused" in deferred.reason and provider.held_back >= 1
+    assert await harness.types(launch) == ["TaskQueued", "TaskAssigned", "LaunchDeferred"]
     assert fake.ledger() == []
 
 

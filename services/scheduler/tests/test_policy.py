@@ -7,7 +7,8 @@ from datetime import timedelta
 
 from schedkit import T0, created, queued, sub_event, task_event
 from touchstone.scheduler.config import SchedulerSettings
-from touchstone.scheduler.policy import Append, Send, submission_plans, task_plans
+from touchstone.scheduler.domain import Assignment
+from touchstone.scheduler.policy import Append, Send, assignment_plan, submission_plans, task_plans
 from touchstone.scheduler.view import SchedulerView
 from touchstone.shared import events as ev
 from touchstone.shared.commands import TerminateTask
@@ -259,3 +260,26 @@ def test_a_container_report_after_a_failure_keeps_the_owed_retry() -> None:
         view.apply(seq, event, now)
     task = view.tasks["s-1-pi-15"]
     assert [type(e).__name__ for e in task.follow_ups] == ["TaskRetried"]
+
+
+def test_a_deferred_launch_is_queued_again_in_its_place_and_assigned_anew_on_the_same_attempt() -> None:
+    s = Stream()
+    s.add(created(SID))
+    s.apply_plans(s.sub_plans())
+    key = f"{SID}-validation"
+    task = s.view.tasks[key]
+    place = task.queue_seq
+    gpu = Assignment(key, 1, "runpod", "NVIDIA A40", None)
+    first = appended([assignment_plan(task, gpu, s.now)])[0]
+    s.add(first)
+    s.add(task_event(ev.LaunchDeferred, SID, "validation", attempt=1, reason="no stock",
+                     not_before=s.now + timedelta(seconds=10)))
+
+    task = s.view.tasks[key]
+    assert task.status == TaskStatus.QUEUED and task.attempt == 1 and task.assigned is None
+    assert task.queue_seq == place and key in s.view.queued  # its place in the queue is kept
+    assert task.state is not None and task.state.not_before == s.now + timedelta(seconds=10)
+    assert task_plans(task, s.view.submissions[SID], s.now, 120) == []  # no retry owed: nothing failed
+    again = appended([assignment_plan(task, gpu, s.now)])[0]
+    assert isinstance(again, ev.TaskAssigned) and again.attempt == 1
+    assert again.event_id != first.event_id  # a new assignment, not a duplicate the stream drops

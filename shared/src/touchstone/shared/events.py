@@ -212,6 +212,16 @@ class TaskRetried(TaskEvent):
     not_before: datetime
 
 
+class LaunchDeferred(TaskEvent):
+    """The provider could not start the assigned attempt yet (no stock, the platform's cap, a
+    low balance) and hands the task back to the queue: the same attempt, nothing burned."""
+
+    type: Literal["LaunchDeferred"] = "LaunchDeferred"
+    attempt: int
+    reason: str
+    not_before: datetime
+
+
 class TaskErrored(TaskEvent):
     type: Literal["TaskErrored"] = "TaskErrored"
     reason: str
@@ -292,6 +302,7 @@ AnyEvent = Annotated[
     | TrainingFinished
     | TaskFailed
     | TaskRetried
+    | LaunchDeferred
     | TaskErrored
     | TaskCancelled
     | ContainerTerminated
@@ -323,6 +334,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         TrainingFinished,
         TaskFailed,
         TaskRetried,
+        LaunchDeferred,
         TaskErrored,
         TaskCancelled,
         ContainerTerminated,

@@ -106,6 +106,8 @@ TASK_TRANSITIONS: dict[tuple[TaskStatus | None, str], TaskStatus] = {
     (T.PREPARING, "TrainingStarted"): T.RUNNING,
     (T.RUNNING, "TrainingFinished"): T.SUCCEEDED,
     (T.FAILED, "TaskRetried"): T.QUEUED,
+    # a launch the platform cannot start yet goes back to the queue with the same attempt
+    (T.ASSIGNED, "LaunchDeferred"): T.QUEUED,
     (T.FAILED, "TaskErrored"): T.ERROR,
     (T.QUEUED, "TaskErrored"): T.ERROR,
     **{(s, "TaskFailed"): T.FAILED for s in TASK_LIVE},
@@ -200,6 +202,8 @@ def task_transition(
             new = replace(new, placement=event.placement, platform=event.platform)
         case ev.TaskRetried():
             new = replace(new, attempt=event.attempt, not_before=event.not_before, placement=None)
+        case ev.LaunchDeferred():
+            new = replace(new, not_before=event.not_before, placement=None)
         case ev.TaskErrored():
             new = replace(new, last_error=event.reason)
         case ev.TaskFailed():

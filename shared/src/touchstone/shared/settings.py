@@ -26,6 +26,23 @@ class Settings(BaseSettings):
     log_level: str = Field("INFO", description="Log level of every logger.")
     log_json: bool = Field(True, description="One JSON object per log line (off: human-readable lines).")
     metrics_port: int = Field(0, description="Port for Prometheus /metrics; 0 turns the listener off.")
+    launch_timeout_s: float = Field(
+        120.0,
+        gt=0,
+        description=(
+            "The launch deadline, one setting for the scheduler and the providers: an assigned task "
+            "whose provider has not reported a launch by then is stuck (the scheduler fails the "
+            "attempt). A provider that cannot start a launch yet (no stock, its cap, a low balance) "
+            "holds it for at most half of this, then hands the task back to the queue "
+            "(LaunchDeferred), so a wait never burns an attempt."
+        ),
+    )
+
+    @property
+    def launch_hold_s(self) -> float:
+        """How long a provider may hold a launch it cannot start: half the launch deadline, so
+        the hand-back is recorded well before the scheduler would call the task stuck."""
+        return self.launch_timeout_s / 2
 
     @property
     def resolved_store_url(self) -> str:

@@ -93,6 +93,7 @@ _TASK_STATUS_AFTER: dict[str, TaskStatus] = {
     "TrainingFinished": TaskStatus.SUCCEEDED,
     "TaskFailed": TaskStatus.FAILED,
     "TaskRetried": TaskStatus.QUEUED,
+    "LaunchDeferred": TaskStatus.QUEUED,
     "TaskErrored": TaskStatus.ERROR,
     "TaskCancelled": TaskStatus.CANCELLED,
 }
@@ -198,6 +199,9 @@ def project_task(view: TaskView | None, event: ev.TaskEvent, seq: int) -> TaskVi
             entry.detail = event.reason
         case ev.TaskRetried():
             changes |= {"attempt": event.attempt, "not_before": event.not_before, "placement": None}
+        case ev.LaunchDeferred():
+            changes |= {"not_before": event.not_before, "placement": None}
+            entry.detail = event.reason
         case ev.TaskErrored() | ev.TaskCancelled():
             changes |= {"error": event.reason}
         case ev.ResultsPublished() if event.attempt == view.attempt:

@@ -25,6 +25,7 @@ import logging
 import shutil
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -34,11 +35,11 @@ from touchstone.shared import events as ev
 from touchstone.shared.commands import LaunchTask
 from touchstone.shared.subjects import Subjects, task_aggregate_id
 
-from . import domain, prepare, ssh
+from . import detached, domain, prepare, ssh
 from .adapters import ConsoleLog, TaskRecorder
 from .api import GpuType
 from .config import RunpodProviderSettings
-from .pods import InfraFailure, PodControl
+from .pods import InfraFailure, LaunchBlocked, PodControl
 from .prepare import PermanentFailure, TrainerFiles, TrainerTrees
 from .sources import SourceError, UnknownRef, stage_feature_set
 
@@ -60,7 +61,17 @@ class AttemptRecord:
     phase: str = "launching"
     launch_recorded: bool = False
     """``ContainerLaunched`` is stored: the launch command may be acked."""
+    launch_by: float = 0.0
+    """``time.monotonic`` past which a create without stock hands the launch back."""
+    assigned_at: datetime | None = None
+    """When the task was assigned (the hand-back's id names the assignment it answers)."""
+    run_since: float | None = None
+    """``time.monotonic`` of the trainer's start (the run deadline counts from it)."""
+    resumed: bool = False
+    """Adopted from the events by a provider that did not launch it."""
     stop_reason: str | None = None
+    detaching: bool = False
+    """The provider is going away: leave the pod and its trainer running, record nothing."""
     task: asyncio.Task[None] | None = field(default=None, repr=False)
 
     @property
@@ -71,6 +82,13 @@ class AttemptRecord:
     def ending(self) -> bool:
         """Terminating its pod or done: stopping it again changes nothing."""
         return self.phase in ("terminating", "done")
+
+    def detach(self) -> None:
+        """Stop driving the attempt but leave its pod and trainer as they are (the next provider
+        adopts them); nothing when it is already ending."""
+        if self.task is not None and not self.ending:
+            self.detaching = True
+            self.task.cancel()
 
     def stop(self, reason: str) -> None:
         """Cancel the attempt's task, which then terminates the pod and records ``reason``;
@@ -121,13 +139,21 @@ class AttemptRunner:
                 result = await self._drive(rec, console, outputs)
             except Aborted as e:
                 log.info("%s: stopping, %s", rec.name, e)
+            except LaunchBlocked as e:
+                if not rec.launch_recorded:  # still assigned: back to the queue
+                    await asyncio.shield(self._defer(rec, str(e)))
+                    return
+                failure = (f"the pod is gone and no new one can be had: {e}", "infrastructure")
+            except asyncio.CancelledError:
+                if rec.detaching:
+                    log.info("%s: detached; the pod goes on for the next provider", rec.name)
+                    return
+                reason = rec.stop_reason or "the provider is shutting down"
+                failure = (f"attempt stopped: {reason}", "infrastructure")
             except InfraFailure as e:
                 failure = (str(e), "infrastructure")
             except PermanentFailure as e:
                 failure = (str(e), "permanent")
-            except asyncio.CancelledError:
-                reason = rec.stop_reason or "the provider is shutting down"
-                failure = (f"attempt stopped: {reason}", "infrastructure")
             except Exception as e:
                 log.exception("%s: unexpected error", rec.name)
                 failure = (f"unexpected provider error: {e!r}", "infrastructure")
@@ -139,8 +165,9 @@ class AttemptRunner:
         cmd = rec.command
         trainer = await self.trainers.at(cmd.spec.trainer_ref)  # before any pod: an unknown ref costs none
         gpu = domain.pick_gpu_type(cmd, self.catalog, self.settings.default_gpu_type)
-        rec.created_at = time.monotonic()
-        pod = await self.pods.create_or_adopt(self.pods.spec(rec.name, gpu))
+        if rec.created_at is None:
+            rec.created_at = time.monotonic()
+        pod = await self.pods.create_or_adopt(self.pods.spec(rec.name, gpu), rec.launch_by)
         rec.pod_id, rec.cost_per_hour = pod.id, pod.cost_per_hour
         await self._record(ev.ContainerLaunched, rec, container_name=rec.name, deployment_id=pod.id,
                            cost_per_hour=rec.cost_per_hour)
@@ -149,22 +176,55 @@ class AttemptRunner:
         rec.cost_per_hour = pod.cost_per_hour or rec.cost_per_hour
         try:
             await self._record(ev.ContainerReady, rec)
-            rec.phase = "preparing"
-            await console.write([f"[touchstone] trainer {trainer.label}"])
-            deps = await self._prepare(rec, conn, trainer, console)
-            argv = domain.trainer_argv(cmd, self.layout, self.settings.python, self.settings.trainer_module,
-                                       deps=deps)
-            await self._record(ev.TrainingStarted, rec)
+            async with conn.start_sftp_client() as sftp:
+                started = await detached.started(sftp)
+            argv: list[str] = []
+            if not started:  # a provider that restarts mid-prepare prepares again
+                rec.phase = "preparing"
+                await console.write([f"[touchstone] trainer {trainer.label}"])
+                deps = await self._prepare(rec, conn, trainer, console)
+                argv = domain.trainer_argv(cmd, self.layout, self.settings.python, self.settings.trainer_module,
+                                           deps=deps)
+            await self._record(ev.TrainingStarted, rec)  # again on a resume: the same event
             rec.phase = "running"
-            await console.write([f"[touchstone] running on pod {pod.id}: {domain.command_line(argv)}"])
-            exit_status = await ssh.run_streaming(conn, domain.command_line(argv), console.write,
-                                                  self.settings.run_timeout_s)
+            if rec.run_since is None:
+                rec.run_since = time.monotonic()
+            if not started:
+                await console.write([f"[touchstone] running on pod {pod.id}: {domain.command_line(argv)}"])
+                await detached.start(conn, argv, self.settings.ssh_connect_timeout_s * 3)
+            else:
+                await console.write([f"[touchstone] following the trainer on pod {pod.id} again"])
+            conn, exit_status = await self._follow(rec, conn, console)
             if exit_status is None:
                 raise InfraFailure(await self.pods.why_lost(pod.id))
             rec.phase = "collecting"
             return await self._collect(rec, conn, outputs, exit_status)
+        except detached.NotStarted as e:
+            raise InfraFailure(str(e)) from e
         finally:
             conn.close()
+
+    async def _follow(self, rec: AttemptRecord, conn: asyncssh.SSHClientConnection,
+                      console: ConsoleLog) -> tuple[asyncssh.SSHClientConnection, int | None]:
+        """Follow the detached trainer to its end (``detached.follow_to_end``), connecting again
+        while the pod runs; the connection in use and the exit status (None: gone without one)."""
+        assert rec.run_since is not None and rec.pod_id is not None
+        pod_id = rec.pod_id
+
+        async def reconnect() -> asyncssh.SSHClientConnection | None:
+            try:
+                return (await self.pods.wait_ready(pod_id))[0]
+            except InfraFailure:
+                return None  # the pod went away: the caller says how
+
+        offsets = self._offsets(rec)
+        conn, status = await detached.follow_to_end(conn, reconnect, console.write, offsets,
+                                                    self.settings.poll_interval_s,
+                                                    rec.run_since + self.settings.run_timeout_s)
+        if status == 124:
+            await console.write([f"[touchstone] the trainer ran longer than "
+                                 f"{self.settings.run_timeout_s:.0f}s and was stopped"])
+        return conn, status
 
     # --- prepare, run, collect --------------------------------------------------------------
 
@@ -228,9 +288,15 @@ class AttemptRunner:
 
     # --- terminate and report ---------------------------------------------------------------
 
+    def _offsets(self, rec: AttemptRecord) -> detached.OffsetFile:
+        """How far this attempt's console was read (kept across provider restarts)."""
+        return detached.OffsetFile(self.settings.data_dir / "runpod-provider" / "follow" / rec.name)
+
     async def _finish(self, rec: AttemptRecord, result: Result | None, failure: tuple[str, ev.FailureClass] | None,
                       console: ConsoleLog) -> None:
         rec.phase = "terminating"
+        with contextlib.suppress(OSError):
+            self._offsets(rec).remove()
         if rec.pod_id is None and rec.created_at is not None:
             # stopped while a create was in flight: the pod may exist without us knowing its id
             with contextlib.suppress(Exception):
@@ -257,6 +323,21 @@ class AttemptRunner:
                 await self._record(ev.ContainerTerminated, rec, container_name=rec.name, strict=False)
         except Exception as e:
             log.error("%s: could not record how the attempt ended: %r", rec.name, e)
+        rec.phase = "done"
+
+    async def _defer(self, rec: AttemptRecord, reason: str) -> None:
+        """No pod could be had yet: hand the task back to the queue (same attempt)."""
+        rec.phase = "terminating"
+        with contextlib.suppress(Exception):  # a create that may have made the pod after all
+            for pod in await self.pods.find(rec.name):
+                await self.pods.terminate(pod.id)
+        event = domain.launch_deferred(rec.command, reason, datetime.now(UTC), self.settings.launch_retry_s,
+                                       rec.assigned_at)
+        try:
+            if await self.recorder.record(event):
+                log.info("%s: launch handed back to the queue: %s", rec.name, reason)
+        except Exception as e:
+            log.error("%s: could not hand the launch back: %r", rec.name, e)
         rec.phase = "done"
 
     async def _record(self, cls: type[ev.TaskEvent], rec: AttemptRecord, *, strict: bool = True, **fields: Any) -> None:

@@ -67,9 +67,6 @@ class RunpodProviderSettings(Settings):
     ready_timeout_s: float = 900.0
     """A pod without a working SSH endpoint after this long fails the attempt (infrastructure)."""
 
-    capacity_wait_s: float = 600.0
-    """A GPU type without stock is retried for this long before the attempt fails."""
-
     ssh_connect_timeout_s: float = 10.0
     """Timeout of one SSH connection attempt (TCP plus handshake)."""
 
@@ -140,7 +137,11 @@ class RunpodProviderSettings(Settings):
     """Below this balance: no new pods."""
 
     launch_retry_s: float = 10.0
-    """A launch held back by the throttle, the balance or a rejected key is retried this much later."""
+    """A launch held back by the throttle, the balance or a rejected key is retried this much later;
+    a launch handed back to the queue (``LaunchDeferred``) is placed again no sooner than this.
+    How long a launch is held before it is handed back is ``launch_hold_s``, half the shared
+    ``launch_timeout_s`` (the scheduler's launch deadline); a GPU type without stock is retried
+    until then too."""
 
     catalog_interval_s: float = 300.0
     """How often the GPU catalog is refreshed into the system bucket."""
@@ -154,7 +155,8 @@ class RunpodProviderSettings(Settings):
     """Seconds a command may be in flight before JetStream redelivers it."""
 
     command_max_deliver: int = 360
-    """Deliveries of one launch while it is held back; after the last the attempt fails."""
+    """Deliveries of one command; a launch held back that reaches the last is handed back to the
+    queue (``LaunchDeferred``) like one held for ``launch_hold_s``."""
 
     @property
     def key_file(self) -> Path:

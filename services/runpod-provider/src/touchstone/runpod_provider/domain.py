@@ -1,6 +1,7 @@
 """Pure decisions of the RunPod provider: no I/O, no clock reads (``now`` is passed in).
 
 * ``decide_launch``: may a new pod start now (throttle, balance, key)?
+* ``hold_left``, ``launch_deferred``: a launch that cannot start yet is held, then handed back.
 * ``decide_reap``: which ``touchstone-`` pods nobody owns have outlived the grace period.
 * ``balance_level``, ``cost_usd``, ``pick_gpu_type``, ``trainer_argv``, ``outcome``.
 
@@ -13,7 +14,7 @@ import posixpath
 import shlex
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, TypeVar
 
@@ -87,6 +88,34 @@ def decide_launch(name: str, gate: LaunchGate) -> LaunchDecision:
     if len(running) >= gate.limit:
         return LaunchDecision(False, f"{len(running)} pods running, limit {gate.limit}")
     return LaunchDecision(True)
+
+
+def hold_left(assigned_at: datetime | None, now: datetime, hold_s: float) -> float:
+    """Seconds a launch that cannot start yet may still be held, counted from its assignment
+    (``launch_hold_s`` is half the scheduler's launch deadline); 0 when it must be handed back."""
+    if assigned_at is None:
+        return hold_s
+    return max(0.0, hold_s - (now - assigned_at).total_seconds())
+
+
+def launch_deferred(command: LaunchTask, reason: str, now: datetime, retry_s: float,
+                    assigned_at: datetime | None) -> ev.LaunchDeferred:
+    """The task back to the queue, same attempt, placed again no sooner than ``retry_s`` from
+    now. Its id derives from the launch and the assignment it answers (a stale launch delivered
+    after a later assignment of the same attempt defers that one anew), so a repeat is the
+    same event."""
+    stamp = assigned_at.isoformat() if assigned_at is not None else ""
+    return ev.LaunchDeferred(
+        event_id=ev.derived_id(command.command_id, stamp, "LaunchDeferred"),
+        aggregate_id=task_aggregate_id(command.submission_id, command.task_id),
+        correlation_id=command.submission_id,
+        causation_id=command.command_id,
+        submission_id=command.submission_id,
+        task_id=command.task_id,
+        attempt=command.attempt,
+        reason=reason,
+        not_before=now + timedelta(seconds=retry_s),
+    )
 
 
 # --- the reaper ---------------------------------------------------------------------------

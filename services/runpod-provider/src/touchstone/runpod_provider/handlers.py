@@ -3,8 +3,10 @@
 Launches run concurrently: ``on_launch_task`` decides (attempt still live on RunPod? room under
 the throttle?), starts a supervised asyncio task for the attempt and returns at once, so the one
 consumer loop is free for the next command (a ``TerminateTask`` never waits behind a launch).
-A launch held back is nak'ed with ``launch_retry_s``; at its last delivery the attempt fails
-(infrastructure) so that the scheduler decides what comes next.
+A launch held back (the cap, the balance, a rejected key) is nak'ed with ``launch_retry_s`` until
+``launch_hold_s`` after its assignment (half the shared launch deadline), then handed back to
+the queue with ``LaunchDeferred``: same attempt, nothing burned, placed again after
+``launch_retry_s``. A create that finds no stock does the same from inside the attempt.
 
 A launch stays un-acked until its pod is recorded (``ContainerLaunched``): until then every
 delivery is nak'ed with ``launch_retry_s`` (a redelivery to this provider finds the attempt in
@@ -12,8 +14,8 @@ memory and changes nothing). If the provider dies between assignment and record,
 redelivered to the next provider within ``launch_retry_s`` (``ack_wait_s`` at worst), which
 starts the attempt again; its pod, if the create went through, is found by name and adopted,
 never duplicated. So that crash costs seconds, not the scheduler's launch timeout. A provider
-that dies after the record loses the attempt; the events still say it is live, so the
-scheduler's stuck detection fails it, and then the reaper removes its pod.
+that stops or dies after the record leaves the pod and its detached trainer running; the next
+provider adopts the attempt from the events at its first reconcile (``resume.py``).
 """
 
 from __future__ import annotations
@@ -21,13 +23,15 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from touchstone.shared import events as ev
 from touchstone.shared.commands import LaunchTask, TerminateTask, container_name
 from touchstone.shared.consumer import Delivery, Handler
 from touchstone.shared.errors import NotYet, RetryableError
+from touchstone.shared.lifecycle import TaskStatus
 
 from . import domain
 
@@ -48,17 +52,21 @@ async def on_launch_task(provider: RunpodProvider, command: LaunchTask, delivery
     if not domain.attempt_live(state, command.attempt):
         log.info("not launching %s: the attempt is not live on RunPod", name)
         return
+    assert state is not None
+    assigned_at = state.phase_since if state.status is TaskStatus.ASSIGNED else None
+    left = domain.hold_left(assigned_at, datetime.now(UTC), provider.settings.launch_hold_s)
     decision = domain.decide_launch(name, await provider.launch_gate())
     if not decision.go:
-        if delivery.num_delivered >= provider.settings.command_max_deliver:
-            reason = f"RunPod launch held back for too long: {decision.reason}"
-            await provider.recorder.record(
-                domain.attempt_event(ev.TaskFailed, command, reason=reason, failure_class="infrastructure"))
+        if left <= 0 or delivery.num_delivered >= provider.settings.command_max_deliver:
+            await provider.defer_launch(command, f"RunPod launch held back: {decision.reason}", assigned_at)
             return
         provider.held_back += 1
         raise RetryableError(f"launch of {name} held back: {decision.reason}",
-                             retry_after=provider.settings.launch_retry_s)
-    _keep_until_recorded(provider, provider.start_attempt(command), delivery)
+                             retry_after=min(provider.settings.launch_retry_s, left))
+    # a create that finds no stock is retried until the same hold ends (``launch_by``)
+    record = provider.start_attempt(command, launch_by=time.monotonic() + left)
+    record.assigned_at = record.assigned_at or assigned_at
+    _keep_until_recorded(provider, record, delivery)
 
 
 def _keep_until_recorded(provider: RunpodProvider, record: AttemptRecord, delivery: Delivery) -> None:

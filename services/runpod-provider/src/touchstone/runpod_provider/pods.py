@@ -36,6 +36,11 @@ class InfraFailure(Exception):
     """The pod, SSH, RunPod or the feature set's source failed the attempt."""
 
 
+class LaunchBlocked(Exception):
+    """No pod can be had yet (no stock, a balance RunPod refuses): the launch goes back to the
+    queue (``LaunchDeferred``) and burns no attempt."""
+
+
 class Hooks:
     """What pod control tells the service (``RunpodProvider`` overrides these)."""
 
@@ -61,10 +66,11 @@ class PodControl:
         """Live pods with exactly this name."""
         return [p for p in await self.api.list_pods(name_prefix=name) if p.name == name]
 
-    async def create_or_adopt(self, spec: PodSpec) -> Pod:
-        """The one pod named ``spec.name``: adopted when listed, else created. No stock waits up
-        to ``capacity_wait_s``; a 429 waits as told; anything permanent fails the attempt."""
-        deadline = time.monotonic() + self.settings.capacity_wait_s
+    async def create_or_adopt(self, spec: PodSpec, launch_by: float) -> Pod:
+        """The one pod named ``spec.name``: adopted when listed, else created. No stock is
+        retried until ``launch_by`` (``time.monotonic``), then ``LaunchBlocked``, as is a
+        balance RunPod refuses; a 429 waits as told; anything permanent fails the attempt."""
+        deadline = launch_by
         troubles = 0
         while True:
             try:
@@ -76,14 +82,13 @@ class PodControl:
                     raise InfraFailure(f"RunPod create kept failing: {e}") from e
             except NoCapacityError as e:
                 if time.monotonic() >= deadline:
-                    waited = self.settings.capacity_wait_s
-                    raise InfraFailure(f"no RunPod capacity for {spec.gpu_type_id} within {waited:.0f}s") from e
+                    raise LaunchBlocked(f"no RunPod stock of {spec.gpu_type_id}") from e
             except RateLimitedError as e:
                 await asyncio.sleep(e.retry_after or self.settings.poll_interval_s)
                 continue
             except PaymentRequiredError as e:
                 await self.hooks.on_payment_required(str(e))
-                raise InfraFailure(str(e)) from e
+                raise LaunchBlocked(f"RunPod refused a pod for the balance: {e}") from e
             except AuthError as e:
                 if not isinstance(e, ForbiddenError):
                     await self.hooks.on_key_rejected(str(e))
@@ -137,13 +142,14 @@ class PodControl:
         return pod
 
     async def why_lost(self, pod_id: str) -> str:
-        """Why a trainer's SSH session ended without an exit status, in the pod's terms."""
+        """Why a trainer ended without an exit status (its pod went away, or its shell in the
+        pod was killed), in the pod's terms."""
         try:
             pod = await self.api.get_pod(pod_id)
         except UnavailableError:
-            return f"lost the SSH session to pod {pod_id}"
+            return f"lost the trainer on pod {pod_id} mid-run"
         state = "gone" if pod is None else pod.status.value
-        return f"lost the SSH session to pod {pod_id} mid-run (pod {state})"
+        return f"lost the trainer on pod {pod_id} mid-run, without an exit status (pod {state})"
 
     async def terminate(self, pod_id: str) -> bool:
         """``DELETE`` the pod and wait until RunPod no longer has it; False if it still does."""

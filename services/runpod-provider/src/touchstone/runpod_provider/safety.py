@@ -1,7 +1,8 @@
 """Cost safety of the RunPod provider (``CostSafety``, a part of ``RunpodProvider``):
 
-* reconcile: stop our attempts whose task moved on, reap ``touchstone-`` pods that no live
-  attempt owns after ``reap_grace_s`` (with a follow-up reap when a pod's grace ends before the
+* reconcile: stop our attempts whose task moved on, adopt listed pods whose attempts are live
+  past their launch but driven by nobody here (a restarted provider), reap ``touchstone-`` pods
+  that no live attempt owns after ``reap_grace_s`` (with a follow-up reap when a pod's grace ends before the
   next sweep), and write the account view (``RunPodStatus``) into the system bucket;
 * balance: low → alarm; below the stop threshold → no launches;
 * a rejected key (401): alarm, no launches until a call succeeds again.
@@ -13,6 +14,7 @@ import asyncio
 import logging
 import time
 from collections import deque
+from collections.abc import Iterable
 from datetime import UTC, datetime
 
 from nats.js.kv import KeyValue
@@ -63,6 +65,9 @@ class CostSafety(Hooks):
         self._follow_up: asyncio.Task[None] | None = None
 
     async def _record_terminated(self, submission_id: str, task_id: str, attempt: int, name: str) -> None:
+        raise NotImplementedError
+
+    async def adopt(self, pods: Iterable[Pod]) -> None:
         raise NotImplementedError
 
     async def reconcile(self) -> None:
@@ -119,6 +124,7 @@ class CostSafety(Hooks):
             await self._auth_failed(e)
             raise
         self.listed = frozenset(p.name for p in pods if domain.is_ours(p.name))
+        await self.adopt(p for p in pods if domain.is_ours(p.name))
         self.running_pods, self.spend_per_hour = domain.spend(
             (p.name, p.cost_per_hour, p.status in BILLED) for p in pods
         )

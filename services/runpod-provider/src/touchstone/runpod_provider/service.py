@@ -1,7 +1,11 @@
 """The RunPod provider: the command consumer and the loops that keep RunPod honest.
 
 * commands: ``{ns}.cmd.runpod-provider.>`` through the shared ``ConsumerLoop`` (``handlers.py``);
-* attempts: one supervised asyncio task each (``attempt.py``), kept in ``attempts``;
+* attempts: one supervised asyncio task each (``attempt.py``), kept in ``attempts``; the trainer
+  runs detached in its pod (``detached.py``). Stopping the provider (SIGTERM, a redeploy)
+  detaches every attempt and leaves its pod running; a provider that starts adopts the pods
+  whose attempts the events say are live past their launch (``resume.py``) and follows their
+  trainers on from where the console was read up to. Nothing is terminated, no attempt burned;
 * reconcile (every ``reconcile_interval_s``): list RunPod's pods, reap ``touchstone-`` pods that
   no live attempt owns (ours in memory, or live on RunPod by the task's events) after
   ``reap_grace_s`` (a pod first seen unowned is looked at again when its grace ends, so a rogue
@@ -24,7 +28,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from datetime import UTC, datetime
 
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
@@ -34,13 +40,14 @@ from touchstone.shared.commands import CONTAINER_PREFIX, Command, LaunchTask, co
 from touchstone.shared.errors import AuthError
 from touchstone.shared.events import ContainerTerminated, derived_id
 from touchstone.shared.jetstream import system_bucket
-from touchstone.shared.publisher import EventPublisher
+from touchstone.shared.publisher import EventPublisher, task_events
 from touchstone.shared.subjects import Subjects, task_aggregate_id
 from touchstone.shared.system import SystemSettings, read_system, watch_system
 
 from . import adapters, domain
+from . import resume as resume_
 from .adapters import Alarms, TaskRecorder
-from .api import GpuType, RunpodApiClient
+from .api import GpuType, Pod, RunpodApiClient
 from .attempt import AttemptRecord, AttemptRunner
 from .config import RunpodProviderSettings
 from .handlers import handlers
@@ -111,7 +118,7 @@ class RunpodProvider(CostSafety):
             for task in loops:
                 task.cancel()
             await asyncio.gather(*loops, return_exceptions=True)
-            await self.stop_attempts("the provider is shutting down")
+            await self.detach_attempts()
             await self.api.aclose()
 
     async def _every(self, period_s: float, work: Callable[[], Awaitable[object]], stop: asyncio.Event) -> None:
@@ -130,8 +137,19 @@ class RunpodProvider(CostSafety):
 
     # --- attempts ---------------------------------------------------------------------------
 
-    def start_attempt(self, command: LaunchTask) -> AttemptRecord:
-        record = AttemptRecord(command)
+    def start_attempt(self, command: LaunchTask, *, launch_by: float,
+                      resume: resume_.Resume | None = None) -> AttemptRecord:
+        """Drive ``command`` (from a launch, or ``resume``d from the events); the attempt
+        already driven when there is one by that name."""
+        record = self.attempts.get(command.container_name)
+        if record is not None:
+            return record
+        record = AttemptRecord(command, launch_by=launch_by)
+        if resume is not None:
+            record.resumed = True
+            record.launch_recorded = resume.launched_at is not None
+            record.created_at = _monotonic_at(resume.launched_at)
+            record.run_since = _monotonic_at(resume.running_since)
         self.attempts[record.name] = record
         record.task = asyncio.create_task(self._supervise(record), name=f"attempt {record.name}")
         adapters.PODS_LIVE.set(len(self.attempts))
@@ -147,15 +165,44 @@ class RunpodProvider(CostSafety):
             self.attempts.pop(record.name, None)
             adapters.PODS_LIVE.set(len(self.attempts))
 
-    async def stop_attempts(self, reason: str) -> None:
-        """Stop every attempt: each terminates its pod and records why it ended."""
+    async def detach_attempts(self) -> None:
+        """The provider goes away (SIGTERM, a redeploy): leave every pod and its trainer running
+        for the next provider to adopt; attempts already ending finish first."""
         tasks = []
         for record in list(self.attempts.values()):
-            record.stop(reason)
+            record.detach()
             if record.task is not None:
                 tasks.append(record.task)
         if tasks:
             await asyncio.wait(tasks, timeout=self.settings.terminate_timeout_s + 30)
+
+    async def defer_launch(self, command: LaunchTask, reason: str, assigned_at: datetime | None) -> None:
+        """Hand an assigned task back to the queue: same attempt, placed again after
+        ``launch_retry_s``; nothing when the task moved on meanwhile."""
+        event = domain.launch_deferred(command, reason, datetime.now(UTC), self.settings.launch_retry_s, assigned_at)
+        if await self.recorder.record(event):
+            log.info("%s: launch handed back to the queue: %s", command.container_name, reason)
+
+    async def adopt(self, pods: Iterable[Pod]) -> None:
+        """Drive again the attempts of listed pods that the events say are live past their
+        launch and that no attempt here drives (a provider that restarted, or took over)."""
+        for pod in pods:
+            split = domain.split_pod_name(pod.name)
+            if split is None or pod.name in self.attempts:
+                continue
+            try:
+                recorded = await self.publisher.load("task", split[0])
+            except ValueError:  # not a valid aggregate id: not one of our attempts
+                continue
+            history = task_events(recorded)
+            if not resume_.resumable(domain.fold_lenient(history, datetime.now(UTC)), split[1]):
+                continue
+            found = resume_.launch_from_history(history, split[1])
+            if found is None or found.command.container_name != pod.name:
+                continue
+            log.info("%s: adopting pod %s and its attempt", pod.name, pod.id)
+            record = self.start_attempt(found.command, launch_by=time.monotonic(), resume=found)
+            record.pod_id = record.pod_id or pod.id
 
     async def launch_gate(self) -> domain.LaunchGate:
         """The throttle's inputs, with RunPod's own list of our pods read now."""
@@ -206,3 +253,10 @@ class RunpodProvider(CostSafety):
         running = tuple(sorted(name for name, r in self.attempts.items() if r.pod_id is not None))
         report = AgentHeartbeat(host=HOST, namespace=self.subjects.ns, slots_total=0, slots_free=0, running=running)
         await self.nc.publish(self.subjects.agent_reports(HOST), encode_report(report))
+
+
+def _monotonic_at(when: datetime | None) -> float | None:
+    """``time.monotonic`` at the wall-clock moment ``when`` (None stays None)."""
+    if when is None:
+        return None
+    return time.monotonic() - max(0.0, (datetime.now(UTC) - when).total_seconds())

@@ -36,7 +36,7 @@ WAIT_S = 90.0
 PROVIDER_DEFAULTS: dict[str, Any] = {
     "poll_interval_s": 0.05,
     "ready_timeout_s": 30.0,
-    "capacity_wait_s": 5.0,
+    "launch_timeout_s": 10.0,
     "ssh_connect_timeout_s": 5.0,
     "terminate_timeout_s": 10.0,
     "reconcile_interval_s": 0.2,

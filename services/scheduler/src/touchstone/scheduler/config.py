@@ -44,8 +44,8 @@ class SchedulerSettings(Settings):
     sweep_interval_s: float = 5.0
     """How often the reconciliation sweep runs (stuck tasks, lost follow-ups, placement)."""
 
-    launch_timeout_s: float = 120.0
-    """An assigned task whose provider has not reported a launch by then is stuck."""
+    # launch_timeout_s (the launch deadline) is a shared setting: the RunPod provider derives
+    # how long it holds a launch from it (``Settings.launch_hold_s``)
 
     provisioning_timeout_s: float = 900.0
     """A container or pod that is not ready by then is stuck."""

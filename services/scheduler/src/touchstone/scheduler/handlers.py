@@ -30,7 +30,8 @@ async def on_submission_event(ctx: Reactor, event: ev.SubmissionEvent) -> None:
     await ctx.reconcile_submission(event.aggregate_id)
 
 
-async def on_task_queued(ctx: Reactor, event: ev.TaskQueued | ev.TaskRetried) -> None:
+async def on_task_queued(ctx: Reactor, event: ev.TaskQueued | ev.TaskRetried | ev.LaunchDeferred) -> None:
+    """Queued, retried, or handed back by a provider that could not launch it yet: place."""
     ctx.request_placement()
 
 
@@ -59,6 +60,7 @@ HANDLERS: dict[str, Reaction] = {
     "SubmissionCancelRequested": on_submission_event,
     "TaskQueued": on_task_queued,
     "TaskRetried": on_task_queued,
+    "LaunchDeferred": on_task_queued,
     "TaskAssigned": on_task_progress,
     "ContainerLaunched": on_task_progress,
     "ContainerReady": on_task_progress,

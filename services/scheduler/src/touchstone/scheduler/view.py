@@ -259,6 +259,8 @@ class SchedulerView:
                 task.queue_seq, task.queue_event_id = seq, event.event_id
             case ev.TaskRetried():
                 task.queue_seq, task.queue_event_id, task.assigned = seq, event.event_id, None
+            case ev.LaunchDeferred():  # keeps its place in the queue; the next assignment is a new one
+                task.queue_event_id, task.assigned = event.event_id, None
             case ev.TaskAssigned():
                 task.assigned = event
                 task.platforms[event.attempt] = event.platform

@@ -9,7 +9,9 @@
 * SFTP: relative paths land in the pod's directory; absolute paths are allowed only
   inside it (``pwd`` over exec tells the absolute path).
 * ``close()`` is the pod going away: the listener stops, live connections drop, and every
-  process the pod started is killed with its process group.
+  process the pod started is killed with its process group, and so is every process left
+  running in the background after its command returned (found by the pod's ``RUNPOD_POD_ID``
+  in its environment, as a container's processes die with the container).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import logging
 import os
 import shlex
 import signal
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -96,6 +99,7 @@ class PodSsh:
             with contextlib.suppress(Exception):
                 await proc.wait()
         self._processes.clear()
+        await asyncio.to_thread(_kill_detached, self.pod_id)
 
     async def _run(self, process: asyncssh.SSHServerProcess[bytes]) -> None:
         """Serve one exec request."""
@@ -235,3 +239,26 @@ async def _feed(process: asyncssh.SSHServerProcess[bytes], proc: asyncio.subproc
     finally:
         with contextlib.suppress(OSError):
             proc.stdin.close()
+
+
+def _kill_detached(pod_id: str) -> None:
+    """SIGKILL every process of this user whose environment names this pod (Linux ``/proc``);
+    repeated until none is left, so children started meanwhile go too."""
+    marker = f"RUNPOD_POD_ID={pod_id}".encode()
+    for _ in range(10):
+        found = False
+        for entry in os.scandir("/proc") if os.path.isdir("/proc") else ():
+            if not entry.name.isdigit() or int(entry.name) == os.getpid():
+                continue
+            try:
+                with open(f"/proc/{entry.name}/environ", "rb") as f:
+                    env = f.read().split(b"\0")
+            except OSError:
+                continue
+            if marker in env:
+                found = True
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(int(entry.name), signal.SIGKILL)
+        if not found:
+            return
+        time.sleep(0.05)
