@@ -1,0 +1,122 @@
+"""``/api/v1/evaluations`` and ``/api/v1/leaderboard`` over real HTTP on a real SQLite store:
+filters, sort by any metric, pages, CSV and JSON export, users see their own rows only."""
+
+from __future__ import annotations
+
+import csv
+import io
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from touchstone.shared.evaluations import Comparison, Evaluation
+
+T0 = datetime(2026, 3, 1, tzinfo=UTC)
+
+
+def row(i: int, owner: str, *, side: str = "long", interval: int = 15, auc: float = 0.55,
+        diff: float | None = 0.05, half_width: float = 0.02, fs: str = "momentum", ref: str = "main",
+        attempt: int = 1) -> Evaluation:
+    compared = {} if diff is None else {"roc_auc": Comparison(
+        model=auc, baseline=auc - diff, difference=diff, low=diff - half_width, high=diff + half_width,
+        beats=diff - half_width > 0, worse=diff + half_width < 0)}
+    return Evaluation(
+        submission_id=f"s-{i:03d}", task_id=f"pi-{interval}", attempt=attempt, side=side, owner=owner,
+        feature_set=fs, prediction_interval=interval, trainer_ref=ref,
+        metrics={"roc_auc": auc, "sharpe": i / 10}, vs_baseline=compared, baseline_name="returns",
+        beats_baseline=bool(compared and compared["roc_auc"].beats),
+        finished_at=T0 + timedelta(minutes=i),
+    )
+
+
+async def seed(api) -> None:
+    await api.deps.store.put_evaluations([
+        row(1, "alice", auc=0.60, diff=0.10, fs="momentum"),
+        row(1, "alice", side="short", auc=0.52, diff=0.01, half_width=0.03, fs="momentum"),
+        row(2, "bob", auc=0.57, diff=0.07, fs="volume", ref="v2"),
+        row(3, "alice", auc=0.51, diff=-0.04, fs="noise"),
+        row(4, "bob", interval=60, auc=0.66, diff=0.2, fs="volume"),
+        row(5, "alice", auc=0.70, diff=None, fs="nobaseline"),
+    ])
+
+
+async def test_admin_lists_filters_sorts_and_pages(api) -> None:
+    await seed(api)
+    r = await api.admin.get("/api/v1/evaluations", params={"interval": 15, "sort": "roc_auc", "order": "desc"})
+    assert r.status_code == 200, r.text
+    assert [(x["submission_id"], x["side"]) for x in r.json()["items"]] == [
+        ("s-005", "long"), ("s-001", "long"), ("s-002", "long"), ("s-001", "short"), ("s-003", "long")]
+    r = await api.admin.get("/api/v1/evaluations", params={"trainer_ref": "v2"})
+    assert [x["owner"] for x in r.json()["items"]] == ["bob"]
+    r = await api.admin.get("/api/v1/evaluations", params={"feature_set": "volume", "sort": "prediction_interval"})
+    assert [x["prediction_interval"] for x in r.json()["items"]] == [60, 15]
+    r = await api.admin.get("/api/v1/evaluations", params={"owner": "bob"})
+    assert {x["owner"] for x in r.json()["items"]} == {"bob"}
+
+    seen, cursor = [], None
+    while True:
+        params = {"sort": "roc_auc_vs_baseline", "order": "asc", "limit": 2, **({"cursor": cursor} if cursor else {})}
+        page = (await api.admin.get("/api/v1/evaluations", params=params)).json()
+        seen += [x["vs_baseline"].get("roc_auc", {}).get("difference") for x in page["items"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == [None, -0.04, 0.01, 0.07, 0.10, 0.2]
+
+
+async def test_a_user_sees_only_their_own_rows_whatever_owner_they_ask_for(api) -> None:
+    await seed(api)
+    for params in ({}, {"owner": "bob"}):
+        r = await api.alice.get("/api/v1/evaluations", params=params)
+        assert r.status_code == 200
+        assert {x["owner"] for x in r.json()["items"]} == {"alice"}
+    r = await api.bob.get("/api/v1/evaluations/export", params={"format": "json"})
+    assert {x["owner"] for x in r.json()["items"]} == {"bob"}
+    assert (await api.anon.get("/api/v1/evaluations")).status_code == 401
+
+
+async def test_bad_sort_and_cursor_are_400(api) -> None:
+    for params in ({"sort": "roc_auc;drop"}, {"sort": "$where"}, {"cursor": "bogus"}, {"order": "sideways"}):
+        r = await api.admin.get("/api/v1/evaluations", params=params)
+        assert r.status_code == 400, (params, r.text)
+
+
+async def test_csv_export_has_every_metric_and_interval_and_defuses_formulas(api) -> None:
+    await seed(api)
+    await api.deps.store.put_evaluations([row(9, "alice", fs="=HYPERLINK(\"http://x\")")])
+    r = await api.admin.get("/api/v1/evaluations/export", params={"format": "csv", "interval": 15})
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/csv")
+    assert 'filename="evaluations.csv"' in r.headers["content-disposition"]
+    records = list(csv.DictReader(io.StringIO(r.text)))
+    assert len(records) == 6
+    first = next(x for x in records if x["submission_id"] == "s-001" and x["side"] == "long")
+    assert float(first["roc_auc"]) == 0.60 and float(first["roc_auc_vs_baseline"]) == 0.10
+    assert float(first["roc_auc_vs_baseline_low"]) == pytest.approx(0.08)
+    assert float(first["roc_auc_vs_baseline_high"]) == pytest.approx(0.12)
+    assert first["trainer_ref"] == "main" and first["prediction_interval"] == "15"
+    evil = next(x for x in records if x["submission_id"] == "s-009")
+    assert evil["feature_set"].startswith("'=")
+
+
+async def test_leaderboard_ranks_by_difference_with_its_interval(api) -> None:
+    await seed(api)
+    # a retried attempt replaces the first attempt of the same task and side
+    await api.deps.store.put_evaluations([row(2, "bob", auc=0.50, diff=-0.01, fs="volume", ref="v2", attempt=2)])
+    r = await api.admin.get("/api/v1/leaderboard", params={"interval": 15, "metric": "roc_auc"})
+    assert r.status_code == 200, r.text
+    board = r.json()
+    assert board["metric"] == "roc_auc" and board["prediction_interval"] == 15
+    got = [(e["rank"], e["feature_set"], e["side"], e["difference"], e["beats_baseline"]) for e in board["entries"]]
+    assert got == [
+        (1, "momentum", "long", 0.10, True),
+        (2, "momentum", "short", 0.01, False),   # its interval holds zero
+        (3, "volume", "long", -0.01, False),      # attempt 2 counts, not attempt 1
+        (4, "noise", "long", -0.04, False),
+        (5, "nobaseline", "long", None, False),   # no comparison: ranked last
+    ]
+    top = board["entries"][0]
+    assert (top["low"], top["high"]) == (pytest.approx(0.08), pytest.approx(0.12))
+    assert (top["trainer_ref"], top["attempt"]) == ("main", 1)
+    assert top["finished_at"].startswith("2026-03-01")
+    mine = (await api.bob.get("/api/v1/leaderboard", params={"interval": 60})).json()
+    assert [e["feature_set"] for e in mine["entries"]] == ["volume"]
+    assert (await api.admin.get("/api/v1/leaderboard", params={"metric": "Bad Metric"})).status_code == 400
