@@ -1,14 +1,24 @@
 """``/api/v1/evaluations`` and ``/api/v1/leaderboard`` over real HTTP on a real SQLite store:
-filters, sort by any metric, pages, CSV and JSON export, users see their own rows only."""
+filters, sort by any metric, pages, CSV and JSON export, users see their own rows only; and
+``touchstone leaderboard`` / ``touchstone evaluations`` against that API."""
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
+import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
+import typer
 from touchstone.shared.evaluations import Comparison, Evaluation
+from typer.testing import CliRunner
+
+from touchstone.cli.api import out as console
+from touchstone.cli.results import register
+
+ADMIN_SECRET = "tst_bootstrap-admin-for-tests"
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
 
@@ -120,3 +130,48 @@ async def test_leaderboard_ranks_by_difference_with_its_interval(api) -> None:
     mine = (await api.bob.get("/api/v1/leaderboard", params={"interval": 60})).json()
     assert [e["feature_set"] for e in mine["entries"]] == ["volume"]
     assert (await api.admin.get("/api/v1/leaderboard", params={"metric": "Bad Metric"})).status_code == 400
+
+
+# --- the CLI ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def cli(api, tmp_path, monkeypatch):
+    app = typer.Typer()
+    register(app)
+    monkeypatch.setenv("TOUCHSTONE_URL", api.url)
+    monkeypatch.setenv("TOUCHSTONE_CONFIG", str(tmp_path / "none.toml"))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(console, "width", 250)  # tables unwrapped, as on a wide terminal
+    runner = CliRunner()
+
+    async def run(*args: str, code: int = 0):
+        result = await asyncio.to_thread(runner.invoke, app, [*args], env={"TOUCHSTONE_TOKEN": ADMIN_SECRET})
+        assert result.exit_code == code, (args, result.exit_code, result.output, result.exception)
+        return result
+
+    return run
+
+
+async def test_leaderboard_from_the_cli(api, cli) -> None:
+    await seed(api)
+    board = json.loads((await cli("leaderboard", "-i", "15", "--json")).stdout)
+    assert [e["feature_set"] for e in board["entries"]][:3] == ["momentum", "volume", "momentum"]
+    text = (await cli("leaderboard", "-i", "15", "--metric", "roc_auc")).stdout
+    assert "momentum" in text and "[+0.0800, +0.1200]" in text and "yes" in text
+    only_short = json.loads((await cli("leaderboard", "-i", "15", "--side", "short", "--json")).stdout)
+    assert {e["side"] for e in only_short["entries"]} == {"short"}
+    await cli("leaderboard", "--side", "sideways", code=2)  # a usage error
+
+
+async def test_evaluations_list_and_export_from_the_cli(api, cli, tmp_path) -> None:
+    await seed(api)
+    page = json.loads((await cli("evaluations", "--sort", "roc_auc", "--asc", "--json")).stdout)
+    aucs = [r["metrics"]["roc_auc"] for r in page["items"]]
+    assert aucs == sorted(aucs)
+    assert "momentum" in (await cli("evaluations", "-i", "15")).stdout
+    await cli("evaluations", "--export", "csv", "-o", str(tmp_path / "e.csv"))
+    rows = list(csv.DictReader(io.StringIO((tmp_path / "e.csv").read_text())))
+    assert len(rows) == 6 and "roc_auc_vs_baseline_low" in rows[0]
+    exported = json.loads((await cli("evaluations", "--export", "json", "--trainer-ref", "v2")).stdout)
+    assert [r["owner"] for r in exported["items"]] == ["bob"]

@@ -6,7 +6,7 @@ import logging
 
 import typer
 
-from touchstone.cli import api, ops
+from touchstone.cli import api, ops, results
 
 app = typer.Typer(help="Touchstone: automated GPU training of prediction models.", no_args_is_help=True)
 
@@ -22,3 +22,4 @@ app.command()(ops.status)
 app.add_typer(ops.nats_app, name="nats")
 app.add_typer(ops.debug_app, name="debug")
 api.register(app)  # the API client verbs: submit, list, show, schedule, cancel, ...
+results.register(app)  # leaderboard, evaluations
