@@ -8,6 +8,7 @@ import asyncio
 import csv
 import io
 import json
+import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -175,3 +176,49 @@ async def test_evaluations_list_and_export_from_the_cli(api, cli, tmp_path) -> N
     assert len(rows) == 6 and "roc_auc_vs_baseline_low" in rows[0]
     exported = json.loads((await cli("evaluations", "--export", "json", "--trainer-ref", "v2")).stdout)
     assert [r["owner"] for r in exported["items"]] == ["bob"]
+
+
+# --- the UI pages ---------------------------------------------------------------------------
+
+
+def secret_of(client) -> str:
+    return client.headers["Authorization"].removeprefix("Bearer ")
+
+
+async def sign_in(api, secret: str) -> tuple[dict[str, str], None]:
+    """The Cookie header of a browser signed in with ``secret``."""
+    r = await api.anon.post("/ui/sign-in", data={"token": secret, "next": "/ui/submissions"})
+    assert r.status_code == 303, r.text
+    return {"Cookie": r.headers["set-cookie"].split(";")[0]}, None
+
+
+async def test_leaderboard_and_evaluations_pages(api) -> None:
+    await seed(api)
+    alice_sid = await api.submit(api.alice)
+    await api.deps.store.put_evaluations([
+        row(0, "alice", interval=15, auc=0.58, diff=0.06).model_copy(update={"submission_id": alice_sid}),
+        row(0, "alice", interval=60, auc=0.62, diff=0.09, side="short").model_copy(
+            update={"submission_id": alice_sid, "task_id": "pi-60"}),
+    ])
+    admin, _ = await sign_in(api, secret_of(api.admin))
+    page = await api.anon.get("/ui/leaderboard", params={"interval": "15", "metric": "roc_auc"}, headers=admin)
+    assert page.status_code == 200
+    ranks = re.findall(r'<tr data-rank="(\d+)">\s*<td>\d+</td>\s*<td><a href="[^"]+">([^<]+)</a>', page.text)
+    assert [name for _, name in ranks][:2] == ["momentum", "volume"]
+    assert 'data-chart="leaderboard-chart"' in page.text and "[+0.0800, +0.1200]" in page.text
+    spec = json.loads(re.search(r'<script type="application/json" id="leaderboard-chart">(.*?)</script>',
+                                page.text, re.S).group(1))
+    assert spec["data"]["datasets"][0]["data"][0] == [pytest.approx(0.08), pytest.approx(0.12)]
+
+    alice, _ = await sign_in(api, secret_of(api.alice))
+    mine = await api.anon.get("/ui/leaderboard", params={"owner": "bob"}, headers=alice)
+    assert "volume" not in mine.text and "momentum" in mine.text  # a user sees their own rows only
+    evals = await api.anon.get(f"/ui/submissions/{alice_sid}/evaluations", headers=alice)
+    assert evals.status_code == 200
+    spec = json.loads(re.search(r'id="chart-roc_auc">(.*?)</script>', evals.text, re.S).group(1))
+    assert spec["data"]["labels"] == ["15 min", "60 min"]
+    by_label = {d["label"]: d["data"] for d in spec["data"]["datasets"]}
+    assert by_label["long"] == [0.58, None] and by_label["short"] == [None, 0.62]
+    assert by_label["long baseline"][0] == pytest.approx(0.52)
+    bob, _ = await sign_in(api, secret_of(api.bob))
+    assert (await api.anon.get(f"/ui/submissions/{alice_sid}/evaluations", headers=bob)).status_code == 404

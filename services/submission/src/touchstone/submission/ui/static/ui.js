@@ -46,7 +46,10 @@
   // Results boxes load when opened, and reload when their submission changes
   const loadResults = async (details) => {
     const html = await get(details.dataset.results);
-    if (html !== null) details.querySelector(".results-body").innerHTML = html;
+    if (html === null) return;
+    const body = details.querySelector(".results-body");
+    body.innerHTML = html;
+    if (window.touchstoneCharts) window.touchstoneCharts.draw(body);
   };
   document.addEventListener("toggle", (e) => {
     if (e.target.matches && e.target.matches("details[data-results]") && e.target.open) loadResults(e.target);
