@@ -97,3 +97,12 @@ def test_the_baseline_can_be_turned_off(capsys, make_feature_set, tmp_path: Path
     assert rc == 0, stderr
     m = metrics_of(out)
     assert "baseline" not in m and "vs_baseline" not in m["long"]
+
+
+def test_progress_lines_count_the_steps(capsys, make_feature_set, tmp_path: Path) -> None:
+    rc, stdout, stderr = train(capsys, make_feature_set("noise", NOISE), tmp_path / "out", *SMALL)
+    assert rc == 0, stderr
+    steps = [json.loads(line.split("progress ", 1)[1]) for line in stdout.splitlines()
+             if line.startswith("[trainer] progress ")]
+    assert [s["step"] for s in steps] == [0, 1, 2, 3, 4, 5, 6] and {s["steps"] for s in steps} == {6}
+    assert [s["stage"] for s in steps][-1] == "done"

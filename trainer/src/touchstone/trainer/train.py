@@ -41,6 +41,11 @@ def log(message: str) -> None:
     print(f"[trainer] {message}", flush=True)
 
 
+def progress(say: Callable[[str], None], step: int, steps: int, stage: str) -> None:
+    """One machine-readable progress line (touchstone.shared.progress reads it)."""
+    say("progress " + json.dumps({"step": step, "steps": steps, "stage": stage}))
+
+
 def train(req: TrainRequest, say: Callable[[str], None] = log) -> dict[str, Any]:
     """Train both sides and write their models and metrics; returns the metrics."""
     started = time.monotonic()
@@ -58,6 +63,8 @@ def train(req: TrainRequest, say: Callable[[str], None] = log) -> dict[str, Any]
         f"{candles.index[0].isoformat()} .. {candles.index[-1].isoformat()}"
     )
 
+    steps = 4 + (2 if cfg.baseline.enabled else 0)
+    progress(say, 0, steps, "features")
     fs = load_feature_set(req.feature_set_dir)
     say(f"feature set {fs.name!r} (LOOKBACK {fs.lookback}) from {shown(req.feature_set_dir)}")
     plan = plan_split(len(candles), fs.lookback, horizon, cfg.split.test_fraction)
@@ -71,7 +78,10 @@ def train(req: TrainRequest, say: Callable[[str], None] = log) -> dict[str, Any]
         f"{cfg.labels.threshold:g}; split: {len(ds.x_train)} train, {len(ds.x_test)} test, "
         f"{ds.purged_rows} purged, {ds.dropped_nan_rows} dropped for NaN"
     )
-    fitted = {side: _train_side(req, ds, side, say) for side in SIDES}
+    fitted = {}
+    for i, side in enumerate(SIDES, start=1):
+        progress(say, i, steps, f"fit {side}")
+        fitted[side] = _train_side(req, ds, side, say)
     sides = {side: result for side, (result, _) in fitted.items()}
     curves: dict[str, Any] = {"format": curves_mod.FORMAT, "prediction_interval": req.prediction_interval}
     baseline_block = None
@@ -111,6 +121,7 @@ def train(req: TrainRequest, say: Callable[[str], None] = log) -> dict[str, Any]
             "scikit-learn": sklearn.__version__,
         },
     }
+    progress(say, steps - 1, steps, "write")
     metrics["duration_s"] = round(time.monotonic() - started, 3)
     req.output.mkdir(parents=True, exist_ok=True)
     path = req.output / "metrics.json"
@@ -118,6 +129,7 @@ def train(req: TrainRequest, say: Callable[[str], None] = log) -> dict[str, Any]
     curves_path = req.output / "curves.json"
     curves_path.write_text(json.dumps(curves, allow_nan=False) + "\n")
     say(f"wrote {shown(path)} and {shown(curves_path)} in {metrics['duration_s']:.2f} s")
+    progress(say, steps, steps, "done")
     return metrics
 
 
@@ -129,7 +141,8 @@ def _against_baseline(
     ``verdict`` to the side's metrics) and fill ``curves``."""
     cfg = req.config
     t0 = time.monotonic()
-    for side, (result, proba) in fitted.items():
+    for i, (side, (result, proba)) in enumerate(fitted.items(), start=3):
+        progress(say, i, 6, f"baseline {side}")
         base_ds, base_proba = baseline.fit_baseline(cfg, candles, plan, side)
         p = baseline.pair(cfg, side, ds, proba, base_ds, base_proba)
         compared = baseline.compare(p, side, ds.horizon, req.prediction_interval, cfg)
