@@ -3,6 +3,8 @@ known difference and excludes zero only when there is one."""
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 from touchstone.trainer.bootstrap import auto_block, circular_blocks, difference_interval, rows_of
@@ -13,7 +15,7 @@ def test_blocks_are_runs_of_consecutive_periods_that_wrap_around() -> None:
     assert len(idx) == 10
     for start in range(0, 8, 4):
         run = idx[start : start + 4]
-        assert all((b - a) % 10 == 1 for a, b in zip(run, run[1:], strict=False))
+        assert all((b - a) % 10 == 1 for a, b in itertools.pairwise(run))
     assert auto_block(1000) == 10 and auto_block(1) == 1
     assert rows_of(np.array([0, 2]), 3, 8).tolist() == [0, 1, 2, 6, 7]
 

@@ -74,8 +74,9 @@ def test_completion_of_fixed_values(env) -> None:
 
     def values(line: str) -> list[str]:
         words = line.split(" ")
-        done = subprocess.run([str(touchstone)], capture_output=True, text=True, timeout=60, env={
-            **os.environ, "_TOUCHSTONE_COMPLETE": "complete_bash", "COMP_WORDS": line, "COMP_CWORD": str(len(words) - 1)})
+        asking = {"_TOUCHSTONE_COMPLETE": "complete_bash", "COMP_WORDS": line, "COMP_CWORD": str(len(words) - 1)}
+        done = subprocess.run([str(touchstone)], capture_output=True, text=True, timeout=60,
+                              env={**os.environ, **asking})
         return done.stdout.split()
 
     assert values("touchstone schedule s-1 --platform ") == ["onprem", "runpod", "any"]

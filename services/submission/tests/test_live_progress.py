@@ -10,8 +10,10 @@ from touchstone.shared import events as ev
 from touchstone.shared.agents import AgentHeartbeat, GpuStatus, encode_report
 from touchstone.shared.progress import Progress, latest_progress
 
-LINES = (b"[trainer] data: canned\n[trainer] progress {\"step\": 1, \"steps\": 6, \"stage\": \"fit long\"}\n"
-         b"[trainer] long: logistic fitted\n[trainer] progress {\"step\": 3, \"steps\": 6, \"stage\": \"baseline long\"}\n")
+LINES = (b"[trainer] data: canned\n"
+         b"[trainer] progress {\"step\": 1, \"steps\": 6, \"stage\": \"fit long\"}\n"
+         b"[trainer] long: logistic fitted\n"
+         b"[trainer] progress {\"step\": 3, \"steps\": 6, \"stage\": \"baseline long\"}\n")
 
 
 def test_the_latest_well_formed_progress_line_wins() -> None:

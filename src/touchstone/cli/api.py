@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -59,13 +59,13 @@ Yes = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmat
 Sid = Annotated[str, typer.Argument(help="A submission id, e.g. s-7f3a2b1c.")]
 
 
-class Platform(str, Enum):
+class Platform(StrEnum):
     onprem = "onprem"
     runpod = "runpod"
     any = "any"
 
 
-class SubmissionStatusChoice(str, Enum):
+class SubmissionStatusChoice(StrEnum):
     VALIDATING = "VALIDATING"
     ACCEPTED = "ACCEPTED"
     REJECTED = "REJECTED"
@@ -77,7 +77,7 @@ class SubmissionStatusChoice(str, Enum):
     RETRACTED = "RETRACTED"
 
 
-class TaskStatusChoice(str, Enum):
+class TaskStatusChoice(StrEnum):
     QUEUED = "QUEUED"
     ASSIGNED = "ASSIGNED"
     PROVISIONING = "PROVISIONING"
@@ -89,7 +89,7 @@ class TaskStatusChoice(str, Enum):
     CANCELLED = "CANCELLED"
 
 
-class Role(str, Enum):
+class Role(StrEnum):
     user = "user"
     admin = "admin"
 
@@ -362,7 +362,8 @@ def schedule(
                                                        "repeat for several (-i 15 -i 60).")] = None,
     file: Annotated[Path | None, typer.Option("--file", "-f", help="A schedule file (YAML or JSON) with the API's "
                                               "fields, instead of the options below.")] = None,
-    config_file: Annotated[str, typer.Option("--config-file", help="The trainer's config file.")] = "configs/default.toml",
+    config_file: Annotated[str, typer.Option("--config-file",
+                                             help="The trainer's config file.")] = "configs/default.toml",
     trainer_ref: Annotated[str, typer.Option("--trainer-ref", help="Branch, tag or commit of the trainer.")] = "main",
     platform: Annotated[Platform, typer.Option("--platform", help="Where tasks may run.")] = Platform.any,
     gpu_type: Annotated[str | None, typer.Option("--gpu-type", help="RunPod GPU type, e.g. 'NVIDIA A40'.")] = None,

@@ -11,7 +11,7 @@ Examples::
 from __future__ import annotations
 
 import json
-from enum import Enum
+from enum import Enum, StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -28,12 +28,12 @@ Owner = Annotated[str | None, typer.Option("--owner", help="Only this owner's su
 TrainerRef = Annotated[str | None, typer.Option("--trainer-ref", help="Only this trainer ref, e.g. main.")]
 
 
-class Side(str, Enum):
+class Side(StrEnum):
     long = "long"
     short = "short"
 
 
-class ExportFormat(str, Enum):
+class ExportFormat(StrEnum):
     csv = "csv"
     json = "json"
 

@@ -25,6 +25,7 @@ VS_BASELINE = "_vs_baseline"
 SORT_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 FIXED_SORTS = ("finished_at", "prediction_interval")
 MAX_METRICS = 64
+NOT_METRICS = frozenset({"verdict", "vs_baseline", "backtest", "model_file", "model_kind", "warnings"})
 
 
 class Comparison(BaseModel):
@@ -139,10 +140,10 @@ def flat_metrics(side: dict[str, Any]) -> dict[str, float | None]:
     """A side's numeric metrics, the backtest lifted to the top level; names that are not
     plain lower-case words are left out (they could not be sorted on)."""
     out: dict[str, float | None] = {}
-    blocks = [side, side.get("backtest") if isinstance(side.get("backtest"), dict) else {}]
+    blocks = [side, _dict(side.get("backtest"))]
     for block in blocks:
         for name, value in block.items():
-            if len(out) >= MAX_METRICS or not SORT_NAME.match(str(name)) or name.endswith(VS_BASELINE):
+            if len(out) >= MAX_METRICS or not SORT_NAME.match(str(name)) or name in NOT_METRICS:
                 continue
             if name in out or not (value is None or (isinstance(value, int | float) and not isinstance(value, bool))):
                 continue
@@ -179,8 +180,8 @@ def rows_from_metrics(
     prediction_interval: int | None = None,
 ) -> list[Evaluation]:
     """Two rows (long, short) from one attempt's metrics; a side that is missing gives none."""
-    data = metrics.get("data") if isinstance(metrics.get("data"), dict) else {}
-    baseline = metrics.get("baseline") if isinstance(metrics.get("baseline"), dict) else None
+    data = _dict(metrics.get("data"))
+    baseline = _dict(metrics.get("baseline"))
     interval = metrics.get("prediction_interval")
     rows = []
     for side in SIDES:
@@ -188,10 +189,11 @@ def rows_from_metrics(
         if not isinstance(block, dict):
             continue
         comparisons = _comparisons(block)
-        verdict = block.get("verdict") if isinstance(block.get("verdict"), str) else ""
+        said = block.get("verdict")
+        verdict = said if isinstance(said, str) else ""
         rows.append(Evaluation(
             submission_id=submission_id, task_id=task_id, attempt=attempt, side=side, owner=owner,
-            feature_set=feature_set or str((metrics.get("feature_set") or {}).get("name", ""))[:200],
+            feature_set=feature_set or str(_dict(metrics.get("feature_set")).get("name", ""))[:200],
             prediction_interval=prediction_interval if prediction_interval is not None
             else (interval if isinstance(interval, int) else None),
             trainer_ref=trainer_ref, config_file=config_file or str(metrics.get("config_file", ""))[:500],
@@ -204,6 +206,10 @@ def rows_from_metrics(
             verdict=verdict[:2000], finished_at=finished_at, event_id=event_id,
         ))
     return rows
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
 
 
 def _text(value: Any) -> str | None:

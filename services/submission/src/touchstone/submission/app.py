@@ -130,7 +130,10 @@ def create_app(deps: Deps, *, debug: bool = False) -> Litestar:
             await deps.close()
 
     app = Litestar(
-        route_handlers=[*routes.ROUTES, *evaluations.ROUTES, *admin.ROUTES, events, healthz, readyz, prometheus_metrics, *ui.routes(deps)],
+        route_handlers=[
+            *routes.ROUTES, *evaluations.ROUTES, *admin.ROUTES, events, healthz, readyz, prometheus_metrics,
+            *ui.routes(deps),
+        ],
         dependencies={
             "deps": Provide(provide_deps),
             "principal": Provide(provide_principal),

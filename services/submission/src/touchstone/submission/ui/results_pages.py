@@ -12,8 +12,8 @@ from typing import Annotated, Any
 
 from litestar import Response, get
 from litestar.params import FromPath, Parameter
-from touchstone.shared.evaluations import SORT_NAME, Evaluation, EvaluationQuery
 from touchstone.shared.errors import InvalidInputError
+from touchstone.shared.evaluations import SORT_NAME, Evaluation, EvaluationQuery
 from touchstone.submission.deps import DepsArg
 from touchstone.submission.leaderboard import latest_per_side, rank
 from touchstone.submission.ui.session import ViewerArg, render
