@@ -145,6 +145,8 @@ def flat_metrics(side: dict[str, Any]) -> dict[str, float | None]:
         for name, value in block.items():
             if len(out) >= MAX_METRICS or not SORT_NAME.match(str(name)) or name in NOT_METRICS:
                 continue
+            if name.endswith(VS_BASELINE):  # that name sorts by a difference from the baseline
+                continue
             if name in out or not (value is None or (isinstance(value, int | float) and not isinstance(value, bool))):
                 continue
             out[name] = _number(value)
