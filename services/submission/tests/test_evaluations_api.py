@@ -80,7 +80,7 @@ async def test_a_user_sees_only_their_own_rows_whatever_owner_they_ask_for(api) 
         r = await api.alice.get("/api/v1/evaluations", params=params)
         assert r.status_code == 200
         assert {x["owner"] for x in r.json()["items"]} == {"alice"}
-    r = await api.bob.get("/api/v1/evaluations/export", params={"format": "json"})
+    r = await api.bob.get("/api/v1/evaluations/export.json")
     assert {x["owner"] for x in r.json()["items"]} == {"bob"}
     assert (await api.anon.get("/api/v1/evaluations")).status_code == 401
 
@@ -94,7 +94,7 @@ async def test_bad_sort_and_cursor_are_400(api) -> None:
 async def test_csv_export_has_every_metric_and_interval_and_defuses_formulas(api) -> None:
     await seed(api)
     await api.deps.store.put_evaluations([row(9, "alice", fs="=HYPERLINK(\"http://x\")")])
-    r = await api.admin.get("/api/v1/evaluations/export", params={"format": "csv", "interval": 15})
+    r = await api.admin.get("/api/v1/evaluations/export.csv", params={"interval": 15})
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/csv")
     assert 'filename="evaluations.csv"' in r.headers["content-disposition"]
     records = list(csv.DictReader(io.StringIO(r.text)))

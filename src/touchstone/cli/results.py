@@ -108,7 +108,7 @@ def evaluations(
     common = _params(interval=interval, side=side, feature_set=feature_set, owner=owner, trainer_ref=trainer_ref,
                      sort=sort, order="asc" if ascending else "desc")
     if export is not None:
-        body = client.call("GET", "/api/v1/evaluations/export", params={**common, "format": export.value})
+        body = client.call("GET", f"/api/v1/evaluations/export.{export.value}", params=common)
         text = body if isinstance(body, str) else json.dumps(body)
         if output:
             output.write_text(text)

@@ -1,17 +1,18 @@
-"""Evaluations and the leaderboard: ``/api/v1/evaluations`` (list, sort, page, CSV/JSON
-export) and ``/api/v1/leaderboard``. Users see their own submissions' rows; admins all."""
+"""Evaluations and the leaderboard: ``/api/v1/evaluations`` (list, sort, page), every matching
+row as ``/api/v1/evaluations/export.csv`` or ``export.json``, and ``/api/v1/leaderboard``.
+Users see their own submissions' rows; admins all."""
 
 from __future__ import annotations
 
 import csv
 import io
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from litestar import Response, get
 from litestar.params import Parameter
 from pydantic import BaseModel
 from touchstone.shared.evaluations import Evaluation, EvaluationQuery, csv_columns, csv_record
-from touchstone.submission.deps import DepsArg, PrincipalArg
+from touchstone.submission.deps import Deps, DepsArg, PrincipalArg
 from touchstone.submission.domain import Principal
 from touchstone.submission.leaderboard import Leaderboard, rank
 from touchstone.submission.problems import BadQuery, documented
@@ -68,12 +69,20 @@ async def list_evaluations(
     return EvaluationPage(items=page.items, next_cursor=page.next_cursor)
 
 
-@get(f"{PREFIX}/evaluations/export", summary="Every matching evaluation as one CSV or JSON file",
-     tags=["evaluations"], responses=documented(400, 401))
-async def export_evaluations(
+async def _export_rows(deps: Deps, principal: Principal, **kw: Any) -> list[Evaluation]:
+    query = _query(principal, limit=EXPORT_MAX_ROWS, **kw)
+    return (await deps.store.list_evaluations(query)).items
+
+
+def _attachment(name: str) -> dict[str, str]:
+    return {"content-disposition": f'attachment; filename="{name}"'}
+
+
+@get(f"{PREFIX}/evaluations/export.csv", summary="Every matching evaluation as one CSV file",
+     tags=["evaluations"], media_type="text/csv", responses=documented(400, 401))
+async def export_evaluations_csv(
     deps: DepsArg,
     principal: PrincipalArg,
-    format: Annotated[Literal["csv", "json"], Parameter(description="file format")] = "csv",
     interval: Interval = None,
     feature_set: Text = None,
     owner: Annotated[str | None, Parameter(max_length=128, description="admins only")] = None,
@@ -81,16 +90,28 @@ async def export_evaluations(
     side: Side = None,
     sort: Sort = "finished_at",
     order: Order = "desc",
-) -> Response[bytes]:
-    query = _query(principal, owner=owner, feature_set=feature_set, prediction_interval=interval,
-                   trainer_ref=trainer_ref, side=side, sort=sort, descending=order == "desc",
-                   limit=EXPORT_MAX_ROWS)
-    rows = (await deps.store.list_evaluations(query)).items
-    headers = {"content-disposition": f'attachment; filename="evaluations.{format}"'}
-    if format == "json":
-        body = EvaluationPage(items=rows).model_dump_json().encode()
-        return Response(body, media_type="application/json", headers=headers)
-    return Response(to_csv(rows).encode(), media_type="text/csv; charset=utf-8", headers=headers)
+) -> Response[str]:
+    rows = await _export_rows(deps, principal, owner=owner, feature_set=feature_set, prediction_interval=interval,
+                              trainer_ref=trainer_ref, side=side, sort=sort, descending=order == "desc")
+    return Response(to_csv(rows), media_type="text/csv", headers=_attachment("evaluations.csv"))
+
+
+@get(f"{PREFIX}/evaluations/export.json", summary="Every matching evaluation as one JSON file",
+     tags=["evaluations"], responses=documented(400, 401))
+async def export_evaluations_json(
+    deps: DepsArg,
+    principal: PrincipalArg,
+    interval: Interval = None,
+    feature_set: Text = None,
+    owner: Annotated[str | None, Parameter(max_length=128, description="admins only")] = None,
+    trainer_ref: Text = None,
+    side: Side = None,
+    sort: Sort = "finished_at",
+    order: Order = "desc",
+) -> Response[EvaluationPage]:
+    rows = await _export_rows(deps, principal, owner=owner, feature_set=feature_set, prediction_interval=interval,
+                              trainer_ref=trainer_ref, side=side, sort=sort, descending=order == "desc")
+    return Response(EvaluationPage(items=rows), headers=_attachment("evaluations.json"))
 
 
 def to_csv(rows: list[Evaluation]) -> str:
@@ -131,4 +152,4 @@ async def leaderboard(
                        truncated=page.next_cursor is not None)
 
 
-ROUTES = [list_evaluations, export_evaluations, leaderboard]
+ROUTES = [list_evaluations, export_evaluations_csv, export_evaluations_json, leaderboard]
