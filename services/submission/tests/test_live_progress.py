@@ -54,6 +54,18 @@ async def test_tasks_and_task_page_show_progress_and_gpu_use(api) -> None:
     assert 'data-gpu-index="1"' in gpu and "87%" in gpu and "30.0/80 GiB" in gpu
     detail = (await api.anon.get(f"/ui/tasks/{sid}/pi-15", headers={"Cookie": cookie})).text
     assert 'data-step="3"' in detail and "87%" in detail
+    assert f'data-state-refresh="/ui/tasks/{sid}/pi-15?fragment=true"' in detail
+    await api.deps.js.publish(api.deps.subjects.logs(f"{sid}-pi-15"),
+                              b'[trainer] progress {"step": 5, "steps": 6, "stage": "write"}\n')
+
+    async def moved() -> bool:
+        latest = api.deps.progress.latest.get(f"{sid}-pi-15")
+        return latest is not None and latest.step == 5
+
+    await api.until(moved)
+    state = (await api.anon.get(f"/ui/tasks/{sid}/pi-15", params={"fragment": "true"},
+                                headers={"Cookie": cookie})).text
+    assert state.startswith('<dl class="kv" id="task-state">') and 'data-step="5"' in state
 
     await api.record(ev.TrainingFinished(**base, attempt=1))
     detail = (await api.anon.get(f"/ui/tasks/{sid}/pi-15", headers={"Cookie": cookie})).text

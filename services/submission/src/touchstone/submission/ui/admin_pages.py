@@ -83,16 +83,19 @@ async def tasks(
 
 @get("/tasks/{submission_id:str}/{task_id:str}")
 async def task_detail(
-    submission_id: FromPath[str], task_id: FromPath[str], deps: DepsArg, admin_viewer: ViewerArg
+    submission_id: FromPath[str], task_id: FromPath[str], deps: DepsArg, admin_viewer: ViewerArg,
+    fragment: FromQuery[bool] = False,
 ) -> Response[str]:
+    """The task's page; ``fragment`` renders only its State list (the page refreshes it)."""
     task = await deps.store.get_task(submission_id, task_id) if valid_id(task_id) and valid_id(submission_id) else None
     if task is None:
         raise NotFoundError(f"no task {task_id} in {submission_id}")
     now = datetime.now(UTC)
+    live = task.status in TASK_LIVE
     return render(
-        "task.html", me=admin_viewer, task=task, steps=durations(task.timeline, now), final=TASK_FINAL, now=now,
-        progress=deps.progress.of(task) if task.status in TASK_LIVE else None,
-        gpu=gpu_of(deps.hosts, task) if task.status in TASK_LIVE else None
+        "_task_state.html" if fragment else "task.html", me=admin_viewer, task=task,
+        steps=durations(task.timeline, now), final=TASK_FINAL, now=now,
+        progress=deps.progress.of(task) if live else None, gpu=gpu_of(deps.hosts, task) if live else None,
     )
 
 

@@ -111,6 +111,18 @@
     setInterval(refresh, 10000);  // ages move on even when nothing happens
   }
 
+  // a running task's State (progress, GPU use) refreshes while the page is open
+  const state = document.querySelector("[data-state-refresh]");
+  if (state) {
+    setInterval(async () => {
+      const html = await get(state.dataset.stateRefresh);
+      if (html === null) return;
+      const tpl = document.createElement("template");
+      tpl.innerHTML = html.trim();
+      document.getElementById("task-state").replaceWith(tpl.content.firstElementChild);
+    }, 5000);
+  }
+
   // live log follow
   const log = document.querySelector("pre[data-follow]");
   if (log) {
