@@ -6,6 +6,7 @@ there (CI builds both), as plain processes elsewhere."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -235,6 +236,17 @@ def test_the_readme_walk_through_with_the_cli(make_up) -> None:
     assert "long: auc " in trained.stdout and "short: auc " in trained.stdout
     log = cli("logs", good, "pi-15")
     assert log.returncode == 0 and "[trainer]" in log.stdout
+    # the results service wrote one evaluation row per side; the leaderboard ranks them
+    deadline = time.monotonic() + 60  # the results service writes them just after the task finishes
+    while True:
+        rows = json.loads(cli("evaluations", "-i", "15", "--json").stdout)["items"]
+        sides = sorted(r["side"] for r in rows if r["submission_id"] == good)
+        if sides == ["long", "short"] or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    assert sides == ["long", "short"], rows
+    board = cli("leaderboard", "-i", "15")
+    assert board.returncode == 0 and "momentum" in board.stdout, board.stdout + board.stderr
 
     other, _ = submitted("momentum")
     wrong_ref = cli("schedule", other, "-i", "15", "--platform", "onprem", "--trainer-ref", "no-such-ref", "--wait")

@@ -155,6 +155,13 @@ def write_runpod_status_via_nats(up, status: RunPodStatus) -> None:
         pool.submit(asyncio.run, write()).result(timeout=30)
 
 
+def drawn(canvases, count: int) -> None:
+    """``count`` charts drawn with data (charts.js marks each canvas with its number of points)."""
+    expect(canvases).to_have_count(count)
+    for i in range(count):
+        expect(canvases.nth(i)).to_have_attribute("data-drawn", re.compile(r"^[1-9]\d*$"))
+
+
 def sign_in(page, base: str, token: str) -> None:
     page.goto(f"{base}/ui/")
     expect(page).to_have_url(re.compile(r"/ui/sign-in"))
@@ -180,6 +187,7 @@ def walk_through(make_up, stack: contextlib.ExitStack) -> None:
         TOUCHSTONE_OIDC_AUDIENCE="touchstone-api",
         TOUCHSTONE_OIDC_CLIENT_ID=CLIENT_ID,
         TOUCHSTONE_OIDC_CLIENT_SECRET=CLIENT_SECRET,
+        TOUCHSTONE_TRAINER_DIR=str(ROOT / "trainer"),  # this checkout's trainer: its baseline and curves
     )
     up.start()
     up.wait_healthy(len(available_services()))
@@ -256,6 +264,7 @@ def walk_through(make_up, stack: contextlib.ExitStack) -> None:
             page.click(f"tr[data-task='{sid}/pi-60'] a")
             expect(page.locator("ol.timeline")).to_contain_text("TrainingFinished")
             expect(page.locator("#log")).not_to_be_empty()
+            drawn(page.locator(".curves canvas"), 4)  # cumulative return and ROC of each side
             shot(page, "task")
 
             # Results box and a log
@@ -266,10 +275,26 @@ def walk_through(make_up, stack: contextlib.ExitStack) -> None:
             expect(results.locator("tr[data-task='pi-15'] .badge")).to_have_text("SUCCEEDED")
             expect(results.locator("tr[data-task='pi-60'] .metrics")).to_contain_text("roc_auc")
             expect(results.locator("tr[data-task='pi-60'] a", has_text="metrics.json")).to_be_visible()
+            drawn(details.locator(".curves canvas"), 8)  # two tasks, two sides, two curves
+            details.locator(".curves").first.scroll_into_view_if_needed()
             shot(page, "results")
             results.locator("tr[data-task='pi-60'] a[data-log]").click()
             expect(page.locator("#log")).not_to_be_empty()
             shot(page, "log")
+
+            # Evaluations of the submission: each metric by interval, long and short; the leaderboard
+            page.goto(f"{base}/ui/submissions/{sid}/evaluations")
+            expect(page.locator("table.evaluations tr[data-key]")).to_have_count(4)
+            drawn(page.locator("canvas[data-chart]"), 4)
+            shot(page, "evaluations")
+            page.goto(f"{base}/ui/leaderboard?interval=60&metric=roc_auc")
+            expect(page.locator("table.leaderboard tr[data-rank]")).to_have_count(2)
+            expect(page.locator("table.leaderboard")).to_contain_text("momentum")
+            drawn(page.locator("canvas[data-chart]"), 1)
+            shot(page, "leaderboard")
+            board = up.api().get("/api/v1/leaderboard", params={"interval": 60}).json()
+            assert {e["side"] for e in board["entries"]} == {"long", "short"}
+            assert all(e["low"] is not None and e["low"] <= e["difference"] <= e["high"] for e in board["entries"])
 
             # System: a change applies at once and says so
             page.goto(f"{base}/ui/system")

@@ -53,9 +53,10 @@ async def test_training_outputs_are_collected(nc, subjects, agent_settings, star
     assert (await send(nc, subjects, command)).ok
     outcome = (await eventually(lambda: reports.ended(command.container_name))).outcome
     assert outcome.exit_code == 0 and outcome.metrics == {"long": {"accuracy": 0.6}}
-    assert set(outcome.artifacts) == {"long.json", "short.json", "metrics.json"}
+    assert set(outcome.artifacts) == {"long.json", "short.json", "metrics.json", "curves.json"}
     folder = settings.data_dir / "artifacts" / "models" / "s1" / "pi-15" / "attempt-1"
     assert (folder / "models" / "long.json").exists() and (folder / "metrics.json").exists()
+    assert (folder / "curves.json").exists()
 
 
 async def test_heartbeats_carry_free_slots_and_running_containers(

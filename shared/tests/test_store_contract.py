@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from touchstone.shared.evaluations import Comparison, Evaluation, EvaluationQuery
 from touchstone.shared.lifecycle import SubmissionStatus, TaskStatus
 from touchstone.shared.store.mongo import MongoStore
 from touchstone.shared.store.protocol import Changes, ProjectionStore
@@ -141,3 +142,90 @@ async def test_drop_forgets_everything(store: ProjectionStore) -> None:
 async def test_a_cursor_we_did_not_make_is_refused(store: ProjectionStore) -> None:
     with pytest.raises(ValueError, match="invalid cursor"):
         await store.list_submissions(cursor="not-a-cursor")
+
+
+# --- evaluations ----------------------------------------------------------------------------
+
+
+def evaluation(i: int, side: str = "long", *, owner: str = "alice", interval: int = 15, ref: str = "main",
+               auc: float | None = 0.5, fs: str = "momentum") -> Evaluation:
+    diff = None if auc is None else auc - 0.5
+    return Evaluation(
+        submission_id=f"s-{i:04d}", task_id=f"pi-{interval}", attempt=1, side=side, owner=owner,
+        feature_set=fs, prediction_interval=interval, trainer_ref=ref,
+        metrics={"roc_auc": auc, "sharpe": float(i)},
+        vs_baseline={"roc_auc": Comparison(model=auc, baseline=0.5, difference=diff,
+                                           low=None if diff is None else diff - 0.01,
+                                           high=None if diff is None else diff + 0.01)},
+        finished_at=T0 + timedelta(seconds=i),
+    )
+
+
+async def all_pages(store: ProjectionStore, **kw) -> list[Evaluation]:
+    seen: list[Evaluation] = []
+    cursor = None
+    while True:
+        page = await store.list_evaluations(EvaluationQuery(cursor=cursor, **kw))
+        seen += page.items
+        cursor = page.next_cursor
+        if cursor is None:
+            return seen
+
+
+async def test_evaluations_round_trip_and_replace_by_key(store: ProjectionStore) -> None:
+    row = evaluation(1)
+    await store.put_evaluations([row, evaluation(1, "short")])
+    await store.put_evaluations([row])  # a redelivered attempt writes the same rows again
+    listed = (await store.list_evaluations(EvaluationQuery())).items
+    assert sorted(r.key for r in listed) == ["s-0001/pi-15/1/long", "s-0001/pi-15/1/short"]
+    assert next(r for r in listed if r.side == "long") == row
+    await store.put_evaluations([evaluation(1, auc=0.9)])
+    again = await store.list_evaluations(EvaluationQuery(side="long"))
+    assert [r.metrics["roc_auc"] for r in again.items] == [0.9]
+
+
+async def test_evaluations_filter_by_interval_feature_set_owner_and_trainer_ref(store: ProjectionStore) -> None:
+    await store.put_evaluations([
+        evaluation(1, owner="alice", interval=15, ref="main", fs="momentum"),
+        evaluation(2, owner="bob", interval=60, ref="main", fs="momentum"),
+        evaluation(3, owner="alice", interval=60, ref="v2", fs="volume"),
+    ])
+
+    async def ids(**kw) -> list[str]:
+        return [r.submission_id for r in (await store.list_evaluations(EvaluationQuery(**kw))).items]
+
+    assert await ids() == ["s-0003", "s-0002", "s-0001"]  # newest first by default
+    assert await ids(prediction_interval=60) == ["s-0003", "s-0002"]
+    assert await ids(owner="alice") == ["s-0003", "s-0001"]
+    assert await ids(trainer_ref="v2") == ["s-0003"]
+    assert await ids(feature_set="momentum", prediction_interval=60) == ["s-0002"]
+    assert await ids(owner="carol") == []
+
+
+async def test_evaluations_sort_by_any_metric_and_difference_and_page(store: ProjectionStore) -> None:
+    aucs = [0.61, 0.52, 0.70, None, 0.55, 0.66, 0.48]
+    await store.put_evaluations([evaluation(i, auc=a) for i, a in enumerate(aucs)])
+    by_auc = await all_pages(store, sort="roc_auc", descending=True, limit=2)
+    known = sorted((a for a in aucs if a is not None), reverse=True)
+    assert [r.metrics["roc_auc"] for r in by_auc] == [*known, None]  # a missing value is the smallest
+    ascending = await all_pages(store, sort="roc_auc_vs_baseline", descending=False, limit=3)
+    assert [r.metrics["roc_auc"] for r in ascending] == [None, *sorted(known)]
+    by_sharpe = await all_pages(store, sort="sharpe", limit=4)
+    assert [r.metrics["sharpe"] for r in by_sharpe] == [6.0, 5.0, 4.0, 3.0, 2.0, 1.0, 0.0]
+    by_interval = await store.list_evaluations(EvaluationQuery(sort="prediction_interval", limit=100))
+    assert len(by_interval.items) == 7 and by_interval.next_cursor is None
+
+
+async def test_evaluations_refuse_an_unsafe_sort_and_a_foreign_cursor(store: ProjectionStore) -> None:
+    with pytest.raises(ValueError, match="cannot sort"):
+        EvaluationQuery(sort="roc_auc'); DROP TABLE evaluations; --")
+    with pytest.raises(ValueError, match="cannot sort"):
+        EvaluationQuery(sort="$where")
+    with pytest.raises(ValueError, match="invalid cursor"):
+        await store.list_evaluations(EvaluationQuery(cursor="not-a-cursor"))
+
+
+async def test_drop_keeps_evaluations(store: ProjectionStore) -> None:
+    await store.put_evaluations([evaluation(1)])
+    await store.drop()
+    assert len((await store.list_evaluations(EvaluationQuery())).items) == 1

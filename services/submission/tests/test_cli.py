@@ -56,15 +56,15 @@ async def test_a_user_and_an_admin_drive_a_submission_from_the_cli(api, cli) -> 
     assert sid in (await cli("list", token=erin)).stdout
     assert "ACCEPTED" in (await cli("show", sid, token=erin)).stdout
 
-    await cli("schedule", sid, "-i", "60", token=erin, code=2)  # admins only
+    await cli("schedule", sid, "-i", "60", token=erin, code=3)  # admins only
     scheduled = json.loads((await cli("schedule", sid, "-i", "60", "-i", "15", "--args", "--x 'a b'", "--json")).stdout)
     assert [t["task_id"] for t in scheduled["tasks"]] == ["pi-60", "pi-15"]
     assert scheduled["submission"]["schedule"]["passthrough_args"] == ["--x", "a b"]
-    refused = await cli("delete", sid, token=erin, code=1)
+    refused = await cli("delete", sid, "--yes", token=erin, code=5)
     assert "409" in refused.output and "must be cancelled" in refused.output
-    assert "cancelling" in (await cli("cancel", sid)).stdout
+    assert "cancelling" in (await cli("cancel", sid, "-y")).stdout
     await api.record(ev.SubmissionCancelled(aggregate_id=sid, correlation_id=sid))
-    assert f"deleted {sid}" in (await cli("delete", sid, token=erin)).stdout
+    assert f"deleted {sid}" in (await cli("delete", sid, "--yes", token=erin)).stdout
 
 
 async def test_tasks_logs_system_and_tokens_from_the_cli(api, cli) -> None:
@@ -87,9 +87,9 @@ async def test_tasks_logs_system_and_tokens_from_the_cli(api, cli) -> None:
         "gpus": [],
         "labels": {},
     }
-    await cli("system", "set", "--resume", "--revision", "0", code=1)  # stale revision: 409
-    await cli("system", "set", code=1)
+    await cli("system", "set", "--resume", "--revision", "0", code=5)  # stale revision: 409
+    await cli("system", "set", code=2)  # nothing to change: a usage error
 
     made = json.loads((await cli("token", "create", "frank", "--role", "admin", "--json")).stdout)
-    await cli("token", "revoke", made["id"])
-    assert (await cli("system", "show", token=made["secret"], code=2)).exit_code == 2
+    await cli("token", "revoke", made["id"], "--yes")
+    assert (await cli("system", "show", token=made["secret"], code=3)).exit_code == 3

@@ -2,18 +2,22 @@
 
 ``register(app)`` adds ``submit``, ``list``, ``show``, ``schedule``, ``cancel``, ``delete``,
 ``logs``, ``tasks``, ``system show|set`` and ``token create|list|revoke``. The server and token
-come from ``--url``/``--token``, else ``TOUCHSTONE_URL``/``TOUCHSTONE_TOKEN``, else the config
-file (``TOUCHSTONE_CONFIG`` or ``~/.config/touchstone/cli.toml``: ``url = "..."``,
-``token = "..."``), else ``http://127.0.0.1:8080`` and the bootstrap token that an embedded
-``touchstone up`` left in ``./.touchstone/admin-token``. ``--json`` prints the API's JSON.
+come from ``--url``/``--token``, else ``TOUCHSTONE_URL``/``TOUCHSTONE_TOKEN``, else the chosen
+profile of the config file (``touchstone login``; see ``profiles``), else
+``http://127.0.0.1:8080`` and the bootstrap token that an embedded ``touchstone up`` left in
+``./.touchstone/admin-token``. ``--json`` prints the API's JSON.
+
+Exit codes (``EXIT_CODES``): 0 done; 1 the request failed or a --wait ended badly; 2 a usage
+error (bad option or argument; only then); 3 not signed in or not allowed (401/403); 4 not found
+(404); 5 refused by the submission's state or a stale revision (409); 6 the server cannot be
+reached.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import tomllib
 from collections.abc import Iterator
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -24,6 +28,8 @@ from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
 
+from touchstone.cli import profiles
+
 DEFAULT_URL = "http://127.0.0.1:8080"
 SETTLED_AFTER_VALIDATION = {"ACCEPTED", "REJECTED", "ERROR", "CANCELLED", "RETRACTED"}
 SETTLED = {"REJECTED", "COMPLETED", "ERROR", "CANCELLED", "RETRACTED"}
@@ -32,24 +38,97 @@ TASK_SETTLED = {"SUCCEEDED", "ERROR", "CANCELLED"}
 out = Console()
 err = Console(stderr=True)
 
-Url = Annotated[str | None, typer.Option("--url", envvar="TOUCHSTONE_URL", help="API address.")]
+EXIT_FAILED, EXIT_USAGE, EXIT_AUTH, EXIT_NOT_FOUND, EXIT_CONFLICT, EXIT_UNREACHABLE = 1, 2, 3, 4, 5, 6
+EXIT_CODES = {
+    0: "done",
+    EXIT_FAILED: "the request failed, or a --wait ended in another status than hoped",
+    EXIT_USAGE: "usage error: an unknown option, a missing or bad argument (only this)",
+    EXIT_AUTH: "not signed in, or not allowed (HTTP 401/403)",
+    EXIT_NOT_FOUND: "no such submission, task or token (HTTP 404)",
+    EXIT_CONFLICT: "refused by the current state, or a stale revision (HTTP 409)",
+    EXIT_UNREACHABLE: "the server cannot be reached",
+}
+_HTTP_EXIT = {401: EXIT_AUTH, 403: EXIT_AUTH, 404: EXIT_NOT_FOUND, 409: EXIT_CONFLICT}
+
+Url = Annotated[str | None, typer.Option("--url", envvar="TOUCHSTONE_URL",
+                                         help="API address, e.g. https://touchstone.example.")]
 Token = Annotated[str | None, typer.Option("--token", envvar="TOUCHSTONE_TOKEN", help="API token or JWT.")]
 AsJson = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 Wait = Annotated[bool, typer.Option("--wait", help="Show progress live until it settles.")]
+Yes = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
+Sid = Annotated[str, typer.Argument(help="A submission id, e.g. s-7f3a2b1c.")]
+
+
+class Platform(StrEnum):
+    onprem = "onprem"
+    runpod = "runpod"
+    any = "any"
+
+
+class SubmissionStatusChoice(StrEnum):
+    VALIDATING = "VALIDATING"
+    ACCEPTED = "ACCEPTED"
+    REJECTED = "REJECTED"
+    SCHEDULED = "SCHEDULED"
+    RUNNING = "RUNNING"
+    COMPLETED = "COMPLETED"
+    ERROR = "ERROR"
+    CANCELLED = "CANCELLED"
+    RETRACTED = "RETRACTED"
+
+
+class TaskStatusChoice(StrEnum):
+    QUEUED = "QUEUED"
+    ASSIGNED = "ASSIGNED"
+    PROVISIONING = "PROVISIONING"
+    PREPARING = "PREPARING"
+    RUNNING = "RUNNING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    ERROR = "ERROR"
+    CANCELLED = "CANCELLED"
+
+
+class Role(StrEnum):
+    user = "user"
+    admin = "admin"
+
+
+def confirm(yes: bool, question: str) -> None:
+    """Ask before an action that cannot be undone, unless --yes; "no" exits with 1."""
+    if not yes and not typer.confirm(question, default=False, err=True):
+        err.print("not done")
+        raise typer.Exit(EXIT_FAILED)
 
 
 # --- the HTTP client ----------------------------------------------------------------------
 
 
-def _config() -> dict[str, Any]:
-    path = Path(os.environ.get("TOUCHSTONE_CONFIG", Path.home() / ".config" / "touchstone" / "cli.toml"))
+def _usage(message: str) -> NoReturn:
+    """A usage error: exit code 2, as for an unknown option."""
+    _fail(message, EXIT_USAGE)
+
+
+def schedule_file(path: Path) -> dict[str, Any]:
+    """A schedule file's body, checked by the API's own model before it is sent (a usage error
+    when it does not fit)."""
+    import yaml
+    from pydantic import ValidationError
+    from touchstone.submission.schemas import ScheduleCreate
+
     try:
-        return tomllib.loads(path.read_text())
-    except (OSError, tomllib.TOMLDecodeError):
-        return {}
+        raw = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as e:
+        _usage(f"cannot read schedule file {path}: {e}")
+    try:
+        body = ScheduleCreate.model_validate(raw)
+    except ValidationError as e:
+        problems = "; ".join(f"{'.'.join(str(p) for p in x['loc']) or '(file)'}: {x['msg']}" for x in e.errors())
+        _usage(f"schedule file {path}: {problems}")
+    return body.model_dump(mode="json", exclude_unset=True)
 
 
-def _fail(message: str, code: int = 1) -> NoReturn:
+def _fail(message: str, code: int = EXIT_FAILED) -> NoReturn:
     err.print(f"[red]error:[/red] {message}", highlight=False)
     raise typer.Exit(code)
 
@@ -58,7 +137,7 @@ class Client:
     """A thin synchronous client; a problem-details answer becomes a one-line error."""
 
     def __init__(self, url: str | None, token: str | None) -> None:
-        config = _config()
+        config = profiles.profile()
         self.url = (url or config.get("url") or DEFAULT_URL).rstrip("/")
         token = token or config.get("token")
         local = Path(".touchstone/admin-token")
@@ -71,7 +150,7 @@ class Client:
         try:
             response = self.http.request(method, path, **kw)
         except httpx.HTTPError as e:
-            _fail(f"cannot reach {self.url}: {e}")
+            _fail(f"cannot reach {self.url}: {e}", EXIT_UNREACHABLE)
         self._check(response)
         if response.headers.get("content-type", "").startswith("application/json"):
             return response.json()
@@ -85,7 +164,7 @@ class Client:
             detail = f"{problem.get('title', response.reason_phrase)}: {problem.get('detail', '')}"
         except ValueError:
             detail = response.text[:200] or response.reason_phrase
-        _fail(f"{response.status_code} {detail}", 2 if response.status_code in (401, 403) else 1)
+        _fail(f"{response.status_code} {detail}", _HTTP_EXIT.get(response.status_code, EXIT_FAILED))
 
     def events(self, path: str, params: dict[str, Any] | None = None) -> Iterator[tuple[str, str]]:
         """(event, data) pairs of an SSE stream; ("ready", "") once it is subscribed."""
@@ -106,7 +185,7 @@ class Client:
                         yield event, "\n".join(data)
                         event, data = "message", []
         except httpx.HTTPError as e:
-            _fail(f"lost the stream from {self.url}: {e}")
+            _fail(f"lost the stream from {self.url}: {e}", EXIT_UNREACHABLE)
 
 
 def _print_json(value: Any) -> None:
@@ -221,7 +300,10 @@ def submit(
     token: Token = None,
     as_json: AsJson = False,
 ) -> None:
-    """Submit a feature set; it is validated at once (--wait shows the verdict)."""
+    """Submit a feature set; it is validated at once (--wait shows the verdict).
+
+    Example: touchstone submit https://github.com/org/features.git --path momentum --wait
+    """
     client = Client(url, token)
     local = Path(git_url)
     if ":" not in git_url and local.is_dir():  # a folder here: the server sees it by its absolute path
@@ -239,16 +321,20 @@ def submit(
 
 
 def list_submissions(
-    status: Annotated[str | None, typer.Option("--status", help="Only this status.")] = None,
+    status: Annotated[SubmissionStatusChoice | None, typer.Option("--status", help="Only this status.")] = None,
     owner: Annotated[str | None, typer.Option("--owner", help="Only this owner (admins).")] = None,
-    limit: Annotated[int, typer.Option("--limit", min=1, max=200)] = 50,
+    limit: Annotated[int, typer.Option("--limit", min=1, max=200, help="Rows per page.")] = 50,
     cursor: Annotated[str | None, typer.Option("--cursor", help="next_cursor of the previous page.")] = None,
     url: Url = None,
     token: Token = None,
     as_json: AsJson = False,
 ) -> None:
-    """List submissions, newest first."""
-    params = {k: v for k, v in {"status": status, "owner": owner, "limit": limit, "cursor": cursor}.items() if v}
+    """List submissions, newest first.
+
+    Example: touchstone list --status ACCEPTED
+    """
+    wanted = status.value if status else None
+    params = {k: v for k, v in {"status": wanted, "owner": owner, "limit": limit, "cursor": cursor}.items() if v}
     page = Client(url, token).call("GET", "/api/v1/submissions", params=params)
     if as_json:
         _print_json(page)
@@ -258,8 +344,11 @@ def list_submissions(
         out.print(f"more: --cursor {page['next_cursor']}")
 
 
-def show(sid: str, url: Url = None, token: Token = None, as_json: AsJson = False) -> None:
-    """One submission with its validation report, schedule and tasks."""
+def show(sid: Sid, url: Url = None, token: Token = None, as_json: AsJson = False) -> None:
+    """One submission with its validation report, schedule and tasks.
+
+    Example: touchstone show s-7f3a2b1c --json
+    """
     s = Client(url, token).call("GET", f"/api/v1/submissions/{sid}")
     if as_json:
         _print_json(s)
@@ -268,34 +357,45 @@ def show(sid: str, url: Url = None, token: Token = None, as_json: AsJson = False
 
 
 def schedule(
-    sid: str,
-    interval: Annotated[list[int], typer.Option("--interval", "-i", help="Prediction interval in minutes.")],
-    config_file: Annotated[str, typer.Option("--config-file")] = "configs/default.toml",
-    trainer_ref: Annotated[str, typer.Option("--trainer-ref")] = "main",
-    platform: Annotated[str, typer.Option("--platform", help="onprem, runpod or any.")] = "any",
-    gpu_type: Annotated[str | None, typer.Option("--gpu-type")] = None,
-    priority: Annotated[int, typer.Option("--priority")] = 0,
-    data_end: Annotated[str | None, typer.Option("--fetched-data-end-to", help="ISO time.")] = None,
+    sid: Sid,
+    interval: Annotated[list[int] | None, typer.Option("--interval", "-i", help="Prediction interval in minutes; "
+                                                       "repeat for several (-i 15 -i 60).")] = None,
+    file: Annotated[Path | None, typer.Option("--file", "-f", help="A schedule file (YAML or JSON) with the API's "
+                                              "fields, instead of the options below.")] = None,
+    config_file: Annotated[str, typer.Option("--config-file",
+                                             help="The trainer's config file.")] = "configs/default.toml",
+    trainer_ref: Annotated[str, typer.Option("--trainer-ref", help="Branch, tag or commit of the trainer.")] = "main",
+    platform: Annotated[Platform, typer.Option("--platform", help="Where tasks may run.")] = Platform.any,
+    gpu_type: Annotated[str | None, typer.Option("--gpu-type", help="RunPod GPU type, e.g. 'NVIDIA A40'.")] = None,
+    priority: Annotated[int, typer.Option("--priority", help="Higher runs first (-100..100).")] = 0,
+    data_end: Annotated[str | None, typer.Option("--fetched-data-end-to", help="Last candle time, ISO 8601.")] = None,
     args: Annotated[str | None, typer.Option("--args", help="Passthrough args, split shell-style.")] = None,
     wait: Wait = False,
     url: Url = None,
     token: Token = None,
     as_json: AsJson = False,
 ) -> None:
-    """Schedule training of an accepted submission: one task per interval (admin)."""
+    """Schedule training of an accepted submission: one task per interval (admin).
+
+    Example: touchstone schedule s-7f3a2b1c -i 15 -i 60 --platform onprem --wait
+
+    Example: touchstone schedule s-7f3a2b1c -f schedule.yaml
+    """
+    if file is not None:
+        if interval:
+            _usage("give either --file or --interval, not both")
+        body = schedule_file(file)
+    elif not interval:
+        _usage("give --interval (one or more) or --file")
+    else:
+        body = {"prediction_intervals": interval, "config_file": config_file, "trainer_ref": trainer_ref,
+                "platform": platform.value, "priority": priority}
+        body |= {
+            k: v
+            for k, v in {"gpu_type": gpu_type, "fetched_data_end_to": data_end, "passthrough_args": args}.items()
+            if v is not None
+        }
     client = Client(url, token)
-    body: dict[str, Any] = {
-        "prediction_intervals": interval,
-        "config_file": config_file,
-        "trainer_ref": trainer_ref,
-        "platform": platform,
-        "priority": priority,
-    }
-    body |= {
-        k: v
-        for k, v in {"gpu_type": gpu_type, "fetched_data_end_to": data_end, "passthrough_args": args}.items()
-        if v is not None
-    }
     accepted = client.call("POST", f"/api/v1/submissions/{sid}/schedule", json=body)
     result: dict[str, Any] = accepted
     if wait:
@@ -310,8 +410,12 @@ def schedule(
         raise typer.Exit(1)
 
 
-def cancel(sid: str, url: Url = None, token: Token = None, as_json: AsJson = False) -> None:
-    """Cancel every unfinished task of a submission (admin)."""
+def cancel(sid: Sid, yes: Yes = False, url: Url = None, token: Token = None, as_json: AsJson = False) -> None:
+    """Cancel every unfinished task of a submission (admin).
+
+    Example: touchstone cancel s-7f3a2b1c --yes
+    """
+    confirm(yes, f"Cancel every unfinished task of {sid}?")
     s = Client(url, token).call("POST", f"/api/v1/submissions/{sid}/cancel")
     if as_json:
         _print_json(s)
@@ -319,8 +423,12 @@ def cancel(sid: str, url: Url = None, token: Token = None, as_json: AsJson = Fal
         out.print(f"cancelling {sid} ({s['status']})")
 
 
-def delete(sid: str, url: Url = None, token: Token = None, as_json: AsJson = False) -> None:
-    """Retract a submission (a running one must be cancelled first, unless you are an admin)."""
+def delete(sid: Sid, yes: Yes = False, url: Url = None, token: Token = None, as_json: AsJson = False) -> None:
+    """Retract a submission (a running one must be cancelled first, unless you are an admin).
+
+    Example: touchstone delete s-7f3a2b1c -y
+    """
+    confirm(yes, f"Delete {sid}?")
     s = Client(url, token).call("DELETE", f"/api/v1/submissions/{sid}")
     if as_json:
         _print_json(s)
@@ -331,39 +439,55 @@ def delete(sid: str, url: Url = None, token: Token = None, as_json: AsJson = Fal
 
 
 def logs(
-    sid: str,
-    task_id: str,
+    sid: Sid,
+    task_id: Annotated[str, typer.Argument(help="A task id: validation, or pi-N for interval N.")],
     tail: Annotated[int | None, typer.Option("--tail", "-n", min=1, help="Only the last N lines.")] = None,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing while the task runs.")] = False,
     url: Url = None,
     token: Token = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON string per line (NDJSON).")] = False,
 ) -> None:
-    """A task's console log."""
+    """A task's console log.
+
+    Example: touchstone logs s-7f3a2b1c pi-60 --follow
+    """
     client = Client(url, token)
     path = f"/api/v1/submissions/{sid}/tasks/{task_id}/logs"
     params = {"tail": tail} if tail else {}
     if not follow:
-        out.print(client.call("GET", path, params=params), end="", markup=False, highlight=False)
+        text = client.call("GET", path, params=params)
+        if as_json:
+            for line in str(text).splitlines():
+                print(json.dumps(line))
+        else:
+            out.print(text, end="", markup=False, highlight=False)
         return
     for event, data in client.events(path, {**params, "follow": "true"}):
         if event == "line":
-            out.print(json.loads(data), markup=False, highlight=False)
+            if as_json:
+                print(json.dumps(json.loads(data)), flush=True)
+            else:
+                out.print(json.loads(data), markup=False, highlight=False)
         elif event == "end":
             err.print(f"[dim]task {task_id} ended: {json.loads(data)}[/dim]")
             return
 
 
 def tasks(
-    status: Annotated[str | None, typer.Option("--status")] = None,
-    platform: Annotated[str | None, typer.Option("--platform")] = None,
-    submission: Annotated[str | None, typer.Option("--submission")] = None,
-    limit: Annotated[int, typer.Option("--limit", min=1, max=500)] = 100,
+    status: Annotated[TaskStatusChoice | None, typer.Option("--status", help="Only this status.")] = None,
+    platform: Annotated[Platform | None, typer.Option("--platform", help="Only this platform.")] = None,
+    submission: Annotated[str | None, typer.Option("--submission", help="Only this submission's tasks.")] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, max=500, help="Rows to show.")] = 100,
     url: Url = None,
     token: Token = None,
     as_json: AsJson = False,
 ) -> None:
-    """All tasks, oldest queued first (admin)."""
-    params = {"status": status, "platform": platform, "submission_id": submission, "limit": limit}
+    """All tasks, oldest queued first (admin).
+
+    Example: touchstone tasks --status RUNNING
+    """
+    params = {"status": status.value if status else None, "platform": platform.value if platform else None,
+              "submission_id": submission, "limit": limit}
     page = Client(url, token).call("GET", "/api/v1/tasks", params={k: v for k, v in params.items() if v})
     if as_json:
         _print_json(page)
@@ -372,7 +496,10 @@ def tasks(
 
 
 def system_show(url: Url = None, token: Token = None, as_json: AsJson = False) -> None:
-    """The run-time settings (admin)."""
+    """The run-time settings (admin).
+
+    Example: touchstone system show --json
+    """
     s = Client(url, token).call("GET", "/api/v1/system")
     if as_json:
         _print_json(s)
@@ -393,7 +520,8 @@ def system_show(url: Url = None, token: Token = None, as_json: AsJson = False) -
 
 
 def system_set(
-    runpod_max: Annotated[int | None, typer.Option("--runpod-max-running-tasks", min=0)] = None,
+    runpod_max: Annotated[int | None, typer.Option("--runpod-max-running-tasks", min=0,
+                                                   help="Most RunPod tasks at once; 0 pauses RunPod.")] = None,
     paused: Annotated[bool | None, typer.Option("--pause/--resume", help="Pause or resume the scheduler.")] = None,
     server: Annotated[list[str] | None, typer.Option("--server", help="NAME=SLOTS; replaces the list.")] = None,
     servers_json: Annotated[str | None, typer.Option("--servers-json", help="The full servers list.")] = None,
@@ -402,7 +530,10 @@ def system_set(
     token: Token = None,
     as_json: AsJson = False,
 ) -> None:
-    """Change run-time settings; they take effect at once (admin)."""
+    """Change run-time settings; they take effect at once (admin).
+
+    Example: touchstone system set --runpod-max-running-tasks 0 --server gpu1=2
+    """
     body: dict[str, Any] = {}
     if runpod_max is not None:
         body["runpod_max_running_tasks"] = runpod_max
@@ -414,11 +545,11 @@ def system_set(
         try:
             body["servers"] = [{"name": n, "num_slots": int(s)} for n, s in (x.split("=", 1) for x in server)]
         except ValueError:
-            _fail("--server takes NAME=SLOTS")
+            _usage("--server takes NAME=SLOTS")
     if revision is not None:
         body["revision"] = revision
     if not body:
-        _fail("nothing to change; see --help")
+        _usage("nothing to change; see --help")
     s = Client(url, token).call("PATCH", "/api/v1/system", json=body)
     if as_json:
         _print_json(s)
@@ -427,15 +558,19 @@ def system_set(
 
 
 def token_create(
-    user: str,
-    role: Annotated[str, typer.Option("--role", help="user or admin")] = "user",
-    description: Annotated[str, typer.Option("--description")] = "",
+    user: Annotated[str, typer.Argument(help="The user the token signs in as, e.g. alice.")],
+    role: Annotated[Role, typer.Option("--role", help="What the token may do.")] = Role.user,
+    description: Annotated[str, typer.Option("--description", help="A note: what the token is for.")] = "",
     url: Url = None,
     token: Token = None,
     as_json: AsJson = False,
 ) -> None:
-    """Create an API token; its secret is shown this once (admin)."""
-    t = Client(url, token).call("POST", "/api/v1/tokens", json={"user": user, "role": role, "description": description})
+    """Create an API token; its secret is shown this once (admin).
+
+    Example: touchstone token create alice --role user --description "laptop"
+    """
+    body = {"user": user, "role": role.value, "description": description}
+    t = Client(url, token).call("POST", "/api/v1/tokens", json=body)
     if as_json:
         _print_json(t)
         return
@@ -444,7 +579,10 @@ def token_create(
 
 
 def token_list(url: Url = None, token: Token = None, as_json: AsJson = False) -> None:
-    """API tokens, without their secrets (admin)."""
+    """API tokens, without their secrets (admin).
+
+    Example: touchstone token list
+    """
     items = Client(url, token).call("GET", "/api/v1/tokens")
     if as_json:
         _print_json(items)
@@ -457,8 +595,18 @@ def token_list(url: Url = None, token: Token = None, as_json: AsJson = False) ->
     out.print(table)
 
 
-def token_revoke(token_id: str, url: Url = None, token: Token = None, as_json: AsJson = False) -> None:
-    """Revoke an API token at once (admin)."""
+def token_revoke(
+    token_id: Annotated[str, typer.Argument(help="The token's id (token list shows it).")],
+    yes: Yes = False,
+    url: Url = None,
+    token: Token = None,
+    as_json: AsJson = False,
+) -> None:
+    """Revoke an API token at once (admin).
+
+    Example: touchstone token revoke tok_1a2b3c --yes
+    """
+    confirm(yes, f"Revoke token {token_id}? Anything using it stops working at once.")
     t = Client(url, token).call("DELETE", f"/api/v1/tokens/{token_id}")
     if as_json:
         _print_json(t)

@@ -3,18 +3,38 @@
 from __future__ import annotations
 
 import logging
+from importlib.metadata import PackageNotFoundError, version
+from typing import Annotated
 
 import typer
 
-from touchstone.cli import api, ops
+from touchstone.cli import api, login, ops, profiles, results
 
-app = typer.Typer(help="Touchstone: automated GPU training of prediction models.", no_args_is_help=True)
+EPILOG = "Exit codes: " + "; ".join(f"{code} {what}" for code, what in api.EXIT_CODES.items()) + "."
+app = typer.Typer(help="Touchstone: automated GPU training of prediction models.", no_args_is_help=True,
+                  epilog=EPILOG)
+
+
+def _version(value: bool) -> None:
+    if value:
+        try:
+            found = version("touchstone")
+        except PackageNotFoundError:
+            found = "unknown"
+        typer.echo(f"touchstone {found}")
+        raise typer.Exit()
 
 
 @app.callback()
-def _quiet() -> None:
+def _root(
+    profile: Annotated[str | None, typer.Option("--profile", envvar=profiles.PROFILE_ENV,
+                                                help="Config profile to use (touchstone login writes them).")] = None,
+    show_version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                               help="Print the version and exit.")] = False,
+) -> None:
     """Commands print their own results; library warnings stay quiet."""
     logging.basicConfig(level=logging.ERROR)
+    profiles.select(profile)
 
 
 app.command()(ops.up)
@@ -22,3 +42,5 @@ app.command()(ops.status)
 app.add_typer(ops.nats_app, name="nats")
 app.add_typer(ops.debug_app, name="debug")
 api.register(app)  # the API client verbs: submit, list, show, schedule, cancel, ...
+results.register(app)  # leaderboard, evaluations
+app.command("login")(login.login)

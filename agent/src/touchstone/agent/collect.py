@@ -59,6 +59,9 @@ def read_json(path: Path) -> dict[str, Any] | None:
     return body if isinstance(body, dict) else None
 
 
+CURVES_FILE = "curves.json"  # the trainer's curves behind its metrics (cumulative return, ROC)
+
+
 def _copy_file(src: Path, dest: Path) -> bool:
     if src.is_symlink() or not src.is_file():
         return False
@@ -86,7 +89,7 @@ def collect(work_dir: Path, artifacts_root: Path, submission_id: str, task_id: s
             dest = outputs / "models" / src.relative_to(models)
             if _copy_file(src, dest):
                 artifacts[src.relative_to(models).as_posix().replace("/", "_")] = dest.resolve().as_uri()
-    for name in ("metrics.json", REPORT_FILE):
+    for name in ("metrics.json", CURVES_FILE, REPORT_FILE):
         dest = outputs / name
         if _copy_file(out / name, dest):
             artifacts[name] = dest.resolve().as_uri()

@@ -57,6 +57,7 @@ if command == "train":
     (out / "models" / "long.json").write_text("{}")
     (out / "models" / "short.json").write_text("{}")
     (out / "metrics.json").write_text(json.dumps({"long": {"accuracy": 0.6}}))
+    (out / "curves.json").write_text(json.dumps({"format": "touchstone.curves.v1"}))
 print("stand-in done", flush=True)
 sys.exit(behaviour.get("exit", 0))
 '''

@@ -102,6 +102,18 @@ class BacktestConfig:
 
 
 @dataclass(frozen=True)
+class BaselineConfig:
+    enabled: bool = True
+    """Train the built-in baseline (returns only) with this config and compare each side to it."""
+    samples: int = 300
+    """Block bootstrap resamples of the test periods behind each difference's interval."""
+    block_periods: int = 0
+    """Holding periods per bootstrap block; 0 picks the cube root of the number of periods."""
+    confidence: float = 0.95
+    """Coverage of each difference's interval."""
+
+
+@dataclass(frozen=True)
 class TrainerConfig:
     seed: int = 42
     """Seed of every random choice in training."""
@@ -110,6 +122,7 @@ class TrainerConfig:
     split: SplitConfig = field(default_factory=SplitConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     backtest: BacktestConfig = field(default_factory=BacktestConfig)
+    baseline: BaselineConfig = field(default_factory=BaselineConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -249,6 +262,8 @@ def _check_values(c: TrainerConfig) -> None:
         problems.append("backtest.decision_threshold must be in [0, 1]")
     if not c.backtest.cost_bps >= 0:
         problems.append("backtest.cost_bps must be >= 0")
+    if c.baseline.samples < 20 or c.baseline.block_periods < 0 or not 0.5 <= c.baseline.confidence < 1.0:
+        problems.append("baseline: samples >= 20, block_periods >= 0 and confidence in [0.5, 1) are required")
     if problems:
         raise UsageError("invalid config: " + "; ".join(problems))
 

@@ -10,7 +10,7 @@ from touchstone.shared.runtime import Runtime, run_service
 async def main(runtime: Runtime) -> None:
     settings = runtime.settings
     assert isinstance(settings, ResultsSettings)
-    await service.run(settings, runtime.js, runtime.subjects, runtime.stop)
+    await service.run(settings, runtime.js, runtime.subjects, runtime.stop, evaluations=runtime.store)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ from touchstone.results.notify import Notifier
 from touchstone.results.tracking import Tracker
 from touchstone.shared import events as ev
 from touchstone.shared.consumer import ConsumerSpec, Delivery, Handler
+from touchstone.shared.evaluations import Evaluation, rows_from_metrics
 from touchstone.shared.publisher import EventPublisher
 from touchstone.shared.subjects import Subjects
 
@@ -46,6 +47,10 @@ class History(Protocol):
     async def submission_created(self, submission_id: str) -> ev.SubmissionCreated | None: ...
 
 
+class EvaluationTable(Protocol):
+    async def put_evaluations(self, rows: list[Evaluation]) -> None: ...
+
+
 @dataclass
 class Deps:
     """What the reactions need, built once in ``service.bootstrap`` (tests build their own)."""
@@ -58,6 +63,8 @@ class Deps:
     submission_url_template: str = ""
     publisher: EventPublisher | None = None
     """Where ``ResultsPublished`` is appended (None: record only, for tests of one part)."""
+    evaluations: EvaluationTable | None = None
+    """Where each training attempt's evaluation rows go (the projection store; None: nowhere)."""
     uploads: deque[str] = field(default_factory=lambda: deque(maxlen=10_000))
     """The latest keys this process uploaded, in order (for status and tests)."""
 
@@ -118,12 +125,29 @@ async def on_training_finished(deps: Deps, event: ev.TrainingFinished, delivery:
     )
     if event.task_id != ev.VALIDATION_TASK_ID:
         queued = await deps.history.task_queued(event.submission_id, event.task_id)
+        await record_evaluations(deps, event, queued)
         run = await deps.tracker.record(domain.run_spec(event, queued, record))
         if run is not None:
             record = record.model_copy(update={"mlflow_run_id": run.run_id, "mlflow_run_url": run.url})
     await deps.ledger.put(key, record.model_dump(mode="json"))
     await announce(deps, event, record)
     log.info("published %s: %d artifacts, log %s", key, len(record.artifacts), record.log_uri or "none")
+
+
+async def record_evaluations(deps: Deps, event: ev.TrainingFinished, queued: ev.TaskQueued | None) -> None:
+    """One row per side into the evaluations table (replaced by key, so a redelivery is harmless)."""
+    if deps.evaluations is None or not event.metrics:
+        return
+    created = await deps.history.submission_created(event.submission_id)
+    rows = rows_from_metrics(
+        event.metrics, submission_id=event.submission_id, task_id=event.task_id, attempt=event.attempt,
+        finished_at=event.occurred_at, event_id=event.event_id,
+        owner=created.owner if created else "", feature_set=created.name if created else "",
+        trainer_ref=queued.spec.trainer_ref if queued else "",
+        config_file=queued.spec.config_file if queued else "",
+        prediction_interval=queued.prediction_interval if queued else None,
+    )
+    await deps.evaluations.put_evaluations(rows)
 
 
 async def on_task_failed(deps: Deps, event: ev.TaskFailed, delivery: Delivery) -> None:

@@ -7,7 +7,7 @@ import asyncio
 from nats.js import JetStreamContext
 from touchstone.results.adapters import ArtifactStore, EventHistory, KvLedger, LocalArtifactStore, S3ArtifactStore
 from touchstone.results.config import ResultsSettings
-from touchstone.results.handlers import Deps, consumer_spec, handlers
+from touchstone.results.handlers import Deps, EvaluationTable, consumer_spec, handlers
 from touchstone.results.notify import NullNotifier, WebhookNotifier
 from touchstone.results.tracking import MlflowTracker, NullTracker
 from touchstone.shared.consumer import ConsumerLoop
@@ -28,7 +28,12 @@ def artifact_store(settings: ResultsSettings) -> ArtifactStore:
 
 
 async def bootstrap(
-    settings: ResultsSettings, js: JetStreamContext, subjects: Subjects, *, store: ArtifactStore | None = None
+    settings: ResultsSettings,
+    js: JetStreamContext,
+    subjects: Subjects,
+    *,
+    store: ArtifactStore | None = None,
+    evaluations: EvaluationTable | None = None,
 ) -> Deps:
     tracker = (
         MlflowTracker(settings.mlflow_tracking_uri, settings.mlflow_experiment,
@@ -48,6 +53,7 @@ async def bootstrap(
         history=EventHistory(publisher),
         publisher=publisher,
         submission_url_template=settings.submission_url_template,
+        evaluations=evaluations,
     )
 
 
@@ -58,6 +64,12 @@ def consumer(
     return ConsumerLoop(js, subjects, spec, handlers(deps), decode_event)
 
 
-async def run(settings: ResultsSettings, js: JetStreamContext, subjects: Subjects, stop: asyncio.Event) -> None:
-    deps = await bootstrap(settings, js, subjects)
+async def run(
+    settings: ResultsSettings,
+    js: JetStreamContext,
+    subjects: Subjects,
+    stop: asyncio.Event,
+    evaluations: EvaluationTable | None = None,
+) -> None:
+    deps = await bootstrap(settings, js, subjects, evaluations=evaluations)
     await consumer(settings, js, subjects, deps).run(stop)

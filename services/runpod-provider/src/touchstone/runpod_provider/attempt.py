@@ -272,9 +272,11 @@ class AttemptRunner:
                 metrics_path = await ssh.fetch_file(sftp, f"{self.layout.output}/metrics.json",
                                                     outputs / "metrics.json", budget)
                 report_path = await ssh.fetch_file(sftp, self.layout.report, outputs / "report.json", budget)
+                curves_path = await ssh.fetch_file(sftp, f"{self.layout.output}/curves.json",
+                                                   outputs / "curves.json", budget)
         except (OSError, asyncssh.Error) as e:
             raise InfraFailure(f"could not collect from pod {rec.pod_id}: {e}") from e
-        for fetched in (metrics_path, report_path):
+        for fetched in (metrics_path, report_path, curves_path):
             if fetched is not None:
                 artifacts[fetched.name] = fetched.resolve().as_uri()
         report = ssh.read_json(report_path)

@@ -24,7 +24,7 @@ from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from prometheus_client import CONTENT_TYPE_LATEST
 from touchstone.shared import metrics
 from touchstone.shared.system import Server
-from touchstone.submission import admin, routes, ui
+from touchstone.submission import admin, evaluations, routes, ui
 from touchstone.submission.auth import Forbidden
 from touchstone.submission.deps import Deps, DepsArg, PrincipalArg
 from touchstone.submission.domain import Principal
@@ -130,7 +130,10 @@ def create_app(deps: Deps, *, debug: bool = False) -> Litestar:
             await deps.close()
 
     app = Litestar(
-        route_handlers=[*routes.ROUTES, *admin.ROUTES, events, healthz, readyz, prometheus_metrics, *ui.routes(deps)],
+        route_handlers=[
+            *routes.ROUTES, *evaluations.ROUTES, *admin.ROUTES, events, healthz, readyz, prometheus_metrics,
+            *ui.routes(deps),
+        ],
         dependencies={
             "deps": Provide(provide_deps),
             "principal": Provide(provide_principal),

@@ -1,8 +1,8 @@
 """Everything a request handler may use, built once at bootstrap and passed to ``create_app``.
 
 ``Deps.background`` are the loops the app runs while it serves: the projector (read models),
-the live feed, the token cache watcher, the retract-after-delete reaction and the agents'
-heartbeats (for the System and Tasks pages).
+the live feed, the token cache watcher, the retract-after-delete reaction, the agents'
+heartbeats (for the System and Tasks pages) and the tasks' training progress.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from touchstone.submission.config import SubmissionSettings
 from touchstone.submission.domain import Principal
 from touchstone.submission.feed import Feed
 from touchstone.submission.hosts import Hosts
+from touchstone.submission.live import TaskProgress
 from touchstone.submission.oidc import OidcClient
 from touchstone.submission.rules import SourcePolicy
 
@@ -51,6 +52,7 @@ class Deps:
     feed: Feed
     projector: Projector
     hosts: Hosts
+    progress: TaskProgress
     oidc: OidcClient | None = None
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     background: list[Callable[[asyncio.Event], Coroutine[Any, Any, None]]] = field(default_factory=list)
@@ -115,10 +117,11 @@ async def build_deps(
         feed=feed,
         projector=Projector(js, subjects, store, on_applied=feed.on_applied),
         hosts=Hosts(nc, subjects),
+        progress=TaskProgress(nc, subjects),
         oidc=OidcClient(settings) if settings.sso_enabled and jwts is not None else None,
     )
     retract = ConsumerLoop(js, subjects, handlers.consumer_spec(subjects), handlers.handlers(commands), ev.decode_event)
-    deps.background = [feed.run, tokens.watch, retract.run, deps.hosts.run]
+    deps.background = [feed.run, tokens.watch, retract.run, deps.hosts.run, deps.progress.run]
     if settings.run_projector:
         deps.background.insert(0, deps.projector.run)
     return deps

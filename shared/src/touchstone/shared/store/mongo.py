@@ -11,8 +11,9 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import Any
 
-from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, UpdateOne
+from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, ReplaceOne, UpdateOne
 from pymongo.errors import BulkWriteError, DuplicateKeyError
+from touchstone.shared.evaluations import FIXED_SORTS, Evaluation, EvaluationQuery, next_cursor
 from touchstone.shared.store.protocol import Changes, Page, decode_cursor, encode_cursor, sortable
 from touchstone.shared.views import SubmissionView, TaskView
 
@@ -32,6 +33,7 @@ class MongoStore:
         self.submissions = self.db["submissions"]
         self.tasks = self.db["tasks"]
         self.checkpoints = self.db["checkpoints"]
+        self.evaluations = self.db["evaluations"]
 
     async def init(self) -> None:
         await self.submissions.create_index([("created_key", DESCENDING), ("_id", DESCENDING)])
@@ -44,6 +46,9 @@ class MongoStore:
         await self.tasks.create_index([("submission_id", ASCENDING), ("queued_key", ASCENDING), ("_id", ASCENDING)])
         await self.tasks.create_index([("status", ASCENDING), ("queued_key", ASCENDING), ("_id", ASCENDING)])
         await self.tasks.create_index([("queued_key", ASCENDING), ("_id", ASCENDING)])
+        await self.evaluations.create_index([("finished_at", DESCENDING), ("_id", ASCENDING)])
+        for field in ("prediction_interval", "owner"):
+            await self.evaluations.create_index([(field, ASCENDING), ("finished_at", DESCENDING), ("_id", ASCENDING)])
 
     # --- reads ---------------------------------------------------------------------------
 
@@ -105,6 +110,39 @@ class MongoStore:
         items = [TaskView.model_validate_json(d["doc"]) for d in docs[:limit]]
         more = len(docs) > limit
         return Page(items, encode_cursor(items[-1].queued_at, items[-1].key) if more and items else None)
+
+    async def list_evaluations(self, query: EvaluationQuery) -> Page[Evaluation]:
+        found: dict[str, Any] = {}
+        for field in ("owner", "feature_set", "prediction_interval", "trainer_ref", "side", "submission_id"):
+            value = getattr(query, field)
+            if value is not None:
+                found[field] = value
+        sort_field = query.sort if query.sort in FIXED_SORTS else f"v.{query.sort}"
+        direction = DESCENDING if query.descending else ASCENDING
+        cursor = (
+            self.evaluations.find(found, {"doc": 1})
+            .sort([(sort_field, direction), ("_id", ASCENDING)])
+            .skip(query.offset)
+            .limit(query.limit + 1)
+        )
+        docs = [d async for d in cursor]
+        items = [Evaluation.model_validate_json(d["doc"]) for d in docs[: query.limit]]
+        return Page(items, next_cursor(query, len(docs)))
+
+    async def put_evaluations(self, rows: list[Evaluation]) -> None:
+        if not rows:
+            return
+        ops = [
+            ReplaceOne(
+                {"_id": r.key},
+                {"submission_id": r.submission_id, "owner": r.owner, "feature_set": r.feature_set,
+                 "prediction_interval": r.prediction_interval, "trainer_ref": r.trainer_ref, "side": r.side,
+                 "finished_at": sortable(r.finished_at), "v": r.sort_values(), "doc": r.model_dump_json()},
+                upsert=True,
+            )
+            for r in rows
+        ]
+        await self.evaluations.bulk_write(ops, ordered=False)
 
     # --- writes --------------------------------------------------------------------------
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Generic, Protocol, TypeVar
 
+from touchstone.shared.evaluations import Evaluation, EvaluationQuery
 from touchstone.shared.views import SubmissionView, TaskView
 
 V = TypeVar("V")
@@ -64,6 +65,17 @@ class ProjectionStore(Protocol):
     ) -> Page[TaskView]:
         """Oldest queued first (by queue time, then key); ``status`` is one status or any of
         several."""
+        ...
+
+    async def list_evaluations(self, query: EvaluationQuery) -> Page[Evaluation]:
+        """Evaluations matching the query's filters, ordered by its sort (a fixed column or any
+        metric; a missing value sorts as the smallest), ties by key; pages by offset."""
+        ...
+
+    async def put_evaluations(self, rows: list[Evaluation]) -> None:
+        """Insert or replace each row by its key (a redelivered attempt writes the same rows).
+        Evaluations are written by the results service, not folded from events by the
+        projector, so ``drop`` keeps them."""
         ...
 
     async def apply(self, changes: Changes, *, checkpoint: str, seq: int) -> None:

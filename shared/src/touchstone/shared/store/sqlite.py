@@ -6,11 +6,13 @@ transaction. Each row keeps the whole view as JSON plus the columns we filter an
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
+from touchstone.shared.evaluations import FIXED_SORTS, Evaluation, EvaluationQuery, next_cursor
 from touchstone.shared.store.protocol import Changes, Page, decode_cursor, encode_cursor, sortable
 from touchstone.shared.views import SubmissionView, TaskView
 
@@ -39,6 +41,21 @@ CREATE TABLE IF NOT EXISTS tasks (
 CREATE INDEX IF NOT EXISTS tasks_submission ON tasks (submission_id, queued_at, key);
 CREATE INDEX IF NOT EXISTS tasks_status ON tasks (status, queued_at, key);
 CREATE INDEX IF NOT EXISTS tasks_oldest ON tasks (queued_at, key);
+CREATE TABLE IF NOT EXISTS evaluations (
+    key TEXT PRIMARY KEY,
+    submission_id TEXT NOT NULL,
+    owner TEXT NOT NULL,
+    feature_set TEXT NOT NULL,
+    prediction_interval INTEGER,
+    trainer_ref TEXT NOT NULL,
+    side TEXT NOT NULL,
+    finished_at TEXT NOT NULL,
+    sort_values TEXT NOT NULL,
+    doc TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS evaluations_newest ON evaluations (finished_at DESC, key);
+CREATE INDEX IF NOT EXISTS evaluations_interval ON evaluations (prediction_interval, finished_at DESC, key);
+CREATE INDEX IF NOT EXISTS evaluations_owner ON evaluations (owner, finished_at DESC, key);
 CREATE TABLE IF NOT EXISTS checkpoints (
     name TEXT PRIMARY KEY,
     seq INTEGER NOT NULL
@@ -131,6 +148,43 @@ class SqliteStore:
         items = [TaskView.model_validate_json(r[0]) for r in rows[:limit]]
         more = len(rows) > limit
         return Page(items, encode_cursor(items[-1].queued_at, items[-1].key) if more and items else None)
+
+    async def list_evaluations(self, query: EvaluationQuery) -> Page[Evaluation]:
+        where: list[str] = []
+        args: list[Any] = []
+        for column in ("owner", "feature_set", "prediction_interval", "trainer_ref", "side", "submission_id"):
+            value = getattr(query, column)
+            if value is not None:
+                where.append(f"{column} = ?")
+                args.append(value)
+        sql = "SELECT doc FROM evaluations"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        direction = "DESC" if query.descending else "ASC"
+        if query.sort in FIXED_SORTS:
+            sql += f" ORDER BY {query.sort} {direction}, key"
+        else:  # a metric: its name is checked (EvaluationQuery) and passed as a parameter
+            sql += f" ORDER BY json_extract(sort_values, ?) {direction}, key"
+            args.append(f'$."{query.sort}"')
+        sql += " LIMIT ? OFFSET ?"
+        rows = self.db.execute(sql, (*args, query.limit + 1, query.offset)).fetchall()
+        items = [Evaluation.model_validate_json(r[0]) for r in rows[: query.limit]]
+        return Page(items, next_cursor(query, len(rows)))
+
+    async def put_evaluations(self, rows: list[Evaluation]) -> None:
+        values = [
+            (r.key, r.submission_id, r.owner, r.feature_set, r.prediction_interval, r.trainer_ref, r.side,
+             sortable(r.finished_at), json.dumps(r.sort_values()), r.model_dump_json())
+            for r in rows
+        ]
+        with self.db:
+            self.db.execute("BEGIN IMMEDIATE")
+            self.db.executemany(
+                """INSERT OR REPLACE INTO evaluations (key, submission_id, owner, feature_set,
+                       prediction_interval, trainer_ref, side, finished_at, sort_values, doc)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                values,
+            )
 
     # --- writes --------------------------------------------------------------------------
 

@@ -14,7 +14,7 @@ from litestar.di import Provide
 from litestar.response import Redirect
 from litestar.static_files import create_static_files_router
 from touchstone.submission.deps import Deps
-from touchstone.submission.ui import admin_pages, pages, sso
+from touchstone.submission.ui import admin_pages, pages, results_pages, sso
 from touchstone.submission.ui.session import PATH, make_providers, ui_error
 
 
@@ -27,7 +27,7 @@ def routes(deps: Deps) -> list[Any]:
     providers = {name: Provide(fn) for name, fn in make_providers(deps).items()}
     router = Router(
         path=PATH,
-        route_handlers=[*pages.ROUTES, *sso.ROUTES, *admin_pages.ROUTES],
+        route_handlers=[*pages.ROUTES, *results_pages.ROUTES, *sso.ROUTES, *admin_pages.ROUTES],
         dependencies=providers,
         exception_handlers={Exception: ui_error},
         include_in_schema=False,

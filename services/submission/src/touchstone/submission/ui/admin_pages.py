@@ -20,6 +20,7 @@ from touchstone.shared.system import Server
 from touchstone.submission.admin import runpod_report
 from touchstone.submission.deps import Deps, DepsArg
 from touchstone.submission.domain import valid_id
+from touchstone.submission.live import gpu_of
 from touchstone.submission.routes import unfinished_tasks
 from touchstone.submission.schemas import TokenCreate, TokenCreated
 from touchstone.submission.ui.session import PATH, Viewer, ViewerArg, field_errors, notice_text, render
@@ -67,6 +68,8 @@ async def tasks(
         "heartbeats": {
             t.key: deps.hosts.heartbeat_age(t.container_name, now) for t in page.items if t.status in TASK_LIVE
         },
+        "progress": {t.key: deps.progress.of(t) for t in page.items if t.status in TASK_LIVE},
+        "gpus": {t.key: gpu_of(deps.hosts, t) for t in page.items if t.status in TASK_LIVE},
         "status": shown,
         "platform": where or "",
         "cursor": cursor,
@@ -80,14 +83,19 @@ async def tasks(
 
 @get("/tasks/{submission_id:str}/{task_id:str}")
 async def task_detail(
-    submission_id: FromPath[str], task_id: FromPath[str], deps: DepsArg, admin_viewer: ViewerArg
+    submission_id: FromPath[str], task_id: FromPath[str], deps: DepsArg, admin_viewer: ViewerArg,
+    fragment: FromQuery[bool] = False,
 ) -> Response[str]:
+    """The task's page; ``fragment`` renders only its State list (the page refreshes it)."""
     task = await deps.store.get_task(submission_id, task_id) if valid_id(task_id) and valid_id(submission_id) else None
     if task is None:
         raise NotFoundError(f"no task {task_id} in {submission_id}")
     now = datetime.now(UTC)
+    live = task.status in TASK_LIVE
     return render(
-        "task.html", me=admin_viewer, task=task, steps=durations(task.timeline, now), final=TASK_FINAL, now=now
+        "_task_state.html" if fragment else "task.html", me=admin_viewer, task=task,
+        steps=durations(task.timeline, now), final=TASK_FINAL, now=now,
+        progress=deps.progress.of(task) if live else None, gpu=gpu_of(deps.hosts, task) if live else None,
     )
 
 

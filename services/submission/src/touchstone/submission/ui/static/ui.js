@@ -46,7 +46,10 @@
   // Results boxes load when opened, and reload when their submission changes
   const loadResults = async (details) => {
     const html = await get(details.dataset.results);
-    if (html !== null) details.querySelector(".results-body").innerHTML = html;
+    if (html === null) return;
+    const body = details.querySelector(".results-body");
+    body.innerHTML = html;
+    if (window.touchstoneCharts) window.touchstoneCharts.draw(body);
   };
   document.addEventListener("toggle", (e) => {
     if (e.target.matches && e.target.matches("details[data-results]") && e.target.open) loadResults(e.target);
@@ -106,6 +109,18 @@
     };
     feed((change) => { if (change.task_id) refresh(); }, refresh);
     setInterval(refresh, 10000);  // ages move on even when nothing happens
+  }
+
+  // a running task's State (progress, GPU use) refreshes while the page is open
+  const state = document.querySelector("[data-state-refresh]");
+  if (state) {
+    setInterval(async () => {
+      const html = await get(state.dataset.stateRefresh);
+      if (html === null) return;
+      const tpl = document.createElement("template");
+      tpl.innerHTML = html.trim();
+      document.getElementById("task-state").replaceWith(tpl.content.firstElementChild);
+    }, 5000);
   }
 
   // live log follow
