@@ -24,6 +24,15 @@ class Page(Generic[V]):
     next_cursor: str | None = None
 
 
+@dataclass(frozen=True)
+class Stored:
+    """A view as the store keeps it, ready to serve: its owner (for the visibility check) and
+    its JSON, serialised once when it was projected (the same bytes ``model_dump_json`` gives)."""
+
+    owner: str
+    json: bytes
+
+
 @dataclass
 class Changes:
     """One batch of projection writes with the checkpoint they reach."""
@@ -49,6 +58,22 @@ class ProjectionStore(Protocol):
         cursor: str | None = None,
     ) -> Page[SubmissionView]:
         """Newest first (by creation time, then id)."""
+        ...
+
+    async def get_submission_json(self, submission_id: str) -> Stored | None:
+        """The submission as stored, without parsing it."""
+        ...
+
+    async def list_submissions_json(
+        self,
+        *,
+        owner: str | None = None,
+        status: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> Page[bytes]:
+        """``list_submissions`` as stored JSON documents: one keyset range read of an index on
+        (filter, created_at, id), no parsing and no sort."""
         ...
 
     async def get_task(self, submission_id: str, task_id: str) -> TaskView | None: ...
@@ -91,8 +116,20 @@ def sortable(at: datetime) -> str:
     return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def encode_cursor(at: datetime, key: str) -> str:
-    return base64.urlsafe_b64encode(f"{sortable(at)}|{key}".encode()).decode().rstrip("=")
+def encode_cursor(at: datetime | str, key: str) -> str:
+    """An opaque keyset cursor from a timestamp (or its ``sortable`` text) and a key."""
+    text = at if isinstance(at, str) else sortable(at)
+    return base64.urlsafe_b64encode(f"{text}|{key}".encode()).decode().rstrip("=")
+
+
+def as_bytes(doc: str | bytes) -> bytes:
+    """A stored document as bytes (older rows hold text)."""
+    return doc if isinstance(doc, bytes) else doc.encode()
+
+
+def view_json(view: SubmissionView | TaskView) -> bytes:
+    """The JSON a view is stored and served as (serialised once, at projection time)."""
+    return view.__pydantic_serializer__.to_json(view)
 
 
 def decode_cursor(cursor: str) -> tuple[str, str]:
