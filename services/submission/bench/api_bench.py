@@ -114,7 +114,7 @@ def _ms(text: str) -> float:
 
 def parse_wrk(out: str) -> dict[str, float]:
     """req/s, p50, p90, p99 (ms), requests and errors from ``wrk --latency`` output."""
-    pct = dict(re.findall(r"^\s+(50|90|99)%\s+(\S+)$", out, re.M))
+    pct = dict(re.findall(r"^\s+(50|90|99)%\s+(\S+)\s*$", out, re.M))
     requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
     bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
@@ -143,7 +143,10 @@ class Wrk:
             cmd += ["-s", str(path)]
         cmd.append(url)
         out = subprocess.run(cmd, capture_output=True, text=True, check=True, env={**os.environ, **(env or {})})
-        return parse_wrk(out.stdout)
+        try:
+            return parse_wrk(out.stdout)
+        except (AttributeError, KeyError) as e:
+            raise RuntimeError(f"unexpected wrk output for {url}:\n{out.stdout}\n{out.stderr}") from e
 
 
 def wait_ready(url: str) -> None:

@@ -113,7 +113,9 @@ def create_app(deps: Deps, *, debug: bool = False) -> Litestar:
     async def provide_deps() -> Deps:
         return deps
 
-    async def provide_principal(request: Request[Any, Any, State]) -> Principal:
+    async def provide_principal(request: Request[Any, Any, State], deps: DepsArg) -> Principal:
+        # naming ``deps`` here chains the two: Litestar resolves a batch of independent
+        # dependencies in an anyio task group, a fifth of a read's time in the profile
         return await deps.auth.authenticate(request.headers.get("authorization"))
 
     async def provide_admin(principal: PrincipalArg) -> Principal:

@@ -11,6 +11,7 @@ from touchstone.shared.consumer import Delivery
 from touchstone.shared.errors import ConcurrencyConflict, NotFoundError, UnavailableError
 from touchstone.shared.publisher import EventPublisher, Recorded, last_seq
 from touchstone.shared.store import ProjectionStore
+from touchstone.shared.store.protocol import view_json
 from touchstone.shared.views import SubmissionView, project_submission
 from touchstone.submission import domain
 from touchstone.submission.domain import Principal, SubmissionState
@@ -66,6 +67,17 @@ class SubmissionCommands:
         if view is None or not domain.may_see(view.owner, who):
             raise NotFoundError(f"no submission {submission_id}")
         return view
+
+    async def view_json(self, submission_id: str, who: Principal) -> bytes:
+        """``view`` as JSON, served as the store keeps it (no parse, no re-serialisation)."""
+        if not domain.valid_id(submission_id):
+            raise NotFoundError(f"no submission {submission_id}")
+        stored = await self.store.get_submission_json(submission_id)
+        if stored is None:
+            return view_json(await self.view(submission_id, who))
+        if not domain.may_see(stored.owner, who):
+            raise NotFoundError(f"no submission {submission_id}")
+        return stored.json
 
     async def _load(self, submission_id: str, who: Principal) -> tuple[list[Recorded], SubmissionState]:
         if not domain.valid_id(submission_id):
