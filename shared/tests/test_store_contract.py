@@ -146,7 +146,7 @@ async def test_a_cursor_we_did_not_make_is_refused(store: ProjectionStore) -> No
 async def test_views_are_served_as_stored_json(store: ProjectionStore) -> None:
     await put(store, sub(1, "alice"), sub(2, "bob"))
     found = await store.get_submission_json("s-0001")
-    assert found is not None and found.owner == "alice"
+    assert found is not None and found.owner == "alice" and found.status == "VALIDATING"
     assert found.json == sub(1, "alice").model_dump_json().encode()
     assert await store.get_submission_json("s-nope") is None
 

@@ -111,6 +111,12 @@ class SubmissionSettings(Settings):
         "", description="The issuer's discovery document; empty: oidc_issuer + /.well-known/openid-configuration."
     )
     sse_keepalive_s: float = Field(15.0, gt=0, description="Seconds between keep-alive comments on SSE streams.")
+    sse_max_s: float = Field(
+        3600.0,
+        gt=0,
+        description="Seconds an SSE stream lasts before the server ends it (clients reconnect, as "
+        "EventSource does), so no connection is held forever and load balancers can rebalance.",
+    )
     run_projector: bool = Field(True, description="Run the projector in this process (keeps the read models current).")
 
     @property

@@ -68,8 +68,8 @@ class MongoStore:
         return SubmissionView.model_validate_json(found.json) if found else None
 
     async def get_submission_json(self, submission_id: str) -> Stored | None:
-        doc = await self.submissions.find_one({"_id": submission_id}, {"owner": 1, "doc": 1})
-        return Stored(doc["owner"], as_bytes(doc["doc"])) if doc else None
+        doc = await self.submissions.find_one({"_id": submission_id}, {"owner": 1, "status": 1, "doc": 1})
+        return Stored(doc["owner"], doc["status"], as_bytes(doc["doc"])) if doc else None
 
     async def list_submissions(
         self,

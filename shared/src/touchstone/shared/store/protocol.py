@@ -7,7 +7,7 @@ replaced by a version with a higher ``seq``, which makes every replay and redeli
 
 from __future__ import annotations
 
-import base64
+import re
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -30,6 +30,7 @@ class Stored:
     its JSON, serialised once when it was projected (the same bytes ``model_dump_json`` gives)."""
 
     owner: str
+    status: str
     json: bytes
 
 
@@ -116,10 +117,23 @@ def sortable(at: datetime) -> str:
     return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+CURSOR_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}Z~[A-Za-z0-9_.-]{1,200}$"
+"""A keyset cursor: the last item's sortable time and key. Any text of this form is a valid
+position (a page starts after it), so the API's schema can state exactly what it accepts."""
+_CURSOR = re.compile(CURSOR_PATTERN)
+
+
 def encode_cursor(at: datetime | str, key: str) -> str:
-    """An opaque keyset cursor from a timestamp (or its ``sortable`` text) and a key."""
-    text = at if isinstance(at, str) else sortable(at)
-    return base64.urlsafe_b64encode(f"{text}|{key}".encode()).decode().rstrip("=")
+    """The keyset cursor after an item, from its time (or its ``sortable`` text) and key."""
+    return f"{at if isinstance(at, str) else sortable(at)}~{key}"
+
+
+def decode_cursor(cursor: str) -> tuple[str, str]:
+    """Returns (sortable time, key); raises ValueError on text not of ``CURSOR_PATTERN``'s form."""
+    if not _CURSOR.match(cursor):
+        raise ValueError("invalid cursor")
+    at, key = cursor.split("~", 1)
+    return at, key
 
 
 def as_bytes(doc: str | bytes) -> bytes:
@@ -130,17 +144,6 @@ def as_bytes(doc: str | bytes) -> bytes:
 def view_json(view: SubmissionView | TaskView) -> bytes:
     """The JSON a view is stored and served as (serialised once, at projection time)."""
     return view.__pydantic_serializer__.to_json(view)
-
-
-def decode_cursor(cursor: str) -> tuple[str, str]:
-    """Returns (iso time, key); raises ValueError on a cursor we did not make."""
-    try:
-        padded = cursor + "=" * (-len(cursor) % 4)
-        at, key = base64.urlsafe_b64decode(padded.encode()).decode().split("|", 1)
-        datetime.strptime(at, "%Y-%m-%dT%H:%M:%S.%fZ")
-    except Exception as e:
-        raise ValueError("invalid cursor") from e
-    return at, key
 
 
 async def open_store(url: str) -> ProjectionStore:

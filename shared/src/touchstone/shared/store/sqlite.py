@@ -83,8 +83,8 @@ class SqliteStore:
         return SubmissionView.model_validate_json(found.json) if found else None
 
     async def get_submission_json(self, submission_id: str) -> Stored | None:
-        row = self.db.execute("SELECT owner, doc FROM submissions WHERE id = ?", (submission_id,)).fetchone()
-        return Stored(row[0], as_bytes(row[1])) if row else None
+        row = self.db.execute("SELECT owner, status, doc FROM submissions WHERE id = ?", (submission_id,)).fetchone()
+        return Stored(row[0], row[1], as_bytes(row[2])) if row else None
 
     async def list_submissions(
         self,
