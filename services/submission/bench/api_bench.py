@@ -13,7 +13,9 @@ req/s, p50 and p99 are recorded with its ratio to the trivial app measured in th
 Targets: ``GET /api/v1/submissions/{id}`` >= 0.6 of the trivial app's req/s and p99 <= 3x its
 p99; ``GET /api/v1/submissions`` (a page of 50) >= 0.45. ``POST`` is reported.
 
-``--py-spy PATH`` also records a py-spy profile (speedscope JSON) of the API per endpoint.
+The store's reads alone are timed too (``store_bench.py``: SQLite, and MongoDB where
+``TOUCHSTONE_TEST_MONGODB_URL`` is set). ``--py-spy PATH`` also records a py-spy profile
+(speedscope JSON) of the API per endpoint.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
+import store_bench  # beside this file
 from touchstone.shared.jetstream import connect, provision
 from touchstone.shared.lifecycle import SubmissionStatus
 from touchstone.shared.natsserver import NatsServer
@@ -60,16 +63,18 @@ wrk.headers["Content-Type"] = "application/json"
 """
 
 
-def seed(path: Path, count: int) -> list[str]:
+def seed(path: Path, count: int) -> tuple[list[str], list[Changes]]:
     """``count`` submissions spread over ``USERS`` owners, written straight into the store."""
     store = SqliteStore(path)
     start = datetime(2026, 1, 1, tzinfo=UTC)
     statuses = list(SubmissionStatus)
     ids: list[str] = []
+    batches: list[Changes] = []
 
     async def write() -> None:
         for base in range(0, count, 5000):
             changes = Changes()
+            batches.append(changes)
             for i in range(base, min(base + 5000, count)):
                 sid = f"s-{i:012x}"
                 at = start + timedelta(seconds=i)
@@ -88,7 +93,7 @@ def seed(path: Path, count: int) -> list[str]:
         await store.close()
 
     asyncio.run(write())
-    return ids
+    return ids, batches
 
 
 def find_wrk() -> str:
@@ -253,11 +258,12 @@ def run(args: argparse.Namespace) -> dict:
 
             asyncio.run(prepare())
             began = time.perf_counter()
-            ids = seed(root / "projections.db", args.submissions)
+            ids, batches = seed(root / "projections.db", args.submissions)
             print(f"seeded {len(ids)} submissions in {time.perf_counter() - began:.1f}s", flush=True)
+            stores = store_bench.run(root / "projections.db", batches, ids, USERS)
             api, trivial = start_servers(root, nats.url)
             try:
-                return measure(args, root, api, ids)
+                return {**measure(args, root, api, ids), "store_reads": stores}
             finally:
                 for proc in (api, trivial):
                     proc.send_signal(signal.SIGTERM)
@@ -274,7 +280,7 @@ def write(args: argparse.Namespace, measured: dict) -> None:
         "connections": args.concurrency,
         "seconds_each": args.seconds,
         "workers": 1,
-        "load_generator": "wrk -t1 -c{} -d{}s --latency".format(args.concurrency, int(args.seconds)),
+        "load_generator": f"wrk -t1 -c{args.concurrency} -d{int(args.seconds)}s --latency",
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
         "targets": {"GET /api/v1/submissions/{id}": "ratio >= 0.6, p99 <= 3x trivial",
                     "GET /api/v1/submissions": "ratio >= 0.45"},
@@ -297,6 +303,12 @@ def write(args: argparse.Namespace, measured: dict) -> None:
         f"| {r['errors']} |"
         for name, r in report["results"].items()
     ]
+    lines += ["", "Store reads alone (in-process, stored JSON):", ""]
+    for backend, found in report["store_reads"].items():
+        if isinstance(found, str):
+            lines.append(f"- {backend}: {found}")
+            continue
+        lines += [f"- {backend} {name}: p50 {r['p50_us']} us, p99 {r['p99_us']} us" for name, r in found.items()]
     (args.out / "submission-api.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 import re
+import time
 import uuid
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, TypeVar
@@ -177,7 +177,11 @@ async def list_tasks(
     admin: PrincipalArg,
     status: FromQuery[TaskStatus | None] = None,
     unfinished: Annotated[
-        bool, Parameter(description="only queued and running tasks (every status but the final ones); with status, that status if it is one of them")
+        bool,
+        Parameter(
+            description="only queued and running tasks (every status but the final ones); "
+            "with status, that status if it is one of them"
+        ),
     ] = False,
     platform: Annotated[str | None, Parameter(pattern=r"^(onprem|runpod|any)$")] = None,
     submission_id: Annotated[str | None, Parameter(max_length=64)] = None,

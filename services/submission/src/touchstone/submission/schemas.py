@@ -57,13 +57,27 @@ def _rfc3339(value: Any) -> Any:
 
 
 DateTime = Annotated[datetime, BeforeValidator(_rfc3339)]
-Minutes = Annotated[int, Field(ge=1, le=1_000_000)]  # strict: "60", 60.0 and true are refused
+def _integral(value: Any) -> Any:
+    """JSON Schema's integer: 60.0 is 60 (a number with no fraction); "60" and true stay refused."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def Integer(**limits: Any) -> Any:
+    """A strict integer as JSON Schema has it, with ``Field`` limits (ge, le)."""
+    return Annotated[int, Field(**limits), BeforeValidator(_integral)]
+
+
+Minutes = Integer(ge=1, le=1_000_000)
 
 
 class ServerUpdate(Server):
     """An on-prem server as an admin declares it in ``PATCH /api/v1/system`` (strict)."""
 
     model_config = ConfigDict(strict=True)
+
+    num_slots: Integer(ge=0, le=64) = Field(1, description="tasks at once; one GPU each; 0 pauses it")  # type: ignore[valid-type]
 
 
 class SubmissionCreate(_Body):
@@ -93,7 +107,7 @@ class ScheduleCreate(_Body):
     ) = Field(None, description="an argv list, or one string split shell-style; never run by a shell")
     platform: Platform = "any"
     gpu_type: str | None = Field(None, max_length=80, pattern=GPU_TYPE)
-    priority: int = Field(0, ge=-100, le=100)
+    priority: Integer(ge=-100, le=100) = 0  # type: ignore[valid-type]
 
 
 class SubmissionPage(BaseModel):
@@ -142,10 +156,10 @@ class RunPodReport(BaseModel):
 
 
 class SystemUpdate(_Body):
-    runpod_max_running_tasks: int | None = Field(None, ge=0, le=1000)
+    runpod_max_running_tasks: Integer(ge=0, le=1000) | None = None  # type: ignore[valid-type]
     servers: list[ServerUpdate] | None = Field(None, max_length=1000)
     scheduler_paused: bool | None = None
-    revision: int | None = Field(None, ge=0, description="fail with 409 if the settings moved past it")
+    revision: Integer(ge=0) | None = Field(None, description="fail with 409 if the settings moved past it")  # type: ignore[valid-type]
 
 
 class TokenCreate(_Body):

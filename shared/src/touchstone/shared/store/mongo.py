@@ -105,7 +105,8 @@ class MongoStore:
         more = len(docs) > limit
         docs = docs[:limit]
         last = docs[-1] if more and docs else None
-        return Page([as_bytes(d["doc"]) for d in docs], encode_cursor(last["created_key"], last["_id"]) if last else None)
+        cursor_out = encode_cursor(last["created_key"], last["_id"]) if last else None
+        return Page([as_bytes(d["doc"]) for d in docs], cursor_out)
 
     async def get_task(self, submission_id: str, task_id: str) -> TaskView | None:
         doc = await self.tasks.find_one({"submission_id": submission_id, "task_id": task_id})
