@@ -67,7 +67,7 @@ def seed(path: Path, count: int) -> tuple[list[str], list[Changes]]:
     """``count`` submissions spread over ``USERS`` owners, written straight into the store."""
     store = SqliteStore(path)
     start = datetime(2026, 1, 1, tzinfo=UTC)
-    statuses = list(SubmissionStatus)
+    statuses = [s for s in SubmissionStatus if s != SubmissionStatus.RETRACTED]  # deleted ones read as 404
     ids: list[str] = []
     batches: list[Changes] = []
 
