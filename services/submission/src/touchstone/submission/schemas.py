@@ -12,10 +12,12 @@ import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+from touchstone.shared.errors import InvalidInputError
 from touchstone.shared.events import Platform
 from touchstone.shared.system import RunPodStatus, Server
 from touchstone.shared.views import SubmissionView, TaskView
+from touchstone.submission import rules
 
 Role = Literal["user", "admin"]
 
@@ -34,6 +36,7 @@ REMOTE_GIT_URL = rf"^(?:https://{_HOST}{_PORT}/{_REPO}|ssh://(?:{_USER}@)?{_HOST
 # an absolute local path (only where ``allow_local_sources`` is on; the document says so)
 LOCAL_PATH = r"/[!-~]*"
 GIT_URL = rf"^(?:{REMOTE_GIT_URL[1:-1]}|{LOCAL_PATH})$"
+_GIT_URL = re.compile(GIT_URL)
 _SEGMENT = r"(?:\.|\.?[A-Za-z0-9_+,=-][A-Za-z0-9_.+,=-]*)"
 RELATIVE_PATH = rf"^(?:\.|[A-Za-z0-9_+,=]|\.?[A-Za-z0-9_+,=][A-Za-z0-9_.+,=-]*)(?:/{_SEGMENT})*$"
 GIT_REF = r"^[A-Za-z0-9_+,=%][A-Za-z0-9_+,=%-]*(?:[./][A-Za-z0-9_+,=%-]+)*$"
@@ -80,9 +83,24 @@ class ServerUpdate(Server):
     num_slots: Integer(ge=0, le=64) = Field(1, description="tasks at once; one GPU each; 0 pauses it")  # type: ignore[valid-type]
 
 
+def _git_url_form(value: str) -> str:
+    """``GIT_URL``'s forms only, with the reason ``rules`` gives where it has one (file://,
+    transport helpers, credentials...) rather than "should match pattern"."""
+    if _GIT_URL.match(value):
+        return value
+    try:
+        rules.check_git_url(value, rules.SourcePolicy(allow_local=True))
+    except InvalidInputError as e:
+        raise ValueError(str(e).removeprefix("git_url: ")) from None
+    raise ValueError("use https://host/org/repo.git, ssh://host/org/repo.git or git@host:org/repo.git")
+
+
 class SubmissionCreate(_Body):
-    git_url: str = Field(
-        min_length=1, max_length=2048, pattern=GIT_URL, description="https://, ssh:// or git@host:org/repo.git"
+    git_url: Annotated[str, AfterValidator(_git_url_form)] = Field(
+        min_length=1,
+        max_length=2048,
+        description="https://, ssh:// or git@host:org/repo.git",
+        json_schema_extra={"pattern": GIT_URL},
     )
     git_ref: str = Field("main", min_length=1, max_length=200, pattern=GIT_REF, description="branch, tag or commit")
     feature_set_path: str = Field(
