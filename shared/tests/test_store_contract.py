@@ -229,3 +229,34 @@ async def test_drop_keeps_evaluations(store: ProjectionStore) -> None:
     await store.put_evaluations([evaluation(1)])
     await store.drop()
     assert len((await store.list_evaluations(EvaluationQuery())).items) == 1
+
+
+async def test_views_are_served_as_stored_json(store: ProjectionStore) -> None:
+    await put(store, sub(1, "alice"), sub(2, "bob"))
+    found = await store.get_submission_json("s-0001")
+    assert found is not None and found.owner == "alice" and found.status == "VALIDATING"
+    assert found.json == sub(1, "alice").model_dump_json().encode()
+    assert await store.get_submission_json("s-nope") is None
+
+
+async def test_stored_json_pages_match_the_parsed_pages(store: ProjectionStore) -> None:
+    statuses = [SubmissionStatus.ACCEPTED, SubmissionStatus.REJECTED]
+    await put(store, *[sub(i, owner="alice" if i % 3 else "bob", status=statuses[i % 2]) for i in range(30)])
+    for filters in ({}, {"owner": "alice"}, {"owner": "alice", "status": "ACCEPTED"}, {"status": "REJECTED"}):
+        raw, parsed, cursor = [], [], None
+        while True:
+            page = await store.list_submissions_json(limit=4, cursor=cursor, **filters)
+            twin = await store.list_submissions(limit=4, cursor=cursor, **filters)
+            assert page.next_cursor == twin.next_cursor
+            raw += page.items
+            parsed += twin.items
+            cursor = page.next_cursor
+            if cursor is None:
+                break
+        assert raw == [v.model_dump_json().encode() for v in parsed]
+        expected = [
+            s.id for i in reversed(range(30))
+            if (s := sub(i, owner="alice" if i % 3 else "bob", status=statuses[i % 2]))
+            and all(getattr(s, k) == v for k, v in filters.items())
+        ]
+        assert [v.id for v in parsed] == expected

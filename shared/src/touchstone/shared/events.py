@@ -124,6 +124,9 @@ class SubmissionFailed(SubmissionEvent):
     reason: str
 
 
+DELETE_CAUSE = "delete:"  # causation_id prefix of a cancel that an admin's DELETE asked for
+
+
 class SubmissionCancelRequested(SubmissionEvent):
     type: Literal["SubmissionCancelRequested"] = "SubmissionCancelRequested"
     requested_by: str = ""

@@ -41,6 +41,7 @@ class SubmissionView(BaseModel):
     schedule: dict[str, Any] | None = None
     error: str | None = None
     cancel_requested: bool = False
+    delete_requested: bool = Field(False, description="an admin deleted it while live: it is retracted once cancelled")
     tasks_total: int = 0
     tasks_done: int = 0
     cost_usd: float = 0.0
@@ -136,7 +137,8 @@ def project_submission(
         case ev.SubmissionFailed():
             changes |= {"error": event.reason}
         case ev.SubmissionCancelRequested():
-            changes |= {"cancel_requested": True}
+            asked_by_delete = (event.causation_id or "").startswith(ev.DELETE_CAUSE)
+            changes |= {"cancel_requested": True, "delete_requested": view.delete_requested or asked_by_delete}
     return view.model_copy(update=changes)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import sys
 
@@ -36,8 +37,13 @@ async def serve(settings: SubmissionSettings) -> None:
             runtime.store,
             bootstrap_secret=secret,
         )
+        app = create_app(deps)
+        # everything built so far lives as long as the process: keep it out of the collector's
+        # full passes (they were the API's p99 spikes under load)
+        gc.collect()
+        gc.freeze()
         config = uvicorn.Config(
-            create_app(deps),
+            app,
             host=settings.host,
             port=settings.port,
             log_config=None,

@@ -170,9 +170,10 @@ class LogReader:
         stop: asyncio.Event,
         *,
         poll_s: float = 1.0,
+        until: float | None = None,
     ) -> AsyncIterator[str]:
         """The last ``n`` lines, then each new line until ``finished()`` says the task is done
-        (checked every ``poll_s``) or ``stop`` is set."""
+        (checked every ``poll_s``), ``stop`` is set or ``time.monotonic()`` passes ``until``."""
         subject = self._subject(task)
         last = await self._last_seq(subject)
         sub = await self.js.subscribe(
@@ -191,7 +192,7 @@ class LogReader:
             for line in backlog:
                 yield line
             checked = time.monotonic()
-            while not stop.is_set():
+            while not stop.is_set() and (until is None or time.monotonic() < until):
                 got: Msg | None
                 try:
                     got = await sub.next_msg(timeout=poll_s)

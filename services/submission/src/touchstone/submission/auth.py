@@ -301,12 +301,43 @@ class JwtVerifier:
         await self.http.aclose()
 
 
+class JwtCache:
+    """Principals of JWTs verified in the last ``ttl_s`` seconds, keyed by the token's sha256
+    (never past the token's ``exp``), so a busy client's signature is checked once per ``ttl_s``,
+    not once per request. Bounded: full, it starts again empty. Only successes are kept."""
+
+    def __init__(self, ttl_s: float, max_entries: int = 10_000) -> None:
+        self.ttl_s = ttl_s
+        self.max_entries = max_entries
+        self._entries: dict[tuple[str, tuple[str, ...]], tuple[Principal, float]] = {}
+
+    def get(self, key: tuple[str, tuple[str, ...]]) -> Principal | None:
+        found = self._entries.get(key)
+        if found is None:
+            return None
+        if time.monotonic() >= found[1]:
+            del self._entries[key]
+            return None
+        return found[0]
+
+    def put(self, key: tuple[str, tuple[str, ...]], principal: Principal, exp: Any) -> None:
+        if self.ttl_s <= 0 or not isinstance(exp, int | float):
+            return
+        left = min(self.ttl_s, float(exp) - time.time())
+        if left <= 0:
+            return
+        if len(self._entries) >= self.max_entries:
+            self._entries.clear()
+        self._entries[key] = (principal, time.monotonic() + left)
+
+
 class Authenticator:
     """Turns an ``Authorization`` header into a ``Principal``."""
 
     def __init__(self, tokens: TokenRegistry, jwts: JwtVerifier | None) -> None:
         self.tokens = tokens
         self.jwts = jwts
+        self.jwt_cache = JwtCache(jwts.settings.jwt_cache_s if jwts is not None else 0.0)
 
     async def authenticate(self, header: str | None, *, audiences: tuple[str, ...] = ()) -> Principal:
         """``audiences``: the JWT ``aud`` values accepted (default: the API's)."""
@@ -319,5 +350,12 @@ class Authenticator:
         if credential.count(".") == 2:
             if self.jwts is None:
                 raise Unauthenticated("JWT sign-in is not configured")
-            return await self.jwts.verify(credential, audiences=audiences)
+            key = (digest(credential), audiences)
+            cached = self.jwt_cache.get(key)
+            if cached is not None:
+                return cached
+            claims = await self.jwts.claims(credential, audiences=audiences)
+            principal = self.jwts.principal(claims)
+            self.jwt_cache.put(key, principal, claims.get("exp"))
+            return principal
         return await self.tokens.verify(credential)

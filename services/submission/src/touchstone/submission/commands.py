@@ -9,8 +9,10 @@ from collections.abc import Callable
 from touchstone.shared import events as ev
 from touchstone.shared.consumer import Delivery
 from touchstone.shared.errors import ConcurrencyConflict, NotFoundError, UnavailableError
+from touchstone.shared.lifecycle import SubmissionStatus
 from touchstone.shared.publisher import EventPublisher, Recorded, last_seq
 from touchstone.shared.store import ProjectionStore
+from touchstone.shared.store.protocol import view_json
 from touchstone.shared.views import SubmissionView, project_submission
 from touchstone.submission import domain
 from touchstone.submission.domain import Principal, SubmissionState
@@ -18,6 +20,8 @@ from touchstone.submission.rules import SourcePolicy
 from touchstone.submission.schemas import ScheduleAccepted, ScheduleCreate, SubmissionCreate
 
 MAX_TRIES = 5
+# how a stored view (compact JSON from ``view_json``) says an admin's DELETE is pending
+_DELETE_REQUESTED = b'"delete_requested":true'
 
 Decide = Callable[[SubmissionState], ev.SubmissionEvent | None]
 
@@ -27,6 +31,8 @@ class SubmissionCommands:
         self.publisher = publisher
         self.store = store
         self.policy = policy
+        # read-your-deletes: ids this process deleted (insertion order, bounded)
+        self.deleted: dict[str, None] = {}
 
     async def create(self, body: SubmissionCreate, who: Principal) -> SubmissionView:
         event = domain.decide_create(body, self.policy, who, ev.new_id("s-"), ev.utcnow())
@@ -48,11 +54,15 @@ class SubmissionCommands:
         return await self._change(submission_id, who, lambda state: domain.decide_cancel(state, who, ev.utcnow()))
 
     async def retract(self, submission_id: str, who: Principal, request_id: str) -> SubmissionView:
-        return await self._change(
+        view = await self._change(
             submission_id,
             who,
             lambda state: domain.decide_retract(state, who, ev.utcnow(), request_id),
         )
+        self.deleted[submission_id] = None
+        while len(self.deleted) > 10_000:  # the projector has long caught up with the oldest
+            del self.deleted[next(iter(self.deleted))]
+        return view
 
     async def view(self, submission_id: str, who: Principal) -> SubmissionView:
         """The submission as the store has it; if the projector has not caught up yet, as its
@@ -66,6 +76,24 @@ class SubmissionCommands:
         if view is None or not domain.may_see(view.owner, who):
             raise NotFoundError(f"no submission {submission_id}")
         return view
+
+    async def view_json(self, submission_id: str, who: Principal) -> bytes:
+        """``view`` as JSON, served as the store keeps it (no parse, no re-serialisation). A
+        deleted submission (retracted, or deleted live by an admin and being cancelled) is gone:
+        404, at once in the process that deleted it, whatever the projector's lag."""
+        if not domain.valid_id(submission_id) or submission_id in self.deleted:
+            raise NotFoundError(f"no submission {submission_id}")
+        stored = await self.store.get_submission_json(submission_id)
+        if stored is None:
+            view = await self.view(submission_id, who)
+            if view.status == SubmissionStatus.RETRACTED or view.delete_requested:
+                raise NotFoundError(f"no submission {submission_id} (deleted)")
+            return view_json(view)
+        if not domain.may_see(stored.owner, who):
+            raise NotFoundError(f"no submission {submission_id}")
+        if stored.status == SubmissionStatus.RETRACTED or _DELETE_REQUESTED in stored.json:
+            raise NotFoundError(f"no submission {submission_id} (deleted)")
+        return stored.json
 
     async def _load(self, submission_id: str, who: Principal) -> tuple[list[Recorded], SubmissionState]:
         if not domain.valid_id(submission_id):

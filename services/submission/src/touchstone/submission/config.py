@@ -80,6 +80,14 @@ class SubmissionSettings(Settings):
         description="Claims tried in order for the user's name (the first present wins).",
     )
     oidc_leeway_s: float = Field(30.0, ge=0, le=300, description="Clock skew allowed on exp/nbf/iat.")
+    jwt_cache_s: float = Field(
+        10.0,
+        ge=0,
+        le=300,
+        description="How long a verified JWT's principal is reused without verifying its signature "
+        "again (never past its exp); a key withdrawn from the JWKS stops being honoured within this "
+        "time. 0: verify every request. API tokens need no such cache (a watched local mirror).",
+    )
     jwks_refresh_s: float = Field(
         60.0, ge=0, description="Least time between two JWKS fetches caused by an unknown key id."
     )
@@ -103,6 +111,12 @@ class SubmissionSettings(Settings):
         "", description="The issuer's discovery document; empty: oidc_issuer + /.well-known/openid-configuration."
     )
     sse_keepalive_s: float = Field(15.0, gt=0, description="Seconds between keep-alive comments on SSE streams.")
+    sse_max_s: float = Field(
+        3600.0,
+        gt=0,
+        description="Seconds an SSE stream lasts before the server ends it (clients reconnect, as "
+        "EventSource does), so no connection is held forever and load balancers can rebalance.",
+    )
     run_projector: bool = Field(True, description="Run the projector in this process (keeps the read models current).")
 
     @property

@@ -20,7 +20,7 @@ from touchstone.submission.schemas import PlannedTask, ScheduleCreate, Submissio
 
 S = SubmissionStatus
 ADMIN = "admin"
-DELETE_CAUSE = "delete:"  # causation_id prefix of a cancel that an admin's DELETE asked for
+DELETE_CAUSE = ev.DELETE_CAUSE  # causation_id prefix of a cancel that an admin's DELETE asked for
 _ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import time
 import uuid
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, TypeVar
@@ -21,6 +22,7 @@ from pydantic import BaseModel
 from touchstone.shared.errors import NotFoundError
 from touchstone.shared.lifecycle import TASK_FINAL, TASK_UNFINISHED, SubmissionStatus, TaskStatus
 from touchstone.shared.store import Page, ProjectionStore
+from touchstone.shared.store.protocol import CURSOR_PATTERN
 from touchstone.shared.views import SubmissionView, TaskView
 from touchstone.submission.deps import Deps, DepsArg, PrincipalArg
 from touchstone.submission.domain import Principal, valid_id
@@ -39,7 +41,9 @@ PREFIX = "/api/v1"
 _ARTIFACT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 Limit = Annotated[int, Parameter(ge=1, le=200, description="page size")]
-Cursor = Annotated[str | None, Parameter(max_length=512, description="next_cursor of the previous page")]
+Cursor = Annotated[
+    str | None, Parameter(max_length=256, pattern=CURSOR_PATTERN, description="next_cursor of the previous page")
+]
 
 
 M = TypeVar("M", bound=BaseModel)
@@ -50,6 +54,10 @@ def as_json(model: M, status_code: int = 200) -> Response[M]:
     long read models); the annotation still gives OpenAPI the model."""
     body: Any = model.__pydantic_serializer__.to_json(model)
     return Response(body, status_code=status_code, media_type="application/json")
+
+
+def _json(model: BaseModel) -> bytes:
+    return model.__pydantic_serializer__.to_json(model)
 
 
 def task_detail(task: TaskView) -> TaskDetail:
@@ -85,10 +93,13 @@ async def list_submissions(
     if not principal.is_admin:
         owner = principal.name
     try:
-        page = await deps.store.list_submissions(owner=owner, status=status, limit=limit, cursor=cursor)
+        page = await deps.store.list_submissions_json(owner=owner, status=status, limit=limit, cursor=cursor)
     except ValueError as e:
         raise BadQuery(f"cursor: {e}") from e
-    return as_json(SubmissionPage(items=page.items, next_cursor=page.next_cursor))
+    # the stored documents are the items' JSON already: spliced, not parsed and re-serialised
+    cursor_json = b"null" if page.next_cursor is None else json.dumps(page.next_cursor).encode()
+    body = b'{"items":[' + b",".join(page.items) + b'],"next_cursor":' + cursor_json + b"}"
+    return Response(body, media_type="application/json")  # type: ignore[arg-type]
 
 
 @get(
@@ -100,9 +111,11 @@ async def list_submissions(
 async def get_submission(
     submission_id: FromPath[str], deps: DepsArg, principal: PrincipalArg
 ) -> Response[SubmissionDetail]:
-    view = await deps.commands.view(submission_id, principal)
+    stored = await deps.commands.view_json(submission_id, principal)
     tasks = await deps.store.list_tasks(submission_id=submission_id, limit=500)
-    return as_json(SubmissionDetail(**view.model_dump(), tasks=[task_detail(t) for t in tasks.items]))
+    # the stored submission document is served as is, with its tasks spliced in
+    details = b",".join(_json(task_detail(t)) for t in tasks.items)
+    return Response(stored[:-1] + b',"tasks":[' + details + b"]}", media_type="application/json")  # type: ignore[arg-type]
 
 
 @delete(
@@ -164,26 +177,24 @@ async def list_tasks(
     admin: PrincipalArg,
     status: FromQuery[TaskStatus | None] = None,
     unfinished: Annotated[
-        bool, Parameter(description="only queued and running tasks (every status but the final ones)")
+        bool,
+        Parameter(
+            description="only queued and running tasks (every status but the final ones); "
+            "with status, that status if it is one of them"
+        ),
     ] = False,
     platform: Annotated[str | None, Parameter(pattern=r"^(onprem|runpod|any)$")] = None,
     submission_id: Annotated[str | None, Parameter(max_length=64)] = None,
     limit: Annotated[int, Parameter(ge=1, le=500)] = 100,
     cursor: Cursor = None,
 ) -> Response[TaskPage]:
-    if unfinished and (status is not None or submission_id is not None):
-        raise BadQuery("unfinished=true goes with platform only (not status or submission_id)")
+    statuses: TaskStatus | frozenset[str] | None = status
+    if unfinished:  # combined with a status: that status if it is unfinished (else none)
+        statuses = TASK_UNFINISHED if status is None else TASK_UNFINISHED & {status}
     try:
-        if unfinished:
-            page = await unfinished_tasks(deps.store, platform=platform, limit=limit, cursor=cursor)
-        else:
-            page = await deps.store.list_tasks(
-                submission_id=submission_id,
-                status=status,
-                platform=platform,
-                limit=limit,
-                cursor=cursor,
-            )
+        page = await deps.store.list_tasks(
+            submission_id=submission_id, status=statuses, platform=platform, limit=limit, cursor=cursor
+        )
     except ValueError as e:
         raise BadQuery(f"cursor: {e}") from e
     return as_json(TaskPage(items=[task_detail(t) for t in page.items], next_cursor=page.next_cursor))
@@ -222,7 +233,8 @@ async def task_logs(
 
     async def stream() -> AsyncIterator[ServerSentEventMessage]:
         yield ServerSentEventMessage(data=None, comment="following")
-        async for line in deps.logs.follow(task, tail, finished, deps.stop):
+        ends = time.monotonic() + deps.settings.sse_max_s
+        async for line in deps.logs.follow(task, tail, finished, deps.stop, until=ends):
             yield ServerSentEventMessage(data=json.dumps(line), event="line")
         final = await deps.store.get_task(submission_id, task_id)
         yield ServerSentEventMessage(data=json.dumps(final.status if final else None), event="end")
@@ -262,11 +274,12 @@ def status_events(deps: Deps, principal: Principal, submission_id: str | None = 
     keepalive = deps.settings.sse_keepalive_s
 
     async def stream() -> AsyncIterator[ServerSentEventMessage]:
+        ends = time.monotonic() + deps.settings.sse_max_s
         with deps.feed.subscribe(principal, submission_id) as sub:
             yield ServerSentEventMessage(data=None, comment="subscribed")
-            while not deps.stop.is_set():
+            while not deps.stop.is_set() and (left := ends - time.monotonic()) > 0:
                 try:
-                    change = await asyncio.wait_for(sub.queue.get(), timeout=keepalive)
+                    change = await asyncio.wait_for(sub.queue.get(), timeout=min(keepalive, left))
                 except TimeoutError:
                     yield ServerSentEventMessage(data=None, comment="keep-alive")
                     continue

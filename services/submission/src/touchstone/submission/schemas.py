@@ -1,55 +1,131 @@
 """HTTP request and response bodies (``<Noun>``, ``<Noun>Create``, ``<Noun>Update``).
 
-Request bodies forbid unknown fields (422). Shapes and sizes are checked here; the rules that
-need the service's policy live in ``rules``.
+Request bodies are strict (no coercion: ``0`` is not a boolean, ``"60"`` not a number) and
+forbid unknown fields (422). Every limit ``rules`` enforces that a JSON schema can say is said
+here, as a length, a range or a pattern, so the OpenAPI document refuses what the API refuses;
+what needs the service's policy (denied hosts and networks, local paths) stays in ``rules``.
 """
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+from touchstone.shared.errors import InvalidInputError
 from touchstone.shared.events import Platform
 from touchstone.shared.system import RunPodStatus, Server
 from touchstone.shared.views import SubmissionView, TaskView
+from touchstone.submission import rules
 
 Role = Literal["user", "admin"]
 
 
-def _whole_number(value: Any) -> Any:
-    """Refuse "60", 60.0 and true where a count of minutes belongs (whatever the strictness the
-    framework validates with)."""
-    if type(value) is not int:
-        raise ValueError("must be a whole number")
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,40}[A-Za-z0-9])?"
+_HOST = rf"[A-Za-z](?:[A-Za-z0-9-]{{0,40}}[A-Za-z0-9])?(?:\.{_LABEL}){{0,4}}"
+_PORT = r"(?::[1-9][0-9]{0,3})?"
+_REPO = r"[A-Za-z0-9._~%+=,@-][A-Za-z0-9._~%+=,@/-]*"
+_USER = r"[A-Za-z0-9_][A-Za-z0-9._-]*"
+# remote git URLs (what ``rules.check_git_url`` accepts, host names only, no address literals)
+REMOTE_GIT_URL = rf"^(?:https://{_HOST}{_PORT}/{_REPO}|ssh://(?:{_USER}@)?{_HOST}{_PORT}/{_REPO}|{_USER}@{_HOST}:{_REPO})$"
+# an absolute local path (only where ``allow_local_sources`` is on; the document says so)
+LOCAL_PATH = r"/[!-~]*"
+GIT_URL = rf"^(?:{REMOTE_GIT_URL[1:-1]}|{LOCAL_PATH})$"
+_GIT_URL = re.compile(GIT_URL)
+_SEGMENT = r"(?:\.|\.?[A-Za-z0-9_+,=-][A-Za-z0-9_.+,=-]*)"
+RELATIVE_PATH = rf"^(?:\.|[A-Za-z0-9_+,=]|\.?[A-Za-z0-9_+,=][A-Za-z0-9_.+,=-]*)(?:/{_SEGMENT})*$"
+GIT_REF = r"^[A-Za-z0-9_+,=%][A-Za-z0-9_+,=%-]*(?:[./][A-Za-z0-9_+,=%-]+)*$"
+NAME = r"^[^\x00-\x1f\x7f]*[^\s\x00-\x1f\x7f][^\x00-\x1f\x7f]*$"
+GPU_TYPE = r"^[A-Za-z0-9][A-Za-z0-9 _.()-]{0,79}$"
+# quotes only in balanced pairs and no backslashes: splitting it shell-style can never fail
+ARGS_STRING = r"^(?:[^'\"\\\x00]|'[^'\x00]*'|\"[^\"\\\x00]*\")*$"
+ARG = r"^[ -~]*$"
+
+_RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d{1,6})?([Zz]|[+-]\d{2}:\d{2})?$")
+
+
+def _rfc3339(value: Any) -> Any:
+    """A JSON date-time (RFC 3339; without an offset it is read as UTC) as a datetime; the
+    models are strict, which would refuse every string."""
+    if isinstance(value, str):
+        if not _RFC3339.match(value):
+            raise ValueError("must be an RFC 3339 date-time, e.g. 2026-01-31T00:00:00Z")
+        return datetime.fromisoformat(value.upper())
     return value
 
 
-WholeNumber = Annotated[int, BeforeValidator(_whole_number)]
+DateTime = Annotated[datetime, BeforeValidator(_rfc3339)]
+def _integral(value: Any) -> Any:
+    """JSON Schema's integer: 60.0 is 60 (a number with no fraction); "60" and true stay refused."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
 
 
-class _Body(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+def Integer(**limits: Any) -> Any:
+    """A strict integer as JSON Schema has it, with ``Field`` limits (ge, le)."""
+    return Annotated[int, Field(**limits), BeforeValidator(_integral)]
+
+
+Minutes = Integer(ge=1, le=1_000_000)
+
+
+class ServerUpdate(Server):
+    """An on-prem server as an admin declares it in ``PATCH /api/v1/system`` (strict)."""
+
+    model_config = ConfigDict(strict=True)
+
+    num_slots: Integer(ge=0, le=64) = Field(1, description="tasks at once; one GPU each; 0 pauses it")  # type: ignore[valid-type]
+
+
+def _git_url_form(value: str) -> str:
+    """``GIT_URL``'s forms only, with the reason ``rules`` gives where it has one (file://,
+    transport helpers, credentials...) rather than "should match pattern"."""
+    if _GIT_URL.match(value):
+        return value
+    try:
+        rules.check_git_url(value, rules.SourcePolicy(allow_local=True))
+    except InvalidInputError as e:
+        raise ValueError(str(e).removeprefix("git_url: ")) from None
+    raise ValueError("use https://host/org/repo.git, ssh://host/org/repo.git or git@host:org/repo.git")
 
 
 class SubmissionCreate(_Body):
-    git_url: str = Field(max_length=2048, description="https://, ssh:// or git@host:org/repo.git")
-    git_ref: str = Field("main", max_length=200, description="branch, tag or commit")
-    feature_set_path: str = Field(".", max_length=256, description="the feature set's folder in the repo")
-    name: str | None = Field(None, max_length=120, description="a display name; default: the repo's")
+    git_url: Annotated[str, AfterValidator(_git_url_form)] = Field(
+        min_length=1,
+        max_length=2048,
+        description="https://, ssh:// or git@host:org/repo.git",
+        json_schema_extra={"pattern": GIT_URL},
+    )
+    git_ref: str = Field("main", min_length=1, max_length=200, pattern=GIT_REF, description="branch, tag or commit")
+    feature_set_path: str = Field(
+        ".", min_length=1, max_length=256, pattern=RELATIVE_PATH, description="the feature set's folder in the repo"
+    )
+    name: str | None = Field(
+        None, min_length=1, max_length=120, pattern=NAME, description="a display name; default: the repo's"
+    )
 
 
 class ScheduleCreate(_Body):
-    config_file: str = Field("configs/default.toml", max_length=256)
-    trainer_ref: str = Field("main", max_length=200)
-    prediction_intervals: list[WholeNumber] = Field(min_length=1, max_length=64, description="minutes")
-    fetched_data_end_to: datetime | None = None
-    passthrough_args: list[str] | str | None = Field(
-        None, description="an argv list, or one string split shell-style; never run by a shell"
+    config_file: str = Field("configs/default.toml", min_length=1, max_length=256, pattern=RELATIVE_PATH)
+    trainer_ref: str = Field("main", min_length=1, max_length=200, pattern=GIT_REF)
+    prediction_intervals: list[Minutes] = Field(
+        min_length=1, max_length=64, description="minutes, each once", json_schema_extra={"uniqueItems": True}
     )
+    fetched_data_end_to: DateTime | None = Field(None, description="RFC 3339; without an offset, UTC")
+    passthrough_args: (
+        Annotated[list[Annotated[str, Field(max_length=64, pattern=ARG)]], Field(max_length=64)]
+        | Annotated[str, Field(max_length=4096, pattern=ARGS_STRING)]
+        | None
+    ) = Field(None, description="an argv list, or one string split shell-style; never run by a shell")
     platform: Platform = "any"
-    gpu_type: str | None = Field(None, max_length=80)
-    priority: int = Field(0, ge=-100, le=100)
+    gpu_type: str | None = Field(None, max_length=80, pattern=GPU_TYPE)
+    priority: Integer(ge=-100, le=100) = 0  # type: ignore[valid-type]
 
 
 class SubmissionPage(BaseModel):
@@ -98,10 +174,10 @@ class RunPodReport(BaseModel):
 
 
 class SystemUpdate(_Body):
-    runpod_max_running_tasks: int | None = Field(None, ge=0, le=1000)
-    servers: list[Server] | None = Field(None, max_length=1000)
+    runpod_max_running_tasks: Integer(ge=0, le=1000) | None = None  # type: ignore[valid-type]
+    servers: list[ServerUpdate] | None = Field(None, max_length=1000)
     scheduler_paused: bool | None = None
-    revision: int | None = Field(None, ge=0, description="fail with 409 if the settings moved past it")
+    revision: Integer(ge=0) | None = Field(None, description="fail with 409 if the settings moved past it")  # type: ignore[valid-type]
 
 
 class TokenCreate(_Body):

@@ -1,6 +1,9 @@
 """The production projection store: MongoDB through PyMongo's async client.
 
-Each document is the view's JSON form plus ``_id``, ``seq`` and the sortable key columns.
+Each document is the view's JSON form (serialised once when projected and served as is) plus
+``_id``, ``seq`` and the sortable key columns. Lists are keyset range reads of a compound index
+whose leading fields are the filter and whose tail is the sort order, so no page sorts in
+memory or skips documents.
 Guarded upserts (``seq`` must grow) make replays and redeliveries harmless; a write whose
 guard fails on an existing document raises a duplicate-key error, which means "already newer"
 and is ignored.
@@ -14,7 +17,16 @@ from typing import Any
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, ReplaceOne, UpdateOne
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 from touchstone.shared.evaluations import FIXED_SORTS, Evaluation, EvaluationQuery, next_cursor
-from touchstone.shared.store.protocol import Changes, Page, decode_cursor, encode_cursor, sortable
+from touchstone.shared.store.protocol import (
+    Changes,
+    Page,
+    Stored,
+    as_bytes,
+    decode_cursor,
+    encode_cursor,
+    sortable,
+    view_json,
+)
 from touchstone.shared.views import SubmissionView, TaskView
 
 DUPLICATE_KEY = 11000
@@ -36,12 +48,16 @@ class MongoStore:
         self.evaluations = self.db["evaluations"]
 
     async def init(self) -> None:
-        await self.submissions.create_index([("created_key", DESCENDING), ("_id", DESCENDING)])
+        # covering: the two lists served most read the document from the index alone
+        await self.submissions.create_index([("created_key", DESCENDING), ("_id", DESCENDING), ("doc", ASCENDING)])
         await self.submissions.create_index(
-            [("owner", ASCENDING), ("created_key", DESCENDING), ("_id", DESCENDING)]
+            [("owner", ASCENDING), ("created_key", DESCENDING), ("_id", DESCENDING), ("doc", ASCENDING)]
         )
         await self.submissions.create_index(
             [("status", ASCENDING), ("created_key", DESCENDING), ("_id", DESCENDING)]
+        )
+        await self.submissions.create_index(
+            [("owner", ASCENDING), ("status", ASCENDING), ("created_key", DESCENDING), ("_id", DESCENDING)]
         )
         await self.tasks.create_index([("submission_id", ASCENDING), ("queued_key", ASCENDING), ("_id", ASCENDING)])
         await self.tasks.create_index([("status", ASCENDING), ("queued_key", ASCENDING), ("_id", ASCENDING)])
@@ -53,8 +69,12 @@ class MongoStore:
     # --- reads ---------------------------------------------------------------------------
 
     async def get_submission(self, submission_id: str) -> SubmissionView | None:
-        doc = await self.submissions.find_one({"_id": submission_id})
-        return SubmissionView.model_validate_json(doc["doc"]) if doc else None
+        found = await self.get_submission_json(submission_id)
+        return SubmissionView.model_validate_json(found.json) if found else None
+
+    async def get_submission_json(self, submission_id: str) -> Stored | None:
+        doc = await self.submissions.find_one({"_id": submission_id}, {"owner": 1, "status": 1, "doc": 1})
+        return Stored(doc["owner"], doc["status"], as_bytes(doc["doc"])) if doc else None
 
     async def list_submissions(
         self,
@@ -64,6 +84,17 @@ class MongoStore:
         limit: int = 50,
         cursor: str | None = None,
     ) -> Page[SubmissionView]:
+        page = await self.list_submissions_json(owner=owner, status=status, limit=limit, cursor=cursor)
+        return Page([SubmissionView.model_validate_json(doc) for doc in page.items], page.next_cursor)
+
+    async def list_submissions_json(
+        self,
+        *,
+        owner: str | None = None,
+        status: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> Page[bytes]:
         query: dict[str, Any] = {}
         if owner is not None:
             query["owner"] = owner
@@ -72,13 +103,15 @@ class MongoStore:
         if cursor:
             at, key = decode_cursor(cursor)
             query["$or"] = [{"created_key": {"$lt": at}}, {"created_key": at, "_id": {"$lt": key}}]
-        found = self.submissions.find(query, {"doc": 1}).sort(
+        found = self.submissions.find(query, {"doc": 1, "created_key": 1}).sort(
             [("created_key", DESCENDING), ("_id", DESCENDING)]
         ).limit(limit + 1)
         docs = [d async for d in found]
-        items = [SubmissionView.model_validate_json(d["doc"]) for d in docs[:limit]]
         more = len(docs) > limit
-        return Page(items, encode_cursor(items[-1].created_at, items[-1].id) if more and items else None)
+        docs = docs[:limit]
+        last = docs[-1] if more and docs else None
+        cursor_out = encode_cursor(last["created_key"], last["_id"]) if last else None
+        return Page([as_bytes(d["doc"]) for d in docs], cursor_out)
 
     async def get_task(self, submission_id: str, task_id: str) -> TaskView | None:
         doc = await self.tasks.find_one({"submission_id": submission_id, "task_id": task_id})
@@ -151,7 +184,7 @@ class MongoStore:
             self.submissions,
             [
                 (v.id, v.seq, {"owner": v.owner, "status": v.status.value,
-                               "created_key": sortable(v.created_at), "doc": v.model_dump_json()})
+                               "created_key": sortable(v.created_at), "doc": view_json(v)})
                 for v in changes.submissions.values()
             ],
         )
@@ -160,7 +193,7 @@ class MongoStore:
             [
                 (v.key, v.seq, {"submission_id": v.submission_id, "task_id": v.task_id,
                                 "status": v.status.value, "platform": v.platform,
-                                "queued_key": sortable(v.queued_at), "doc": v.model_dump_json()})
+                                "queued_key": sortable(v.queued_at), "doc": view_json(v)})
                 for v in changes.tasks.values()
             ],
         )

@@ -7,7 +7,7 @@ replaced by a version with a higher ``seq``, which makes every replay and redeli
 
 from __future__ import annotations
 
-import base64
+import re
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -23,6 +23,16 @@ V = TypeVar("V")
 class Page(Generic[V]):
     items: list[V]
     next_cursor: str | None = None
+
+
+@dataclass(frozen=True)
+class Stored:
+    """A view as the store keeps it, ready to serve: its owner (for the visibility check) and
+    its JSON, serialised once when it was projected (the same bytes ``model_dump_json`` gives)."""
+
+    owner: str
+    status: str
+    json: bytes
 
 
 @dataclass
@@ -50,6 +60,22 @@ class ProjectionStore(Protocol):
         cursor: str | None = None,
     ) -> Page[SubmissionView]:
         """Newest first (by creation time, then id)."""
+        ...
+
+    async def get_submission_json(self, submission_id: str) -> Stored | None:
+        """The submission as stored, without parsing it."""
+        ...
+
+    async def list_submissions_json(
+        self,
+        *,
+        owner: str | None = None,
+        status: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> Page[bytes]:
+        """``list_submissions`` as stored JSON documents: one keyset range read of an index on
+        (filter, created_at, id), no parsing and no sort."""
         ...
 
     async def get_task(self, submission_id: str, task_id: str) -> TaskView | None: ...
@@ -103,19 +129,33 @@ def sortable(at: datetime) -> str:
     return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def encode_cursor(at: datetime, key: str) -> str:
-    return base64.urlsafe_b64encode(f"{sortable(at)}|{key}".encode()).decode().rstrip("=")
+CURSOR_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}Z~[A-Za-z0-9_.-]{1,200}$"
+"""A keyset cursor: the last item's sortable time and key. Any text of this form is a valid
+position (a page starts after it), so the API's schema can state exactly what it accepts."""
+_CURSOR = re.compile(CURSOR_PATTERN)
+
+
+def encode_cursor(at: datetime | str, key: str) -> str:
+    """The keyset cursor after an item, from its time (or its ``sortable`` text) and key."""
+    return f"{at if isinstance(at, str) else sortable(at)}~{key}"
 
 
 def decode_cursor(cursor: str) -> tuple[str, str]:
-    """Returns (iso time, key); raises ValueError on a cursor we did not make."""
-    try:
-        padded = cursor + "=" * (-len(cursor) % 4)
-        at, key = base64.urlsafe_b64decode(padded.encode()).decode().split("|", 1)
-        datetime.strptime(at, "%Y-%m-%dT%H:%M:%S.%fZ")
-    except Exception as e:
-        raise ValueError("invalid cursor") from e
+    """Returns (sortable time, key); raises ValueError on text not of ``CURSOR_PATTERN``'s form."""
+    if not _CURSOR.match(cursor):
+        raise ValueError("invalid cursor")
+    at, key = cursor.split("~", 1)
     return at, key
+
+
+def as_bytes(doc: str | bytes) -> bytes:
+    """A stored document as bytes (older rows hold text)."""
+    return doc if isinstance(doc, bytes) else doc.encode()
+
+
+def view_json(view: SubmissionView | TaskView) -> bytes:
+    """The JSON a view is stored and served as (serialised once, at projection time)."""
+    return view.__pydantic_serializer__.to_json(view)
 
 
 async def open_store(url: str) -> ProjectionStore:
