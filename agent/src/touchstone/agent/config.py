@@ -16,7 +16,7 @@ from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 from touchstone.shared.agents import HEARTBEAT_INTERVAL_S
 from touchstone.shared.gitsource import TrainerSource, default_trainer_repo
-from touchstone.shared.settings import Settings
+from touchstone.shared.settings import GitFetchSettings
 
 
 def default_host() -> str:
@@ -35,7 +35,7 @@ def installed_trainer_dir() -> Path | None:
     return folder if (folder / "src").is_dir() else None
 
 
-class AgentSettings(Settings):
+class AgentSettings(GitFetchSettings):
     """Settings of one agent process (shared ones come from ``Settings``)."""
 
     model_config = SettingsConfigDict(use_attribute_docstrings=True)
@@ -145,9 +145,6 @@ class AgentSettings(Settings):
     stray_grace_s: float = Field(60.0, ge=0)
     """A ``touchstone-`` container (or process-runtime work directory) of this agent that no
     live attempt owns is removed once it is this old (also right after a restart)."""
-
-    allow_local_sources: bool = False
-    """Accept a local directory as a feature set's ``git_url`` (development and tests only)."""
 
     env_passthrough: tuple[str, ...] = ("PATH", "LANG", "LC_ALL", "TZ")
     """Environment variables the trainer inherits from the agent; nothing else is passed."""

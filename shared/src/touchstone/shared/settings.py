@@ -10,6 +10,7 @@ from pathlib import Path
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from touchstone.shared.fetchpolicy import FetchPolicy
 
 
 class Settings(BaseSettings):
@@ -32,3 +33,42 @@ class Settings(BaseSettings):
         if self.store_url:
             return self.store_url
         return f"sqlite:///{self.data_dir / 'projections.db'}"
+
+
+class GitFetchSettings(Settings):
+    """Settings of a process that fetches feature sets (an agent, the RunPod provider): the
+    fetch policy of ``touchstone.shared.fetchpolicy``, applied where git runs."""
+
+    allow_local_sources: bool = Field(
+        False,
+        description="Accept a local directory or file:// URL as a feature set's git_url (an "
+        "embedded `touchstone up` turns it on; never in production).",
+    )
+    git_allow_private: bool = Field(
+        False,
+        description="Fetch from private addresses (10/8, 172.16/12, 192.168/16, 100.64/10, fc00::/7): "
+        "an in-house git server. Loopback, link-local and metadata addresses are refused always.",
+    )
+    git_allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="Git hosts feature sets may come from ('*.' matches subdomains); empty: any public host.",
+    )
+    git_ssh_key: Path | None = Field(
+        None,
+        description="The deploy key (private key file) for ssh git URLs; unset refuses ssh sources. "
+        "The service account's own keys and ssh agent are never used.",
+    )
+    git_ssh_known_hosts: Path | None = Field(
+        None,
+        description="known_hosts for ssh git hosts; unset trusts a host's key on first use "
+        "(kept in GIT_SSH_KEY.known_hosts).",
+    )
+
+    def fetch_policy(self) -> FetchPolicy:
+        return FetchPolicy(
+            allow_local=self.allow_local_sources,
+            allow_private=self.git_allow_private,
+            allowed_hosts=tuple(self.git_allowed_hosts),
+            ssh_key=self.git_ssh_key.resolve() if self.git_ssh_key else None,
+            ssh_known_hosts=self.git_ssh_known_hosts.resolve() if self.git_ssh_known_hosts else None,
+        )
