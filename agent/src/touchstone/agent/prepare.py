@@ -20,8 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from urllib.parse import urlsplit
-
 from touchstone.shared.commands import LaunchTask, trainer_args
 from touchstone.shared.fetchpolicy import FetchPolicy, FetchRefused
 from touchstone.shared.gitsource import SourceError, TrainerSource, TrainerTree, UnknownRef, checkout
