@@ -12,7 +12,7 @@ import socket
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 from touchstone.shared.agents import HEARTBEAT_INTERVAL_S
 from touchstone.shared.gitsource import TrainerSource, default_trainer_repo
@@ -42,15 +42,6 @@ class AgentSettings(GitFetchSettings):
 
     host: str = Field(default_factory=default_host, pattern=r"^[A-Za-z0-9_-]{1,128}$")
     """This host's name: the token of its subjects and the first part of its placements."""
-
-    nats_user: str = ""
-    """This agent's NATS user (``agent-{host}``, see ``deploy/nats/agent-user.py``); empty means
-    none (a local server without users, ``make up``). With it, ``nats_url`` may list several
-    servers, comma-separated."""
-
-    nats_password: SecretStr = SecretStr("")
-    """The password of ``nats_user`` (``TOUCHSTONE_NATS_PASSWORD``, from the unit's
-    ``EnvironmentFile``, never on the command line)."""
 
     num_slots: int = Field(1, ge=0, le=64)
     """Task slots of a host without GPUs (CPU slots); a host with GPUs has one slot per GPU."""

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from dataclasses import dataclass
+from typing import Any
 
 import nats
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext, api
 from nats.js.errors import BadRequestError, NotFoundError
 from nats.js.kv import KeyValue
+from touchstone.shared.settings import Settings
 from touchstone.shared.subjects import Subjects
 
 log = logging.getLogger(__name__)
@@ -27,6 +30,8 @@ async def connect(
     reconnect: bool = True,
     user: str = "",
     password: str = "",
+    credentials_file: str = "",
+    tls: ssl.SSLContext | None = None,
 ) -> NATS:
     """A client that reconnects forever, quickly, and logs what happens to it
     (``reconnect=False``: one try, for command-line checks). ``url`` may list several servers,
@@ -42,7 +47,11 @@ async def connect(
     async def on_reconnect() -> None:
         log.info("nats reconnected", extra={"client": name})
 
-    credentials = {"user": user, "password": password} if user else {}
+    credentials: dict[str, Any] = {"user": user, "password": password} if user else {}
+    if credentials_file:
+        credentials["user_credentials"] = credentials_file
+    if tls is not None:
+        credentials["tls"] = tls
     attempt = nats.connect(
         servers=[u.strip() for u in url.split(",") if u.strip()],
         name=name,
@@ -62,6 +71,32 @@ async def connect(
         return await asyncio.wait_for(attempt, connect_timeout)
     except TimeoutError as e:
         raise ConnectionRefusedError(f"no NATS server answers at {url}") from e
+
+
+def tls_context(settings: Settings) -> ssl.SSLContext | None:
+    """A client TLS context from the ``nats_tls_*`` settings, or None (plain, or ``tls://``
+    URLs with the system's CAs)."""
+    if not (settings.nats_tls_ca_file or settings.nats_tls_cert_file):
+        return None
+    context = ssl.create_default_context(
+        cafile=str(settings.nats_tls_ca_file) if settings.nats_tls_ca_file else None
+    )
+    if settings.nats_tls_cert_file:
+        context.load_cert_chain(str(settings.nats_tls_cert_file),
+                                str(settings.nats_tls_key_file) if settings.nats_tls_key_file else None)
+    return context
+
+
+async def connect_with(settings: Settings, name: str, **options: Any) -> NATS:
+    """``connect`` with this process's NATS settings: user and password (or password file),
+    credentials file, TLS; nothing rides in the URL."""
+    password = settings.nats_password.get_secret_value()
+    if settings.nats_password_file is not None:
+        password = settings.nats_password_file.read_text().strip()
+    return await connect(
+        settings.nats_url, name, user=settings.nats_user, password=password,
+        credentials_file=str(settings.nats_credentials_file or ""), tls=tls_context(settings), **options,
+    )
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from touchstone.shared.fetchpolicy import FetchPolicy
 
@@ -19,7 +19,21 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TOUCHSTONE_", env_nested_delimiter="__", extra="ignore")
 
     namespace: str = Field("touchstone", description="Separates instances that share one NATS cluster.")
-    nats_url: str = Field("nats://127.0.0.1:4222", description="Where the NATS server is.")
+    nats_url: str = Field(
+        "nats://127.0.0.1:4222",
+        description="Where the NATS server is (several servers comma-separated); no credentials in it.",
+    )
+    nats_user: str = Field("", description="This process's NATS user; empty: no user/password.")
+    nats_password: SecretStr = Field(SecretStr(""), description="The password of nats_user (never logged).")
+    nats_password_file: Path | None = Field(
+        None, description="A file holding the password of nats_user (instead of nats_password)."
+    )
+    nats_credentials_file: Path | None = Field(
+        None, description="A NATS .creds file (user JWT and nkey seed), for operator-mode servers."
+    )
+    nats_tls_ca_file: Path | None = Field(None, description="CA bundle that signs the NATS servers' certificates.")
+    nats_tls_cert_file: Path | None = Field(None, description="Client certificate, where NATS asks for one.")
+    nats_tls_key_file: Path | None = Field(None, description="Private key of nats_tls_cert_file.")
     data_dir: Path = Field(Path(".touchstone"), description="Embedded data: NATS store, SQLite, artifacts.")
     store_url: str = Field(
         "", description="Projection store: sqlite:///file.db or mongodb://...; empty means SQLite in data_dir."
