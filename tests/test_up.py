@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -90,6 +91,8 @@ def test_up_reports_healthy_and_keeps_data_across_restarts(make_up) -> None:
             with up.api() as api:
                 assert api.get("/healthz").status_code == 200
         marker = run_py(MARK, up.nats_url, up.nats_password())
+        if "agent" in services:  # `make up` says how tasks are isolated (docker or bubblewrap, never silently none)
+            assert re.search(r"isolation: (docker|bubblewrap)", up.tail(10**7)), up.tail()
     finally:
         assert up.stop() == 0
     assert "stopped; data kept" in up.tail()

@@ -47,10 +47,16 @@ class AgentSettings(GitFetchSettings):
     """Task slots of a host without GPUs (CPU slots); a host with GPUs has one slot per GPU."""
 
     runtime: Literal["process", "docker", "auto"] = "auto"
-    """How attempts run: ``process`` (plain subprocesses in a work directory), ``docker``
-    (hardened containers of the local Docker engine, from ``docker_image``), or ``auto``
-    (``docker`` when the engine answers and has the image, else ``process``; the agent logs
-    which it chose and why)."""
+    """How attempts run: ``docker`` (hardened containers of the local Docker engine, from
+    ``docker_image``), ``process`` (subprocesses in a bubblewrap sandbox, ``process_sandbox``),
+    or ``auto`` (``docker`` when the engine answers and has the image, else the sandboxed
+    process runtime). Never weaker than that: an agent that cannot run what it was told (or,
+    for ``auto``, either) refuses work and says why in its heartbeat (the System page)."""
+
+    process_sandbox: Literal["bubblewrap", "none"] = "bubblewrap"
+    """The process runtime's isolation: ``bubblewrap`` (no network, no view of other processes
+    or of the data directory), or ``none``, which isolates nothing (development and tests
+    only; named here so that it is never a silent fallback)."""
 
     docker_url: str = ""
     """The Docker engine's address; empty means ``DOCKER_HOST`` or the local socket."""
