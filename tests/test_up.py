@@ -53,7 +53,7 @@ async def main():
     errors = []
     async def on_error(e): errors.append(e)
     nc._error_cb = on_error
-    key = hashlib.sha256(%r.encode()).hexdigest()
+    key = hashlib.sha256(sys.argv[4].encode()).hexdigest()
     record = {"id": "tok-evil", "user": "evil", "role": "admin", "description": "", "created_at":
               "2026-01-01T00:00:00Z", "created_by": "evil"}
     try:
@@ -63,7 +63,7 @@ async def main():
         print("refused:", type(e).__name__, errors[:1])
     await nc.close()
 asyncio.run(main())
-""" % MINTED
+"""
 
 
 def assert_private(folder) -> None:
@@ -105,8 +105,8 @@ def test_up_reports_healthy_and_keeps_data_across_restarts(make_up) -> None:
         second = up.wait_healthy(len(services))
         assert second["streams"]["TOUCHSTONE_EVENTS"] >= 1
         assert run_py(FIND, up.nats_url, marker, up.nats_password()) == "found"
-        assert "Authorization Violation" in run_py(MINT, up.nats_url, "", "")
-        assert run_py(MINT, up.nats_url, "agent-local", up.nats_password("agent-local")).startswith("refused")
+        assert "Authorization Violation" in run_py(MINT, up.nats_url, "", "", MINTED)
+        assert run_py(MINT, up.nats_url, "agent-local", up.nats_password("agent-local"), MINTED).startswith("refused")
         with up.api(token=MINTED) as api:
             assert api.get("/api/v1/tokens").status_code == 401
         assert_private(up.data / "credentials")

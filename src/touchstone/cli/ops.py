@@ -11,7 +11,7 @@ from typing import Annotated, TypeVar
 import typer
 from rich.console import Console
 from rich.table import Table
-from touchstone.shared.jetstream import connect_with, provision
+from touchstone.shared.jetstream import LogLimits, connect_with, provision
 from touchstone.shared.settings import Settings
 from touchstone.shared.subjects import Subjects
 
@@ -162,7 +162,7 @@ def nats_init(
         nc = await connect_with(settings, "touchstone-nats-init")
         try:
             return await provision(nc.jetstream(), Subjects(namespace or settings.namespace),
-                                   replicas=replicas)
+                                   replicas=replicas, logs=LogLimits.of(settings))
         finally:
             await nc.close()
 

@@ -18,8 +18,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from touchstone.shared.jetstream import connect, provision, system_bucket
+from touchstone.shared.jetstream import LogLimits, connect, provision, system_bucket
 from touchstone.shared.natsserver import NatsServer, free_port
+from touchstone.shared.settings import Settings
 from touchstone.shared.subjects import Subjects
 from touchstone.shared.system import Server, SystemSettings, read_system, write_system
 
@@ -97,7 +98,7 @@ class Supervisor:
         nc = await connect(self.nats.url, "touchstone-up", user=OPERATOR, password=self.users.password(OPERATOR))
         js = nc.jetstream()
         subjects = Subjects(self.namespace)
-        for line in await provision(js, subjects):
+        for line in await provision(js, subjects, logs=LogLimits.of(Settings())):
             _say("nats", "1", line)
         kv = await system_bucket(js, subjects)
         settings, revision = await read_system(kv)

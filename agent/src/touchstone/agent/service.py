@@ -38,6 +38,7 @@ from touchstone.agent.protocol import CommandReply, encode
 from touchstone.agent.runtime import ContainerRuntime
 from touchstone.agent.sandbox import Bubblewrap, UnavailableRuntime
 from touchstone.agent.strays import StrayReaper
+from touchstone.shared import console
 from touchstone.shared.agents import AgentHeartbeat, GpuStatus, encode_report
 from touchstone.shared.commands import LaunchTask, TerminateTask, decode_command
 from touchstone.shared.subjects import Subjects
@@ -203,7 +204,8 @@ class Agent:
 
     async def _publish_logs(self, aggregate: str, lines: list[str]) -> None:
         with contextlib.suppress(Exception):
-            await self.nc.publish(self.subjects.logs(aggregate), "\n".join(lines).encode())
+            for body in console.messages(lines):
+                await self.nc.publish(self.subjects.logs(aggregate), body)
 
     async def _recheck_runtime(self) -> None:
         """A refusing agent looks again (Docker started, bubblewrap installed) and takes work

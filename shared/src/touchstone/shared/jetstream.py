@@ -99,6 +99,27 @@ async def connect_with(settings: Settings, name: str, **options: Any) -> NATS:
     )
 
 
+MAX_EVENT_BYTES = 1024 * 1024
+"""The events stream's ``max_msg_size``; events are far smaller by construction (``events``)."""
+
+
+@dataclass(frozen=True)
+class LogLimits:
+    """The logs stream's own storage budget: old lines go first, so a noisy task can neither
+    fill the disk the events need nor push every other task's lines out."""
+
+    max_bytes: int = 4 * 1024**3
+    """All console lines together."""
+    max_msgs_per_task: int = 2000
+    """Messages kept per task (each at most ``max_msg_bytes``): one task's share."""
+    max_msg_bytes: int = 128 * 1024
+    """Largest message (publishers send at most ``console.MAX_MESSAGE_BYTES``)."""
+
+    @classmethod
+    def of(cls, settings: Settings) -> LogLimits:
+        return cls(settings.logs_max_bytes, settings.logs_max_msgs_per_task)
+
+
 @dataclass(frozen=True)
 class StreamPlan:
     """What ``nats init`` creates for one namespace."""
@@ -107,7 +128,8 @@ class StreamPlan:
     system_bucket: str
 
 
-def plan(subjects: Subjects, *, replicas: int = 1) -> StreamPlan:
+def plan(subjects: Subjects, *, replicas: int = 1, logs: LogLimits | None = None) -> StreamPlan:
+    logs = logs or LogLimits()
     file = api.StorageType.FILE
     return StreamPlan(
         streams=(
@@ -119,6 +141,7 @@ def plan(subjects: Subjects, *, replicas: int = 1) -> StreamPlan:
                 retention=api.RetentionPolicy.LIMITS,
                 num_replicas=replicas,
                 duplicate_window=DUPLICATE_WINDOW_S,
+                max_msg_size=MAX_EVENT_BYTES,
                 allow_direct=True,
                 deny_delete=True,
                 deny_purge=True,
@@ -149,6 +172,10 @@ def plan(subjects: Subjects, *, replicas: int = 1) -> StreamPlan:
                 retention=api.RetentionPolicy.LIMITS,
                 num_replicas=replicas,
                 max_age=14 * DAY_S,
+                max_bytes=logs.max_bytes,
+                max_msgs_per_subject=logs.max_msgs_per_task,
+                max_msg_size=logs.max_msg_bytes,
+                discard=api.DiscardPolicy.OLD,
                 allow_direct=True,
             ),
         ),
@@ -156,11 +183,13 @@ def plan(subjects: Subjects, *, replicas: int = 1) -> StreamPlan:
     )
 
 
-async def provision(js: JetStreamContext, subjects: Subjects, *, replicas: int = 1) -> list[str]:
+async def provision(
+    js: JetStreamContext, subjects: Subjects, *, replicas: int = 1, logs: LogLimits | None = None
+) -> list[str]:
     """Create or update every stream and the settings bucket. Safe to run any number of times;
     returns what it did, one line per resource."""
     done: list[str] = []
-    for config in plan(subjects, replicas=replicas).streams:
+    for config in plan(subjects, replicas=replicas, logs=logs).streams:
         assert config.name
         try:
             info = await js.stream_info(config.name)
@@ -182,7 +211,8 @@ async def provision(js: JetStreamContext, subjects: Subjects, *, replicas: int =
 
 
 def _differs(current: api.StreamConfig, wanted: api.StreamConfig) -> bool:
-    keys = ("subjects", "retention", "storage", "max_age", "duplicate_window", "allow_direct")
+    keys = ("subjects", "retention", "storage", "max_age", "duplicate_window", "allow_direct", "max_bytes",
+            "max_msgs_per_subject", "max_msg_size")
     return any(getattr(current, k) != getattr(wanted, k) for k in keys)
 
 

@@ -38,6 +38,12 @@ class Settings(BaseSettings):
     store_url: str = Field(
         "", description="Projection store: sqlite:///file.db or mongodb://...; empty means SQLite in data_dir."
     )
+    logs_max_bytes: int = Field(
+        4 * 1024**3, ge=1024 * 1024, description="The logs stream's budget: all tasks' console lines together."
+    )
+    logs_max_msgs_per_task: int = Field(
+        2000, ge=10, description="Console messages (each at most 128 KiB) kept per task; older ones go first."
+    )
     log_level: str = Field("INFO", description="Log level of every logger.")
     log_json: bool = Field(True, description="One JSON object per log line (off: human-readable lines).")
     metrics_port: int = Field(0, description="Port for Prometheus /metrics; 0 turns the listener off.")

@@ -28,6 +28,7 @@ from touchstone.submission import admin, routes, ui
 from touchstone.submission.auth import Forbidden
 from touchstone.submission.deps import Deps, DepsArg, PrincipalArg
 from touchstone.submission.domain import Principal
+from touchstone.submission.idempotency import idempotency_middleware
 from touchstone.submission.problems import documented, problem_response
 from touchstone.submission.schemas import Health, ScheduleCreate, SubmissionCreate, SystemUpdate, TokenCreate
 
@@ -107,6 +108,12 @@ def _metrics_middleware(app: ASGIApp) -> ASGIApp:
     return middleware
 
 
+def _idempotency(deps: Deps) -> list[Any]:
+    if deps.idempotency is None:
+        return []
+    return [idempotency_middleware(deps.idempotency, deps.settings.max_body_bytes)]
+
+
 def create_app(deps: Deps, *, debug: bool = False) -> Litestar:
     """The API over ``deps``; its lifespan starts and stops ``deps``' background loops."""
 
@@ -137,7 +144,7 @@ def create_app(deps: Deps, *, debug: bool = False) -> Litestar:
             "admin": Provide(provide_admin),
         },
         exception_handlers={Exception: problem_response},
-        middleware=[_metrics_middleware],
+        middleware=[_metrics_middleware, *_idempotency(deps)],
         lifespan=[lifespan],
         request_max_body_size=deps.settings.max_body_bytes,
         openapi_config=OpenAPIConfig(

@@ -59,6 +59,12 @@ class SubmissionSettings(Settings):
         description="Host names a git URL may not name; '*.' matches any subdomain.",
     )
     max_body_bytes: int = Field(65_536, ge=1024, description="Largest request body accepted (larger: 413).")
+    max_submissions_per_hour: int = Field(
+        20, ge=1, description="New submissions one user may create per hour (more: 429 with Retry-After)."
+    )
+    max_concurrent_validations: int = Field(
+        3, ge=1, description="Submissions of one user validating at once (more: 429 with Retry-After)."
+    )
     oidc_jwks_url: str = Field("", description="JWKS of the OIDC issuer; empty turns JWT sign-in off.")
     oidc_issuer: str = Field("", description="The `iss` every JWT must carry.")
     oidc_audience: str = Field("", description="The `aud` (or Cognito `client_id`) every JWT must carry.")
