@@ -75,19 +75,28 @@ class SubmissionSettings(Settings):
     oidc_groups_claim: str = Field("cognito:groups", description="The claim that lists the user's groups.")
     oidc_user_group: str = Field("touchstone_user", description="Group that grants the user role.")
     oidc_admin_group: str = Field("touchstone_admin", description="Group that grants the admin role.")
-    oidc_username_claims: list[str] = Field(
-        default_factory=lambda: [
-            "cognito:username",
-            "username",
-            "preferred_username",
-            "email",
-            "sub",
-        ],
-        description="Claims tried in order for the user's name (the first present wins).",
+    oidc_username_claim: str = Field(
+        "cognito:username",
+        description="The one claim that names the user: one the user cannot edit at the identity provider "
+        "(Cognito: cognito:username; others: sub). A token without it is refused.",
+    )
+    oidc_user_prefix: str = Field(
+        "sso:",
+        pattern=r"^[A-Za-z0-9_.-]*:$",
+        description="Put before every SSO user's name. API-token user names cannot hold ':', so an SSO "
+        "user can never take the name of an API-token user, nor the other way round.",
     )
     oidc_leeway_s: float = Field(30.0, ge=0, le=300, description="Clock skew allowed on exp/nbf/iat.")
     jwks_refresh_s: float = Field(
         60.0, ge=0, description="Least time between two JWKS fetches caused by an unknown key id."
+    )
+    jwks_max_age_s: float = Field(
+        600.0, gt=0, description="The JWKS is fetched again at least this often: a key the issuer removed "
+        "stops being accepted within this time."
+    )
+    ui_csrf_key: SecretStr | None = Field(
+        None, description="Key of the UI's CSRF tokens, the same for every API replica; unset: one generated "
+        "once and kept in the NATS KV bucket {ns}_ui, shared by every replica."
     )
     oidc_client_id: str = Field(
         "",

@@ -31,7 +31,7 @@ from touchstone.submission.config import SubmissionSettings
 from touchstone.submission.domain import Principal
 from touchstone.submission.feed import Feed
 from touchstone.submission.hosts import Hosts
-from touchstone.submission.idempotency import open_idempotency_bucket
+from touchstone.submission.idempotency import open_idempotency_bucket, shared_ui_key
 from touchstone.submission.oidc import OidcClient
 from touchstone.submission.quotas import QuotaLimits, Quotas, open_quotas_bucket
 from touchstone.submission.rules import SourcePolicy
@@ -56,6 +56,7 @@ class Deps:
     hosts: Hosts
     oidc: OidcClient | None = None
     idempotency: KeyValue | None = None
+    csrf_key: bytes = b""
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     background: list[Callable[[asyncio.Event], Coroutine[Any, Any, None]]] = field(default_factory=list)
     tasks: dict[str, asyncio.Task[None]] = field(default_factory=dict)
@@ -123,6 +124,7 @@ async def build_deps(
         hosts=Hosts(nc, subjects),
         oidc=OidcClient(settings) if settings.sso_enabled and jwts is not None else None,
         idempotency=await open_idempotency_bucket(js, subjects),
+        csrf_key=await shared_ui_key(js, subjects, settings.ui_csrf_key),
     )
     retract = ConsumerLoop(js, subjects, handlers.consumer_spec(subjects), handlers.handlers(commands), ev.decode_event)
     deps.background = [feed.run, tokens.watch, retract.run, deps.hosts.run]

@@ -1,4 +1,6 @@
-"""``Idempotency-Key`` on every POST: a retried request gets the first answer, not a second
+"""Shared state of every API replica: answers by ``Idempotency-Key``, and the UI's CSRF key.
+
+``Idempotency-Key`` on every POST: a retried request gets the first answer, not a second
 submission.
 
 A POST carrying the header is recorded in a NATS KV bucket (``{ns}_idempotency``, kept a day),
@@ -19,6 +21,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import secrets
 import time
 from typing import Any
 
@@ -28,6 +31,7 @@ from nats.js import JetStreamContext, api
 from nats.js.errors import BucketNotFoundError, KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.errors import NotFoundError as JsNotFoundError
 from nats.js.kv import KeyValue
+from pydantic import SecretStr
 from touchstone.shared.subjects import Subjects
 
 HEADER = b"idempotency-key"
@@ -176,3 +180,22 @@ async def _run_and_keep(app: ASGIApp, kv: KeyValue, scope: Scope, body: bytes, s
             record = {"fp": fingerprint, "state": "done", "status": status, "headers": kept,
                       "body": base64.b64encode(answer).decode()}
             await kv.put(name, json.dumps(record).encode())
+
+
+async def shared_ui_key(js: JetStreamContext, subjects: Subjects, configured: SecretStr | None) -> bytes:
+    """The key of the UI's CSRF tokens, the same in every replica: the setting, else one made
+    by the first replica and kept in the ``{ns}_ui`` bucket (every other replica reads it)."""
+    if configured is not None and configured.get_secret_value():
+        return hashlib.sha256(configured.get_secret_value().encode()).digest()
+    name = f"{subjects.ns.replace('-', '_')}_ui"
+    try:
+        kv = await js.key_value(name)
+    except (BucketNotFoundError, JsNotFoundError):
+        kv = await js.create_key_value(api.KeyValueConfig(bucket=name, description="Touchstone UI secrets",
+                                                          history=1, storage=api.StorageType.FILE))
+    try:
+        await kv.create("csrf_key", base64.b64encode(secrets.token_bytes(32)))
+    except (KeyWrongLastSequenceError, nats.js.errors.APIError):
+        pass  # another replica made it first: use theirs
+    entry = await kv.get("csrf_key")
+    return base64.b64decode(entry.value or b"")
