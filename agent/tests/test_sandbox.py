@@ -146,3 +146,33 @@ def test_auto_without_docker_is_the_sandbox_never_a_bare_process(agent_settings)
     assert choice.isolation == "bubblewrap" and choice.refusing is None
     no_bwrap = os.environ.get("PATH", "")
     assert no_bwrap  # (the refusal when bubblewrap is missing too is test_the_sandbox_probe_names_what_is_missing)
+
+
+async def test_the_runtime_never_writes_through_links_a_task_planted(tmp_path):
+    """A task plants ``.runtime.partial`` and ``.exit_code.partial`` as links to a file of the
+    agent's; the runtime's state and the launcher's exit status must not land there."""
+    import asyncio
+    import sys
+
+    from touchstone.agent.process import ProcessRuntime
+    from touchstone.agent.runtime import ContainerSpec
+
+    victim = tmp_path / "authorized_keys"
+    victim.write_text("ssh-ed25519 AAAA the agent's\n")
+    root = tmp_path / "agent"
+    runtime = ProcessRuntime(root, kill_grace_s=1.0)
+    name = "touchstone-s1-t1-1"
+    work = root / name
+    work.mkdir(parents=True)
+    await runtime.provision(ContainerSpec(name, work))
+    target = str(victim)
+    plant = f"import os; os.symlink({target!r}, '.runtime.partial'); os.symlink({target!r}, '.exit_code.partial')"
+    await runtime.run(name, [sys.executable, "-c", plant], {"PATH": os.environ["PATH"]}, work / "console.log")
+    for _ in range(300):
+        if (await runtime.status(name)).status == "exited":
+            break
+        await asyncio.sleep(0.02)
+    state = await runtime.status(name)
+    assert state.status == "exited" and state.exit_code == 0, (work / "console.log").read_text()
+    runtime._write(name, {"name": name, "pid": None})  # the agent writes its state again
+    assert victim.read_text() == "ssh-ed25519 AAAA the agent's\n"
