@@ -197,6 +197,10 @@ def bootstrap_admin_token(settings: SubmissionSettings) -> tuple[str, bool]:
 # --- OIDC JWTs ----------------------------------------------------------------------------
 
 
+JWKS_RETRY_S = 10.0
+"""After a failed JWKS fetch, keys already fetched are used this long before the next try."""
+
+
 class JwtVerifier:
     """Verifies OIDC JWTs against the issuer's JWKS: signature (allow-listed asymmetric
     algorithms only), ``exp`` (required), ``iss``, ``aud`` (or Cognito's ``client_id``)."""
@@ -211,6 +215,7 @@ class JwtVerifier:
         self.http = http or httpx.AsyncClient(timeout=5.0)
         self._keys: dict[str, tuple[jwt.PyJWK, str | None]] = {}
         self._fetched_at = -1e9
+        self._failed_at = -1e9
         self._lock = asyncio.Lock()
 
     async def verify(self, token: str, *, audiences: tuple[str, ...] = ()) -> Principal:
@@ -292,13 +297,15 @@ class JwtVerifier:
                 try:
                     await self._fetch()
                 except UnavailableError:
+                    self._failed_at = time.monotonic()  # no fetch per request while the issuer is down
                     if not self._keys or age >= 2 * self.settings.jwks_max_age_s:
                         raise
                     log.warning("JWKS fetch failed; using keys fetched %.0fs ago", age)
         return self._keys.get(kid)
 
     def _stale(self) -> bool:
-        return time.monotonic() - self._fetched_at >= self.settings.jwks_max_age_s
+        now = time.monotonic()
+        return now - self._fetched_at >= self.settings.jwks_max_age_s and now - self._failed_at >= JWKS_RETRY_S
 
     async def _fetch(self) -> None:
         try:
