@@ -94,8 +94,7 @@ def test_relative_paths_and_transport_helpers_are_refused_even_when_local_is_all
 
 def test_a_name_resolving_to_loopback_is_refused_with_a_server_listening_there(bare: Path, http_port: int,
                                                                                 tmp_path: Path) -> None:
-    policy = FetchPolicy(allow_local=True, allow_private=True,
-                         resolve=resolver({"git.attacker.test": ["127.0.0.1"]}))
+    policy = FetchPolicy(allow_private=True, resolve=resolver({"git.attacker.test": ["127.0.0.1"]}))
     with pytest.raises(SourceRefused, match=r"127\.0\.0\.1"):
         checkout(f"http://git.attacker.test:{http_port}/repo.git", "main", tmp_path / "out", policy=policy)
     assert not (tmp_path / "out").exists()
@@ -121,19 +120,25 @@ def test_one_bad_address_among_good_ones_is_enough_to_refuse() -> None:
     "https://[fe80::1]/x.git",
     "https://[fd00:ec2::254]/x.git",
     "https://100.100.100.200/x.git",
-    "https://127.1/x.git",
-    "https://[::1]/x.git",
     "https://0.0.0.0/x.git",
     "ssh://git@169.254.169.254/x.git",
     "git@169.254.169.254:x.git",
     "https://metadata.google.internal/x.git",
 ])
-def test_link_local_metadata_and_loopback_are_refused_whatever_else_is_allowed(url: str, tmp_path: Path) -> None:
+def test_link_local_and_metadata_are_refused_whatever_else_is_allowed(url: str, tmp_path: Path) -> None:
     key = tmp_path / "deploy_key"
     policy = FetchPolicy(allow_local=True, allow_private=True, ssh_key=key,
                          resolve=resolver({"metadata.google.internal": ["169.254.169.254"]}))
     with pytest.raises(FetchRefused):
         policy.plan(url)
+
+
+@pytest.mark.parametrize("url", ["https://127.1/x.git", "https://[::1]/x.git", "https://2130706433/x.git",
+                                 "https://[::ffff:127.0.0.1]/x.git", "git@127.0.0.1:x.git"])
+def test_loopback_is_a_local_source_refused_unless_local_sources_are_on(url: str, tmp_path: Path) -> None:
+    with pytest.raises(FetchRefused, match="local source"):
+        FetchPolicy(allow_private=True, ssh_key=tmp_path / "key").plan(url)
+    FetchPolicy(allow_local=True, ssh_key=tmp_path / "key").plan(url)  # the embedded `touchstone up`
 
 
 def test_private_addresses_need_the_setting() -> None:
@@ -160,9 +165,8 @@ def test_plain_http_needs_an_embedded_or_in_house_setting() -> None:
 def test_git_connects_to_the_checked_address_not_a_second_dns_answer(bare: Path, http_port: int,
                                                                      tmp_path: Path) -> None:
     """The name exists only in the policy's resolver: git's own lookup would fail, so a clone
-    that works went to the pinned address. (Loopback is let through for this test only.)"""
-    policy = FetchPolicy(allow_private=True, always_denied=(),
-                         resolve=resolver({"git.touchstone.test": ["127.0.0.1"]}))
+    that works went to the pinned address (on loopback: local sources on, as embedded)."""
+    policy = FetchPolicy(allow_local=True, resolve=resolver({"git.touchstone.test": ["127.0.0.1"]}))
     commit = checkout(f"http://git.touchstone.test:{http_port}/repo.git", "main", tmp_path / "out", policy=policy)
     assert commit == _git(bare, "rev-parse", "main")
     assert (tmp_path / "out" / "feature_set.py").read_text() == "X = 1\n"
@@ -225,8 +229,8 @@ async def _ssh_case(bare: Path, tmp_path: Path, *, authorize_service_key: bool) 
     # the service account's own key, loaded in an ssh agent the service's environment points at
     agent_env = await asyncio.to_thread(_ssh_agent_with, _write_key(service_key, tmp_path / "service_key"))
     try:
-        policy = FetchPolicy(ssh_key=_write_key(deploy_key, tmp_path / "deploy_key"), always_denied=(),
-                             allow_private=True, resolve=resolver({"git.touchstone.test": ["127.0.0.1"]}))
+        policy = FetchPolicy(ssh_key=_write_key(deploy_key, tmp_path / "deploy_key"), allow_local=True,
+                             resolve=resolver({"git.touchstone.test": ["127.0.0.1"]}))
         old = {k: os.environ.get(k) for k in agent_env}
         os.environ.update(agent_env)
         try:

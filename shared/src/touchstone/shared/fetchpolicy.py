@@ -12,9 +12,11 @@ the address it checked, so a second DNS answer (rebinding) cannot send git elsew
   ssh config), never the service account's own keys;
 * git://: the URL's host replaced by the address (no TLS, so nothing else names the host).
 
-Always refused: loopback, link-local (``169.254.0.0/16``, ``fe80::/10``), cloud metadata
-addresses, unspecified, multicast and reserved ones. Private ranges only with
-``allow_private``. Local paths and ``file://`` only with ``allow_local``.
+Always refused: link-local (``169.254.0.0/16``, ``fe80::/10``), cloud metadata addresses,
+unspecified, multicast and reserved ones. Loopback is a local source: refused unless the
+operator enables local sources (``allow_local``: an embedded ``touchstone up`` on one machine;
+never production), like local paths and ``file://``. Private ranges only with
+``allow_private``.
 """
 
 from __future__ import annotations
@@ -36,14 +38,13 @@ class FetchRefused(Exception):
     """The fetch policy forbids this source (permanent: retrying cannot help)."""
 
 
+LOOPBACK: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
 ALWAYS_DENIED: tuple[str, ...] = (
     "0.0.0.0/8",
-    "127.0.0.0/8",
     "169.254.0.0/16",  # link-local, AWS/GCP/Azure metadata at 169.254.169.254
     "100.100.100.200/32",  # Alibaba Cloud metadata
     "192.0.0.192/32",  # Oracle Cloud metadata
     "::/128",
-    "::1/128",
     "fe80::/10",
     "fd00:ec2::254/128",  # AWS metadata over IPv6
 )
@@ -88,7 +89,8 @@ class FetchPolicy:
     """The rules one fetching process applies (built from its settings)."""
 
     allow_local: bool = False
-    """Local paths and ``file://`` URLs (an embedded ``touchstone up``; never production)."""
+    """Local sources: paths, ``file://`` URLs and git servers on loopback (an embedded
+    ``touchstone up``; never production)."""
     allow_private: bool = False
     """Private ranges (10/8, 172.16/12, 192.168/16, 100.64/10, fc00::/7): an in-house git server."""
     allowed_hosts: tuple[str, ...] = ()
@@ -187,10 +189,16 @@ class FetchPolicy:
         for net in _networks(self.always_denied):
             if ip.version == net.version and ip in net:
                 raise FetchRefused(f"the git host {host} is {ip}, in a denied network ({net})")
+        if not self.allow_local:
+            for net in _networks(LOOPBACK):
+                if ip.version == net.version and ip in net:
+                    raise FetchRefused(f"the git host {host} is {ip}, in a denied network ({net}): a local source")
         if not self.allow_private:
             for net in _networks(PRIVATE):
                 if ip.version == net.version and ip in net:
                     raise FetchRefused(f"the git host {host} is {ip}, a private address")
+        if ip.is_loopback:
+            return  # allowed above: local sources are on
         if ip.is_multicast or ip.is_reserved or (ip.is_unspecified and bool(self.always_denied)):
             raise FetchRefused(f"the git host {host} is {ip}, not a public address")
 
