@@ -257,7 +257,7 @@ async def run() -> dict:
     provider = RunpodProvider(RunpodProviderSettings(
         namespace=subjects.ns, data_dir=tmp / "data", runpod_api_key=API_KEY, runpod_base_url=fake.base_url,
         runpod_graphql_url=fake.graphql_url, default_gpu_type=GPU, trainer_src_dir=tmp / "trainer-src",
-        python=sys.executable, trainer_module="standin_trainer", log_json=False,
+        python=sys.executable, trainer_module="standin_trainer", log_json=False, allow_local_sources=True,
     ), nc, js, subjects)
     stop = asyncio.Event()
     running = [asyncio.create_task(scheduler.run(stop)), asyncio.create_task(provider.run(stop))]

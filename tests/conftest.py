@@ -76,6 +76,10 @@ class Up:
     def nats_url(self) -> str:
         return str(json.loads((self.data / "up.json").read_text())["nats_url"])
 
+    def nats_password(self, user: str = "touchstone-operator") -> str:
+        """The password ``touchstone up`` generated for ``user`` (0600, in the data directory)."""
+        return (self.data / "credentials" / f"{user}.password").read_text().strip()
+
     def api(self, token: str = ADMIN_TOKEN) -> httpx.Client:
         return httpx.Client(base_url=f"http://127.0.0.1:{self.api_port}",
                             headers={"Authorization": f"Bearer {token}"}, timeout=30)

@@ -144,7 +144,7 @@ def write_runpod_status_via_nats(up, status: RunPodStatus) -> None:
     state = json.loads((up.data / "up.json").read_text())
 
     async def write() -> None:
-        nc = await nats.connect(state["nats_url"])
+        nc = await nats.connect(state["nats_url"], user="touchstone-operator", password=up.nats_password())
         try:
             kv = await system_bucket(nc.jetstream(), Subjects(state["namespace"]))
             await write_runpod_status(kv, status.model_copy(update={"updated_at": datetime.now(UTC).isoformat()}))

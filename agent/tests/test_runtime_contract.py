@@ -14,12 +14,21 @@ from pathlib import Path
 import pytest
 from touchstone.agent.process import ProcessRuntime
 from touchstone.agent.runtime import ContainerRuntime, ContainerSpec
+from touchstone.agent.sandbox import Bubblewrap
 from touchstone.agent.testing import docker_runtime_or_skip
 
 RUNTIMES: dict[str, Callable[[Path], ContainerRuntime]] = {
     "process": lambda root: ProcessRuntime(root, kill_grace_s=1.0),
+    "bubblewrap": lambda root: ProcessRuntime(root, kill_grace_s=1.0, sandbox=_bubblewrap()),
     "docker": lambda root: docker_runtime_or_skip(f"contract-{root.parent.name}-{os.getpid()}", kill_grace_s=1.0),
 }
+
+def _bubblewrap() -> Bubblewrap:
+    sandbox = Bubblewrap.for_python(sys.executable)
+    if why_not := sandbox.probe():
+        pytest.skip(why_not)
+    return sandbox
+
 
 ENV = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
 

@@ -6,7 +6,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from touchstone.shared.fetchpolicy import FetchPolicy
 from touchstone.shared.gitsource import SourceError, TrainerSource, UnknownRef, checkout, default_trainer_repo
+
+LOCAL = FetchPolicy(allow_local=True)
 
 
 def _git(repo: Path, *args: str) -> str:
@@ -95,7 +98,7 @@ def test_the_default_repository_is_the_checkout_holding_the_trainer(repo: Path, 
 @pytest.mark.parametrize("ref, expected", [("main", "v1"), ("feature", "v2"), ("v2", "v2")])
 def test_a_feature_set_checkout_finds_branches_of_the_remote_side_and_tags(repo: Path, tmp_path: Path,
                                                                            ref: str, expected: str) -> None:
-    commit = checkout(str(repo), ref, tmp_path / "checkout")
+    commit = checkout(str(repo), ref, tmp_path / "checkout", policy=LOCAL)
     assert (tmp_path / "checkout" / "trainer" / "src" / "version.txt").read_text() == expected
     assert commit == _git(repo, "rev-parse", ref + "^{commit}")
 
@@ -103,10 +106,10 @@ def test_a_feature_set_checkout_finds_branches_of_the_remote_side_and_tags(repo:
 @pytest.mark.parametrize("ref", ["no-such-branch", "--upload-pack=touch", ""])
 def test_a_feature_set_ref_the_repository_lacks_is_permanent(repo: Path, tmp_path: Path, ref: str) -> None:
     with pytest.raises(UnknownRef):
-        checkout(str(repo), ref, tmp_path / "checkout")
+        checkout(str(repo), ref, tmp_path / "checkout", policy=LOCAL)
 
 
 def test_an_unreachable_repository_is_not_permanent(tmp_path: Path) -> None:
     with pytest.raises(SourceError) as caught:
-        checkout(str(tmp_path / "nowhere"), "main", tmp_path / "checkout")
+        checkout(str(tmp_path / "nowhere"), "main", tmp_path / "checkout", policy=LOCAL)
     assert not isinstance(caught.value, UnknownRef)

@@ -8,6 +8,9 @@ import pytest
 from touchstone.runpod_provider.sources import SourceError, stage_feature_set
 from touchstone.runpod_provider.testing import git
 from touchstone.shared.events import TaskSpec
+from touchstone.shared.fetchpolicy import FetchPolicy
+
+LOCAL = FetchPolicy(allow_local=True)
 
 
 @pytest.fixture
@@ -26,7 +29,7 @@ def repo(tmp_path: Path) -> Path:
 
 async def test_a_git_source_is_cloned_at_its_ref(repo, tmp_path):
     staged = await stage_feature_set(TaskSpec(git_url=str(repo), git_ref="v1", feature_set_path="fs"),
-                                     tmp_path / "stage", allow_local=True, git_timeout_s=30)
+                                     tmp_path / "stage", policy=LOCAL, git_timeout_s=30)
 
     assert (staged.root / "fs" / "feature_set.py").read_text() == "VERSION = 1\n"
     assert staged.commit == git(repo, "rev-parse", "v1^{commit}")
@@ -38,7 +41,7 @@ async def test_a_plain_folder_is_copied_without_caches(tmp_path):
     (source / "feature_set.py").write_text("X = 1\n")
     (source / "__pycache__" / "x.pyc").write_bytes(b"")
 
-    staged = await stage_feature_set(TaskSpec(git_url=str(source)), tmp_path / "stage", allow_local=True,
+    staged = await stage_feature_set(TaskSpec(git_url=str(source)), tmp_path / "stage", policy=LOCAL,
                                      git_timeout_s=30)
 
     assert (staged.root / "feature_set.py").exists() and not (staged.root / "__pycache__").exists()
@@ -54,13 +57,13 @@ async def test_a_plain_folder_is_copied_without_caches(tmp_path):
 )
 async def test_refused_sources(spec, allow_local, tmp_path):
     with pytest.raises(SourceError):
-        await stage_feature_set(spec, tmp_path / "stage", allow_local=allow_local, git_timeout_s=30)
+        await stage_feature_set(spec, tmp_path / "stage", policy=FetchPolicy(allow_local=allow_local), git_timeout_s=30)
 
 
 async def test_a_feature_set_path_may_not_leave_the_source(repo, tmp_path):
     with pytest.raises(SourceError):
         await stage_feature_set(TaskSpec(git_url=str(repo), feature_set_path="../.."), tmp_path / "stage",
-                                allow_local=True, git_timeout_s=30)
+                                policy=LOCAL, git_timeout_s=30)
     with pytest.raises(SourceError):
         await stage_feature_set(TaskSpec(git_url=str(repo), git_ref="no-such-ref"), tmp_path / "stage",
-                                allow_local=True, git_timeout_s=30)
+                                policy=LOCAL, git_timeout_s=30)

@@ -215,6 +215,9 @@ async def make_api(tmp_path, nats_server, nc, js, subjects, issuer) -> AsyncIter
             "oidc_audience": AUDIENCE,
             "jwks_refresh_s": 0,
             "sse_keepalive_s": 0.5,
+            # quotas are tested in test_limits.py; other tests submit freely
+            "max_submissions_per_hour": 1000,
+            "max_concurrent_validations": 1000,
             **overrides,
         }
         settings = make_settings(tmp_path, nats_server.url, subjects.ns, **options)

@@ -93,3 +93,14 @@ async def test_tasks_logs_system_and_tokens_from_the_cli(api, cli) -> None:
     made = json.loads((await cli("token", "create", "frank", "--role", "admin", "--json")).stdout)
     await cli("token", "revoke", made["id"], "--yes")
     assert (await cli("system", "show", token=made["secret"], code=3)).exit_code == 3
+
+
+async def test_task_output_reaches_the_terminal_without_control_sequences_unless_raw(api, cli) -> None:
+    sid = await api.accepted(api.alice)
+    base = {"aggregate_id": f"{sid}-pi-60", "correlation_id": sid, "submission_id": sid, "task_id": "pi-60"}
+    await api.record(ev.TaskQueued(**base, spec=ev.TaskSpec(git_url="https://github.com/org/fs.git")))
+    hostile = "\x1b]0;owned\x07\x1b]52;c;ZXZpbA==\x07\x1b[2J\x1b[31mred\x1b[0m \x9b1Adone"
+    await api.deps.js.publish(api.deps.subjects.logs(f"{sid}-pi-60"), hostile.encode())
+    shown = (await cli("logs", sid, "pi-60")).stdout
+    assert shown == "red done\n", repr(shown)
+    assert (await cli("logs", sid, "pi-60", "--raw")).stdout == hostile + "\n"

@@ -52,7 +52,7 @@ async def test_a_valid_jwt_signs_in_with_its_groups_role(api) -> None:
     assert (api.issuer.iss, api.issuer.aud, api.issuer.kid) == (ISSUER, AUDIENCE, KID)
     user = api.client(api.issuer.token())
     r = await user.post("/api/v1/submissions", json={"git_url": "https://github.com/org/fs.git"})
-    assert r.status_code == 201 and r.json()["owner"] == "jwt-user"
+    assert r.status_code == 201 and r.json()["owner"] == "sso:jwt-user"
     assert (await user.get("/api/v1/tokens")).status_code == 403
     admin = api.client(api.issuer.token({"cognito:groups": ["touchstone_admin"], "cognito:username": "ops"}))
     assert (await admin.get("/api/v1/tokens")).status_code == 200

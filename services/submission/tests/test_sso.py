@@ -99,7 +99,7 @@ async def test_sso_sign_in_ends_in_the_session_cookie_and_shows_the_users_submis
     theirs = await sso.submit(sso.alice)
     r = await sign_in(sso, idp)
     assert r.status_code == 200 and idp.exchanged == 1
-    assert '<strong id="signed-in-as">dana</strong>' in r.text
+    assert '<strong id="signed-in-as">sso:dana</strong>' in r.text
     assert 'http-equiv="refresh" content="0;url=/ui/submissions"' in r.text
     assert any(c.startswith('touchstone_oidc=""') for c in r.headers.get_list("set-cookie"))  # flow cookie gone
     dana = session_of(r)
@@ -113,7 +113,7 @@ async def test_sso_sign_in_ends_in_the_session_cookie_and_shows_the_users_submis
     assert (await sso.anon.post("/ui/submissions/new", data=form, headers=dana)).status_code == 303
     page = await sso.anon.get("/ui/submissions", headers=dana)
     assert "danas-features" in page.text and theirs not in page.text
-    mine = (await sso.admin.get("/api/v1/submissions", params={"owner": "dana"})).json()["items"]
+    mine = (await sso.admin.get("/api/v1/submissions", params={"owner": "sso:dana"})).json()["items"]
     assert [s["name"] for s in mine] == ["danas-features"]
     assert (await sso.anon.get("/ui/tasks", headers=dana)).status_code == 403
     # the ID token is for the UI client: the API (another audience) does not take it
@@ -121,10 +121,15 @@ async def test_sso_sign_in_ends_in_the_session_cookie_and_shows_the_users_submis
     assert (await sso.client(id_token).get("/api/v1/submissions")).status_code == 401
 
     # an admin by group
-    idp.user = {"sub": "u-9", "email": "ops@example.com", "cognito:groups": ["touchstone_admin"]}
+    idp.user = {"sub": "u-9", "cognito:username": "ops", "email": "ops@example.com",
+                "cognito:groups": ["touchstone_admin"]}
     r = await sign_in(sso, idp)
     page = await sso.anon.get("/ui/tasks", headers=session_of(r))
-    assert page.status_code == 200 and "ops@example.com" in page.text
+    assert page.status_code == 200 and "sso:ops" in page.text
+    # a name only in claims the user may edit (email, preferred_username) names nobody
+    idp.user = {"sub": "u-10", "email": "alice", "preferred_username": "alice", "cognito:groups": ["touchstone_user"]}
+    r = await sign_in(sso, idp)
+    assert not [c for c in r.headers.get_list("set-cookie") if c.startswith("touchstone_session=")]
 
 
 async def test_sso_refuses_what_does_not_belong_to_this_sign_in(sso, idp) -> None:

@@ -217,3 +217,23 @@ def test_results_box_shows_a_failed_tasks_log_snippet() -> None:
     assert 'href="/ui/submissions/s-1/tasks/pi-15/log">Full log' in html
     assert "roc_auc 0.610" in html
     assert key_metrics({"f1": 0.5, "roc_auc": 0.7, "loss": 1.0}) == [("roc_auc", 0.7), ("f1", 0.5), ("loss", 1.0)]
+
+
+async def test_system_page_says_which_sandbox_each_agent_uses_and_why_one_refuses_work(api) -> None:
+    refusing = AgentHeartbeat(host="gpu7", slots_total=2, slots_free=0, isolation="docker",
+                              refusing="runtime=docker, but no Docker engine: socket missing")
+    sandboxed = AgentHeartbeat(host="cpu1", slots_total=2, slots_free=2, isolation="bubblewrap")
+    for beat in (refusing, sandboxed):
+        await api.deps.nc.publish(api.deps.subjects.agent_reports(beat.host), encode_report(beat))
+    admin, _ = await sign_in(api, secret_of(api.admin))
+
+    async def shown() -> bool:
+        page = (await api.anon.get("/ui/system", headers=admin)).text
+        return 'data-host="gpu7"' in page and "bubblewrap" in page
+
+    await api.until(shown)
+    page = (await api.anon.get("/ui/system", headers=admin)).text
+    row = re.search(r'<tr data-host="gpu7">.*?</tr>', page, re.S)
+    assert row and "takes no work" in row.group(0) and "no Docker engine" in row.group(0)
+    cpu = re.search(r'<tr data-host="cpu1">.*?</tr>', page, re.S)
+    assert cpu and "bubblewrap" in cpu.group(0) and "takes no work" not in cpu.group(0)

@@ -16,6 +16,10 @@ reached.
 from __future__ import annotations
 
 import json
+import re
+import sys
+import time
+import uuid
 from collections.abc import Iterator
 from enum import StrEnum
 from pathlib import Path
@@ -147,10 +151,22 @@ class Client:
         self.http = httpx.Client(base_url=self.url, headers=headers, timeout=30.0)
 
     def call(self, method: str, path: str, **kw: Any) -> Any:
-        try:
-            response = self.http.request(method, path, **kw)
-        except httpx.HTTPError as e:
-            _fail(f"cannot reach {self.url}: {e}", EXIT_UNREACHABLE)
+        """One request. A POST carries an ``Idempotency-Key`` and is retried with the same key
+        when the connection fails, so a retry never creates a second submission."""
+        tries = 1
+        if method == "POST":
+            kw["headers"] = {"Idempotency-Key": uuid.uuid4().hex, **kw.get("headers", {})}
+            tries = 3
+        for attempt in range(tries):
+            try:
+                response = self.http.request(method, path, **kw)
+                break
+            except httpx.TransportError as e:
+                if attempt + 1 == tries:
+                    _fail(f"cannot reach {self.url}: {e}", EXIT_UNREACHABLE)
+                time.sleep(0.5 * (attempt + 1))
+            except httpx.HTTPError as e:
+                _fail(f"cannot reach {self.url}: {e}", EXIT_UNREACHABLE)
         self._check(response)
         if response.headers.get("content-type", "").startswith("application/json"):
             return response.json()
@@ -438,16 +454,41 @@ def delete(sid: Sid, yes: Yes = False, url: Url = None, token: Token = None, as_
         out.print(f"cancelling {sid}; it is deleted once its tasks have stopped")
 
 
+_ESCAPES = re.compile(
+    r"\x1b\[[0-?]*[ -/]*[@-~]"  # CSI: colours, cursor moves, screen clears
+    r"|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?"  # OSC: window titles, hyperlinks, clipboard writes
+    r"|\x1b[PX^_][^\x1b]*(?:\x1b\\)?"  # DCS, SOS, PM, APC strings
+    r"|\x1b[ -~]?"  # any other escape
+    r"|\x9b[0-?]*[ -/]*[@-~]"  # CSI as one C1 character
+    r"|[\x00-\x08\x0b-\x1f\x7f\x80-\x9f]"  # other control characters (C0 but tab and newline; C1)
+)
+
+
+def safe_text(text: str) -> str:
+    """A task's output without terminal control sequences: what a hostile task prints cannot
+    move the cursor, rewrite the screen, set the title or write the clipboard of whoever reads it."""
+    return _ESCAPES.sub("", text)
+
+
+def _show(text: str, raw: bool, end: str = "\n") -> None:
+    if raw:
+        sys.stdout.write(text + end)
+        sys.stdout.flush()
+    else:
+        out.print(safe_text(text), end=end, markup=False, highlight=False)
+
+
 def logs(
     sid: Sid,
     task_id: Annotated[str, typer.Argument(help="A task id: validation, or pi-N for interval N.")],
     tail: Annotated[int | None, typer.Option("--tail", "-n", min=1, help="Only the last N lines.")] = None,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing while the task runs.")] = False,
+    raw: Annotated[bool, typer.Option("--raw", help="Print control sequences as the task wrote them.")] = False,
     url: Url = None,
     token: Token = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON string per line (NDJSON).")] = False,
 ) -> None:
-    """A task's console log.
+    """A task's console log (terminal control sequences removed unless --raw).
 
     Example: touchstone logs s-7f3a2b1c pi-60 --follow
     """
@@ -455,19 +496,19 @@ def logs(
     path = f"/api/v1/submissions/{sid}/tasks/{task_id}/logs"
     params = {"tail": tail} if tail else {}
     if not follow:
-        text = client.call("GET", path, params=params)
+        text = str(client.call("GET", path, params=params))
         if as_json:
-            for line in str(text).splitlines():
+            for line in text.splitlines():
                 print(json.dumps(line))
         else:
-            out.print(text, end="", markup=False, highlight=False)
+            _show(text, raw, end="")
         return
     for event, data in client.events(path, {**params, "follow": "true"}):
         if event == "line":
             if as_json:
                 print(json.dumps(json.loads(data)), flush=True)
             else:
-                out.print(json.loads(data), markup=False, highlight=False)
+                _show(str(json.loads(data)), raw)
         elif event == "end":
             err.print(f"[dim]task {task_id} ended: {json.loads(data)}[/dim]")
             return

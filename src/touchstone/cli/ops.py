@@ -6,15 +6,16 @@ import asyncio
 import json
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 import typer
 from rich.console import Console
 from rich.table import Table
-from touchstone.shared.jetstream import connect, provision
+from touchstone.shared.jetstream import LogLimits, connect_with, provision
 from touchstone.shared.settings import Settings
 from touchstone.shared.subjects import Subjects
 
+S = TypeVar("S", bound=Settings)
 console = Console()
 nats_app = typer.Typer(help="NATS JetStream administration.", no_args_is_help=True)
 
@@ -32,6 +33,18 @@ def _nats_url(settings: Settings) -> str:
     if "TOUCHSTONE_NATS_URL" not in os.environ and state.exists():
         return str(json.loads(state.read_text())["nats_url"])
     return settings.nats_url
+
+
+def _embedded(settings: S) -> S:
+    """``settings`` pointed at the ``touchstone up`` of its data directory (its URL, and the
+    operator's NATS user from the data directory) unless NATS settings say otherwise."""
+    from touchstone.cli.credentials import CREDENTIALS_DIR, OPERATOR
+
+    update: dict[str, object] = {"nats_url": _nats_url(settings)}
+    password = settings.data_dir / CREDENTIALS_DIR / f"{OPERATOR}.password"
+    if not settings.nats_user and password.exists():
+        update.update(nats_user=OPERATOR, nats_password_file=password)
+    return settings.model_copy(update=update)
 
 
 def up(
@@ -75,9 +88,10 @@ def _admin_token(data: Path) -> str:
     return token
 
 
-async def _status(url: str, namespace: str) -> tuple[dict[str, object], list[dict[str, object]]]:
-    subjects = Subjects(namespace)
-    nc = await connect(url, "touchstone-status", connect_timeout=2.0, reconnect=False)
+async def _status(settings: Settings) -> tuple[dict[str, object], list[dict[str, object]]]:
+    subjects = Subjects(settings.namespace)
+    url = settings.nats_url
+    nc = await connect_with(settings, "touchstone-status", connect_timeout=2.0, reconnect=False)
     try:
         js = nc.jetstream()
         streams = {}
@@ -104,10 +118,10 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Report whether NATS and each running service are healthy."""
-    settings = _settings(data_dir)
-    url = _nats_url(settings)
+    settings = _embedded(_settings(data_dir))
+    url = settings.nats_url
     try:
-        broker, services = asyncio.run(_status(url, settings.namespace))
+        broker, services = asyncio.run(_status(settings))
     except Exception as e:
         if as_json:
             print(json.dumps({"nats": url, "healthy": False, "error": str(e) or type(e).__name__}))
@@ -140,13 +154,15 @@ def nats_init(
     replicas: Annotated[int, typer.Option(help="Stream replicas (3 in a cluster).")] = 1,
 ) -> None:
     """Create or update the streams, work queues and settings bucket. Safe to repeat."""
-    settings = Settings()
+    settings = _embedded(Settings())
+    if url:
+        settings = settings.model_copy(update={"nats_url": url})
 
     async def run() -> list[str]:
-        nc = await connect(url or settings.nats_url, "touchstone-nats-init")
+        nc = await connect_with(settings, "touchstone-nats-init")
         try:
             return await provision(nc.jetstream(), Subjects(namespace or settings.namespace),
-                                   replicas=replicas)
+                                   replicas=replicas, logs=LogLimits.of(settings))
         finally:
             await nc.close()
 
@@ -170,5 +186,5 @@ def debug_step(
     settings = SchedulerSettings()
     if data_dir is not None:
         settings = settings.model_copy(update={"data_dir": data_dir})
-    settings = settings.model_copy(update={"nats_url": _nats_url(settings)})
+    settings = _embedded(settings)
     console.print(explain(container_name, settings, apply=apply))

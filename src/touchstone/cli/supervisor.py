@@ -18,10 +18,13 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from touchstone.shared.jetstream import connect, provision, system_bucket
+from touchstone.shared.jetstream import LogLimits, connect, provision, system_bucket
 from touchstone.shared.natsserver import NatsServer, free_port
+from touchstone.shared.settings import Settings
 from touchstone.shared.subjects import Subjects
 from touchstone.shared.system import Server, SystemSettings, read_system, write_system
+
+from touchstone.cli.credentials import OPERATOR, agent_user, embedded_users, service_user
 
 LOCAL_AGENT = "local"
 
@@ -76,7 +79,13 @@ class Supervisor:
         self.runpod_demo = runpod_demo
         self.data_dir = data_dir.resolve()
         self.namespace = namespace
-        self.nats = NatsServer(self.data_dir / "nats", port=nats_port, server_name="touchstone-embedded")
+        services = [name for name, _ in available_services() if name != "agent"]
+        self.users = embedded_users(self.data_dir, namespace, services, [LOCAL_AGENT])
+        self.nats = NatsServer(self.data_dir / "nats", port=nats_port, server_name="touchstone-embedded",
+                               extra_config=self.users.config, env=self.users.server_env)
+        for inherited in ("TOUCHSTONE_NATS_USER", "TOUCHSTONE_NATS_PASSWORD", "TOUCHSTONE_NATS_PASSWORD_FILE",
+                          "TOUCHSTONE_NATS_CREDENTIALS_FILE"):
+            env.pop(inherited, None)
         self.env = env
         self.children: list[Child] = []
         self.stop = asyncio.Event()
@@ -85,10 +94,11 @@ class Supervisor:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.nats.start()
         _say("nats", "1", f"nats-server on {self.nats.url} (store {self.nats.data_dir / 'jetstream'})")
-        nc = await connect(self.nats.url, "touchstone-up")
+        _say("nats", "1", f"users: {', '.join(self.users.users)} (passwords in {self.users.folder}, 0600)")
+        nc = await connect(self.nats.url, "touchstone-up", user=OPERATOR, password=self.users.password(OPERATOR))
         js = nc.jetstream()
         subjects = Subjects(self.namespace)
-        for line in await provision(js, subjects):
+        for line in await provision(js, subjects, logs=LogLimits.of(Settings())):
             _say("nats", "1", line)
         kv = await system_bucket(js, subjects)
         settings, revision = await read_system(kv)
@@ -125,10 +135,12 @@ class Supervisor:
 
     def _child_env(self, name: str) -> dict[str, str]:
         """Settings only one child gets (names that mean something else to the others): the
-        local agent is the declared server, with as many (CPU) slots as declared."""
+        local agent is the declared server, with as many (CPU) slots as declared. Each child
+        connects as its own NATS user."""
         if name != "agent":
-            return {}
-        return {"TOUCHSTONE_HOST": LOCAL_AGENT, "TOUCHSTONE_NUM_SLOTS": str(self.local_slots)}
+            return self.users.child_env(service_user(name))
+        return {"TOUCHSTONE_HOST": LOCAL_AGENT, "TOUCHSTONE_NUM_SLOTS": str(self.local_slots),
+                **self.users.child_env(agent_user(LOCAL_AGENT))}
 
     def _add_runpod_demo(self) -> None:
         """The faithful local RunPod as one more child, and the RunPod provider pointed at it."""

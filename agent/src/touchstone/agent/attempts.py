@@ -212,7 +212,7 @@ class Attempts:
         work = attempt.work_dir
         prepared = await asyncio.to_thread(
             prepare.fetch_feature_set, attempt.command, work,
-            allow_local=s.allow_local_sources, git_timeout_s=s.git_timeout_s,
+            policy=s.fetch_policy(), git_timeout_s=s.git_timeout_s,
         )
         attempt.commit = prepared.commit
         tree = await self.sources.trainer_at(attempt.command.spec.trainer_ref)

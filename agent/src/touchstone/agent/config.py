@@ -12,11 +12,11 @@ import socket
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 from touchstone.shared.agents import HEARTBEAT_INTERVAL_S
 from touchstone.shared.gitsource import TrainerSource, default_trainer_repo
-from touchstone.shared.settings import Settings
+from touchstone.shared.settings import GitFetchSettings
 
 
 def default_host() -> str:
@@ -35,7 +35,7 @@ def installed_trainer_dir() -> Path | None:
     return folder if (folder / "src").is_dir() else None
 
 
-class AgentSettings(Settings):
+class AgentSettings(GitFetchSettings):
     """Settings of one agent process (shared ones come from ``Settings``)."""
 
     model_config = SettingsConfigDict(use_attribute_docstrings=True)
@@ -43,23 +43,20 @@ class AgentSettings(Settings):
     host: str = Field(default_factory=default_host, pattern=r"^[A-Za-z0-9_-]{1,128}$")
     """This host's name: the token of its subjects and the first part of its placements."""
 
-    nats_user: str = ""
-    """This agent's NATS user (``agent-{host}``, see ``deploy/nats/agent-user.py``); empty means
-    none (a local server without users, ``make up``). With it, ``nats_url`` may list several
-    servers, comma-separated."""
-
-    nats_password: SecretStr = SecretStr("")
-    """The password of ``nats_user`` (``TOUCHSTONE_NATS_PASSWORD``, from the unit's
-    ``EnvironmentFile``, never on the command line)."""
-
     num_slots: int = Field(1, ge=0, le=64)
     """Task slots of a host without GPUs (CPU slots); a host with GPUs has one slot per GPU."""
 
     runtime: Literal["process", "docker", "auto"] = "auto"
-    """How attempts run: ``process`` (plain subprocesses in a work directory), ``docker``
-    (hardened containers of the local Docker engine, from ``docker_image``), or ``auto``
-    (``docker`` when the engine answers and has the image, else ``process``; the agent logs
-    which it chose and why)."""
+    """How attempts run: ``docker`` (hardened containers of the local Docker engine, from
+    ``docker_image``), ``process`` (subprocesses in a bubblewrap sandbox, ``process_sandbox``),
+    or ``auto`` (``docker`` when the engine answers and has the image, else the sandboxed
+    process runtime). Never weaker than that: an agent that cannot run what it was told (or,
+    for ``auto``, either) refuses work and says why in its heartbeat (the System page)."""
+
+    process_sandbox: Literal["bubblewrap", "none"] = "bubblewrap"
+    """The process runtime's isolation: ``bubblewrap`` (no network, no view of other processes
+    or of the data directory), or ``none``, which isolates nothing (development and tests
+    only; named here so that it is never a silent fallback)."""
 
     docker_url: str = ""
     """The Docker engine's address; empty means ``DOCKER_HOST`` or the local socket."""
@@ -145,9 +142,6 @@ class AgentSettings(Settings):
     stray_grace_s: float = Field(60.0, ge=0)
     """A ``touchstone-`` container (or process-runtime work directory) of this agent that no
     live attempt owns is removed once it is this old (also right after a restart)."""
-
-    allow_local_sources: bool = False
-    """Accept a local directory as a feature set's ``git_url`` (development and tests only)."""
 
     env_passthrough: tuple[str, ...] = ("PATH", "LANG", "LC_ALL", "TZ")
     """Environment variables the trainer inherits from the agent; nothing else is passed."""

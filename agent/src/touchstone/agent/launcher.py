@@ -6,6 +6,7 @@ Usage: ``python launcher.py EXIT_FILE -- ARGV...``. Standard library only: it is
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -30,7 +31,10 @@ def main(args: list[str]) -> int:
         signal.signal(signal.SIGINT, forward)
         code = child.wait()
     partial = f"{exit_file}.partial"
-    with open(partial, "w") as f:
+    with contextlib.suppress(FileNotFoundError):  # never write through a link the task planted
+        os.unlink(partial)
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as f:
         f.write(str(code))
     os.replace(partial, exit_file)
     return 0

@@ -18,8 +18,10 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from touchstone.shared.commands import LaunchTask, trainer_args
+from touchstone.shared.fetchpolicy import FetchPolicy, FetchRefused
 from touchstone.shared.gitsource import SourceError, TrainerSource, TrainerTree, UnknownRef, checkout
 
 FEATURE_SET_DIR = "feature-set"
@@ -50,35 +52,28 @@ class Prepared:
     commit: str | None = None
 
 
-def is_local_source(url: str) -> bool:
-    return url.startswith("/")
-
-
 def fetch_feature_set(
-    command: LaunchTask, work_dir: Path, *, allow_local: bool, git_timeout_s: float
+    command: LaunchTask, work_dir: Path, *, policy: FetchPolicy, git_timeout_s: float
 ) -> Prepared:
     """Clone (or, for an allowed local directory without git, copy) the feature set into
-    ``work_dir/feature-set`` and return the feature set's folder inside it."""
+    ``work_dir/feature-set`` and return the feature set's folder inside it. ``policy`` decides
+    which sources and addresses may be fetched (a refusal is permanent)."""
     spec = command.spec
     dest = work_dir / FEATURE_SET_DIR
     if dest.exists():
         shutil.rmtree(dest)
-    url = spec.git_url
-    if url.startswith("-"):
-        raise PrepareError(f"refusing git URL {url!r}")
-    commit = None
-    if is_local_source(url):
-        if not allow_local:
-            raise PrepareError("local feature set sources are not allowed on this agent")
-        source = Path(url)
-        if not source.is_dir():
-            raise PrepareError(f"feature set source {url} is not a directory")
-        if (source / ".git").exists():
-            commit = _git_checkout(url, spec.git_ref, dest, git_timeout_s)
-        else:
-            shutil.copytree(source, dest, symlinks=True, ignore=_IGNORE)
+    try:
+        plan = policy.plan(spec.git_url)
+    except FetchRefused as e:
+        raise PermanentPrepareError(f"feature set source refused: {e}") from e
+    source = Path(urlsplit(plan.url).path if plan.url.lower().startswith("file:") else plan.url)
+    if plan.local and not source.is_dir():
+        raise PrepareError(f"feature set source {spec.git_url} is not a directory")
+    if plan.local and not (source / ".git").exists():
+        shutil.copytree(source, dest, symlinks=True, ignore=_IGNORE)
+        commit = None
     else:
-        commit = _git_checkout(url, spec.git_ref, dest, git_timeout_s)
+        commit = _git_checkout(spec.git_url, spec.git_ref, dest, git_timeout_s, policy)
     folder = (dest / spec.feature_set_path).resolve()
     if not folder.is_relative_to(dest.resolve()):
         raise PrepareError(f"feature_set_path {spec.feature_set_path!r} leaves the checkout")
@@ -87,10 +82,10 @@ def fetch_feature_set(
     return Prepared(folder, commit)
 
 
-def _git_checkout(url: str, ref: str, dest: Path, timeout_s: float) -> str:
+def _git_checkout(url: str, ref: str, dest: Path, timeout_s: float, policy: FetchPolicy) -> str:
     """``gitsource.checkout``; a ref the repository lacks is permanent, other trouble is not."""
     try:
-        return checkout(url, ref, dest, timeout_s=timeout_s)
+        return checkout(url, ref, dest, policy=policy, timeout_s=timeout_s)
     except UnknownRef as e:
         raise PermanentPrepareError(str(e)) from e
     except SourceError as e:

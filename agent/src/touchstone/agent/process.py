@@ -1,5 +1,6 @@
-"""``ProcessRuntime``: each attempt is a plain subprocess (its own session and process group)
-in its work directory. For hosts without Docker and for fast tests; it isolates nothing.
+"""``ProcessRuntime``: each attempt is a subprocess (its own session and process group) in its
+work directory, inside a bubblewrap sandbox (``sandbox.py``) unless the operator turned the
+sandbox off by name (``process_sandbox=none``: development and tests; it isolates nothing).
 
 Bookkeeping lives in the work directory, so a restarted agent re-adopts what still runs:
 ``.runtime.json`` (labels, GPU, the pid and its start time, which guards against a reused pid)
@@ -22,6 +23,7 @@ from typing import Any
 
 from touchstone.agent import launcher
 from touchstone.agent.runtime import ContainerSpec, ContainerState, check_name
+from touchstone.agent.sandbox import Bubblewrap
 from touchstone.shared.commands import CONTAINER_PREFIX
 
 log = logging.getLogger(__name__)
@@ -70,9 +72,12 @@ def _group_alive(pgid: int) -> bool:
 class ProcessRuntime:
     """Containers as process groups under ``root/{name}/``."""
 
-    def __init__(self, root: Path, *, python: str = "", kill_grace_s: float = 10.0) -> None:
+    def __init__(
+        self, root: Path, *, python: str = "", kill_grace_s: float = 10.0, sandbox: Bubblewrap | None = None
+    ) -> None:
         self.root = root
         self.python = python or sys.executable
+        self.sandbox = sandbox
         self.kill_grace_s = kill_grace_s
         self._children: dict[str, asyncio.subprocess.Process] = {}
         self._reapers: set[asyncio.Task[Any]] = set()
@@ -91,7 +96,10 @@ class ProcessRuntime:
     def _write(self, name: str, data: dict[str, Any]) -> None:
         path = self._dir(name) / STATE_FILE
         partial = path.with_suffix(".partial")
-        partial.write_text(json.dumps(data))
+        partial.unlink(missing_ok=True)  # never write through a link the task planted
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(json.dumps(data))
         os.replace(partial, path)
 
     async def provision(self, spec: ContainerSpec) -> None:
@@ -104,7 +112,8 @@ class ProcessRuntime:
     async def run(
         self, name: str, argv: Sequence[str], env: Mapping[str, str], console: Path, read_only: Sequence[Path] = ()
     ) -> None:
-        """``read_only`` folders are visible as they are (this runtime isolates nothing)."""
+        """In the sandbox, ``read_only`` folders are mounted read-only and nothing else of the
+        host is visible; without it they are visible as they are, like everything else."""
         state = self._read(name)
         if state is None:
             raise RuntimeError(f"{name} is not provisioned")
@@ -114,7 +123,10 @@ class ProcessRuntime:
         full_env = dict(env)
         gpu = state.get("gpu")
         full_env["CUDA_VISIBLE_DEVICES"] = "" if gpu is None else str(gpu)
-        wrapped = [self.python, launcher.__file__, str(work_dir / EXIT_FILE), "--", *argv]
+        command = list(argv)
+        if self.sandbox is not None:
+            command = self.sandbox.wrap(argv, work_dir, read_only)
+        wrapped = [self.python, launcher.__file__, str(work_dir / EXIT_FILE), "--", *command]
         with console.open("ab") as out:
             proc = await asyncio.create_subprocess_exec(
                 *wrapped,

@@ -20,7 +20,9 @@ import contextlib
 import json
 import logging
 import os
+import sys
 import time
+from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
@@ -34,7 +36,9 @@ from touchstone.agent.gpus import query_gpus
 from touchstone.agent.process import ProcessRuntime
 from touchstone.agent.protocol import CommandReply, encode
 from touchstone.agent.runtime import ContainerRuntime
+from touchstone.agent.sandbox import Bubblewrap, UnavailableRuntime
 from touchstone.agent.strays import StrayReaper
+from touchstone.shared import console
 from touchstone.shared.agents import AgentHeartbeat, GpuStatus, encode_report
 from touchstone.shared.commands import LaunchTask, TerminateTask, decode_command
 from touchstone.shared.subjects import Subjects
@@ -49,20 +53,59 @@ def agent_version() -> str:
         return "0+unknown"
 
 
-def build_runtime(settings: AgentSettings) -> ContainerRuntime:
-    """The runtime ``settings.runtime`` names (``auto``: Docker when it can run here)."""
-    kind = settings.runtime
-    if kind == "auto":
-        why_not = docker_usable(settings.docker_image, settings.docker_url)
-        kind = "process" if why_not else "docker"
-        log.info("runtime auto: %s (%s)", kind, why_not or f"the Docker engine answers and has {settings.docker_image}")
+@dataclass(frozen=True)
+class RuntimeChoice:
+    runtime: ContainerRuntime
+    isolation: str
+    """``docker``, ``bubblewrap`` or ``none`` (what the heartbeat and the System page show)."""
+    refusing: str | None = None
+    """Why the agent takes no work: the configured isolation cannot run here."""
+
+
+def choose_runtime(settings: AgentSettings) -> RuntimeChoice:
+    """The runtime ``settings.runtime`` names, never a weaker one: ``docker`` that cannot run,
+    or a process sandbox that cannot start, gives a refusing agent (``auto``: Docker, else the
+    sandbox, else refuse)."""
+    kind, why_not_docker = settings.runtime, None
+    if kind in ("docker", "auto"):
+        why_not_docker = docker_usable(settings.docker_image, settings.docker_url)
+        if kind == "auto":
+            kind = "process" if why_not_docker else "docker"
+            log.info("runtime auto: %s (%s)", kind,
+                     why_not_docker or f"the Docker engine answers and has {settings.docker_image}")
+    if kind == "docker" and why_not_docker:
+        return RuntimeChoice(UnavailableRuntime(why_not_docker), "docker", f"runtime=docker, but {why_not_docker}")
     if kind == "docker":
         limits = DockerLimits(user=settings.docker_user, pids=settings.docker_pids_limit,
                               memory=settings.docker_memory, cpus=settings.docker_cpus)
-        return DockerRuntime(settings.docker_image, owner=settings.host, limits=limits,
-                             kill_grace_s=settings.kill_grace_s, base_url=settings.docker_url,
-                             root=settings.work_root)
-    return ProcessRuntime(settings.work_root, python=settings.python, kill_grace_s=settings.kill_grace_s)
+        runtime = DockerRuntime(settings.docker_image, owner=settings.host, limits=limits,
+                                kill_grace_s=settings.kill_grace_s, base_url=settings.docker_url,
+                                root=settings.work_root)
+        return RuntimeChoice(runtime, "docker")
+    if settings.process_sandbox == "none":
+        log.warning("process runtime WITHOUT a sandbox (process_sandbox=none): tasks see this host")
+        return RuntimeChoice(ProcessRuntime(settings.work_root, python=settings.python,
+                                            kill_grace_s=settings.kill_grace_s), "none")
+    sandbox = Bubblewrap.for_python(settings.python or sys.executable)
+    runtime = ProcessRuntime(settings.work_root, python=settings.python, kill_grace_s=settings.kill_grace_s,
+                             sandbox=sandbox)
+    why_not = sandbox.probe()
+    if why_not and why_not_docker:
+        why_not = f"no Docker ({why_not_docker}) and no sandbox ({why_not})"
+    return RuntimeChoice(runtime, "bubblewrap", why_not)
+
+
+def isolation_of(runtime: ContainerRuntime) -> str:
+    if isinstance(runtime, DockerRuntime):
+        return "docker"
+    if isinstance(runtime, ProcessRuntime):
+        return "bubblewrap" if runtime.sandbox is not None else "none"
+    return type(runtime).__name__
+
+
+def build_runtime(settings: AgentSettings) -> ContainerRuntime:
+    """The runtime ``settings.runtime`` names (``choose_runtime``)."""
+    return choose_runtime(settings).runtime
 
 
 class Agent:
@@ -74,8 +117,11 @@ class Agent:
         self.subjects = subjects
         self.host = settings.host
         self._changed = asyncio.Event()
+        self.choice = choose_runtime(settings) if runtime is None else RuntimeChoice(runtime, isolation_of(runtime))
+        if self.choice.refusing:
+            log.error("agent %s takes no work: %s", settings.host, self.choice.refusing)
         self.attempts = Attempts(
-            settings, runtime or build_runtime(settings), on_change=self._changed.set, logs=self._publish_logs
+            settings, self.choice.runtime, on_change=self._changed.set, logs=self._publish_logs
         )
         self.reaper = StrayReaper(
             self.attempts.runtime, settings.work_root, settings.stray_grace_s, lambda: self.attempts.live
@@ -94,8 +140,9 @@ class Agent:
         ping = None
         if self.settings.answer_status:
             ping = await self.nc.subscribe(self.subjects.status_ping, cb=self._on_ping)
-        log.info("agent %s ready: %d slots, %d GPUs, %s, trainer %s", self.host, self.attempts.slots_total,
-                 len(self.gpus), type(self.attempts.runtime).__name__, self.attempts.sources.trainer.describe())
+        log.info("agent %s ready: %d slots, %d GPUs, %s (isolation: %s), trainer %s", self.host,
+                 self.attempts.slots_total, len(self.gpus), type(self.attempts.runtime).__name__,
+                 self.choice.isolation, self.attempts.sources.trainer.describe())
         try:
             while not stop.is_set():
                 self._changed.clear()
@@ -109,6 +156,7 @@ class Agent:
                 if not self._changed.is_set():
                     await self._refresh_gpus()
                     await self._reap()
+                    await self._recheck_runtime()
         finally:
             for subscription in (sub, ping):
                 with contextlib.suppress(Exception):
@@ -126,7 +174,8 @@ class Agent:
         gpus = tuple(g.model_copy(update={"busy": g.index in busy}) for g in self.gpus)
         return AgentHeartbeat(
             host=self.host, namespace=self.subjects.ns, version=self.version, gpus=gpus,
-            slots_total=total, slots_free=max(0, total - len(busy)), running=self.attempts.running(),
+            slots_total=total, slots_free=0 if self.choice.refusing else max(0, total - len(busy)),
+            running=self.attempts.running(), isolation=self.choice.isolation, refusing=self.choice.refusing,
         )
 
     async def publish_state(self) -> None:
@@ -155,7 +204,20 @@ class Agent:
 
     async def _publish_logs(self, aggregate: str, lines: list[str]) -> None:
         with contextlib.suppress(Exception):
-            await self.nc.publish(self.subjects.logs(aggregate), "\n".join(lines).encode())
+            for body in console.messages(lines):
+                await self.nc.publish(self.subjects.logs(aggregate), body)
+
+    async def _recheck_runtime(self) -> None:
+        """A refusing agent looks again (Docker started, bubblewrap installed) and takes work
+        once what it was told to use runs."""
+        if not self.choice.refusing:
+            return
+        again = await asyncio.to_thread(choose_runtime, self.settings)
+        if again.refusing is None and again.isolation == self.choice.isolation and not self.attempts.live:
+            log.info("agent %s takes work again: %s runs here now", self.host, again.isolation)
+            self.choice = again
+            self.attempts.runtime = self.reaper.runtime = self.attempts.sources.runtime = again.runtime
+            self._changed.set()
 
     async def _reap(self) -> None:
         try:
@@ -196,6 +258,8 @@ class Agent:
             return CommandReply(ok=False, error=f"malformed command: {str(e)[:300]}")
         try:
             if isinstance(command, LaunchTask):
+                if self.choice.refusing:
+                    return CommandReply(ok=False, error=f"agent {self.host} takes no work: {self.choice.refusing}")
                 return await self.attempts.launch(command)
             if isinstance(command, TerminateTask):
                 return await self.attempts.terminate(command)

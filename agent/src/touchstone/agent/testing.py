@@ -93,6 +93,7 @@ def agent_settings(tmp_path: Path, stand_in_trainer: Path) -> Callable[..., Agen
             host="h1", data_dir=tmp_path / "data", num_slots=2, trainer_dir=stand_in_trainer, runtime="process",
             trainer_module="stand_in_trainer", heartbeat_interval_s=0.3, poll_interval_s=0.05,
             kill_grace_s=2.0, allow_local_sources=True, nvidia_smi="no-such-nvidia-smi",
+            process_sandbox="none",  # these tests look at the runtime from outside; test_sandbox.py isolates
         )
         values.update(overrides)
         return AgentSettings(**values)

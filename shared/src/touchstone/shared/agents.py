@@ -47,6 +47,8 @@ class AgentHeartbeat(BaseModel):
     slots_total: int = Field(0, ge=0, description="task slots on this host (one GPU each)")
     slots_free: int = Field(0, ge=0, description="slots no container holds right now")
     running: tuple[str, ...] = Field((), description="names of the containers running on the host")
+    isolation: str = Field("", description="how tasks are isolated there (docker, bubblewrap, none)")
+    refusing: str | None = Field(None, description="why this agent takes no work now (none: it does)")
     sent_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
 
 

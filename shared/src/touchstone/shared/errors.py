@@ -40,6 +40,10 @@ class RateLimitedError(RetryableError):
     """The vendor asked us to slow down; ``retry_after`` says for how long, when it said."""
 
 
+class QuotaExceeded(RetryableError):
+    """A user's quota is used up for now; ``retry_after`` says when a try may succeed."""
+
+
 class NoCapacityError(RetryableError):
     """No machine of the requested kind is free right now."""
 

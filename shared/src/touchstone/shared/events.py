@@ -3,6 +3,10 @@
 Every event is a small frozen pydantic model with an envelope (``event_id``, ``type``,
 ``occurred_at``, ``aggregate_id``, ``correlation_id`` = submission id, ``causation_id``) and a
 past-tense name. Schema changes are additive only: new fields are optional.
+
+Every event stays far under the broker's payload limit by construction: free text (reasons,
+a log snippet) is cut to a bound, and a dict from a task (a report, metrics) that would be
+larger than its bound is replaced by a note saying so (``Reason``, ``Snippet``, ``Doc``).
 """
 
 from __future__ import annotations
@@ -12,13 +16,49 @@ import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter
 
 Platform = Literal["onprem", "runpod", "any"]
 TaskKind = Literal["validation", "training"]
 FailureClass = Literal["infrastructure", "trainer", "permanent"]
 
 VALIDATION_TASK_ID = "validation"
+
+MAX_REASON_BYTES = 2000
+MAX_SNIPPET_BYTES = 16_000
+MAX_DOC_BYTES = 128 * 1024
+
+
+def _cut_start(limit: int) -> Any:
+    def cut(value: str) -> str:
+        raw = value.encode("utf-8", errors="replace")
+        return value if len(raw) <= limit else raw[: limit - 3].decode("utf-8", errors="ignore") + "..."
+    return cut
+
+
+def _cut_end(value: str | None) -> str | None:
+    """A log snippet keeps its end (the lines before the failure)."""
+    if value is None:
+        return None
+    raw = value.encode("utf-8", errors="replace")
+    if len(raw) <= MAX_SNIPPET_BYTES:
+        return value
+    return "..." + raw[len(raw) - MAX_SNIPPET_BYTES + 3 :].decode("utf-8", errors="ignore")
+
+
+def _bound_doc(value: dict[str, Any] | None) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    size = len(_JSON_DOC.dump_json(value))
+    return value if size <= MAX_DOC_BYTES else {"omitted": f"{size} bytes, more than {MAX_DOC_BYTES}"}
+
+
+_JSON_DOC: TypeAdapter[dict[str, Any]] = TypeAdapter(dict[str, Any])
+Reason = Annotated[str, AfterValidator(_cut_start(MAX_REASON_BYTES))]
+Snippet = Annotated[str | None, AfterValidator(_cut_end)]
+Doc = Annotated[dict[str, Any], AfterValidator(_bound_doc)]
+Links = Annotated[dict[str, str], AfterValidator(_bound_doc)]
+OptionalDoc = Annotated[dict[str, Any] | None, AfterValidator(_bound_doc)]
 
 
 def new_id(prefix: str = "") -> str:
@@ -101,7 +141,7 @@ class SubmissionCreated(SubmissionEvent):
 class SubmissionValidated(SubmissionEvent):
     type: Literal["SubmissionValidated"] = "SubmissionValidated"
     passed: bool
-    report: dict[str, Any] = Field(default_factory=dict)
+    report: Doc = Field(default_factory=dict)
     commit: str | None = None
 
 
@@ -121,7 +161,7 @@ class SubmissionCompleted(SubmissionEvent):
 
 class SubmissionFailed(SubmissionEvent):
     type: Literal["SubmissionFailed"] = "SubmissionFailed"
-    reason: str
+    reason: Reason
 
 
 DELETE_CAUSE = "delete:"  # causation_id prefix of a cancel that an admin's DELETE asked for
@@ -193,19 +233,19 @@ class TrainingFinished(TaskEvent):
     type: Literal["TrainingFinished"] = "TrainingFinished"
     attempt: int
     exit_code: int = 0
-    metrics: dict[str, Any] = Field(default_factory=dict)
-    artifacts: dict[str, str] = Field(default_factory=dict, description="name -> URI")
+    metrics: Doc = Field(default_factory=dict)
+    artifacts: Links = Field(default_factory=dict, description="name -> URI")
     log_uri: str | None = None
-    report: dict[str, Any] | None = Field(default=None, description="a validation's report")
+    report: OptionalDoc = Field(default=None, description="a validation's report")
     cost_usd: float | None = None
 
 
 class TaskFailed(TaskEvent):
     type: Literal["TaskFailed"] = "TaskFailed"
     attempt: int
-    reason: str
+    reason: Reason
     failure_class: FailureClass = "infrastructure"
-    log_snippet: str | None = None
+    log_snippet: Snippet = None
     log_uri: str | None = None
 
 
@@ -227,12 +267,12 @@ class LaunchDeferred(TaskEvent):
 
 class TaskErrored(TaskEvent):
     type: Literal["TaskErrored"] = "TaskErrored"
-    reason: str
+    reason: Reason
 
 
 class TaskCancelled(TaskEvent):
     type: Literal["TaskCancelled"] = "TaskCancelled"
-    reason: str = "cancelled"
+    reason: Reason = "cancelled"
 
 
 class ContainerTerminated(TaskEvent):
@@ -247,7 +287,7 @@ class ResultsPublished(TaskEvent):
     type: Literal["ResultsPublished"] = "ResultsPublished"
     attempt: int
     outcome: Literal["finished", "failed"] = "finished"
-    artifacts: dict[str, str] = Field(default_factory=dict, description="name -> published URI")
+    artifacts: Links = Field(default_factory=dict, description="name -> published URI")
     log_uri: str | None = None
     missing: tuple[str, ...] = ()
     mlflow_run_id: str | None = None

@@ -7,7 +7,9 @@ resolved to a commit once per attempt and that commit's trainer folder is extrac
 cache keyed by the commit, so a warm prepare copies files and runs no git at all.
 
 Every git call is an argv list with ``--end-of-options`` (or ``--``) before values that came
-from a user, no prompts, no system config and the ``ext::`` transport off.
+from a user, no prompts, no system or user config and the ``ext::`` transport off. A feature
+set's clone is planned by ``fetchpolicy.FetchPolicy`` first: the address checked there is the
+one git connects to.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from touchstone.shared.fetchpolicy import FetchPolicy, FetchRefused
+
 TRAINER_SUBDIR = "trainer"
 
 
@@ -35,16 +39,31 @@ class UnknownRef(SourceError):
     failure: retrying cannot help)."""
 
 
-def git(args: list[str], *, cwd: Path | None = None, timeout_s: float = 300.0, binary: bool = False) -> str | bytes:
-    """Run ``git ARGS`` and return its stdout (text, stripped; or bytes with ``binary``)."""
+def git(
+    args: list[str],
+    *,
+    cwd: Path | None = None,
+    timeout_s: float = 300.0,
+    binary: bool = False,
+    config: tuple[str, ...] = (),
+    extra_env: dict[str, str] | None = None,
+) -> str | bytes:
+    """Run ``git ARGS`` and return its stdout (text, stripped; or bytes with ``binary``).
+    ``config`` adds ``-c`` options; nothing of the caller's environment but ``PATH`` reaches
+    git (no ``SSH_AUTH_SOCK``, no proxies, no ``GIT_*``)."""
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "HOME": str(cwd or tempfile.gettempdir()),
         "GIT_TERMINAL_PROMPT": "0",
         "GIT_CONFIG_NOSYSTEM": "1",
+        "GIT_CONFIG_GLOBAL": os.devnull,
         "LANG": "C.UTF-8",
+        **(extra_env or {}),
     }
-    argv = ["git", "-c", "protocol.ext.allow=never", *args]
+    argv = ["git", "-c", "protocol.ext.allow=never"]
+    for option in config:
+        argv += ["-c", option]
+    argv += args
     try:
         done = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, timeout=timeout_s, check=False)
     except subprocess.TimeoutExpired as e:
@@ -78,15 +97,29 @@ def toplevel(folder: Path) -> Path | None:
     return Path(str(out)) if out else None
 
 
-def checkout(url: str, ref: str, dest: Path, *, timeout_s: float = 300.0) -> str:
+class SourceRefused(UnknownRef):
+    """The fetch policy forbids the source (permanent)."""
+
+
+def checkout(url: str, ref: str, dest: Path, *, policy: FetchPolicy, timeout_s: float = 300.0) -> str:
     """Clone ``url`` into ``dest`` (which must not exist) and check out ``ref`` detached: a
     branch (also one only the remote side has), tag or commit. Returns the commit;
-    ``UnknownRef`` when the repository has no such ref."""
+    ``UnknownRef`` when the repository has no such ref, ``SourceRefused`` when ``policy``
+    forbids the source."""
     if not ref or ref.startswith("-") or any(c.isspace() for c in ref):
         raise UnknownRef(f"git ref {ref!r} is not a valid git ref")
-    if url.startswith("-"):
-        raise SourceError(f"refusing git URL {url!r}")
-    git(["clone", "--quiet", "--no-checkout", "--", url, str(dest)], cwd=dest.parent, timeout_s=timeout_s)
+    try:
+        plan = policy.plan(url)
+    except FetchRefused as e:
+        raise SourceRefused(str(e)) from e
+    config = (
+        "protocol.allow=never",
+        *(f"protocol.{p}.allow=always" for p in ("https", "http", "ssh", "git")),
+        "protocol.file.allow=never",
+        *plan.config,
+    )
+    git(["clone", "--quiet", "--no-checkout", "--no-recurse-submodules", "--", plan.url, str(dest)],
+        cwd=dest.parent, timeout_s=timeout_s, config=config, extra_env=plan.env)
     for name in (ref, f"origin/{ref}"):
         commit = _rev_parse(dest, name, timeout_s)
         if commit:

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from dataclasses import dataclass
+from typing import Any
 
 import nats
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext, api
 from nats.js.errors import BadRequestError, NotFoundError
 from nats.js.kv import KeyValue
+from touchstone.shared.settings import Settings
 from touchstone.shared.subjects import Subjects
 
 log = logging.getLogger(__name__)
@@ -27,6 +30,8 @@ async def connect(
     reconnect: bool = True,
     user: str = "",
     password: str = "",
+    credentials_file: str = "",
+    tls: ssl.SSLContext | None = None,
 ) -> NATS:
     """A client that reconnects forever, quickly, and logs what happens to it
     (``reconnect=False``: one try, for command-line checks). ``url`` may list several servers,
@@ -42,7 +47,11 @@ async def connect(
     async def on_reconnect() -> None:
         log.info("nats reconnected", extra={"client": name})
 
-    credentials = {"user": user, "password": password} if user else {}
+    credentials: dict[str, Any] = {"user": user, "password": password} if user else {}
+    if credentials_file:
+        credentials["user_credentials"] = credentials_file
+    if tls is not None:
+        credentials["tls"] = tls
     attempt = nats.connect(
         servers=[u.strip() for u in url.split(",") if u.strip()],
         name=name,
@@ -64,6 +73,53 @@ async def connect(
         raise ConnectionRefusedError(f"no NATS server answers at {url}") from e
 
 
+def tls_context(settings: Settings) -> ssl.SSLContext | None:
+    """A client TLS context from the ``nats_tls_*`` settings, or None (plain, or ``tls://``
+    URLs with the system's CAs)."""
+    if not (settings.nats_tls_ca_file or settings.nats_tls_cert_file):
+        return None
+    context = ssl.create_default_context(
+        cafile=str(settings.nats_tls_ca_file) if settings.nats_tls_ca_file else None
+    )
+    if settings.nats_tls_cert_file:
+        context.load_cert_chain(str(settings.nats_tls_cert_file),
+                                str(settings.nats_tls_key_file) if settings.nats_tls_key_file else None)
+    return context
+
+
+async def connect_with(settings: Settings, name: str, **options: Any) -> NATS:
+    """``connect`` with this process's NATS settings: user and password (or password file),
+    credentials file, TLS; nothing rides in the URL."""
+    password = settings.nats_password.get_secret_value()
+    if settings.nats_password_file is not None:
+        password = settings.nats_password_file.read_text().strip()
+    return await connect(
+        settings.nats_url, name, user=settings.nats_user, password=password,
+        credentials_file=str(settings.nats_credentials_file or ""), tls=tls_context(settings), **options,
+    )
+
+
+MAX_EVENT_BYTES = 1024 * 1024
+"""The events stream's ``max_msg_size``; events are far smaller by construction (``events``)."""
+
+
+@dataclass(frozen=True)
+class LogLimits:
+    """The logs stream's own storage budget: old lines go first, so a noisy task can neither
+    fill the disk the events need nor push every other task's lines out."""
+
+    max_bytes: int = 4 * 1024**3
+    """All console lines together."""
+    max_msgs_per_task: int = 2000
+    """Messages kept per task (each at most ``max_msg_bytes``): one task's share."""
+    max_msg_bytes: int = 128 * 1024
+    """Largest message (publishers send at most ``console.MAX_MESSAGE_BYTES``)."""
+
+    @classmethod
+    def of(cls, settings: Settings) -> LogLimits:
+        return cls(settings.logs_max_bytes, settings.logs_max_msgs_per_task)
+
+
 @dataclass(frozen=True)
 class StreamPlan:
     """What ``nats init`` creates for one namespace."""
@@ -72,7 +128,8 @@ class StreamPlan:
     system_bucket: str
 
 
-def plan(subjects: Subjects, *, replicas: int = 1) -> StreamPlan:
+def plan(subjects: Subjects, *, replicas: int = 1, logs: LogLimits | None = None) -> StreamPlan:
+    logs = logs or LogLimits()
     file = api.StorageType.FILE
     return StreamPlan(
         streams=(
@@ -84,6 +141,7 @@ def plan(subjects: Subjects, *, replicas: int = 1) -> StreamPlan:
                 retention=api.RetentionPolicy.LIMITS,
                 num_replicas=replicas,
                 duplicate_window=DUPLICATE_WINDOW_S,
+                max_msg_size=MAX_EVENT_BYTES,
                 allow_direct=True,
                 deny_delete=True,
                 deny_purge=True,
@@ -114,6 +172,10 @@ def plan(subjects: Subjects, *, replicas: int = 1) -> StreamPlan:
                 retention=api.RetentionPolicy.LIMITS,
                 num_replicas=replicas,
                 max_age=14 * DAY_S,
+                max_bytes=logs.max_bytes,
+                max_msgs_per_subject=logs.max_msgs_per_task,
+                max_msg_size=logs.max_msg_bytes,
+                discard=api.DiscardPolicy.OLD,
                 allow_direct=True,
             ),
         ),
@@ -121,11 +183,13 @@ def plan(subjects: Subjects, *, replicas: int = 1) -> StreamPlan:
     )
 
 
-async def provision(js: JetStreamContext, subjects: Subjects, *, replicas: int = 1) -> list[str]:
+async def provision(
+    js: JetStreamContext, subjects: Subjects, *, replicas: int = 1, logs: LogLimits | None = None
+) -> list[str]:
     """Create or update every stream and the settings bucket. Safe to run any number of times;
     returns what it did, one line per resource."""
     done: list[str] = []
-    for config in plan(subjects, replicas=replicas).streams:
+    for config in plan(subjects, replicas=replicas, logs=logs).streams:
         assert config.name
         try:
             info = await js.stream_info(config.name)
@@ -147,7 +211,8 @@ async def provision(js: JetStreamContext, subjects: Subjects, *, replicas: int =
 
 
 def _differs(current: api.StreamConfig, wanted: api.StreamConfig) -> bool:
-    keys = ("subjects", "retention", "storage", "max_age", "duplicate_window", "allow_direct")
+    keys = ("subjects", "retention", "storage", "max_age", "duplicate_window", "allow_direct", "max_bytes",
+            "max_msgs_per_subject", "max_msg_size")
     return any(getattr(current, k) != getattr(wanted, k) for k in keys)
 
 

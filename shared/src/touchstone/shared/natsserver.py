@@ -28,7 +28,7 @@ jetstream {{
   store_dir: "{store_dir}"
   sync_interval: always
 }}
-"""
+{extra}"""
 
 
 def free_port() -> int:
@@ -64,12 +64,19 @@ class NatsServer:
         port: int = 0,
         http_port: int = 0,
         server_name: str = "touchstone",
+        extra_config: str = "",
+        env: dict[str, str] | None = None,
     ) -> None:
+        """``extra_config`` is appended to the config (an ``authorization`` block, TLS);
+        ``env`` adds variables to the server's environment (the passwords that block names
+        as ``$VARIABLES``, so no secret is written into the config file)."""
         self.data_dir = Path(data_dir)
         self.host = host
         self.port = port
         self.http_port = http_port
         self.server_name = server_name
+        self.extra_config = extra_config
+        self.env = env or {}
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -93,6 +100,7 @@ class NatsServer:
                 http_port=self.http_port or -1,
                 ports_dir=ports_dir,
                 store_dir=self.data_dir / "jetstream",
+                extra=self.extra_config,
             )
         )
         return config
@@ -110,6 +118,7 @@ class NatsServer:
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            env={**os.environ, **self.env} if self.env else None,
         )
         log.close()
         ports_file = ports_dir / f"{Path(nats_server_binary()).name}_{self.process.pid}.ports"

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from touchstone.shared.jetstream import connect, provision
+from touchstone.shared.jetstream import LogLimits, connect_with, provision
 from touchstone.shared.logs import setup_logging
 from touchstone.shared.metrics import serve as serve_metrics
 from touchstone.shared.publisher import EventPublisher
@@ -49,10 +49,10 @@ class Runtime:
 
 
 async def open_runtime(name: str, settings: Settings) -> Runtime:
-    nc = await connect(settings.nats_url, name)
+    nc = await connect_with(settings, name)
     js = nc.jetstream()
     subjects = Subjects(settings.namespace)
-    await provision(js, subjects)
+    await provision(js, subjects, logs=LogLimits.of(settings))
     store = await open_store(settings.resolved_store_url)
     runtime = Runtime(name, settings, nc, js, subjects, EventPublisher(js, subjects), store)
     await answer_status(runtime)

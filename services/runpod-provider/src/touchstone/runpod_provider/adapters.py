@@ -16,6 +16,7 @@ from typing import IO
 import asyncssh
 from nats.aio.client import Client as NATS
 from nats.js.kv import KeyValue
+from touchstone.shared import console
 from touchstone.shared import events as ev
 from touchstone.shared.errors import ConcurrencyConflict, UnavailableError
 from touchstone.shared.lifecycle import TaskState
@@ -128,7 +129,8 @@ class ConsoleLog:
             self._file.flush()
         for i in range(0, len(lines), LINES_PER_MESSAGE):
             try:
-                await self.nc.publish(self.subject, "\n".join(lines[i : i + LINES_PER_MESSAGE]).encode())
+                for body in console.messages(lines[i : i + LINES_PER_MESSAGE]):
+                    await self.nc.publish(self.subject, body)
             except Exception as e:  # the file keeps every line; live streaming is best effort
                 log.warning("could not publish console lines to %s: %r", self.subject, e)
 

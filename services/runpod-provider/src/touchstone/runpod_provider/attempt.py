@@ -236,7 +236,7 @@ class AttemptRunner:
         staging = self.settings.staging_dir / rec.name
         try:
             try:
-                staged = await stage_feature_set(cmd.spec, staging, allow_local=self.settings.allow_local_sources,
+                staged = await stage_feature_set(cmd.spec, staging, policy=self.settings.fetch_policy(),
                                                  git_timeout_s=self.settings.git_timeout_s)
             except UnknownRef as e:
                 raise prepare.PermanentFailure(f"could not fetch the feature set: {e}") from e

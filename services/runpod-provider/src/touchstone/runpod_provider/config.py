@@ -11,7 +11,7 @@ from pathlib import Path
 from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 from touchstone.shared.gitsource import TrainerSource, default_trainer_repo
-from touchstone.shared.settings import Settings
+from touchstone.shared.settings import GitFetchSettings
 
 from .api import DEFAULT_BASE_URL, DEFAULT_GRAPHQL_URL, Cloud
 
@@ -22,7 +22,7 @@ def repository_trainer_dir() -> Path:
     return Path(__file__).resolve().parents[5] / "trainer"
 
 
-class RunpodProviderSettings(Settings):
+class RunpodProviderSettings(GitFetchSettings):
     """Settings of one RunPod provider process (shared ones come from ``Settings``).
 
     Run one provider per namespace: live attempts are kept in its memory.
@@ -92,9 +92,6 @@ class RunpodProviderSettings(Settings):
 
     python: str = "python3"
     """The interpreter in the pod."""
-
-    allow_local_sources: bool = True
-    """Accept feature sets given as a local absolute path (demos, tests)."""
 
     git_timeout_s: float = 120.0
     """Timeout of each git command while fetching a feature set."""

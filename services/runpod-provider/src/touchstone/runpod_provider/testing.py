@@ -35,6 +35,7 @@ WAIT_S = 90.0
 
 PROVIDER_DEFAULTS: dict[str, Any] = {
     "poll_interval_s": 0.05,
+    "allow_local_sources": True,  # tests stage feature sets from local folders
     "ready_timeout_s": 30.0,
     "launch_timeout_s": 10.0,
     "ssh_connect_timeout_s": 5.0,

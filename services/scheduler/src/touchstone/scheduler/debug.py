@@ -23,7 +23,7 @@ from touchstone.scheduler.stuck import PHASE_RULES, overdue
 from touchstone.scheduler.sweep import clock_of
 from touchstone.scheduler.view import TaskRecord
 from touchstone.shared.commands import CONTAINER_PREFIX
-from touchstone.shared.jetstream import connect, system_bucket
+from touchstone.shared.jetstream import connect_with, system_bucket
 from touchstone.shared.lifecycle import TASK_FINAL, TaskStatus
 from touchstone.shared.subjects import Subjects
 from touchstone.shared.system import read_system
@@ -40,7 +40,7 @@ def debug_step(
 async def explain_container(
     container_name: str, settings: SchedulerSettings, *, listen_s: float = 6.0, apply: bool = False
 ) -> str:
-    nc = await connect(settings.nats_url, "touchstone-debug", reconnect=False)
+    nc = await connect_with(settings, "touchstone-debug", reconnect=False)
     try:
         js = nc.jetstream()
         subjects = Subjects(settings.namespace)

@@ -29,6 +29,7 @@ from touchstone.submission import admin, contract, evaluations, routes, ui
 from touchstone.submission.auth import Forbidden
 from touchstone.submission.deps import Deps, DepsArg, PrincipalArg
 from touchstone.submission.domain import Principal
+from touchstone.submission.idempotency import idempotency_middleware
 from touchstone.submission.problems import documented, problem_response
 from touchstone.submission.schemas import Health
 
@@ -118,6 +119,12 @@ def _authorization(scope: Scope) -> str | None:
     return None
 
 
+def _idempotency(deps: Deps) -> list[Any]:
+    if deps.idempotency is None:
+        return []
+    return [idempotency_middleware(deps.idempotency, deps.settings.max_body_bytes)]
+
+
 def create_app(deps: Deps, *, debug: bool = False) -> Litestar:
     """The API over ``deps``; its lifespan starts and stops ``deps``' background loops."""
 
@@ -156,7 +163,7 @@ def create_app(deps: Deps, *, debug: bool = False) -> Litestar:
         # request bodies validate strictly (their own config says so; Litestar's default
         # plugin would override it with lax validation): 0 is not a boolean, "1" not a number
         plugins=[PydanticPlugin(validate_strict=True)],
-        middleware=[_metrics_middleware, contract.allow_middleware],
+        middleware=[_metrics_middleware, contract.allow_middleware, *_idempotency(deps)],
         lifespan=[lifespan],
         request_max_body_size=deps.settings.max_body_bytes,
         openapi_config=OpenAPIConfig(

@@ -188,6 +188,10 @@ def bootstrap_admin_token(settings: SubmissionSettings) -> tuple[str, bool]:
 # --- OIDC JWTs ----------------------------------------------------------------------------
 
 
+JWKS_RETRY_S = 10.0
+"""After a failed JWKS fetch, keys already fetched are used this long before the next try."""
+
+
 class JwtVerifier:
     """Verifies OIDC JWTs against the issuer's JWKS: signature (allow-listed asymmetric
     algorithms only), ``exp`` (required), ``iss``, ``aud`` (or Cognito's ``client_id``)."""
@@ -202,6 +206,7 @@ class JwtVerifier:
         self.http = http or httpx.AsyncClient(timeout=5.0)
         self._keys: dict[str, tuple[jwt.PyJWK, str | None]] = {}
         self._fetched_at = -1e9
+        self._failed_at = -1e9
         self._lock = asyncio.Lock()
 
     async def verify(self, token: str, *, audiences: tuple[str, ...] = ()) -> Principal:
@@ -255,11 +260,11 @@ class JwtVerifier:
         raise Unauthenticated("token is for another audience")
 
     def _user(self, claims: dict[str, Any]) -> str:
-        for claim in self.settings.oidc_username_claims:
-            value = claims.get(claim)
-            if isinstance(value, str) and value:
-                return value
-        raise Unauthenticated("token names no user")
+        """The user the one configured claim names, in the SSO users' own namespace."""
+        value = claims.get(self.settings.oidc_username_claim)
+        if not isinstance(value, str) or not value or len(value) > 128 or not value.isprintable():
+            raise Unauthenticated(f"token names no user ({self.settings.oidc_username_claim})")
+        return self.settings.oidc_user_prefix + value
 
     def _role(self, claims: dict[str, Any]) -> str:
         groups = claims.get(self.settings.oidc_groups_claim) or []
@@ -272,12 +277,26 @@ class JwtVerifier:
         raise Forbidden("you are in no Touchstone group")
 
     async def _key(self, kid: str) -> tuple[jwt.PyJWK, str | None] | None:
-        if kid in self._keys:
+        """The key ``kid`` names in the issuer's current JWKS: fetched again when older than
+        ``jwks_max_age_s`` (removed keys are dropped) and, at most every ``jwks_refresh_s``,
+        when a token names a key id not seen yet (a rotation)."""
+        if kid in self._keys and not self._stale():
             return self._keys[kid]
         async with self._lock:
-            if kid not in self._keys and time.monotonic() - self._fetched_at >= self.settings.jwks_refresh_s:
-                await self._fetch()
+            age = time.monotonic() - self._fetched_at
+            if self._stale() or (kid not in self._keys and age >= self.settings.jwks_refresh_s):
+                try:
+                    await self._fetch()
+                except UnavailableError:
+                    self._failed_at = time.monotonic()  # no fetch per request while the issuer is down
+                    if not self._keys or age >= 2 * self.settings.jwks_max_age_s:
+                        raise
+                    log.warning("JWKS fetch failed; using keys fetched %.0fs ago", age)
         return self._keys.get(kid)
+
+    def _stale(self) -> bool:
+        now = time.monotonic()
+        return now - self._fetched_at >= self.settings.jwks_max_age_s and now - self._failed_at >= JWKS_RETRY_S
 
     async def _fetch(self) -> None:
         try:

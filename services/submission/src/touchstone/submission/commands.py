@@ -4,6 +4,7 @@ first: reload and decide again, never overwrite."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 from touchstone.shared import events as ev
@@ -16,6 +17,7 @@ from touchstone.shared.store.protocol import view_json
 from touchstone.shared.views import SubmissionView, project_submission
 from touchstone.submission import domain
 from touchstone.submission.domain import Principal, SubmissionState
+from touchstone.submission.quotas import Quotas
 from touchstone.submission.rules import SourcePolicy
 from touchstone.submission.schemas import ScheduleAccepted, ScheduleCreate, SubmissionCreate
 
@@ -27,15 +29,21 @@ Decide = Callable[[SubmissionState], ev.SubmissionEvent | None]
 
 
 class SubmissionCommands:
-    def __init__(self, publisher: EventPublisher, store: ProjectionStore, policy: SourcePolicy) -> None:
+    def __init__(
+        self, publisher: EventPublisher, store: ProjectionStore, policy: SourcePolicy, quotas: Quotas | None = None
+    ) -> None:
         self.publisher = publisher
         self.store = store
         self.policy = policy
         # read-your-deletes: ids this process deleted (insertion order, bounded)
         self.deleted: dict[str, None] = {}
+        self.quotas = quotas
 
     async def create(self, body: SubmissionCreate, who: Principal) -> SubmissionView:
+        """A new submission (its validation starts); counted against the user's quotas."""
         event = domain.decide_create(body, self.policy, who, ev.new_id("s-"), ev.utcnow())
+        if self.quotas is not None and not who.is_admin:
+            await self.quotas.reserve(who.name, event.aggregate_id, time.time())
         seq = await self.publisher.append(event, expected_last_seq=0)
         view = project_submission(None, event, seq)
         assert view is not None

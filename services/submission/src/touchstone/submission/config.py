@@ -59,6 +59,12 @@ class SubmissionSettings(Settings):
         description="Host names a git URL may not name; '*.' matches any subdomain.",
     )
     max_body_bytes: int = Field(65_536, ge=1024, description="Largest request body accepted (larger: 413).")
+    max_submissions_per_hour: int = Field(
+        20, ge=1, description="New submissions one user may create per hour (more: 429 with Retry-After)."
+    )
+    max_concurrent_validations: int = Field(
+        3, ge=1, description="Submissions of one user validating at once (more: 429 with Retry-After)."
+    )
     oidc_jwks_url: str = Field("", description="JWKS of the OIDC issuer; empty turns JWT sign-in off.")
     oidc_issuer: str = Field("", description="The `iss` every JWT must carry.")
     oidc_audience: str = Field("", description="The `aud` (or Cognito `client_id`) every JWT must carry.")
@@ -69,15 +75,16 @@ class SubmissionSettings(Settings):
     oidc_groups_claim: str = Field("cognito:groups", description="The claim that lists the user's groups.")
     oidc_user_group: str = Field("touchstone_user", description="Group that grants the user role.")
     oidc_admin_group: str = Field("touchstone_admin", description="Group that grants the admin role.")
-    oidc_username_claims: list[str] = Field(
-        default_factory=lambda: [
-            "cognito:username",
-            "username",
-            "preferred_username",
-            "email",
-            "sub",
-        ],
-        description="Claims tried in order for the user's name (the first present wins).",
+    oidc_username_claim: str = Field(
+        "cognito:username",
+        description="The one claim that names the user: one the user cannot edit at the identity provider "
+        "(Cognito: cognito:username; others: sub). A token without it is refused.",
+    )
+    oidc_user_prefix: str = Field(
+        "sso:",
+        pattern=r"^[A-Za-z0-9_.-]*:$",
+        description="Put before every SSO user's name. API-token user names cannot hold ':', so an SSO "
+        "user can never take the name of an API-token user, nor the other way round.",
     )
     oidc_leeway_s: float = Field(30.0, ge=0, le=300, description="Clock skew allowed on exp/nbf/iat.")
     jwt_cache_s: float = Field(
@@ -90,6 +97,14 @@ class SubmissionSettings(Settings):
     )
     jwks_refresh_s: float = Field(
         60.0, ge=0, description="Least time between two JWKS fetches caused by an unknown key id."
+    )
+    jwks_max_age_s: float = Field(
+        600.0, gt=0, description="The JWKS is fetched again at least this often: a key the issuer removed "
+        "stops being accepted within this time."
+    )
+    ui_csrf_key: SecretStr | None = Field(
+        None, description="Key of the UI's CSRF tokens, the same for every API replica; unset: one generated "
+        "once and kept in the NATS KV bucket {ns}_ui, shared by every replica."
     )
     oidc_client_id: str = Field(
         "",

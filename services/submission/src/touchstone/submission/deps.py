@@ -15,6 +15,7 @@ from typing import Any
 from litestar.di import NamedDependency
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
+from nats.js.kv import KeyValue
 from touchstone.shared import events as ev
 from touchstone.shared.consumer import ConsumerLoop
 from touchstone.shared.jetstream import system_bucket
@@ -30,8 +31,10 @@ from touchstone.submission.config import SubmissionSettings
 from touchstone.submission.domain import Principal
 from touchstone.submission.feed import Feed
 from touchstone.submission.hosts import Hosts
+from touchstone.submission.idempotency import open_idempotency_bucket, shared_ui_key
 from touchstone.submission.live import TaskProgress
 from touchstone.submission.oidc import OidcClient
+from touchstone.submission.quotas import QuotaLimits, Quotas, open_quotas_bucket
 from touchstone.submission.rules import SourcePolicy
 
 
@@ -54,6 +57,8 @@ class Deps:
     hosts: Hosts
     progress: TaskProgress
     oidc: OidcClient | None = None
+    idempotency: KeyValue | None = None
+    csrf_key: bytes = b""
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     background: list[Callable[[asyncio.Event], Coroutine[Any, Any, None]]] = field(default_factory=list)
     tasks: dict[str, asyncio.Task[None]] = field(default_factory=dict)
@@ -100,7 +105,9 @@ async def build_deps(
         jwts = JwtVerifier(settings)
     artifacts = ArtifactFiles(settings.artifacts_dir, settings.data_dir / "objects")
     feed = Feed(store)
-    commands = SubmissionCommands(publisher, store, policy)
+    limits = QuotaLimits(settings.max_submissions_per_hour, settings.max_concurrent_validations)
+    quotas = Quotas(await open_quotas_bucket(js, subjects), store, limits)
+    commands = SubmissionCommands(publisher, store, policy, quotas)
     deps = Deps(
         settings=settings,
         nc=nc,
@@ -119,6 +126,8 @@ async def build_deps(
         hosts=Hosts(nc, subjects),
         progress=TaskProgress(nc, subjects),
         oidc=OidcClient(settings) if settings.sso_enabled and jwts is not None else None,
+        idempotency=await open_idempotency_bucket(js, subjects),
+        csrf_key=await shared_ui_key(js, subjects, settings.ui_csrf_key),
     )
     retract = ConsumerLoop(js, subjects, handlers.consumer_spec(subjects), handlers.handlers(commands), ev.decode_event)
     deps.background = [feed.run, tokens.watch, retract.run, deps.hosts.run, deps.progress.run]

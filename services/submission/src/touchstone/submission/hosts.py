@@ -84,6 +84,8 @@ class Hosts:
                     "slots": f"{beat.slots_free} free of {beat.slots_total}" if beat else "",
                     "gpus": ", ".join(g.name or f"gpu{g.index}" for g in beat.gpus) if beat else "",
                     "online": age is not None and age <= ONLINE_WITHIN_S,
+                    "isolation": beat.isolation if beat else "",
+                    "refusing": beat.refusing if beat else None,
                     "age": age,
                 }
             )

@@ -7,6 +7,7 @@
 | ``NotFoundError``                       | 404               |
 | ``AuthError``                           | 401, or 403 for ``Forbidden``  |
 | ``IllegalTransition``, ``ConcurrencyConflict`` | 409        |
+| ``QuotaExceeded``                       | 429 with Retry-After |
 | ``RetryableError``                      | 503 with Retry-After |
 | Litestar's own (404 route, 405, 413...) | its status        |
 | anything else                           | 500 (logged)      |
@@ -28,6 +29,7 @@ from touchstone.shared.errors import (
     IllegalTransition,
     InvalidInputError,
     NotFoundError,
+    QuotaExceeded,
     RetryableError,
 )
 
@@ -88,6 +90,8 @@ def _classify(exc: Exception) -> tuple[int, str, dict[str, Any]]:
             return getattr(exc, "status_code", 401), str(exc), {}
         case IllegalTransition() | ConcurrencyConflict():
             return 409, str(exc), {}
+        case QuotaExceeded():
+            return 429, str(exc), {}
         case RetryableError():
             return 503, str(exc), {}
     log.exception("unhandled error", exc_info=exc)
@@ -107,7 +111,7 @@ def problem_response(request: Request[Any, Any, Any], exc: Exception) -> Respons
     headers: dict[str, str] = {}
     if status == 401:
         headers["WWW-Authenticate"] = 'Bearer realm="touchstone"'
-    if status == 503:
+    if status in (429, 503):
         headers["Retry-After"] = str(int(getattr(exc, "retry_after", None) or 1))
     if isinstance(exc, HTTPException) and exc.headers:
         headers.update(exc.headers)

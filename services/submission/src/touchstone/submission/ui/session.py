@@ -4,7 +4,8 @@ single sign-on (``ui.sso``), kept in a cookie and verified on every request.
 The cookie is HTTP-only, ``SameSite=Strict``, ``Secure`` and scoped to ``/ui``: it signs a
 browser in to the pages only; the API still takes ``Authorization: Bearer`` and nothing else.
 Every form that changes something carries a CSRF token bound to the session (an HMAC of the
-session under a per-process key), checked on POST. Errors on UI routes become HTML pages, or a
+session under one key shared by every API replica: ``ui_csrf_key``, else one kept in the KV
+bucket ``{ns}_ui``), checked on POST. Errors on UI routes become HTML pages, or a
 redirect to sign-in when the session is missing or no longer valid.
 """
 
@@ -13,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
-import secrets
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -32,7 +32,6 @@ from touchstone.submission.problems import _classify
 COOKIE = "touchstone_session"
 PATH = "/ui"
 SESSION_MAX_S = 8 * 3600  # a session cookie lasts at most a working day
-_KEY = secrets.token_bytes(32)  # CSRF tokens live as long as the process; a restart asks for a reload
 TEMPLATES = Environment(
     loader=FileSystemLoader(Path(__file__).parent / "templates"),
     autoescape=select_autoescape(["html"]),
@@ -96,8 +95,8 @@ class CsrfMismatch(Forbidden):
     """A form without the session's CSRF token (HTTP 403)."""
 
 
-def csrf_token(session: str) -> str:
-    return hmac.new(_KEY, session.encode(), hashlib.sha256).hexdigest()[:40]
+def csrf_token(key: bytes, session: str) -> str:
+    return hmac.new(key, session.encode(), hashlib.sha256).hexdigest()[:40]
 
 
 def session_cookie(value: str, *, max_age: int = SESSION_MAX_S) -> Cookie:
@@ -115,9 +114,9 @@ def session_cookie(value: str, *, max_age: int = SESSION_MAX_S) -> Cookie:
 class Viewer:
     """The signed-in browser: who it is and the CSRF token its forms carry."""
 
-    def __init__(self, principal: Principal, session: str) -> None:
+    def __init__(self, principal: Principal, session: str, key: bytes) -> None:
         self.principal = principal
-        self.csrf = csrf_token(session)
+        self.csrf = csrf_token(key, session)
 
     @property
     def name(self) -> str:
@@ -143,7 +142,8 @@ def make_providers(deps: Deps) -> dict[str, Any]:
         session = request.cookies.get(COOKIE)
         if not session:
             raise Unauthenticated("sign in")
-        return Viewer(await deps.auth.authenticate(f"Bearer {session}", audiences=ui_audiences(deps)), session)
+        principal = await deps.auth.authenticate(f"Bearer {session}", audiences=ui_audiences(deps))
+        return Viewer(principal, session, deps.csrf_key)
 
     async def provide_admin_viewer(viewer: ViewerArg) -> Viewer:
         if not viewer.is_admin:
