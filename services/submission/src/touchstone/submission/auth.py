@@ -356,7 +356,9 @@ class Authenticator:
     def __init__(self, tokens: TokenRegistry, jwts: JwtVerifier | None) -> None:
         self.tokens = tokens
         self.jwts = jwts
-        self.jwt_cache = JwtCache(jwts.settings.jwt_cache_s if jwts is not None else 0.0)
+        # never longer than the JWKS is trusted: a withdrawn key stops being honoured on schedule
+        ttl = min(jwts.settings.jwt_cache_s, jwts.settings.jwks_max_age_s) if jwts is not None else 0.0
+        self.jwt_cache = JwtCache(ttl)
 
     async def authenticate(self, header: str | None, *, audiences: tuple[str, ...] = ()) -> Principal:
         """``audiences``: the JWT ``aud`` values accepted (default: the API's)."""

@@ -11,7 +11,14 @@ from typing import Annotated, Any, Literal
 from litestar import Response, get
 from litestar.params import Parameter
 from pydantic import BaseModel
-from touchstone.shared.evaluations import Evaluation, EvaluationQuery, csv_columns, csv_record
+from touchstone.shared.evaluations import (
+    OFFSET_CURSOR_PATTERN,
+    SORT_NAME,
+    Evaluation,
+    EvaluationQuery,
+    csv_columns,
+    csv_record,
+)
 from touchstone.submission.deps import Deps, DepsArg, PrincipalArg
 from touchstone.submission.domain import Principal
 from touchstone.submission.leaderboard import Leaderboard, rank
@@ -24,7 +31,8 @@ LEADERBOARD_READ = 5_000
 Interval = Annotated[int | None, Parameter(ge=1, le=10_000_000, description="prediction interval, minutes")]
 Text = Annotated[str | None, Parameter(max_length=200)]
 Side = Annotated[Literal["long", "short"] | None, Parameter(description="one side only")]
-Sort = Annotated[str, Parameter(max_length=64, description="finished_at, prediction_interval, any metric "
+Sort = Annotated[str, Parameter(max_length=64, pattern=SORT_NAME.pattern,
+                                description="finished_at, prediction_interval, any metric "
                                 "(roc_auc, sharpe, ...) or a difference from the baseline (roc_auc_vs_baseline)")]
 Order = Annotated[Literal["asc", "desc"], Parameter(description="sort order")]
 
@@ -57,7 +65,8 @@ async def list_evaluations(
     sort: Sort = "finished_at",
     order: Order = "desc",
     limit: Annotated[int, Parameter(ge=1, le=500, description="page size")] = 50,
-    cursor: Annotated[str | None, Parameter(max_length=100, description="next_cursor of the previous page")] = None,
+    cursor: Annotated[str | None, Parameter(max_length=10, pattern=OFFSET_CURSOR_PATTERN,
+                                         description="next_cursor of the previous page")] = None,
 ) -> EvaluationPage:
     query = _query(principal, owner=owner, feature_set=feature_set, prediction_interval=interval,
                    trainer_ref=trainer_ref, side=side, submission_id=submission_id, sort=sort,
@@ -136,7 +145,9 @@ async def leaderboard(
     deps: DepsArg,
     principal: PrincipalArg,
     interval: Interval = None,
-    metric: Annotated[str, Parameter(max_length=64, description="the metric to rank by")] = "roc_auc",
+    metric: Annotated[
+        str, Parameter(max_length=64, pattern=SORT_NAME.pattern, description="the metric to rank by")
+    ] = "roc_auc",
     feature_set: Text = None,
     owner: Annotated[str | None, Parameter(max_length=128, description="admins only")] = None,
     trainer_ref: Text = None,
