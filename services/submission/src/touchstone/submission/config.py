@@ -92,8 +92,9 @@ class SubmissionSettings(Settings):
         ge=0,
         le=300,
         description="How long a verified JWT's principal is reused without verifying its signature "
-        "again (never past its exp, nor longer than jwks_max_age_s); a key withdrawn from the JWKS stops being honoured within this "
-        "time. 0: verify every request. API tokens need no such cache (a watched local mirror).",
+        "again (never past its exp, nor longer than jwks_max_age_s); a key withdrawn from the JWKS stops "
+        "being honoured within this time. 0: verify every request. API tokens need no such cache "
+        "(a watched local mirror).",
     )
     jwks_refresh_s: float = Field(
         60.0, ge=0, description="Least time between two JWKS fetches caused by an unknown key id."
