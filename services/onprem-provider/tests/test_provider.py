@@ -248,7 +248,7 @@ async def test_an_agent_killed_mid_run_and_restarted_completes_the_task_once(
     assert runs.read_text() == "run\n"
     finished = events[5]
     assert isinstance(finished, ev.TrainingFinished) and finished.metrics == {"long": {"accuracy": 0.6}}
-    assert set(finished.artifacts) == {"long.json", "short.json", "metrics.json"}
+    assert set(finished.artifacts) == {"long.json", "short.json", "metrics.json", "curves.json"}
 
 
 async def test_an_unreachable_or_refusing_agent_fails_the_launch(world, start_agent, agent_settings, eventually):
