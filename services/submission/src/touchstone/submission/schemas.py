@@ -28,14 +28,16 @@ class _Body(BaseModel):
 
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,40}[A-Za-z0-9])?"
 _HOST = rf"[A-Za-z](?:[A-Za-z0-9-]{{0,40}}[A-Za-z0-9])?(?:\.{_LABEL}){{0,4}}"
-_PORT = r"(?::[1-9][0-9]{0,3})?"
+_PORT = r"(?::(?:[1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]))?"  # 1-65535
 _REPO = r"[A-Za-z0-9._~%+=,@-][A-Za-z0-9._~%+=,@/-]*"
 _USER = r"[A-Za-z0-9_][A-Za-z0-9._-]*"
 # remote git URLs (what ``rules.check_git_url`` accepts, host names only, no address literals)
 REMOTE_GIT_URL = rf"^(?:https://{_HOST}{_PORT}/{_REPO}|ssh://(?:{_USER}@)?{_HOST}{_PORT}/{_REPO}|{_USER}@{_HOST}:{_REPO})$"
 # an absolute local path (only where ``allow_local_sources`` is on; the document says so)
 LOCAL_PATH = r"/[!-~]*"
-GIT_URL = rf"^(?:{REMOTE_GIT_URL[1:-1]}|{LOCAL_PATH})$"
+# a git server on this machine's loopback (the same switch: an embedded `touchstone up`)
+LOOPBACK_GIT_URL = rf"(?:http|git)://(?:localhost|127\.0\.0\.1|\[::1\]){_PORT}/{_REPO}"
+GIT_URL = rf"^(?:{REMOTE_GIT_URL[1:-1]}|{LOCAL_PATH}|{LOOPBACK_GIT_URL})$"
 _GIT_URL = re.compile(GIT_URL)
 _SEGMENT = r"(?:\.|\.?[A-Za-z0-9_+,=-][A-Za-z0-9_.+,=-]*)"
 RELATIVE_PATH = rf"^(?:\.|[A-Za-z0-9_+,=]|\.?[A-Za-z0-9_+,=][A-Za-z0-9_.+,=-]*)(?:/{_SEGMENT})*$"
