@@ -21,6 +21,7 @@ import contextlib
 import math
 import os
 import random
+import ssl
 import statistics
 import tempfile
 import time
@@ -43,6 +44,7 @@ from touchstone.shared.system import Server, SystemSettings, write_system
 SCALE = float(os.environ.get("TOUCHSTONE_BENCH_SCALE", "1"))  # < 1 for a quick look
 # another broker than the one this bench starts: `make chaos` runs it on its R3 cluster
 NATS_URL = os.environ.get("TOUCHSTONE_BENCH_NATS_URL", "")
+NATS_CA = os.environ.get("TOUCHSTONE_BENCH_NATS_CA_FILE", "")  # a TLS cluster (the chaos harness's)
 REPLICAS = int(os.environ.get("TOUCHSTONE_BENCH_REPLICAS", "1"))
 SERVERS, SLOTS, RUNPOD_POOL = max(1, int(500 * SCALE)), 8, max(1, int(1000 * SCALE))
 TASKS = max(10, int(10_000 * SCALE))
@@ -197,7 +199,7 @@ def tick_model_overhead(arrivals: list[float], seed: int = 7) -> list[float]:
 
 
 async def measure(url: str) -> tuple[list[dict[str, object]], list[float]]:
-    nc = await connect(url, "bench-scheduler")
+    nc = await connect(url, "bench-scheduler", tls=ssl.create_default_context(cafile=NATS_CA) if NATS_CA else None)
     rows = await throughput(nc)
     overhead_new: list[float] = []
     for waiting in (max(1, int(1000 * SCALE)), TASKS):

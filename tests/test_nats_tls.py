@@ -79,12 +79,14 @@ def node_config(folder: Path, name: str, port: int, route_port: int, routes: lis
     text = (DEPLOY / "cluster.conf").read_text()
     text = text.replace("$NATS_SERVER_NAME", name).replace("port: 4222", f"port: {port}")
     text = text.replace("http_port: 8222", "http_port: -1").replace("port: 6222", f"port: {route_port}")
-    text = text.replace('"/var/lib/nats/jetstream"', f'"{folder / name}"').replace("max_file_store: 100GB",
-                                                                                  "max_file_store: 1GB")
+    text = text.replace("$NATS_STORE_DIR", f'"{folder / name}"').replace("max_file_store: 100GB",
+                                                                          "max_file_store: 1GB")
     text = re.sub(r"routes: \[[^\]]*\]", "routes: [" + ", ".join(f"nats-route://127.0.0.1:{p}" for p in routes) + "]",
                   text)
-    for role, path in tls.items():
-        text = text.replace(f"/etc/nats/tls/{role}", str(path))
+    variables = {"$NATS_TLS_CERT": "server.crt", "$NATS_TLS_KEY": "server.key", "$NATS_TLS_CA": "ca.crt"}
+    for variable, role in variables.items():
+        assert variable in text, f"cluster.conf no longer names {variable}"
+        text = text.replace(variable, f'"{tls[role]}"')
     shutil.copy(DEPLOY / "accounts.conf", folder / "accounts.conf")
     config = folder / f"{name}.conf"
     config.write_text(text)

@@ -14,6 +14,7 @@ import os
 import secrets
 import shutil
 import signal
+import ssl
 import subprocess
 import time
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ import httpx
 from touchstone.shared.natsserver import nats_server_binary
 
 from touchstone.chaos.netns import Host, Network
+from touchstone.chaos.pki import write_pki
 
 REPO = Path(__file__).resolve().parents[3]
 CLUSTER_CONF = REPO / "deploy" / "nats" / "cluster.conf"
@@ -79,6 +81,16 @@ class NatsCluster:
             Node(f"nats-{i}", network.add_host(f"nats-{i}"), root / f"nats-{i}", root / f"nats-{i}.log")
             for i in range(1, size + 1)
         ]
+        # cluster.conf speaks only TLS: one CA, one certificate naming every node
+        self.pki = write_pki(root / "conf" / "tls", [n.name for n in self.nodes], [n.host.address for n in self.nodes])
+
+    def client_tls(self) -> ssl.SSLContext:
+        """What a client needs to trust the nodes (services get ``ca_file`` as a setting)."""
+        return self.pki.client_context()
+
+    @property
+    def ca_file(self) -> str:
+        return str(self.pki.ca)
 
     @property
     def url(self) -> str:
@@ -110,6 +122,7 @@ class NatsCluster:
         node.store.mkdir(parents=True, exist_ok=True)
         env = {"PATH": os.environ.get("PATH", ""), "NATS_SERVER_NAME": node.name,
                "NATS_STORE_DIR": str(node.store), "TOUCHSTONE_SERVICES_PASSWORD": self.password,
+               "NATS_TLS_CERT": str(self.pki.cert), "NATS_TLS_KEY": str(self.pki.key), "NATS_TLS_CA": str(self.pki.ca),
                **{password_var(h): pw for h, pw in self.agent_passwords.items()}}
         node.process = node.host.spawn([nats_server_binary(), "-c", str(self.config)], env=env, log=node.log)
 

@@ -64,7 +64,8 @@ def services_url(cluster: NatsCluster) -> str:
 def start_scheduler(host: Host, cluster: NatsCluster, name: str, ns: str, logs: Path):
     env = {**os.environ, "TOUCHSTONE_NATS_URL": services_url(cluster), "TOUCHSTONE_NAMESPACE": ns,
            "TOUCHSTONE_INSTANCE_ID": name, "TOUCHSTONE_LEASE_TTL_S": str(LEASE_TTL_S),
-           "TOUCHSTONE_DATA_DIR": str(logs / name), "TOUCHSTONE_LOG_JSON": "false"}
+           "TOUCHSTONE_DATA_DIR": str(logs / name), "TOUCHSTONE_LOG_JSON": "false",
+           "TOUCHSTONE_NATS_TLS_CA_FILE": cluster.ca_file}
     return host.spawn([sys.executable, "-m", "touchstone.scheduler"], env=env, log=logs / f"{name}.log")
 
 
@@ -108,7 +109,8 @@ async def kill_scheduler_leader(root: Path, tasks: int = 500) -> PlacementFigure
     ns = "chaos"
     try:
         cluster.start()
-        nc = await connect(cluster.url, "chaos-placement", user=SERVICES_USER, password=cluster.password)
+        nc = await connect(cluster.url, "chaos-placement", user=SERVICES_USER, password=cluster.password,
+                           tls=cluster.client_tls())
         js = nc.jetstream(timeout=5.0)
         subjects = Subjects(ns)
         await provision(js, subjects, replicas=3)

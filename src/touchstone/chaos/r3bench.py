@@ -21,7 +21,8 @@ CEILING_N = 5000
 
 async def pipelined_rate(cluster: NatsCluster) -> float:
     """Raw nats-py appends, all in flight at once, to an R3 stream: what the broker can take."""
-    nc = await connect(cluster.url, "bench-ceiling", user=SERVICES_USER, password=cluster.password)
+    nc = await connect(cluster.url, "bench-ceiling", user=SERVICES_USER, password=cluster.password,
+                       tls=cluster.client_tls())
     js = nc.jetstream(timeout=30)
     subjects = Subjects("ceiling")
     await provision(js, subjects, replicas=3)
@@ -40,6 +41,7 @@ async def scheduler_on_r3(root: Path) -> dict[str, object]:
         await asyncio.to_thread(cluster.start)
         os.environ["TOUCHSTONE_BENCH_NATS_URL"] = ",".join(
             f"nats://{SERVICES_USER}:{cluster.password}@{n.host.address}:4222" for n in cluster.nodes)
+        os.environ["TOUCHSTONE_BENCH_NATS_CA_FILE"] = cluster.ca_file
         os.environ["TOUCHSTONE_BENCH_REPLICAS"] = "3"
         spec = importlib.util.spec_from_file_location("bench_scheduler", BENCH)
         assert spec and spec.loader
@@ -53,5 +55,6 @@ async def scheduler_on_r3(root: Path) -> dict[str, object]:
     finally:
         os.environ.pop("TOUCHSTONE_BENCH_NATS_URL", None)
         os.environ.pop("TOUCHSTONE_BENCH_REPLICAS", None)
+        os.environ.pop("TOUCHSTONE_BENCH_NATS_CA_FILE", None)
         cluster.close()
         network.close()

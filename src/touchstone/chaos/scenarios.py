@@ -108,7 +108,8 @@ async def run(fault: Fault, name: str, root: Path, timing: Timing, writers: int 
     try:
         cluster.start()
         subjects = Subjects("chaos")
-        nc = await connect(cluster.url, f"chaos-{name}", user=SERVICES_USER, password=cluster.password)
+        nc = await connect(cluster.url, f"chaos-{name}", user=SERVICES_USER, password=cluster.password,
+                           tls=cluster.client_tls())
         js = nc.jetstream(timeout=2.0)
         await provision(js, subjects, replicas=3)
         load = AppendLoad(js, subjects, writers=writers)

@@ -103,7 +103,8 @@ class System:
 
     async def start(self) -> None:
         await asyncio.to_thread(self.cluster.start)
-        nc = await connect(self.cluster.url, "chaos-setup", user=SERVICES_USER, password=self.cluster.password)
+        nc = await connect(self.cluster.url, "chaos-setup", user=SERVICES_USER, password=self.cluster.password,
+                           tls=self.cluster.client_tls())
         js = nc.jetstream()
         subjects = Subjects(NAMESPACE)
         await provision(js, subjects, replicas=3)
@@ -112,7 +113,8 @@ class System:
         await nc.close()
         base = {"PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", "/root"),
                 "TOUCHSTONE_NAMESPACE": NAMESPACE, "TOUCHSTONE_LOG_JSON": "false",
-                "TOUCHSTONE_ALLOW_LOCAL_SOURCES": "true", **self.settings}
+                "TOUCHSTONE_ALLOW_LOCAL_SOURCES": "true", "TOUCHSTONE_NATS_TLS_CA_FILE": self.cluster.ca_file,
+                **self.settings}
         ports = iter(API_PORTS)
         for name, module in SERVICES:
             env = {**base, "TOUCHSTONE_NATS_URL": self.services_url, "TOUCHSTONE_DATA_DIR": str(self.root / name),

@@ -172,7 +172,8 @@ async def _until_settled(apis: list[httpx.AsyncClient], ids: list[str], deadline
 
 async def _check(system: System, apis: list[httpx.AsyncClient], ids: list[str]) -> tuple[invariants.Verdict, bool]:
     subjects = Subjects(NAMESPACE)
-    nc = await connect(system.cluster.url, "chaos-check", user=SERVICES_USER, password=system.cluster.password)
+    nc = await connect(system.cluster.url, "chaos-check", user=SERVICES_USER, password=system.cluster.password,
+                       tls=system.cluster.client_tls())
     try:
         js = nc.jetstream(timeout=10)
         verdict = invariants.check(await invariants.read_record(js, subjects), ids)
