@@ -8,18 +8,17 @@
 from __future__ import annotations
 
 import asyncio
-import statistics
-import tempfile
 import time
 from pathlib import Path
 
+from nats.js import JetStreamContext
 from touchstone.shared import events as ev
-from touchstone.shared.jetstream import connect, provision
-from touchstone.shared.natsserver import NatsServer
 from touchstone.shared.projector import Projector
 from touchstone.shared.publisher import EventPublisher
 from touchstone.shared.store.sqlite import SqliteStore
 from touchstone.shared.subjects import Subjects
+
+from touchstone.bench.harness import broker, percentile, row
 
 N = 5_000
 BACKLOG = 20_000
@@ -34,89 +33,72 @@ def queued(i: int, prefix: str) -> ev.TaskQueued:
                          task_id="pi-60", spec=SPEC, prediction_interval=60)
 
 
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
 async def run() -> dict:
-    tmp = Path(tempfile.mkdtemp(prefix="bench-backbone-"))
-    server = NatsServer(tmp / "nats")
-    server.start()
-    nc = await connect(server.url, "bench")
-    js = nc.jetstream()
-    subjects = Subjects("bench")
-    await provision(js, subjects)
+    async with broker("bench") as b:
+        return await measure(b.js, b.subjects, b.tmp)
+
+
+async def measure(js: JetStreamContext, subjects: Subjects, tmp: Path) -> dict:
     payload = ev.encode_event(queued(0, "raw"))
     rows = []
-    try:
-        # raw awaited
-        t = time.perf_counter()
-        for i in range(N):
-            await js.publish(f"bench.evt.task.raw{i}-pi-60.TaskQueued", payload, stream=subjects.events_stream)
-        raw_awaited = N / (time.perf_counter() - t)
-        # raw pipelined
-        t = time.perf_counter()
-        futures = [await js.publish_async(f"bench.evt.task.pipe{i}-pi-60.TaskQueued", payload)
-                   for i in range(N)]
-        await asyncio.gather(*futures)
-        raw_pipelined = N / (time.perf_counter() - t)
-        # ours
-        pub = EventPublisher(js, subjects)
-        events = [queued(i, "ours") for i in range(N)]
-        t = time.perf_counter()
-        for e in events:
-            await pub.append(e)
-        ours = N / (time.perf_counter() - t)
-        events = [queued(i, "occ") for i in range(N)]
-        t = time.perf_counter()
-        for e in events:
-            await pub.append(e, expected_last_seq=0)
-        ours_occ = N / (time.perf_counter() - t)
+    # raw awaited
+    t = time.perf_counter()
+    for i in range(N):
+        await js.publish(f"bench.evt.task.raw{i}-pi-60.TaskQueued", payload, stream=subjects.events_stream)
+    raw_awaited = N / (time.perf_counter() - t)
+    # raw pipelined
+    t = time.perf_counter()
+    futures = [await js.publish_async(f"bench.evt.task.pipe{i}-pi-60.TaskQueued", payload)
+               for i in range(N)]
+    await asyncio.gather(*futures)
+    raw_pipelined = N / (time.perf_counter() - t)
+    # ours
+    pub = EventPublisher(js, subjects)
+    events = [queued(i, "ours") for i in range(N)]
+    t = time.perf_counter()
+    for e in events:
+        await pub.append(e)
+    ours = N / (time.perf_counter() - t)
+    events = [queued(i, "occ") for i in range(N)]
+    t = time.perf_counter()
+    for e in events:
+        await pub.append(e, expected_last_seq=0)
+    ours_occ = N / (time.perf_counter() - t)
 
-        # projector: replay a backlog of real task events
-        for i in range(BACKLOG - 4 * N):
-            await js.publish_async(f"bench.evt.task.bk{i}-pi-60.TaskQueued",
-                                   ev.encode_event(queued(i, "bk")))
-        await js.publish_async_completed()
-        total = (await js.stream_info(subjects.events_stream)).state.messages
-        store = SqliteStore(tmp / "replay.db")
-        t = time.perf_counter()
-        applied = await Projector(js, subjects, store).rebuild()
-        replay_rate = applied / (time.perf_counter() - t)
+    # projector: replay a backlog of real task events
+    for i in range(BACKLOG - 4 * N):
+        await js.publish_async(f"bench.evt.task.bk{i}-pi-60.TaskQueued",
+                               ev.encode_event(queued(i, "bk")))
+    await js.publish_async_completed()
+    total = (await js.stream_info(subjects.events_stream)).state.messages
+    store = SqliteStore(tmp / "replay.db")
+    t = time.perf_counter()
+    applied = await Projector(js, subjects, store).rebuild()
+    replay_rate = applied / (time.perf_counter() - t)
 
-        # projector lag at a steady rate: time from an event's creation to its write in the store
-        lags: list[float] = []
+    # projector lag at a steady rate: time from an event's creation to its write in the store
+    lags: list[float] = []
 
-        def record(applied_events: list[ev.Event]) -> None:
-            now = time.time()
-            lags.extend(now - e.occurred_at.timestamp() for e in applied_events
-                        if e.aggregate_id.startswith("steady"))
+    def record(applied_events: list[ev.Event]) -> None:
+        now = time.time()
+        lags.extend(now - e.occurred_at.timestamp() for e in applied_events
+                    if e.aggregate_id.startswith("steady"))
 
-        projector = Projector(js, subjects, store, on_applied=record)
-        stop = asyncio.Event()
-        runner = asyncio.create_task(projector.run(stop))
-        await projector.catch_up()
-        interval = 1 / STEADY_RATE
-        start = time.perf_counter()
-        for i in range(STEADY_RATE * STEADY_SECONDS):
-            await asyncio.sleep(max(0.0, start + i * interval - time.perf_counter()))
-            await pub.append(queued(i, "steady"))
-        await projector.catch_up()
-        stop.set()
-        await runner
-    finally:
-        await nc.close()
-        server.stop()
-
-    def row(metric, value, unit, target=None, met=None):
-        r = {"metric": metric, "value": value, "unit": unit}
-        if target:
-            r |= {"target": target, "met": met}
-        return r
+    projector = Projector(js, subjects, store, on_applied=record)
+    stop = asyncio.Event()
+    runner = asyncio.create_task(projector.run(stop))
+    await projector.catch_up()
+    interval = 1 / STEADY_RATE
+    start = time.perf_counter()
+    for i in range(STEADY_RATE * STEADY_SECONDS):
+        await asyncio.sleep(max(0.0, start + i * interval - time.perf_counter()))
+        await pub.append(queued(i, "steady"))
+    await projector.catch_up()
+    stop.set()
+    await runner
 
     ratio = ours / raw_awaited
-    p50, p99 = pct(lags, 0.50) * 1000, pct(lags, 0.99) * 1000
+    p50, p99 = percentile(lags, 0.50) * 1000, percentile(lags, 0.99) * 1000
     rows += [
         row("raw nats-py publish, awaited", round(raw_awaited), "events/s"),
         row("raw nats-py publish, pipelined (publish_async)", round(raw_pipelined), "events/s"),
@@ -130,4 +112,4 @@ async def run() -> dict:
         row("projector lag samples", len(lags), "events"),
     ]
     return {"name": "event backbone (nats-server 2.15.1, sync_interval: always, file storage)",
-            "rows": rows, "median_lag_ms": round(statistics.median(lags) * 1000, 2)}
+            "rows": rows}

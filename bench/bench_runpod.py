@@ -27,14 +27,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import shutil
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
 from typing import Any
 
+from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
 from touchstone.runpod_provider.api import PodSpec, RunpodApiClient
 from touchstone.runpod_provider.config import RunpodProviderSettings
 from touchstone.runpod_provider.fake import FakeRunpod, RateLimiter, ratelimit
@@ -43,11 +43,12 @@ from touchstone.runpod_provider.testing import write_standin_trainer
 from touchstone.scheduler.config import SchedulerSettings
 from touchstone.scheduler.service import Scheduler
 from touchstone.shared import events as ev
-from touchstone.shared.jetstream import connect, provision, system_bucket
-from touchstone.shared.natsserver import NatsServer
+from touchstone.shared.jetstream import system_bucket
 from touchstone.shared.publisher import EventPublisher
 from touchstone.shared.subjects import Subjects
 from touchstone.shared.system import SystemSettings, write_system
+
+from touchstone.bench.harness import broker, percentile
 
 API_KEY = "rpa_BENCH_0123456789"
 GPU = "NVIDIA GeForce RTX 4090"
@@ -63,11 +64,6 @@ LIVE_SLEEP_S = 3600.0
 EXAMPLE_POLICY = ratelimit.EXAMPLE_POLICY
 PULL_S = 3.0
 TASK = "pi-60"
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 def stamp(when: Any) -> float:
@@ -238,13 +234,11 @@ async def until_types(publisher: EventPublisher, sid: str, wanted: set[str],
 
 async def run() -> dict:
     logging.getLogger("touchstone").setLevel(logging.ERROR)  # the reaper's warnings are the point here
-    tmp = Path(tempfile.mkdtemp(prefix="bench-runpod-"))
-    server = NatsServer(tmp / "nats")
-    server.start()
-    nc = await connect(server.url, "bench")
-    js = nc.jetstream()
-    subjects = Subjects("benchrunpod")
-    await provision(js, subjects)
+    async with broker("benchrunpod") as b:
+        return await measure(b.nc, b.js, b.subjects, b.tmp)
+
+
+async def measure(nc: NATS, js: JetStreamContext, subjects: Subjects, tmp: Path) -> dict:
     write_standin_trainer(tmp / "trainer-src")
     # the latency phases keep the 10x quotas they were first measured under; live_load uses the example policy
     fake = FakeRunpod(api_key=API_KEY, root=tmp / "pods", pod_backend="ssh",
@@ -276,35 +270,35 @@ async def run() -> dict:
             await asyncio.wait_for(asyncio.gather(*running, return_exceptions=True), 90)
         await api.aclose()
         await fake.stop()
-        await nc.close()
-        server.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
 
     def r(x: float) -> float:
         return round(x, 2)
 
-    p99_exposure, p50_touchstone = pct(exposure, 0.99), pct(orchestration["touchstone"], 0.5)
+    def p50(key: str) -> float:
+        return r(percentile(orchestration[key], 0.5))
+
+    p99_exposure, p50_touchstone = percentile(exposure, 0.99), percentile(orchestration["touchstone"], 0.5)
     quota = EXAMPLE_POLICY["minute"][0]
     per = f"period {PERIOD_S:.0f} s, grace {GRACE_S:.0f} s, n={len(exposure)}"
     return {
         "name": "RunPod provider: rogue-pod exposure and orchestration overhead (FakeRunpod)",
         "rows": [
-            {"metric": f"rogue-pod exposure p50 ({per})", "value": r(pct(exposure, 0.5)), "unit": "s"},
+            {"metric": f"rogue-pod exposure p50 ({per})", "value": r(percentile(exposure, 0.5)), "unit": "s"},
             {"metric": f"rogue-pod exposure p99 ({per})", "value": r(p99_exposure), "unit": "s",
              "target": "<= 60", "met": p99_exposure <= 60},
             {"metric": f"orchestration attributable to Touchstone p50 (n={N_TASKS})", "value": r(p50_touchstone),
              "unit": "s", "target": "<= 3", "met": p50_touchstone <= 3},
             {"metric": "orchestration attributable to Touchstone p99",
-             "value": r(pct(orchestration["touchstone"], 0.99)), "unit": "s"},
+             "value": r(percentile(orchestration["touchstone"], 0.99)), "unit": "s"},
             {"metric": f"queued->TrainingStarted minus {PULL_S:.0f} s pull p50 (w/ fake boot)",
-             "value": r(pct(orchestration["literal"], 0.5)), "unit": "s"},
-            {"metric": "  of which queued->assigned p50", "value": r(pct(orchestration["place"], 0.5)), "unit": "s"},
-            {"metric": "  of which assigned->pod created p50", "value": r(pct(orchestration["create"], 0.5)),
+             "value": p50("literal"), "unit": "s"},
+            {"metric": "  of which queued->assigned p50", "value": p50("place"), "unit": "s"},
+            {"metric": "  of which assigned->pod created p50", "value": p50("create"),
              "unit": "s"},
-            {"metric": "  of which sshd accepting->ContainerReady p50", "value": r(pct(orchestration["notice"], 0.5)),
+            {"metric": "  of which sshd accepting->ContainerReady p50", "value": p50("notice"),
              "unit": "s"},
             {"metric": "  of which ready->TrainingStarted (prepare) p50",
-             "value": r(pct(orchestration["prepare"], 0.5)), "unit": "s"},
+             "value": p50("prepare"), "unit": "s"},
             {"metric": f"RunPod v2 calls/min, {load['live']} pods live ({load['validation']} validations, "
                        f"{load['window_s']:.0f} s)",
              "value": r(load["per_min"]), "unit": "calls/min",

@@ -22,11 +22,8 @@ import math
 import os
 import random
 import ssl
-import statistics
-import tempfile
 import time
 from datetime import UTC, datetime
-from pathlib import Path
 
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext, api
@@ -36,10 +33,11 @@ from touchstone.shared import events as ev
 from touchstone.shared.agents import AgentHeartbeat, encode_report
 from touchstone.shared.commands import decode_command
 from touchstone.shared.jetstream import connect, provision, system_bucket
-from touchstone.shared.natsserver import NatsServer
 from touchstone.shared.publisher import EventPublisher
 from touchstone.shared.subjects import Subjects, task_aggregate_id
 from touchstone.shared.system import Server, SystemSettings, write_system
+
+from touchstone.bench.harness import broker, percentile
 
 SCALE = float(os.environ.get("TOUCHSTONE_BENCH_SCALE", "1"))  # < 1 for a quick look
 # another broker than the one this bench starts: `make chaos` runs it on its R3 cluster
@@ -163,7 +161,7 @@ async def latency(nc: NATS, waiting: int, arrivals: int = 300) -> tuple[list[dic
     lat = [(e.occurred_at - queued_at[e.aggregate_id]).total_seconds() * 1000
            for e in events if isinstance(e, ev.TaskAssigned)]
     overhead = [received[k] - queued_at[k].timestamp() for k in received]
-    p50, p99 = percentile(lat, 50), percentile(lat, 99)
+    p50, p99 = percentile(lat, 0.50), percentile(lat, 0.99)
     p99_target = 100 if waiting < TASKS else 250
     rows: list[dict[str, object]] = [
         {"metric": f"queued->assigned p50 at {waiting} queued", "value": round(p50, 1), "unit": "ms",
@@ -172,11 +170,6 @@ async def latency(nc: NATS, waiting: int, arrivals: int = 300) -> tuple[list[dic
          "target": f"<= {p99_target}", "met": p99 <= p99_target},
     ]
     return rows, overhead
-
-
-def percentile(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(p / 100 * (len(ordered) - 1))))]
 
 
 def tick_model_overhead(arrivals: list[float], seed: int = 7) -> list[float]:
@@ -214,16 +207,11 @@ async def run() -> dict[str, object]:
     if NATS_URL:
         rows, overhead_new = await measure(NATS_URL)
     else:
-        with tempfile.TemporaryDirectory() as tmp:
-            server = NatsServer(Path(tmp) / "nats")
-            server.start()
-            try:
-                rows, overhead_new = await measure(server.url)
-            finally:
-                server.stop()
+        async with broker("bench-scheduler", provisioned=False) as b:
+            rows, overhead_new = await measure(b.url)
     arrivals = [i / 50 for i in range(300)]
-    old = statistics.median(tick_model_overhead(arrivals))
-    new = statistics.median(overhead_new)
+    old = percentile(tick_model_overhead(arrivals), 0.5)
+    new = percentile(overhead_new, 0.5)
     rows += [
         {"metric": "orchestration overhead before training, old 2-min tick (model)", "value": round(old, 1),
          "unit": "s"},

@@ -30,20 +30,18 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
 import store_bench  # beside this file
-from touchstone.shared.jetstream import connect, provision
 from touchstone.shared.lifecycle import SubmissionStatus
-from touchstone.shared.natsserver import NatsServer
 from touchstone.shared.store.protocol import Changes
 from touchstone.shared.store.sqlite import SqliteStore
-from touchstone.shared.subjects import Subjects
 from touchstone.shared.views import SubmissionView
+
+from touchstone.bench.harness import Run, broker
 
 ADMIN = "tst_bench-admin"
 USERS = 100
@@ -244,56 +242,43 @@ def start_servers(root: Path, nats_url: str) -> tuple[subprocess.Popen[bytes], s
     return api, trivial
 
 
-def run(args: argparse.Namespace) -> dict:
-    with tempfile.TemporaryDirectory(prefix="touchstone-bench-") as tmp:
-        root = Path(tmp)
-        nats = NatsServer(root / "nats")
-        nats.start()
+async def run(args: argparse.Namespace) -> dict:
+    async with broker("bench") as nats:
+        root = nats.tmp
+        began = time.perf_counter()
+        ids, batches = await asyncio.to_thread(seed, root / "projections.db", args.submissions)
+        print(f"seeded {len(ids)} submissions in {time.perf_counter() - began:.1f}s", flush=True)
+        stores = await asyncio.to_thread(store_bench.run, root / "projections.db", batches, ids, USERS)
+        api, trivial = start_servers(root, nats.url)
         try:
-
-            async def prepare() -> None:
-                nc = await connect(nats.url, "bench")
-                await provision(nc.jetstream(), Subjects("bench"))
-                await nc.close()
-
-            asyncio.run(prepare())
-            began = time.perf_counter()
-            ids, batches = seed(root / "projections.db", args.submissions)
-            print(f"seeded {len(ids)} submissions in {time.perf_counter() - began:.1f}s", flush=True)
-            stores = store_bench.run(root / "projections.db", batches, ids, USERS)
-            api, trivial = start_servers(root, nats.url)
-            try:
-                return {**measure(args, root, api, ids), "store_reads": stores}
-            finally:
-                for proc in (api, trivial):
-                    proc.send_signal(signal.SIGTERM)
-                for proc in (api, trivial):
-                    proc.wait(15)
+            return {**await asyncio.to_thread(measure, args, root, api, ids), "store_reads": stores}
         finally:
-            nats.stop()
+            for proc in (api, trivial):
+                proc.send_signal(signal.SIGTERM)
+            for proc in (api, trivial):
+                proc.wait(15)
 
 
-def write(args: argparse.Namespace, measured: dict) -> None:
+def write(args: argparse.Namespace, bench: Run, measured: dict) -> None:
     report = {
-        "at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "name": "submission API beside the trivial Litestar app (wrk)",
         "submissions": args.submissions,
         "connections": args.concurrency,
         "seconds_each": args.seconds,
         "workers": 1,
         "load_generator": f"wrk -t1 -c{args.concurrency} -d{int(args.seconds)}s --latency",
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
         "targets": {"GET /api/v1/submissions/{id}": "ratio >= 0.6, p99 <= 3x trivial",
                     "GET /api/v1/submissions": "ratio >= 0.45"},
         **measured,
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "submission-api.json").write_text(json.dumps(report, indent=2) + "\n")
+    report = json.loads(bench.write(args.out, "submission-api", report).read_text())
     load = report["loadavg"]
+    host = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
     lines = [
         f"# Submission API benchmark ({report['at']})",
         "",
         f"{args.submissions} submissions in SQLite, `{report['load_generator']}`, one uvicorn worker each; "
-        f"{report['machine']}; load average {load['before']} before, {load['after']} after.",
+        f"{host}; load average {load['before']} before, {load['after']} after.",
         "",
         "| endpoint | req/s | p50 ms | p99 ms | ratio to trivial | p99 / trivial p99 | errors |",
         "|---|---|---|---|---|---|---|",
@@ -321,7 +306,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
     parser.add_argument("--py-spy", help="path to py-spy: record a profile of the API per endpoint")
     args = parser.parse_args()
-    write(args, run(args))
+    bench = Run()
+    write(args, bench, asyncio.run(run(args)))
 
 
 if __name__ == "__main__":

@@ -15,6 +15,8 @@ from typing import Any
 from touchstone.shared.store.protocol import Changes, ProjectionStore
 from touchstone.shared.store.sqlite import SqliteStore
 
+from touchstone.bench.harness import percentile
+
 MONGODB_URL_ENV = "TOUCHSTONE_TEST_MONGODB_URL"
 
 
@@ -24,11 +26,10 @@ async def _time(calls: int, call: Any) -> dict[str, float]:
         began = time.perf_counter()
         await call()
         samples.append(time.perf_counter() - began)
-    samples.sort()
     return {
         "calls": calls,
-        "p50_us": round(samples[len(samples) // 2] * 1e6, 1),
-        "p99_us": round(samples[int(len(samples) * 0.99)] * 1e6, 1),
+        "p50_us": round(percentile(samples, 0.50) * 1e6, 1),
+        "p99_us": round(percentile(samples, 0.99) * 1e6, 1),
     }
 
 
