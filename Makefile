@@ -26,9 +26,10 @@ up: env ## Run Touchstone with embedded defaults (NATS, SQLite, local agent); Ct
 test: env ## Run the whole test suite (real nats-server, SQLite, HTTP, SSH; Docker where it runs)
 	$(BIN)/pytest
 
-lint: env ## ruff on everything, mypy --strict on shared/
+lint: env ## ruff on everything, mypy --strict on shared/, no import cycles (import-linter)
 	$(BIN)/ruff check .
 	$(BIN)/mypy -p touchstone.shared
+	$(BIN)/lint-imports --no-cache
 
 bench: env ## Benchmarks: JSON under bench/results/ and a table
 	$(BIN)/python bench/run.py

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from touchstone.bench.harness import Run, broker, percentile, row
 
 

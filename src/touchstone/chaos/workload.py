@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 from touchstone.shared.jetstream import connect
 from touchstone.shared.projector import Projector
-from touchstone.shared.store.protocol import open_store
+from touchstone.shared.store import open_store
 from touchstone.shared.subjects import Subjects
 
 from touchstone.chaos import invariants

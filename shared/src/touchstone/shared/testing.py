@@ -116,3 +116,23 @@ def make_wheel(folder: Path, name: str, version: str = "1.0", *, tag: str = "py3
         for path, text in files.items():
             z.writestr(path, text)
     return wheel
+
+
+# --- fast and integration tests -------------------------------------------------------------
+# `make test-fast` runs what needs no outside process: a test is an integration test when it is
+# marked so, lives in the repository's top-level tests/ (whole-system tests), or uses a fixture
+# that starts a real part (a nats-server, an app, a fake RunPod, Docker, ssh, a browser).
+REAL_PART_FIXTURES = frozenset({"nats_server", "own_nats_server", "nc", "js"})
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "integration: talks to a real outside part (make test-fast skips it)")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    top_level = Path(str(config.rootpath)) / "tests"
+    for item in items:
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if (item.get_closest_marker("integration") is None
+                and (top_level in Path(str(item.path)).parents or fixtures & REAL_PART_FIXTURES)):
+            item.add_marker(pytest.mark.integration)

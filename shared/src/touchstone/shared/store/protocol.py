@@ -157,17 +157,3 @@ def view_json(view: SubmissionView | TaskView) -> bytes:
     """The JSON a view is stored and served as (serialised once, at projection time)."""
     return view.__pydantic_serializer__.to_json(view)
 
-
-async def open_store(url: str) -> ProjectionStore:
-    """``sqlite:///relative.db``, ``sqlite:////absolute/path.db`` or ``mongodb://...``."""
-    if url.startswith("sqlite:///"):
-        from touchstone.shared.store.sqlite import SqliteStore
-
-        return SqliteStore(url.removeprefix("sqlite:///"))
-    if url.startswith(("mongodb://", "mongodb+srv://")):
-        from touchstone.shared.store.mongo import MongoStore
-
-        store = MongoStore(url)
-        await store.init()
-        return store
-    raise ValueError(f"unknown store URL scheme: {url.split(':', 1)[0]!r} (use sqlite:// or mongodb://)")
