@@ -28,10 +28,10 @@ from typing import Any
 import nats
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from nats.js import JetStreamContext, api
-from nats.js.errors import BucketNotFoundError, KeyNotFoundError, KeyWrongLastSequenceError
-from nats.js.errors import NotFoundError as JsNotFoundError
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 from pydantic import SecretStr
+from touchstone.shared.jetstream import open_bucket
 from touchstone.shared.subjects import Subjects
 
 HEADER = b"idempotency-key"
@@ -43,17 +43,14 @@ KEPT_HEADERS = (b"content-type", b"location")
 
 
 def idempotency_bucket(subjects: Subjects) -> str:
-    return f"{subjects.ns.replace('-', '_')}_idempotency"
+    return subjects.bucket("idempotency")
 
 
 async def open_idempotency_bucket(js: JetStreamContext, subjects: Subjects) -> KeyValue:
-    try:
-        return await js.key_value(idempotency_bucket(subjects))
-    except (BucketNotFoundError, JsNotFoundError):
-        return await js.create_key_value(api.KeyValueConfig(
-            bucket=idempotency_bucket(subjects), description="Touchstone: answers to POSTs by Idempotency-Key",
-            history=1, storage=api.StorageType.FILE, ttl=KEEP_S,
-        ))
+    return await open_bucket(js, subjects, api.KeyValueConfig(
+        bucket=idempotency_bucket(subjects), description="Touchstone: answers to POSTs by Idempotency-Key",
+        history=1, storage=api.StorageType.FILE, ttl=KEEP_S,
+    ))
 
 
 def _problem(status: int, detail: str) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
@@ -187,12 +184,8 @@ async def shared_ui_key(js: JetStreamContext, subjects: Subjects, configured: Se
     by the first replica and kept in the ``{ns}_ui`` bucket (every other replica reads it)."""
     if configured is not None and configured.get_secret_value():
         return hashlib.sha256(configured.get_secret_value().encode()).digest()
-    name = f"{subjects.ns.replace('-', '_')}_ui"
-    try:
-        kv = await js.key_value(name)
-    except (BucketNotFoundError, JsNotFoundError):
-        kv = await js.create_key_value(api.KeyValueConfig(bucket=name, description="Touchstone UI secrets",
-                                                          history=1, storage=api.StorageType.FILE))
+    kv = await open_bucket(js, subjects, api.KeyValueConfig(
+        bucket=subjects.bucket("ui"), description="Touchstone UI secrets", history=1, storage=api.StorageType.FILE))
     try:
         await kv.create("csrf_key", base64.b64encode(secrets.token_bytes(32)))
     except (KeyWrongLastSequenceError, nats.js.errors.APIError):

@@ -20,10 +20,10 @@ from dataclasses import dataclass
 
 import nats
 from nats.js import JetStreamContext, api
-from nats.js.errors import BucketNotFoundError, KeyNotFoundError, KeyWrongLastSequenceError
-from nats.js.errors import NotFoundError as JsNotFoundError
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 from touchstone.shared.errors import QuotaExceeded, UnavailableError
+from touchstone.shared.jetstream import open_bucket
 from touchstone.shared.store import ProjectionStore
 from touchstone.shared.subjects import Subjects
 
@@ -58,17 +58,14 @@ def decide(recent: list[tuple[str, float]], validating: int, now: float, limits:
 
 
 def quotas_bucket(subjects: Subjects) -> str:
-    return f"{subjects.ns.replace('-', '_')}_quotas"
+    return subjects.bucket("quotas")
 
 
 async def open_quotas_bucket(js: JetStreamContext, subjects: Subjects) -> KeyValue:
-    try:
-        return await js.key_value(quotas_bucket(subjects))
-    except (BucketNotFoundError, JsNotFoundError):
-        return await js.create_key_value(api.KeyValueConfig(
-            bucket=quotas_bucket(subjects), description="Touchstone per-user quotas: recent submissions",
-            history=1, storage=api.StorageType.FILE, ttl=2 * HOUR_S,
-        ))
+    return await open_bucket(js, subjects, api.KeyValueConfig(
+        bucket=quotas_bucket(subjects), description="Touchstone per-user quotas: recent submissions",
+        history=1, storage=api.StorageType.FILE, ttl=2 * HOUR_S,
+    ))
 
 
 def _key(user: str) -> str:
