@@ -8,10 +8,11 @@ import time
 from collections.abc import Callable
 
 from touchstone.shared import events as ev
+from touchstone.shared.aggregate import change
 from touchstone.shared.consumer import Delivery
-from touchstone.shared.errors import ConcurrencyConflict, NotFoundError, UnavailableError
+from touchstone.shared.errors import NotFoundError
 from touchstone.shared.lifecycle import SubmissionStatus
-from touchstone.shared.publisher import EventPublisher, Recorded, last_seq
+from touchstone.shared.publisher import EventPublisher, Recorded
 from touchstone.shared.store import ProjectionStore
 from touchstone.shared.store.protocol import view_json
 from touchstone.shared.views import SubmissionView, project_submission
@@ -21,7 +22,6 @@ from touchstone.submission.quotas import Quotas
 from touchstone.submission.rules import SourcePolicy
 from touchstone.submission.schemas import ScheduleAccepted, ScheduleCreate, SubmissionCreate
 
-MAX_TRIES = 5
 # how a stored view (compact JSON from ``view_json``) says an admin's DELETE is pending
 _DELETE_REQUESTED = b'"delete_requested":true'
 
@@ -103,42 +103,28 @@ class SubmissionCommands:
             raise NotFoundError(f"no submission {submission_id} (deleted)")
         return stored.json
 
-    async def _load(self, submission_id: str, who: Principal) -> tuple[list[Recorded], SubmissionState]:
+    async def _change(self, submission_id: str, who: Principal, decide: Decide) -> SubmissionView:
         if not domain.valid_id(submission_id):
             raise NotFoundError(f"no submission {submission_id}")
-        history = await self.publisher.load("submission", submission_id)
-        return history, domain.visible(domain.fold(history), who, submission_id)
 
-    async def _change(self, submission_id: str, who: Principal, decide: Decide) -> SubmissionView:
-        for _ in range(MAX_TRIES):
-            history, state = await self._load(submission_id, who)
-            event = decide(state)
-            records = list(history)
-            if event is not None:
-                try:
-                    seq = await self.publisher.append(event, expected_last_seq=last_seq(history))
-                except ConcurrencyConflict:
-                    continue
-                records.append(Recorded(seq, event))
-            view = domain.replay(await self.store.get_submission(submission_id), records)
-            assert view is not None
-            return view
-        raise UnavailableError(f"{submission_id} is changing too fast; try again")
+        def decision(history: list[Recorded]) -> list[ev.Event]:
+            event = decide(domain.visible(domain.fold(history), who, submission_id))
+            return [] if event is None else [event]
+
+        changed = await change(self.publisher, "submission", submission_id, decision)
+        view = domain.replay(await self.store.get_submission(submission_id), changed.records)
+        assert view is not None
+        return view
 
     # --- reactions (bound in ``handlers``) ---------------------------------------------------
 
     async def on_submission_settled(self, event: ev.Event, delivery: Delivery) -> None:
         """Finish an admin's DELETE of a live submission once it is no longer live."""
         assert isinstance(event, ev.SubmissionEvent)
-        for _ in range(MAX_TRIES):
-            history = await self.publisher.load("submission", event.aggregate_id)
+
+        def decision(history: list[Recorded]) -> list[ev.Event]:
             state = domain.fold(history)
             follow_up = domain.decide_retract_after(state, event) if state else None
-            if follow_up is None:
-                return
-            try:
-                await self.publisher.append(follow_up, expected_last_seq=last_seq(history))
-                return
-            except ConcurrencyConflict:
-                continue
-        raise UnavailableError(f"could not retract {event.aggregate_id}: too many concurrent changes")
+            return [] if follow_up is None else [follow_up]
+
+        await change(self.publisher, "submission", event.aggregate_id, decision)
