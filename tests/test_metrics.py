@@ -7,7 +7,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+import asyncssh
 from metricskit import ServiceProcess, service_env, value
+from touchstone.runpod_provider.api import RunpodApiClient
+from touchstone.runpod_provider.fake import FakeRunpod
+from touchstone.runpod_provider.testing import API_KEY, pod_spec
 from touchstone.shared import events as ev
 from touchstone.shared.agents import AgentHeartbeat, GpuStatus, encode_report
 from touchstone.shared.jetstream import system_bucket
@@ -70,3 +74,49 @@ async def test_scheduler_metrics_follow_a_task_from_queue_to_success(nats_server
                      failure_class="infrastructure") == 0
     finally:
         scheduler.stop()
+
+
+async def test_runpod_provider_metrics_show_balance_spend_and_a_rejected_key(nats_server, js, subjects, tmp_path):
+    async with FakeRunpod(api_key=API_KEY, root=tmp_path / "pods", pod_backend="ssh") as fake:
+        fake.faults.balance = 42.5
+        async with RunpodApiClient(fake.base_url, fake.api_key, graphql_url=fake.graphql_url, timeout=10,
+                                   max_retries=0) as api:
+            key = asyncssh.generate_private_key("ssh-ed25519").export_public_key().decode()
+            ours = await api.create_pod(pod_spec(name="touchstone-s-gone-pi-60-1", public_key=key))
+            stranger = await api.create_pod(pod_spec(name="jupyter-notebook", public_key=key))
+        env = {**service_env(nats_server.url, subjects.ns, tmp_path / "data"),
+               "TOUCHSTONE_RUNPOD_API_KEY": fake.api_key, "TOUCHSTONE_RUNPOD_BASE_URL": fake.base_url,
+               "TOUCHSTONE_RUNPOD_GRAPHQL_URL": fake.graphql_url, "TOUCHSTONE_RECONCILE_INTERVAL_S": "0.3",
+               "TOUCHSTONE_BALANCE_INTERVAL_S": "0.3", "TOUCHSTONE_REAP_GRACE_S": "600",
+               "TOUCHSTONE_SPEND_ALARM_USD_PER_HOUR": "0.25", "TOUCHSTONE_API_MAX_RETRIES": "0"}
+        provider = ServiceProcess("touchstone.runpod_provider", env, tmp_path / "runpod.log").start()
+        try:
+            seen = await provider.until(lambda s: value(s, "touchstone_runpod_pods_running") == 1
+                                        and value(s, "touchstone_runpod_balance_usd") == 42.5)
+            assert value(seen, "touchstone_runpod_spend_usd_per_hour") == ours.cost_per_hour  # not the stranger's
+            assert value(seen, "touchstone_runpod_balance_low_threshold_usd") == 50  # the seed's $50
+            assert value(seen, "touchstone_runpod_spend_alarm_threshold_usd_per_hour") == 0.25
+            assert value(seen, "touchstone_runpod_alarm_active", kind="low_balance") == 1
+            assert value(seen, "touchstone_runpod_alarm_active", kind="high_spend") == 1
+            assert value(seen, "touchstone_runpod_api_key_rejected") == 0
+
+            fake.faults.revoked = True
+            rejected = await provider.until(lambda s: value(s, "touchstone_runpod_api_key_rejected") == 1)
+            assert value(rejected, "touchstone_runpod_launches_stopped") == 1
+            assert value(rejected, "touchstone_runpod_alarms_total", kind="api_key_rejected") == 1
+            fake.faults.revoked = False
+            await provider.until(lambda s: value(s, "touchstone_runpod_api_key_rejected") == 0)
+        finally:
+            provider.stop()
+        kinds = {e.kind for e in await _events(js, subjects) if isinstance(e, ev.AlarmRaised)}
+        assert {"low_balance", "high_spend", "api_key_rejected"} <= kinds
+        assert stranger.id in fake.live_pods()
+
+
+async def _events(js, subjects) -> list[ev.Event]:
+    out = []
+    info = await js.stream_info(subjects.events_stream)
+    for seq in range(1, info.state.last_seq + 1):
+        msg = await js.get_msg(subjects.events_stream, seq=seq)
+        out.append(ev.decode_event(msg.data))
+    return out
