@@ -117,6 +117,30 @@ class Source(Protocol):
     def active(self) -> bool: ...
 
 
+GAUGES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "scheduler_active": ("1 on the replica that places tasks", ()),
+    "queue_depth": ("Tasks waiting for placement, by the platform they asked for", ("platform",)),
+    "queue_oldest_wait_seconds": (
+        "How long the longest-waiting placeable task has waited (0: none waits), by requested platform",
+        ("platform",)),
+    "attempts_live": ("Attempts placed and not yet ended, by platform", ("platform",)),
+    "agent_up": ("1 while the host's agent heartbeats within the timeout and serves this namespace", ("host",)),
+    "agent_declared": ("Servers an admin declared (1 each)", ("host",)),
+    "agent_last_heartbeat_timestamp_seconds": ("When the scheduler last heard the host's agent (Unix time)",
+                                               ("host",)),
+    "agent_slots": ("Task slots the agent reports", ("host",)),
+    "agent_slots_free": ("Task slots no container holds", ("host",)),
+    "agent_gpu_utilization_ratio": ("GPU utilisation the agent reports (0-1)", ("host", "gpu")),
+    "agent_gpu_memory_used_bytes": ("GPU memory in use the agent reports", ("host", "gpu")),
+}
+"""The families ``ViewCollector`` reads at scrape time: name (after ``touchstone_``) -> help, labels."""
+
+
+def _family(name: str) -> GaugeMetricFamily:
+    doc, labels = GAUGES[name]
+    return GaugeMetricFamily(f"touchstone_{name}", doc, labels=labels)
+
+
 class ViewCollector(Collector):
     """Gauges from the scheduler this process runs (the last one started, in tests)."""
 
@@ -124,32 +148,25 @@ class ViewCollector(Collector):
         self.source: Source | None = None
 
     def describe(self) -> Iterable[GaugeMetricFamily]:
-        return []  # read at scrape time; nothing to check at registration
+        return [_family(name) for name in GAUGES]
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         source = self.source
         if source is None:
             return
-        yield GaugeMetricFamily("touchstone_scheduler_active", "1 on the replica that places tasks",
-                                value=1 if source.active else 0)
+        active = _family("scheduler_active")
+        active.add_metric((), 1 if source.active else 0)
+        yield active
         yield from _queue(source.view, source.clock())
         yield from _agents(source)
 
 
 def _queue(view: SchedulerView, now: datetime) -> Iterator[GaugeMetricFamily]:
-    depth = GaugeMetricFamily("touchstone_queue_depth", "Tasks waiting for placement, by the platform they asked for",
-                              labels=("platform",))
-    oldest = GaugeMetricFamily(
-        "touchstone_queue_oldest_wait_seconds",
-        "How long the longest-waiting placeable task has waited (0: none waits), by requested platform",
-        labels=("platform",),
-    )
+    depth, oldest, live = _family("queue_depth"), _family("queue_oldest_wait_seconds"), _family("attempts_live")
     for platform, keys in sorted(view.queued_for.items()):
         depth.add_metric((platform,), len(keys))
         waits = [_waited(view.tasks[k].state, now) for k in keys if k in view.tasks]
         oldest.add_metric((platform,), max(waits, default=0.0))
-    live = GaugeMetricFamily("touchstone_attempts_live", "Attempts placed and not yet ended, by platform",
-                             labels=("platform",))
     counts: dict[str, int] = {"onprem": 0, "runpod": 0}
     for key in view.live:
         task = view.tasks.get(key)
@@ -171,17 +188,10 @@ def _waited(state: TaskState | None, now: datetime) -> float:
 
 def _agents(source: Source) -> Iterator[GaugeMetricFamily]:
     now = source.clock()
-    up = GaugeMetricFamily("touchstone_agent_up", "1 while the host's agent heartbeats within the timeout and "
-                           "serves this namespace", labels=("host",))
-    declared = GaugeMetricFamily("touchstone_agent_declared", "Servers an admin declared (1 each)", labels=("host",))
-    seen = GaugeMetricFamily("touchstone_agent_last_heartbeat_timestamp_seconds",
-                             "When the scheduler last heard the host's agent (Unix time)", labels=("host",))
-    slots = GaugeMetricFamily("touchstone_agent_slots", "Task slots the agent reports", labels=("host",))
-    free = GaugeMetricFamily("touchstone_agent_slots_free", "Task slots no container holds", labels=("host",))
-    gpu = GaugeMetricFamily("touchstone_agent_gpu_utilization_ratio", "GPU utilisation the agent reports (0-1)",
-                            labels=("host", "gpu"))
-    memory = GaugeMetricFamily("touchstone_agent_gpu_memory_used_bytes", "GPU memory in use the agent reports",
-                               labels=("host", "gpu"))
+    up, declared = _family("agent_up"), _family("agent_declared")
+    seen = _family("agent_last_heartbeat_timestamp_seconds")
+    slots, free = _family("agent_slots"), _family("agent_slots_free")
+    gpu, memory = _family("agent_gpu_utilization_ratio"), _family("agent_gpu_memory_used_bytes")
     names = {s.name for s in source.system.servers}
     for name in sorted(names):
         declared.add_metric((name,), 1)
