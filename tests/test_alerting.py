@@ -117,10 +117,10 @@ def test_alertmanager_config_is_valid_and_routes_pages_to_oncall_and_tickets_to_
 
 def exported_series() -> set[str]:
     """Every series name the services can export (their modules register at import)."""
-    import touchstone.results.alarms  # noqa: F401
-    import touchstone.runpod_provider.adapters  # noqa: F401
-    import touchstone.shared.consumer  # noqa: F401
-    import touchstone.shared.projector  # noqa: F401
+    import touchstone.results.alarms
+    import touchstone.runpod_provider.adapters
+    import touchstone.shared.consumer
+    import touchstone.shared.projector
     import touchstone.submission.app  # noqa: F401
 
     suffixes = {"counter": ("_total", "_created"), "histogram": ("_bucket", "_count", "_sum", "_created"),

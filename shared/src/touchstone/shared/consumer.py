@@ -101,8 +101,9 @@ class ConsumerLoop(Generic[M]):
         subjects: Subjects,
         spec: ConsumerSpec,
         handlers: Mapping[str, Handler],
-        decode: Callable[[bytes], M],
+        decode: Callable[[bytes], M] | None,
         *,
+        decode_message: Callable[[Msg], M] | None = None,
         type_of: Callable[[M], str] = lambda m: str(getattr(m, "type", type(m).__name__)),
         base_delay_s: float = 0.5,
         max_delay_s: float = 30.0,
@@ -113,7 +114,11 @@ class ConsumerLoop(Generic[M]):
         self.subjects = subjects
         self.spec = spec
         self.handlers = dict(handlers)
+        if decode is None and decode_message is None:
+            raise ValueError("a consumer needs decode or decode_message")
         self.decode = decode
+        self.decode_message = decode_message
+        """Decodes the whole message (its headers too), for streams whose facts sit in headers."""
         self.type_of = type_of
         self.base_delay_s = base_delay_s
         self.max_delay_s = max_delay_s
@@ -187,7 +192,7 @@ class ConsumerLoop(Generic[M]):
         if delivery.num_delivered > 1:
             REDELIVERIES.labels(self.spec.name).inc()
         try:
-            model = self.decode(msg.data)
+            model = self.decode_message(msg) if self.decode_message is not None else self._decode(msg.data)
         except (ValidationError, ValueError) as e:
             await self._dead_letter(msg, delivery, f"malformed payload: {_short(e)}")
             return
@@ -229,6 +234,10 @@ class ConsumerLoop(Generic[M]):
         await msg.ack()
         MESSAGES.labels(self.spec.name, "acked").inc()
         self.processed += 1
+
+    def _decode(self, data: bytes) -> M:
+        assert self.decode is not None
+        return self.decode(data)
 
     def _delay(self, num_delivered: int, error: BaseException) -> float:
         retry_after = getattr(error, "retry_after", None)
