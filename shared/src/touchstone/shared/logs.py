@@ -16,7 +16,7 @@ import sys
 from collections.abc import Iterator
 from contextvars import ContextVar
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TextIO
 
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
 
@@ -80,9 +80,9 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
-def setup_logging(service: str, *, level: str = "INFO", json_lines: bool = True) -> None:
-    """Route every logger to stderr, as JSON lines (or plain text for a terminal)."""
-    handler = logging.StreamHandler(sys.stderr)
+def setup_logging(service: str, *, level: str = "INFO", json_lines: bool = True, stream: TextIO | None = None) -> None:
+    """Route every logger to stderr (or ``stream``), as JSON lines (or plain text for a terminal)."""
+    handler = logging.StreamHandler(stream or sys.stderr)
     handler.addFilter(TaskContextFilter())
     if json_lines:
         handler.setFormatter(JsonFormatter(service))

@@ -242,6 +242,11 @@ class Scheduler:
         return list(await asyncio.gather(*(self._run_plan(p) for p in plans)))
 
     async def _run_plan(self, plan: policy.Plan) -> bool:
+        head = plan[0] if plan else None
+        with task_context(head.event if isinstance(head, policy.Append) else getattr(head, "command", None)):
+            return await self._run_steps(plan)
+
+    async def _run_steps(self, plan: policy.Plan) -> bool:
         async with self._limit:
             seq: int | None = None
             for step in plan:
