@@ -53,6 +53,7 @@ async def test_scheduler_metrics_follow_a_task_from_queue_to_success(nats_server
         placed = await scheduler.until(lambda s: value(s, "touchstone_placements_total", platform="onprem") == 1)
         assert value(placed, "touchstone_queue_depth", platform="any") == 0
         assert value(placed, "touchstone_queue_wait_seconds_count", platform="any") == 1
+        assert value(placed, "touchstone_queue_wait_seconds_sum", platform="any") > 0  # it waited for the agent
         assert value(placed, "touchstone_attempts_live", platform="onprem") == 1
         assert value(placed, "touchstone_agent_up", host="gpu-a") == 1
         assert value(placed, "touchstone_agent_slots", host="gpu-a") == 2

@@ -66,7 +66,8 @@ def observe(event: ev.Event, before: TaskState | None, platform: str | None) -> 
     status = before.status
     if isinstance(event, ev.TaskAssigned) and status is TaskStatus.QUEUED:
         out.append(Observation("placement", (event.platform,)))
-        entered = max(d for d in (before.phase_since, before.not_before, at) if d is not None and d <= at)
+        # it waited since it entered the queue, or since its retry back-off ended
+        entered = max((d for d in (before.phase_since, before.not_before) if d is not None and d <= at), default=at)
         out.append(Observation("wait", (before.platform,), (at - entered).total_seconds()))
         return out
     if status not in TASK_LIVE:
