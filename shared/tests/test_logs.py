@@ -82,3 +82,20 @@ def test_task_context_nests_and_restores() -> None:
     inner, outer, after = lines(stream)
     assert (inner["task_id"], inner["attempt"], outer["attempt"]) == ("validation", 2, 1)
     assert "task_id" not in after
+
+
+def test_plain_lines_name_the_task_at_their_end() -> None:
+    stream = io.StringIO()
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.level)
+    setup_logging("test", json_lines=False, stream=stream)
+    try:
+        with task_context(task_event(ev.TrainingStarted, "s-1", "pi-60", attempt=3)):
+            log.warning("pulling the image")
+        log.warning("idle")
+    finally:
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
+    first, second = stream.getvalue().splitlines()
+    assert first.endswith("pulling the image [s-1/pi-60#3]")
+    assert second.endswith("idle")

@@ -80,6 +80,18 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
+class PlainFormatter(logging.Formatter):
+    """Human-readable lines; a task's line ends with ``[submission/task#attempt]``."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        task = getattr(record, "task_id", None)
+        if task is None:
+            return line
+        attempt = getattr(record, "attempt", None)
+        return f"{line} [{getattr(record, 'submission_id', '?')}/{task}{f'#{attempt}' if attempt else ''}]"
+
+
 def setup_logging(service: str, *, level: str = "INFO", json_lines: bool = True, stream: TextIO | None = None) -> None:
     """Route every logger to stderr (or ``stream``), as JSON lines (or plain text for a terminal)."""
     handler = logging.StreamHandler(stream or sys.stderr)
@@ -87,7 +99,7 @@ def setup_logging(service: str, *, level: str = "INFO", json_lines: bool = True,
     if json_lines:
         handler.setFormatter(JsonFormatter(service))
     else:
-        handler.setFormatter(logging.Formatter(f"%(asctime)s {service} %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(PlainFormatter(f"%(asctime)s {service} %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
