@@ -6,10 +6,11 @@ task's state before it to the observations it calls for. Only the active replica
 and only events it folds live, so two replicas never count one placement twice and a restart
 does not count history again.
 
-Gauges are read from the view when Prometheus scrapes (``ViewCollector``), so they are the
-view's truth even after a reload that bypassed the fold: queue depth and the oldest wait by
-requested platform, live attempts, and each agent's slots, GPUs and last heartbeat (agents
-connect outbound only, so the scheduler, which hears them all, speaks for them).
+Gauges are read from the view when Prometheus scrapes (``ViewCollector``, in the metrics
+server's thread, from copies of the view's indexes), so they are the view's truth even after a
+reload that bypassed the fold: queue depth and the oldest wait by requested platform, live
+attempts, and each agent's slots, GPUs and last heartbeat (agents connect outbound only, so the
+scheduler, which hears them all, speaks for them).
 """
 
 from __future__ import annotations
@@ -164,12 +165,12 @@ class ViewCollector(Collector):
 
 def _queue(view: SchedulerView, now: datetime) -> Iterator[GaugeMetricFamily]:
     depth, oldest, live = _family("queue_depth"), _family("queue_oldest_wait_seconds"), _family("attempts_live")
-    for platform, keys in sorted(view.queued_for.items()):
+    for platform, keys in sorted(_snapshot(view.queued_for).items()):
         depth.add_metric((platform,), len(keys))
-        waits = [_waited(view.tasks[k].state, now) for k in keys if k in view.tasks]
+        waits = [_waited(task.state, now) for k in keys if (task := view.tasks.get(k)) is not None]
         oldest.add_metric((platform,), max(waits, default=0.0))
     counts: dict[str, int] = {"onprem": 0, "runpod": 0}
-    for key in view.live:
+    for key in list(view.live):
         task = view.tasks.get(key)
         if task is not None and task.state is not None:
             where = task.platforms.get(task.attempt, "unknown")
@@ -177,6 +178,12 @@ def _queue(view: SchedulerView, now: datetime) -> Iterator[GaugeMetricFamily]:
     for platform, n in sorted(counts.items()):
         live.add_metric((platform,), n)
     yield from (depth, oldest, live)
+
+
+def _snapshot(queued_for: dict[str, set[str]]) -> dict[str, list[str]]:
+    """A copy taken at once: the scrape runs in the metrics server's thread while the event loop
+    changes the view (copying a set or dict in C holds the GIL throughout)."""
+    return {platform: list(keys) for platform, keys in list(queued_for.items())}
 
 
 def _waited(state: TaskState | None, now: datetime) -> float:
@@ -194,10 +201,11 @@ def _agents(source: Source) -> Iterator[GaugeMetricFamily]:
     slots, free = _family("agent_slots"), _family("agent_slots_free")
     gpu, memory = _family("agent_gpu_utilization_ratio"), _family("agent_gpu_memory_used_bytes")
     names = {s.name for s in source.system.servers}
+    hosts = dict(source.hosts)
     for name in sorted(names):
         declared.add_metric((name,), 1)
-    for name in sorted(names | set(source.hosts)):
-        report = source.hosts.get(name)
+    for name in sorted(names | set(hosts)):
+        report = hosts.get(name)
         alive = online(report, now, source.cfg.heartbeat_timeout_s) and not (
             report is not None and foreign(report, source.cfg.namespace))
         up.add_metric((name,), 1 if alive else 0)
