@@ -8,6 +8,7 @@ import contextlib
 from touchstone.shared import events as ev
 from touchstone.shared.consumer import ConsumerLoop, ConsumerSpec, Delivery
 from touchstone.shared.errors import InvalidInputError, UnavailableError
+from touchstone.shared.metrics import REGISTRY
 from touchstone.shared.publisher import EventPublisher
 from touchstone.shared.testing import created, queued
 
@@ -142,3 +143,37 @@ async def test_types_without_a_handler_are_acknowledged_and_skipped(js, subjects
         await asyncio.sleep(0.3)
     info = await js.consumer_info(subjects.events_stream, loop.durable)
     assert info.num_ack_pending == 0 and info.num_pending == 0
+
+
+async def test_outcomes_errors_redeliveries_and_lag_are_counted(js, subjects) -> None:
+    name = f"metrics-{subjects.ns}"
+    tries: dict[str, int] = {}
+
+    async def flaky(event: ev.Event, d: Delivery) -> None:
+        tries[event.aggregate_id] = tries.get(event.aggregate_id, 0) + 1
+        if event.aggregate_id == "s-flaky" and tries[event.aggregate_id] == 1:
+            raise UnavailableError("object store down")
+        if event.aggregate_id == "s-bad":
+            raise InvalidInputError("no such bucket")
+
+    def sample(metric: str, **labels: str) -> float:
+        return REGISTRY.get_sample_value(metric, {"consumer": name, **labels}) or 0.0
+
+    pub = EventPublisher(js, subjects)
+    for sid in ("s-ok", "s-flaky", "s-bad"):
+        await pub.append(created(sid))
+    await pub.append(queued("s-ok", "pi-60"))  # no handler for TaskQueued: ignored
+    loop = ConsumerLoop(js, subjects, ConsumerSpec(name=name, stream=subjects.events_stream,
+                                                   filter_subjects=[subjects.all_events]),
+                        {"SubmissionCreated": flaky}, ev.decode_event, base_delay_s=0.05)
+    async with running(loop):
+        await eventually(lambda: sample("touchstone_consumer_messages_total", outcome="acked") == 2)
+    assert sample("touchstone_consumer_messages_total", outcome="retried") == 1
+    assert sample("touchstone_consumer_messages_total", outcome="dead_lettered") == 1
+    assert sample("touchstone_consumer_messages_total", outcome="ignored") == 1
+    assert sample("touchstone_handler_errors_total", type="SubmissionCreated", kind="retryable") == 1
+    assert sample("touchstone_handler_errors_total", type="SubmissionCreated", kind="permanent") == 1
+    assert sample("touchstone_consumer_redeliveries_total") == 1
+    assert sample("touchstone_dead_letters_total") == 1
+    assert sample("touchstone_handler_duration_seconds_count", type="SubmissionCreated") == 4
+    assert sample("touchstone_consumer_pending_messages") == 0

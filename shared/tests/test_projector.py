@@ -6,6 +6,7 @@ import asyncio
 
 from touchstone.shared import events as ev
 from touchstone.shared.lifecycle import SubmissionStatus, TaskStatus
+from touchstone.shared.metrics import REGISTRY
 from touchstone.shared.projector import Projector
 from touchstone.shared.publisher import EventPublisher
 from touchstone.shared.store.sqlite import SqliteStore
@@ -108,3 +109,25 @@ async def test_malformed_events_are_skipped_not_fatal(js, subjects, tmp_path) ->
     await projector.rebuild()
     assert projector.skipped == 1
     assert await store.get_submission("s-good") is not None
+
+
+async def test_projector_lag_is_exported_while_behind_and_zero_once_caught_up(js, subjects, tmp_path) -> None:
+    pub = EventPublisher(js, subjects)
+    for i in range(5):
+        await pub.append(created(f"s-lag-{i}"))
+    store = SqliteStore(tmp_path / "lag.db")
+    projector = Projector(js, subjects, store, max_batch=2)
+    sub = await js.subscribe(subjects.all_events, stream=subjects.events_stream, ordered_consumer=True)
+    try:
+        first = [await sub.next_msg(timeout=5) for _ in range(2)]
+        await projector.apply_batch(first)
+        assert REGISTRY.get_sample_value("touchstone_projector_lag_events") == 3
+        assert REGISTRY.get_sample_value("touchstone_projector_lag_seconds") > 0
+        assert REGISTRY.get_sample_value("touchstone_projector_applied_sequence") == first[-1].metadata.sequence.stream
+        rest = [await sub.next_msg(timeout=5) for _ in range(3)]
+        await projector.apply_batch(rest)
+        assert REGISTRY.get_sample_value("touchstone_projector_lag_events") == 0
+        assert REGISTRY.get_sample_value("touchstone_projector_lag_seconds") == 0
+    finally:
+        await sub.unsubscribe()
+        await store.close()

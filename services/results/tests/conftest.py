@@ -178,3 +178,42 @@ def stage(tmp_path: Path) -> Any:
     """``stage(submission_id, task_id, attempt=1)`` lays out one more attempt."""
     return lambda submission_id, task_id, attempt=1: stage_attempt(tmp_path / "provider", submission_id, task_id,
                                                                    attempt)
+
+
+# --- a real SMTP server (aiosmtpd) --------------------------------------------------------
+
+
+@dataclass
+class Mailbox:
+    """What the local SMTP server accepted: each message with its envelope recipients."""
+
+    host: str = "127.0.0.1"
+    port: int = 0
+    messages: list[Any] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def received(self) -> list[Any]:
+        with self.lock:
+            return list(self.messages)
+
+
+@pytest.fixture
+def smtp_server() -> Iterator[Mailbox]:
+    from email import message_from_bytes, policy
+
+    from aiosmtpd.controller import Controller
+    from touchstone.shared.natsserver import free_port
+
+    box = Mailbox(port=free_port())
+
+    class Handler:
+        async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+            mail = message_from_bytes(envelope.content, policy=policy.default)
+            with box.lock:
+                box.messages.append((tuple(envelope.rcpt_tos), mail))
+            return "250 Message accepted for delivery"
+
+    controller = Controller(Handler(), hostname=box.host, port=box.port)
+    controller.start()
+    yield box
+    controller.stop()

@@ -30,6 +30,7 @@ from touchstone.agent.state import (
     save_ended,
 )
 from touchstone.shared.commands import CONTAINER_PREFIX, LaunchTask, TerminateTask, container_name
+from touchstone.shared.logs import task_context
 from touchstone.shared.subjects import task_aggregate_id
 
 log = logging.getLogger(__name__)
@@ -186,7 +187,8 @@ class Attempts:
     # --- phases ----------------------------------------------------------------------
 
     def _start(self, attempt: Attempt) -> None:
-        attempt.driver = asyncio.create_task(self._drive(attempt), name=f"attempt {attempt.name}")
+        with task_context(attempt.command):  # every line of the attempt carries its ids
+            attempt.driver = asyncio.create_task(self._drive(attempt), name=f"attempt {attempt.name}")
 
     async def _drive(self, attempt: Attempt) -> None:
         try:

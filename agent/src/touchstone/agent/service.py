@@ -41,6 +41,7 @@ from touchstone.agent.strays import StrayReaper
 from touchstone.shared import console
 from touchstone.shared.agents import AgentHeartbeat, GpuStatus, encode_report
 from touchstone.shared.commands import LaunchTask, TerminateTask, decode_command
+from touchstone.shared.logs import task_context
 from touchstone.shared.subjects import Subjects
 
 log = logging.getLogger(__name__)
@@ -256,14 +257,15 @@ class Agent:
             command: BaseModel = decode_command(data)
         except (ValidationError, ValueError) as e:
             return CommandReply(ok=False, error=f"malformed command: {str(e)[:300]}")
-        try:
-            if isinstance(command, LaunchTask):
-                if self.choice.refusing:
-                    return CommandReply(ok=False, error=f"agent {self.host} takes no work: {self.choice.refusing}")
-                return await self.attempts.launch(command)
-            if isinstance(command, TerminateTask):
-                return await self.attempts.terminate(command)
-        except Exception as e:
-            log.exception("command failed")
-            return CommandReply(ok=False, error=f"{type(e).__name__}: {e}")
+        with task_context(command):  # its lines, and those of the attempt it starts, carry the ids
+            try:
+                if isinstance(command, LaunchTask):
+                    if self.choice.refusing:
+                        return CommandReply(ok=False, error=f"agent {self.host} takes no work: {self.choice.refusing}")
+                    return await self.attempts.launch(command)
+                if isinstance(command, TerminateTask):
+                    return await self.attempts.terminate(command)
+            except Exception as e:
+                log.exception("command failed")
+                return CommandReply(ok=False, error=f"{type(e).__name__}: {e}")
         return CommandReply(ok=False, error=f"unknown command {type(command).__name__}")

@@ -13,6 +13,10 @@ Settling is decided here and nowhere else:
 
 While a handler runs longer than ``progress_every`` seconds, ``in_progress`` keeps the message
 from being redelivered.
+
+Every outcome is counted (``touchstone_consumer_messages_total``, ``touchstone_handler_errors_total``,
+``touchstone_consumer_redeliveries_total``, ``touchstone_dead_letters_total``) and the messages
+still pending for the consumer are a gauge (``touchstone_consumer_pending_messages``): its lag.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -29,10 +34,34 @@ from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext, api
 from nats.js.errors import FetchTimeoutError, NotFoundError
 from pydantic import BaseModel, ValidationError
-from touchstone.shared.errors import NotYet, PermanentError
+from touchstone.shared import metrics
+from touchstone.shared.errors import ConcurrencyConflict, NotYet, PermanentError, RetryableError
+from touchstone.shared.logs import task_context
 from touchstone.shared.subjects import Subjects
 
 log = logging.getLogger(__name__)
+
+MESSAGES = metrics.counter(
+    "consumer_messages_total",
+    "Messages each durable consumer settled, by outcome: acked, ignored (not its type), retried, dead_lettered",
+    ("consumer", "outcome"),
+)
+HANDLER_ERRORS = metrics.counter(
+    "handler_errors_total",
+    "Handler failures by consumer, message type and error kind (permanent, retryable, not_yet, unexpected)",
+    ("consumer", "type", "kind"),
+)
+REDELIVERIES = metrics.counter(
+    "consumer_redeliveries_total", "Messages delivered to a consumer more than once", ("consumer",)
+)
+DEAD_LETTERS = metrics.counter(
+    "dead_letters_total", "Messages a consumer moved to the dead-letter stream", ("consumer",)
+)
+PENDING = metrics.gauge(
+    "consumer_pending_messages", "Messages in the stream not yet delivered to the consumer (its lag)", ("consumer",)
+)
+HANDLER_SECONDS = metrics.histogram("handler_duration_seconds", "Time a handler took, by consumer and type",
+                                    ("consumer", "type"))
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -72,8 +101,9 @@ class ConsumerLoop(Generic[M]):
         subjects: Subjects,
         spec: ConsumerSpec,
         handlers: Mapping[str, Handler],
-        decode: Callable[[bytes], M],
+        decode: Callable[[bytes], M] | None,
         *,
+        decode_message: Callable[[Msg], M] | None = None,
         type_of: Callable[[M], str] = lambda m: str(getattr(m, "type", type(m).__name__)),
         base_delay_s: float = 0.5,
         max_delay_s: float = 30.0,
@@ -84,7 +114,11 @@ class ConsumerLoop(Generic[M]):
         self.subjects = subjects
         self.spec = spec
         self.handlers = dict(handlers)
+        if decode is None and decode_message is None:
+            raise ValueError("a consumer needs decode or decode_message")
         self.decode = decode
+        self.decode_message = decode_message
+        """Decodes the whole message (its headers too), for streams whose facts sit in headers."""
         self.type_of = type_of
         self.base_delay_s = base_delay_s
         self.max_delay_s = max_delay_s
@@ -93,6 +127,7 @@ class ConsumerLoop(Generic[M]):
         self.durable = subjects.durable(spec.name)
         self.processed = 0
         self.dead_lettered = 0
+        PENDING.labels(spec.name).set(0)
 
     async def ensure(self) -> None:
         """Create the durable consumer when missing (idempotent)."""
@@ -130,12 +165,14 @@ class ConsumerLoop(Generic[M]):
         try:
             first = await sub.fetch(1, timeout=self.idle_wait_s)
         except (TimeoutError, NatsTimeoutError, FetchTimeoutError):
+            PENDING.labels(self.spec.name).set(0)
             return []
         except Exception as e:  # connection trouble: back off, the client reconnects
             log.warning("fetch failed on %s: %r", self.durable, e)
             await asyncio.sleep(0.2)
             return []
         pending = first[-1].metadata.num_pending if first else 0
+        PENDING.labels(self.spec.name).set(max(0, pending))
         if pending <= 0:
             return first
         try:
@@ -152,21 +189,32 @@ class ConsumerLoop(Generic[M]):
             num_delivered=meta.num_delivered,
             num_pending=meta.num_pending,
         )
+        if delivery.num_delivered > 1:
+            REDELIVERIES.labels(self.spec.name).inc()
         try:
-            model = self.decode(msg.data)
+            model = self.decode_message(msg) if self.decode_message is not None else self._decode(msg.data)
         except (ValidationError, ValueError) as e:
             await self._dead_letter(msg, delivery, f"malformed payload: {_short(e)}")
             return
-        handler = self.handlers.get(self.type_of(model))
+        kind = self.type_of(model)
+        handler = self.handlers.get(kind)
         if handler is None:
             await msg.ack()
+            MESSAGES.labels(self.spec.name, "ignored").inc()
             return
+        with task_context(model):
+            await self._handle(msg, delivery, model, kind, handler)
+
+    async def _handle(self, msg: Msg, delivery: Delivery, model: M, kind: str, handler: Handler) -> None:
+        started = time.perf_counter()
         try:
             await self._run_with_progress(msg, handler(model, delivery))
         except PermanentError as e:
+            HANDLER_ERRORS.labels(self.spec.name, kind, "permanent").inc()
             await self._dead_letter(msg, delivery, f"{type(e).__name__}: {e}")
             return
         except Exception as e:  # retryable, a conflict, or a bug: try again later
+            HANDLER_ERRORS.labels(self.spec.name, kind, _error_kind(e)).inc()
             if delivery.num_delivered >= self.spec.max_deliver:
                 await self._dead_letter(
                     msg, delivery, f"gave up after {delivery.num_delivered} tries: {type(e).__name__}: {e}"
@@ -176,12 +224,20 @@ class ConsumerLoop(Generic[M]):
             log.log(
                 logging.DEBUG if isinstance(e, NotYet) else logging.WARNING,
                 "handler %s failed on %s (try %d), retrying in %.1fs: %r",
-                self.type_of(model), delivery.subject, delivery.num_delivered, delay, e,
+                kind, delivery.subject, delivery.num_delivered, delay, e,
             )
             await msg.nak(delay=delay)
+            MESSAGES.labels(self.spec.name, "retried").inc()
             return
+        finally:
+            HANDLER_SECONDS.labels(self.spec.name, kind).observe(time.perf_counter() - started)
         await msg.ack()
+        MESSAGES.labels(self.spec.name, "acked").inc()
         self.processed += 1
+
+    def _decode(self, data: bytes) -> M:
+        assert self.decode is not None
+        return self.decode(data)
 
     def _delay(self, num_delivered: int, error: BaseException) -> float:
         retry_after = getattr(error, "retry_after", None)
@@ -216,6 +272,16 @@ class ConsumerLoop(Generic[M]):
         )
         await msg.term()
         self.dead_lettered += 1
+        MESSAGES.labels(self.spec.name, "dead_lettered").inc()
+        DEAD_LETTERS.labels(self.spec.name).inc()
+
+
+def _error_kind(e: Exception) -> str:
+    if isinstance(e, NotYet):
+        return "not_yet"
+    if isinstance(e, RetryableError | ConcurrencyConflict):
+        return "retryable"
+    return "unexpected"
 
 
 def _short(e: Exception) -> str:

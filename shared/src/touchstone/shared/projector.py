@@ -3,6 +3,10 @@
 It reads the events stream with an ordered consumer from its checkpoint, folds each batch of
 events into views in memory (``views.project_*``), and writes the batch in one store call that
 also moves the checkpoint. ``rebuild`` drops every projection and replays from the start.
+
+Its lag is exported: events in the stream not yet applied (``touchstone_projector_lag_events``)
+and how old the last applied event was when it was applied while more were pending
+(``touchstone_projector_lag_seconds``; 0 once caught up).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext, api
 from pydantic import ValidationError
 from touchstone.shared import events as ev
+from touchstone.shared import metrics
 from touchstone.shared.lifecycle import TASK_FINAL
 from touchstone.shared.store.protocol import Changes, ProjectionStore
 from touchstone.shared.subjects import Subjects
@@ -25,6 +30,13 @@ from touchstone.shared.views import SubmissionView, project_submission, project_
 log = logging.getLogger(__name__)
 
 CHECKPOINT = "projector"
+
+APPLIED_SEQ = metrics.gauge("projector_applied_sequence", "Stream sequence of the last event the projector applied")
+LAG_EVENTS = metrics.gauge("projector_lag_events", "Events in the stream the projector has not applied yet")
+LAG_SECONDS = metrics.gauge(
+    "projector_lag_seconds", "Age of the last applied event while the projector is behind (0 when caught up)"
+)
+SKIPPED = metrics.counter("projector_skipped_events_total", "Malformed events the projector skipped")
 
 
 class Projector:
@@ -93,6 +105,7 @@ class Projector:
                 event = ev.decode_event(msg.data)
             except (ValidationError, ValueError) as e:
                 self.skipped += 1
+                SKIPPED.inc()
                 log.error("projector skips malformed event at seq %d on %s: %s", seq, msg.subject, e)
                 continue
             await self.fold(changes, event, seq)
@@ -100,6 +113,7 @@ class Projector:
         if last:
             await self.store.apply(changes, checkpoint=CHECKPOINT, seq=last)
             self.applied_seq = last
+            _record_lag(msgs[-1], applied[-1] if applied else None)
         return applied
 
     async def run(self, stop: asyncio.Event, ready: asyncio.Event | None = None) -> None:
@@ -180,3 +194,13 @@ class Projector:
             await sub.unsubscribe()
         return count
 
+
+def _record_lag(last: Msg, event: ev.Event | None) -> None:
+    meta = last.metadata
+    pending = max(0, meta.num_pending or 0)
+    APPLIED_SEQ.set(meta.sequence.stream)
+    LAG_EVENTS.set(pending)
+    if pending and event is not None:
+        LAG_SECONDS.set(max(0.0, (ev.utcnow() - event.occurred_at).total_seconds()))
+    else:
+        LAG_SECONDS.set(0)

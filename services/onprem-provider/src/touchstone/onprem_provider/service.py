@@ -36,6 +36,7 @@ from touchstone.shared.commands import LaunchTask, TerminateTask, command_consum
 from touchstone.shared.consumer import Delivery, Handler
 from touchstone.shared.errors import ConcurrencyConflict, UnavailableError
 from touchstone.shared.events import TaskEvent
+from touchstone.shared.logs import task_context
 from touchstone.shared.publisher import EventPublisher, last_seq, task_events
 from touchstone.shared.subjects import Subjects, task_aggregate_id
 
@@ -163,7 +164,8 @@ class OnpremProvider:
             self.heard[host] = time.monotonic()
         if self._applied.get(_key(host, report)) == _signature(report):
             return  # nothing new since the last one we recorded (or rejected)
-        task = asyncio.create_task(self._apply_quietly(host, report))
+        with task_context(report):
+            task = asyncio.create_task(self._apply_quietly(host, report))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 

@@ -14,7 +14,7 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 from urllib.parse import unquote, urlparse
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -218,6 +218,19 @@ def run_spec(event: ev.TrainingFinished, queued: ev.TaskQueued | None, record: A
 # --- notifications --------------------------------------------------------------------------
 
 
+class Message(Protocol):
+    """What a webhook or an email says: a title, lines, and maybe a link to the submission."""
+
+    @property
+    def title(self) -> str: ...
+
+    @property
+    def lines(self) -> tuple[str, ...]: ...
+
+    @property
+    def link(self) -> str | None: ...
+
+
 @dataclass(frozen=True)
 class Notice:
     """One message about a submission reaching COMPLETED, ERROR or REJECTED."""
@@ -259,7 +272,7 @@ def notice_for(
     return None
 
 
-def slack_payload(notice: Notice) -> dict[str, Any]:
+def slack_payload(notice: Message) -> dict[str, Any]:
     """A Slack incoming-webhook body (also what Mattermost and Discord's /slack accept)."""
     text = "\n".join((f"*{notice.title}*", *notice.lines))
     if notice.link:
@@ -267,7 +280,7 @@ def slack_payload(notice: Notice) -> dict[str, Any]:
     return {"text": text}
 
 
-def lark_payload(notice: Notice) -> dict[str, Any]:
+def lark_payload(notice: Message) -> dict[str, Any]:
     """A Lark / Feishu custom-bot body: a rich-text post."""
     content: list[list[dict[str, str]]] = [[{"tag": "text", "text": line}] for line in notice.lines]
     if notice.link:

@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any, Literal, Protocol
 
 import httpx
-from touchstone.results.domain import Notice, lark_payload, slack_payload
+from touchstone.results.domain import Message, Notice, lark_payload, slack_payload
 from touchstone.shared.errors import PermanentError, RateLimitedError, UnavailableError
 
 LARK_RATE_LIMITED = 11232
@@ -49,10 +49,10 @@ class WebhookNotifier:
         self.kind = kind
         self.timeout_s = timeout_s
 
-    def payload(self, notice: Notice) -> dict[str, Any]:
+    def payload(self, notice: Message) -> dict[str, Any]:
         return lark_payload(notice) if self.kind == "lark" else slack_payload(notice)
 
-    async def send(self, notice: Notice) -> None:
+    async def send(self, notice: Message) -> None:
         await self._request(self.payload(notice))
 
     async def _request(self, body: dict[str, Any]) -> None:

@@ -1,13 +1,17 @@
-"""Bootstrap: build the adapters the settings ask for, bind the reactions, run the consumer."""
+"""Bootstrap: build the adapters the settings ask for, bind the reactions, run the consumers
+(the results consumer, and the alarm consumers when a webhook or email is configured)."""
 
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 
 from nats.js import JetStreamContext
+from touchstone.results import alarms
 from touchstone.results.adapters import ArtifactStore, EventHistory, KvLedger, LocalArtifactStore, S3ArtifactStore
 from touchstone.results.config import ResultsSettings
 from touchstone.results.handlers import Deps, EvaluationTable, consumer_spec, handlers
+from touchstone.results.mail import SmtpMailer
 from touchstone.results.notify import NullNotifier, WebhookNotifier
 from touchstone.results.tracking import MlflowTracker, NullTracker
 from touchstone.shared.consumer import ConsumerLoop
@@ -57,6 +61,31 @@ async def bootstrap(
     )
 
 
+def alarm_channels(settings: ResultsSettings) -> tuple[alarms.Channel, ...]:
+    """One channel per alarm webhook (named by position: URLs are secrets) and one for email."""
+    channels = [
+        alarms.Channel(f"webhook-{i + 1}", WebhookNotifier(url, settings.resolved_webhook_kind(url),
+                                                           timeout_s=settings.webhook_timeout_s))
+        for i, url in enumerate(settings.alarm_webhook_urls)
+    ]
+    if settings.smtp_host and settings.alarm_email_to:
+        channels.append(alarms.Channel("email", SmtpMailer(
+            settings.smtp_host, settings.smtp_port, sender=settings.alarm_email_from,
+            recipients=settings.alarm_email_to, security=settings.smtp_security, user=settings.smtp_user,
+            password_file=settings.smtp_password_file, timeout_s=settings.smtp_timeout_s,
+            subject_prefix="[Touchstone]",
+        )))
+    return tuple(channels)
+
+
+async def alarm_deps(settings: ResultsSettings, js: JetStreamContext, subjects: Subjects) -> alarms.AlarmDeps:
+    return alarms.AlarmDeps(
+        ledger=await alarms.AlarmLedger.open(js, subjects), channels=alarm_channels(settings),
+        namespace=subjects.ns, repeat=timedelta(seconds=settings.alarm_repeat_interval_s),
+        max_age=timedelta(seconds=settings.alarm_max_age_s), ignore_consumers=alarms.ignored_consumers(subjects),
+    )
+
+
 def consumer(
     settings: ResultsSettings, js: JetStreamContext, subjects: Subjects, deps: Deps
 ) -> ConsumerLoop[Event]:
@@ -72,4 +101,8 @@ async def run(
     evaluations: EvaluationTable | None = None,
 ) -> None:
     deps = await bootstrap(settings, js, subjects, evaluations=evaluations)
-    await consumer(settings, js, subjects, deps).run(stop)
+    loops = [consumer(settings, js, subjects, deps)]
+    if settings.alarms_enabled:
+        loops += alarms.consumers(js, subjects, await alarm_deps(settings, js, subjects),
+                                  ack_wait_s=settings.ack_wait_s, max_deliver=settings.max_deliver)
+    await asyncio.gather(*(loop.run(stop) for loop in loops))

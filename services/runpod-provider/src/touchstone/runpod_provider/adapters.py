@@ -34,9 +34,17 @@ CONFLICT_TRIES = 8
 LINES_PER_MESSAGE = 200
 
 ALARMS = counter("runpod_alarms_total", "RunPod provider alarms raised", ("kind",))
+ALARM_ACTIVE = gauge("runpod_alarm_active", "1 while an alarm of this kind stands (raised, not cleared)", ("kind",))
 PODS_REAPED = counter("runpod_rogue_pods_reaped_total", "Rogue touchstone- pods terminated by the reaper")
 BALANCE = gauge("runpod_balance_usd", "RunPod account balance")
 PODS_LIVE = gauge("runpod_live_attempts", "Attempts the RunPod provider drives now")
+PODS_RUNNING = gauge("runpod_pods_running", "Our touchstone- pods RunPod lists as billed (pending, starting, running)")
+SPEND = gauge("runpod_spend_usd_per_hour", "What our running pods cost per hour together")
+KEY_REJECTED = gauge("runpod_api_key_rejected", "1 while RunPod rejects the API key (launches stopped)")
+LAUNCHES_STOPPED = gauge("runpod_launches_stopped", "1 while the provider starts no new pods (balance or key)")
+BALANCE_LOW = gauge("runpod_balance_low_threshold_usd", "The balance below which the low-balance alarm stands")
+SPEND_LIMIT = gauge("runpod_spend_alarm_threshold_usd_per_hour",
+                    "The spend per hour above which the high-spend alarm stands (0: off)")
 
 
 def _now() -> datetime:
@@ -180,6 +188,7 @@ class Alarms:
         self.active[kind] = message
         self.raised.append((kind, message))
         ALARMS.labels(kind).inc()
+        ALARM_ACTIVE.labels(kind).set(1)
         log.error("ALARM %s: %s", kind, message, extra={"alarm": kind})
         if self._on_raise is not None:
             self._on_raise(kind, message)
@@ -195,6 +204,7 @@ class Alarms:
 
     def clear(self, kind: str) -> None:
         if self.active.pop(kind, None) is not None:
+            ALARM_ACTIVE.labels(kind).set(0)
             log.info("alarm %s cleared", kind)
 
 

@@ -133,6 +133,10 @@ class RunpodProviderSettings(GitFetchSettings):
     balance_stop_usd: float = 10.0
     """Below this balance: no new pods."""
 
+    spend_alarm_usd_per_hour: float = 0.0
+    """Above this spend per hour on our running pods: the high-spend alarm (an ``AlarmRaised`` that
+    reaches people, and the Prometheus rule's threshold); 0 turns it off."""
+
     launch_retry_s: float = 10.0
     """A launch held back by the throttle, the balance or a rejected key is retried this much later;
     a launch handed back to the queue (``LaunchDeferred``) is placed again no sooner than this.

@@ -76,9 +76,20 @@ class CostSafety(Hooks):
         try:
             await self.stop_abandoned()
             await self.reap()
+            await self.watch_spend()
         finally:
             await self.publish_status()
         self.sweeps += 1
+
+    async def watch_spend(self) -> None:
+        """The high-spend alarm: our pods cost more per hour than ``spend_alarm_usd_per_hour``."""
+        limit = self.settings.spend_alarm_usd_per_hour
+        if limit > 0 and self.spend_per_hour > limit:
+            await self.alarms.raise_(
+                "high_spend", f"RunPod spend ${self.spend_per_hour:.2f}/h on {self.running_pods} pods "
+                f"is over the ${limit:.2f}/h setting")
+        else:
+            self.alarms.clear("high_spend")
 
     def status(self) -> RunPodStatus:
         """The account as last seen: money, our running pods, why launches stop, pods reaped."""
@@ -91,7 +102,17 @@ class CostSafety(Hooks):
             reaped=list(self.recently_reaped),
         )
 
+    def export_metrics(self) -> None:
+        """The account view as gauges (the same facts the System page shows)."""
+        adapters.PODS_RUNNING.set(self.running_pods)
+        adapters.SPEND.set(self.spend_per_hour)
+        adapters.KEY_REJECTED.set(1 if self.key_rejected else 0)
+        adapters.LAUNCHES_STOPPED.set(1 if domain.launches_stopped(self.balance, self.key_rejected) else 0)
+        adapters.BALANCE_LOW.set(self.settings.balance_low_usd)
+        adapters.SPEND_LIMIT.set(self.settings.spend_alarm_usd_per_hour)
+
     async def publish_status(self) -> None:
+        self.export_metrics()
         if self.kv is None:
             return
         try:
@@ -210,11 +231,13 @@ class CostSafety(Hooks):
         if level != self.balance:
             log.info("RunPod balance level %s -> %s", self.balance.value, level.value)
         self.balance = level
+        self.export_metrics()
 
     # --- hooks from attempts ------------------------------------------------------------------
 
     async def on_key_rejected(self, message: str) -> None:
         self.key_rejected = True
+        self.export_metrics()
         await self.alarms.raise_("api_key_rejected", f"RunPod rejected the API key; launches stopped: {message}")
 
     async def on_payment_required(self, message: str) -> None:
@@ -230,3 +253,4 @@ class CostSafety(Hooks):
             log.info("RunPod accepts the API key again; launches resume")
         self.key_rejected = False
         self.alarms.clear("api_key_rejected")
+        self.export_metrics()

@@ -40,6 +40,7 @@ from touchstone.shared.commands import CONTAINER_PREFIX, Command, LaunchTask, co
 from touchstone.shared.errors import AuthError
 from touchstone.shared.events import ContainerTerminated, derived_id
 from touchstone.shared.jetstream import system_bucket
+from touchstone.shared.logs import task_context
 from touchstone.shared.publisher import EventPublisher, task_events
 from touchstone.shared.subjects import Subjects, task_aggregate_id
 from touchstone.shared.system import SystemSettings, read_system, watch_system
@@ -151,7 +152,8 @@ class RunpodProvider(CostSafety):
             record.created_at = _monotonic_at(resume.launched_at)
             record.run_since = _monotonic_at(resume.running_since)
         self.attempts[record.name] = record
-        record.task = asyncio.create_task(self._supervise(record), name=f"attempt {record.name}")
+        with task_context(command):  # the attempt's log lines carry its ids, resumed ones too
+            record.task = asyncio.create_task(self._supervise(record), name=f"attempt {record.name}")
         adapters.PODS_LIVE.set(len(self.attempts))
         return record
 

@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
-from touchstone.scheduler import policy
+from touchstone.scheduler import policy, telemetry
 from touchstone.scheduler.adapters import CommandBus, EventFeed, LeaderLease, listen_to_agents
 from touchstone.scheduler.config import SchedulerSettings
 from touchstone.scheduler.domain import (
@@ -42,6 +42,8 @@ from touchstone.shared import events as ev
 from touchstone.shared.agents import AgentHeartbeat
 from touchstone.shared.errors import ConcurrencyConflict
 from touchstone.shared.jetstream import system_bucket
+from touchstone.shared.lifecycle import TaskState
+from touchstone.shared.logs import task_context
 from touchstone.shared.publisher import EventPublisher
 from touchstone.shared.subjects import Subjects
 from touchstone.shared.system import SystemSettings, watch_system
@@ -102,6 +104,7 @@ class Scheduler:
 
     async def run(self, stop: asyncio.Event) -> None:
         self.watch_since = self.clock()
+        telemetry.COLLECTOR.source = self
         agents = await listen_to_agents(self.nc, self.subjects, self.on_heartbeat)
         kv = await system_bucket(self.js, self.subjects)
         loops = [
@@ -131,6 +134,8 @@ class Scheduler:
                     log.error("scheduler loop failed: %r", t.exception())
             with contextlib.suppress(Exception):
                 await agents.unsubscribe()
+            if telemetry.COLLECTOR.source is self:
+                telemetry.COLLECTOR.source = None
 
     def _on_leadership(self, held: bool) -> None:
         self.leading = held
@@ -182,11 +187,21 @@ class Scheduler:
         return self.view.confirm_own(aggregate, aggregate_id, seq, msg_id)
 
     def _fold(self, seq: int, event: ev.Event, *, local: bool) -> None:
+        record = self.view.tasks.get(event.aggregate_id) if isinstance(event, ev.TaskEvent) else None
+        before = record.state if record is not None else None
         outcome = self.view.apply(seq, event, self.clock(), local=local)
+        if outcome == "applied" and before is not None and self.active:
+            self._count(event, before)
         if outcome == "applied" or (outcome == "ignored" and isinstance(event, ev.TaskEvent)):
             self._inbox.put_nowait(event)
         elif outcome == "reload":
             self._inbox.put_nowait((event.aggregate, event.aggregate_id))
+
+    def _count(self, event: ev.Event, before: TaskState) -> None:
+        """Metrics of a live event (the active replica counts; see ``telemetry``)."""
+        task = self.view.tasks.get(event.aggregate_id)
+        platform = task.platforms.get(before.attempt) if task is not None else None
+        telemetry.record(telemetry.observe(event, before, platform))
 
     async def reload(self, aggregate: str, aggregate_id: str) -> None:
         """Refold one aggregate from the stream, then decide for it again."""
@@ -212,7 +227,8 @@ class Scheduler:
                 elif self.active:
                     reaction = HANDLERS.get(item.event_type)
                     if reaction is not None:
-                        await reaction(self, item)
+                        with task_context(item):
+                            await reaction(self, item)
             except Exception as e:  # the sweep retries whatever this left undone
                 log.warning("reaction to %r failed: %r", item, e)
 
@@ -226,6 +242,11 @@ class Scheduler:
         return list(await asyncio.gather(*(self._run_plan(p) for p in plans)))
 
     async def _run_plan(self, plan: policy.Plan) -> bool:
+        head = plan[0] if plan else None
+        with task_context(head.event if isinstance(head, policy.Append) else getattr(head, "command", None)):
+            return await self._run_steps(plan)
+
+    async def _run_steps(self, plan: policy.Plan) -> bool:
         async with self._limit:
             seq: int | None = None
             for step in plan:
