@@ -10,6 +10,7 @@ goes to a temporary file beside its destination and is renamed into place only w
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import tempfile
@@ -42,7 +43,8 @@ def upload_app(
         if scope.get("method") != "PUT":
             await _answer(send, 405, "only PUT", [(b"allow", b"PUT")])
             return
-        key = str(scope.get("path", "")).removeprefix(mount).lstrip("/") if scope.get("path") else ""
+        path = str(scope.get("path", ""))
+        key = path.removeprefix(mount + "/") if path.startswith(mount + "/") else path.removeprefix("/")
         headers = {k.lower(): v for k, v in scope.get("headers") or []}
         auth = headers.get(b"authorization", b"").decode("latin-1")
         scheme, _, token = auth.partition(" ")
@@ -94,7 +96,8 @@ async def _store(dest: Path, receive: Receive, max_bytes: int) -> int:
                     break
         await asyncio.to_thread(os.replace, tmp, dest)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
         raise
     return size
 
