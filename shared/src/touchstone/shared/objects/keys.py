@@ -37,6 +37,11 @@ def attempt_prefix(submission_id: str, task_id: str, attempt: int) -> str:
     return f"attempts/{submission_id}/{task_id}/attempt-{attempt}/"
 
 
+def task_prefix(submission_id: str, task_id: str) -> str:
+    """``attempts/{submission}/{task}/``: every attempt of one task."""
+    return attempt_prefix(submission_id, task_id, 1).rsplit("/", 2)[0] + "/"
+
+
 def log_key(submission_id: str, task_id: str, attempt: int) -> str:
     return attempt_prefix(submission_id, task_id, attempt) + LOG_NAME
 

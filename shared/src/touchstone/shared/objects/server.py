@@ -43,7 +43,8 @@ def upload_app(
         if scope.get("method") != "PUT":
             await _answer(send, 405, "only PUT", [(b"allow", b"PUT")])
             return
-        path = str(scope.get("path", ""))
+        raw = scope.get("raw_path")  # as sent: a framework's mount may rewrite ``path``
+        path = raw.decode("latin-1") if isinstance(raw, bytes) else str(scope.get("path", ""))
         key = path.removeprefix(mount + "/") if path.startswith(mount + "/") else path.removeprefix("/")
         headers = {k.lower(): v for k, v in scope.get("headers") or []}
         auth = headers.get(b"authorization", b"").decode("latin-1")

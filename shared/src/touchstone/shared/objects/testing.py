@@ -59,3 +59,13 @@ def make_bucket(endpoint: str, name: str) -> None:
     import boto3  # type: ignore[import-untyped]
 
     boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", **S3_CREDENTIALS).create_bucket(Bucket=name)
+
+
+async def put_bytes(store: Any, key: str, body: bytes) -> None:
+    """Put ``body`` under ``key`` as a producer's upload would leave it (tests only)."""
+    import tempfile
+
+    with tempfile.NamedTemporaryFile() as f:
+        f.write(body)
+        f.flush()
+        await store.put(key, Path(f.name))
