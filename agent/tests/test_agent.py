@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -323,3 +324,28 @@ async def test_a_stray_work_directory_of_the_process_runtime_is_removed_after_th
     unrelated.mkdir()
     await eventually(lambda: not stray.exists())
     assert unrelated.is_dir() and (settings.work_root / live.container_name).is_dir()
+
+
+async def test_the_grant_is_kept_where_the_task_cannot_read_it(
+    nc, subjects, agent_settings, start_agent, make_feature_set, eventually, objects, tmp_path
+):
+    """The work directory is the task's: the attempt's state there carries no grant; the agent
+    keeps it in its own folder (0600) until the attempt has ended."""
+    reports = await Reports.listen(nc, subjects)
+    settings = agent_settings()
+    await start_agent(settings)
+    release = tmp_path / "release"
+    command = launch(make_feature_set(sleep=30, release=str(release)), task_id="pi-15", kind="training",
+                     placement="h1/0", store=objects)
+    token = command.upload.token  # type: ignore[union-attr]
+    assert (await send(nc, subjects, command)).ok
+    work = settings.work_root / command.container_name
+    await eventually(lambda: (work / "console.log").exists() and "starting" in (work / "console.log").read_text())
+    readable = "".join(p.read_text(errors="replace") for p in work.rglob("*") if p.is_file())
+    assert token not in readable and json.loads((work / "attempt.json").read_text())["command"]["upload"] is None
+    kept = settings.data_dir / "grants" / f"{command.container_name}.json"
+    assert token in kept.read_text() and kept.stat().st_mode & 0o777 == 0o600
+    release.write_text("go")
+    outcome = (await eventually(lambda: reports.ended(command.container_name))).outcome
+    assert outcome.artifacts["long.json"] == "attempts/s1/pi-15/attempt-1/models/long.json"
+    assert not kept.exists()

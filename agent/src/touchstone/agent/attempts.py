@@ -18,6 +18,7 @@ from touchstone.agent import collect as collecting
 from touchstone.agent import prepare
 from touchstone.agent import publish as publishing
 from touchstone.agent.config import AgentSettings
+from touchstone.agent.grants import Grants
 from touchstone.agent.protocol import AttemptOutcome, AttemptReport, CommandReply, stage_index
 from touchstone.agent.runtime import ContainerRuntime, ContainerSpec
 from touchstone.agent.sources import Sources
@@ -59,6 +60,7 @@ class Attempts:
         self.slots_total = settings.num_slots
         self.has_gpus = False
         self.sources = Sources(settings, runtime)
+        self.grants = Grants(settings.data_dir / "grants")
 
     # --- queries ---------------------------------------------------------------------
 
@@ -97,7 +99,7 @@ class Attempts:
             holder = next((a.name for a in self.live.values() if a.slot == slot), None)
             if holder is not None:
                 return CommandReply(ok=False, error=f"slot {slot} on {self.host} is held by {holder}")
-        attempt = Attempt(command, self.root / name)
+        attempt = Attempt(self.grants.take(command), self.root / name)  # its grant is not for the task's eyes
         self.live[name] = attempt
         try:
             attempt.work_dir.mkdir(parents=True, exist_ok=False)
@@ -259,7 +261,8 @@ class Attempts:
             collecting.collect, attempt.work_dir, self.settings.artifacts_root, c.submission_id, c.task_id, c.attempt
         )
         try:  # the outputs leave the host (publish.py); the report names them by key
-            got, log_key = await asyncio.to_thread(publishing.publish_collected, c, got, self.settings.artifacts_root)
+            got, log_key = await asyncio.to_thread(publishing.publish_collected, self.grants.give(c), got,
+                                                   self.settings.artifacts_root)
         except TouchstoneError as e:
             await self._fail(attempt, "collect", f"could not store the outputs: {e}",
                              permanent=isinstance(e, PermanentError))
@@ -322,7 +325,7 @@ class Attempts:
                     self.settings.artifacts_root, c.submission_id, c.task_id, c.attempt
                 )
                 _, tail = await asyncio.to_thread(collecting.collect_log, attempt.work_dir, log_file)
-                log_key = await asyncio.to_thread(publishing.publish_log, c, log_file)
+                log_key = await asyncio.to_thread(publishing.publish_log, self.grants.give(c), log_file)
                 outcome = outcome.model_copy(update={"log_key": outcome.log_key or log_key,
                                                      "log_tail": outcome.log_tail or tail})
             attempt.stage, attempt.outcome = "ended", outcome
@@ -331,6 +334,7 @@ class Attempts:
             await asyncio.to_thread(shutil.rmtree, attempt.work_dir, True)
             attempt.removed, attempt.ended_at = True, time.time()
             save_ended(self.root, attempt, self.host)
+            self.grants.forget(attempt.name)
             self.live.pop(attempt.name, None)
             self.ended[attempt.name] = attempt
         log.info("attempt %s ended: %s", attempt.name, outcome.result,
