@@ -37,7 +37,8 @@ def publish_collected(command: LaunchTask, got: Collected, artifacts_root: Path)
     if command.upload is None:
         log.warning("%s: no upload grant; its outputs stay on this host", command.container_name)
         return replace(got, artifacts={}, log_uri=None), None
-    files = [upload.Staged(name, _staged_path(uri).relative_to(outputs).as_posix(), _staged_path(uri))
+    root = outputs.resolve()
+    files = [upload.Staged(name, _staged_path(uri).relative_to(root).as_posix(), _staged_path(uri))
              for name, uri in sorted(got.artifacts.items())]
     if got.log_uri:
         files.append(upload.Staged(LOG, LOG_NAME, log_file))

@@ -357,7 +357,7 @@ class AttemptRunner:
         """The collected outputs into the object store; ``{name: key}``. The staged copies go."""
         cmd = rec.command
         outputs, _ = self.attempt_paths(cmd)
-        files = [upload.Staged(name, _staged(uri).relative_to(outputs).as_posix(), _staged(uri))
+        files = [upload.Staged(name, _staged(uri).relative_to(outputs.resolve()).as_posix(), _staged(uri))
                  for name, uri in sorted(artifacts.items())]
         keys = await asyncio.to_thread(upload.publish, self._grant(cmd), cmd.submission_id, cmd.task_id,
                                        cmd.attempt, files)
