@@ -155,6 +155,9 @@ async def test_an_ended_tasks_log_comes_from_the_store_even_after_the_streams_re
     browser = {"Cookie": r.headers["set-cookie"].split(";")[0]}
     page = await api.anon.get(f"/ui/submissions/{sid}/tasks/validation/log", headers=browser)
     assert page.status_code == 200 and "stored 1" in page.text and "a host file" not in page.text
+    task, seen, _ = await follow(api.alice, f"{logs}?follow=true&tail=2")
+    await asyncio.wait_for(task, 10)
+    assert [e["data"] for e in seen] == ["stored 1", "stored 2 \u00e9", "SUCCEEDED"]
 
 
 async def test_follow_streams_new_lines_until_the_task_ends(api) -> None:

@@ -192,7 +192,14 @@ class LogReader:
         until: float | None = None,
     ) -> AsyncIterator[str]:
         """The last ``n`` lines, then each new line until ``finished()`` says the task is done
-        (checked every ``poll_s``), ``stop`` is set or ``time.monotonic()`` passes ``until``."""
+        (checked every ``poll_s``), ``stop`` is set or ``time.monotonic()`` passes ``until``.
+        A task that has already ended gets its stored log, as ``tail`` gives it."""
+        if task.status in TASK_FINAL:
+            stored = await self.from_store(task, n)
+            if stored is not None:
+                for line in stored:
+                    yield line
+                return
         subject = self._subject(task)
         last = await self._last_seq(subject)
         sub = await self.js.subscribe(
