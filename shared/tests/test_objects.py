@@ -16,7 +16,7 @@ from touchstone.shared.objects import keys
 from touchstone.shared.objects.grants import GrantRefused, GrantSigner, policy_of, utcnow
 from touchstone.shared.objects.stores import S3ObjectStore
 from touchstone.shared.objects.testing import S3_CREDENTIALS, make_bucket, moto_s3, serve_uploads
-from touchstone.shared.objects.upload import Staged, publish, upload_file
+from touchstone.shared.objects.upload import GrantExpired, Staged, publish, upload_file
 
 SIGNER = GrantSigner(b"k" * 32)
 PREFIX = keys.attempt_prefix("s1", "pi-60", 1)
@@ -89,9 +89,11 @@ def test_an_oversize_upload_is_refused_and_nothing_is_kept(embedded, tmp_path: P
     assert _put(embedded, grant.token, key, b"x" * 100).status_code == 201
 
 
-def test_an_expired_or_forged_grant_is_refused(embedded) -> None:
+def test_an_expired_or_forged_grant_is_refused(embedded, tmp_path: Path) -> None:
     expired = embedded.grant(PREFIX, 100, 60, utcnow() - timedelta(seconds=61))
     assert _put(embedded, expired.token, f"{PREFIX}console.log", b"x").status_code == 403
+    with pytest.raises(GrantExpired):  # the producer does not try; a new attempt gets a new grant
+        publish(expired, "s1", "pi-60", 1, [Staged("log", "console.log", _file(tmp_path, b"x"))])
     other = GrantSigner(b"o" * 32).issue(embedded.url, PREFIX, 100, 60, utcnow())
     assert _put(embedded, other.token, f"{PREFIX}console.log", b"x").status_code == 403
     good = embedded.grant(PREFIX, 100, 60, utcnow())

@@ -8,6 +8,7 @@ credentials on the producer's host.
 | 403 (S3 policy, or a grant refused)        | ``GrantRefused`` (permanent) |
 | 413, or 400 (S3's EntityTooLarge)          | ``PermanentError``           |
 | 5xx, 429, timeouts, connection errors      | ``UnavailableError`` (tried again, ``tries`` times) |
+| (the grant expired before the upload)      | ``GrantExpired``, retryable by a new attempt |
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import httpx
 from touchstone.shared.errors import PermanentError, UnavailableError
-from touchstone.shared.objects.grants import GrantRefused, UploadGrant
+from touchstone.shared.objects.grants import GrantRefused, UploadGrant, utcnow
 from touchstone.shared.objects.keys import output_key, safe_relative
 
 log = logging.getLogger(__name__)
@@ -37,9 +38,16 @@ class Staged:
     path: Path
 
 
+class GrantExpired(UnavailableError):
+    """The grant ran out before the upload (an attempt that ran longer than its grant): this
+    attempt cannot store its outputs, a new one (with a new grant) can."""
+
+
 def upload_file(grant: UploadGrant, key: str, path: Path, *, timeout_s: float = 60.0) -> None:
     """Put the file at ``path`` under ``key`` (one try)."""
     target = grant.target(key)  # refuses a key outside the grant before anything is sent
+    if grant.expires_at <= utcnow():
+        raise GrantExpired(f"the upload grant expired at {grant.expires_at.isoformat()}")
     size = path.stat().st_size
     if size > grant.max_bytes:
         raise GrantRefused(f"{key} is {size} bytes, more than the grant's {grant.max_bytes}")
@@ -85,6 +93,8 @@ def publish(
             try:
                 upload_file(grant, key, staged.path, timeout_s=timeout_s)
                 break
+            except GrantExpired:
+                raise
             except UnavailableError as e:
                 if n == tries:
                     raise
