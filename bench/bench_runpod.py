@@ -39,7 +39,7 @@ from touchstone.runpod_provider.api import PodSpec, RunpodApiClient
 from touchstone.runpod_provider.config import RunpodProviderSettings
 from touchstone.runpod_provider.fake import FakeRunpod, RateLimiter, ratelimit
 from touchstone.runpod_provider.service import RunpodProvider
-from touchstone.runpod_provider.testing import write_standin_trainer
+from touchstone.runpod_provider.testing import control_plane_objects, store_settings, write_standin_trainer
 from touchstone.scheduler.config import SchedulerSettings
 from touchstone.scheduler.service import Scheduler
 from touchstone.shared import events as ev
@@ -248,10 +248,13 @@ async def measure(nc: NATS, js: JetStreamContext, subjects: Subjects, tmp: Path)
     seen = Instrumented(fake)
     await write_system(await system_bucket(js, subjects), SystemSettings(runpod_max_running_tasks=32))
     scheduler = Scheduler(SchedulerSettings(namespace=subjects.ns, runpod_default_gpu_type=GPU), nc, js, subjects)
+    uploads = contextlib.ExitStack()  # the control plane's store: the provider puts outputs there over HTTP
+    objects = uploads.enter_context(control_plane_objects(tmp / "objects"))
     provider = RunpodProvider(RunpodProviderSettings(
         namespace=subjects.ns, data_dir=tmp / "data", runpod_api_key=API_KEY, runpod_base_url=fake.base_url,
         runpod_graphql_url=fake.graphql_url, default_gpu_type=GPU, trainer_src_dir=tmp / "trainer-src",
         python=sys.executable, trainer_module="standin_trainer", log_json=False, allow_local_sources=True,
+        **store_settings(objects),
     ), nc, js, subjects)
     stop = asyncio.Event()
     running = [asyncio.create_task(scheduler.run(stop)), asyncio.create_task(provider.run(stop))]
@@ -270,6 +273,7 @@ async def measure(nc: NATS, js: JetStreamContext, subjects: Subjects, tmp: Path)
             await asyncio.wait_for(asyncio.gather(*running, return_exceptions=True), 90)
         await api.aclose()
         await fake.stop()
+        uploads.close()
 
     def r(x: float) -> float:
         return round(x, 2)

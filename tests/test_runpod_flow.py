@@ -29,8 +29,10 @@ from touchstone.runpod_provider.testing import (
     GPU,
     PROVIDER_DEFAULTS,
     WAIT_S,
+    control_plane_objects,
     pod_spec,
     provider_settings,
+    store_settings,
     unaccounted,
     wait_for,
     write_feature_set,
@@ -78,6 +80,9 @@ class Flow:
         self._provider_run: tuple[asyncio.Event, asyncio.Task[None]] | None = None
         self.trainer_src: Path | None = write_standin_trainer(tmp / "trainer-src")
         """The fixed stand-in trainer; None to resolve ``trainer_ref`` in ``trainer_repo``."""
+        self.uploads = contextlib.ExitStack()
+        self.objects = self.uploads.enter_context(control_plane_objects(tmp / "control-plane" / "objects"))
+        """The control plane's store (its own folder): the provider uploads outputs to it over HTTP."""
 
     # --- settings and services ---------------------------------------------------------------
 
@@ -96,7 +101,8 @@ class Flow:
 
     def provider_settings(self, **overrides: Any) -> RunpodProviderSettings:
         return provider_settings(self.fake, namespace=self.subjects.ns, data_dir=self.tmp / "data",
-                                 trainer_src=self.trainer_src, **{**PROVIDER, **overrides})
+                                 trainer_src=self.trainer_src,
+                                 **{**PROVIDER, **store_settings(self.objects), **overrides})
 
     async def start_provider(self, **overrides: Any) -> RunpodProvider:
         provider = RunpodProvider(self.provider_settings(**overrides), self.nc, self.js, self.subjects)
@@ -113,8 +119,9 @@ class Flow:
         env.update(TOUCHSTONE_NATS_URL=self.nats_url, TOUCHSTONE_RUNPOD_API_KEY=self.fake.api_key,
                    TOUCHSTONE_METRICS_PORT="0")
         for field in ("namespace", "data_dir", "runpod_base_url", "runpod_graphql_url", "default_gpu_type",
-                      "trainer_src_dir", "python", *PROVIDER, *overrides):
+                      "trainer_src_dir", "python", "objects_dir", "objects_url", *PROVIDER, *overrides):
             env[f"TOUCHSTONE_{field.upper()}"] = str(getattr(settings, field))
+        env["TOUCHSTONE_UPLOAD_GRANT_KEY"] = settings.upload_grant_key.get_secret_value()
         with log_path.open("wb") as log:
             proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "touchstone.runpod_provider",
                                                         env=env, stdout=log, stderr=log)
@@ -142,6 +149,7 @@ class Flow:
                 await asyncio.wait_for(task, 15)
         with contextlib.suppress(Exception):
             await self.js.delete_stream(f"KV_{lease_bucket(self.subjects)}")
+        self.uploads.close()
 
     # --- submissions and tasks -----------------------------------------------------------------
 
@@ -576,6 +584,8 @@ async def test_a_provider_restart_adopts_three_training_pods_and_all_finish_on_a
         assert [e.attempt for e in events if e.event_type == "TaskAssigned"] == [1]
         [finished] = [e for e in events if isinstance(e, ev.TrainingFinished)]
         assert finished.attempt == 1 and {"long.bin", "short.bin", "metrics.json"} <= set(finished.artifacts)
+        assert (flow.objects.root / finished.artifacts["long.bin"]).read_text() == "long"
+        assert "stand-in trainer: train" in (flow.objects.root / (finished.log_key or "?")).read_text()
     for log in logs:  # one console, streamed on from where the first provider stopped reading
         text = log.read_text()
         assert text.count("stand-in trainer: train") == 1 and "following the trainer" in text, text

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -18,14 +19,14 @@ from touchstone.shared.subjects import Subjects
 
 
 async def test_a_validation_runs_through_every_phase(
-    nc, subjects, agent_settings, start_agent, make_feature_set, eventually, tmp_path
+    nc, subjects, agent_settings, start_agent, make_feature_set, eventually, tmp_path, objects
 ):
     reports = await Reports.listen(nc, subjects)
     settings = agent_settings()
     await start_agent(settings)
     fs = make_feature_set(lines=["checking imports", "checking lookahead"], exit=0,
                           report={"passed": True, "checks": []})
-    command = launch(fs)
+    command = launch(fs, store=objects)
     reply = await send(nc, subjects, command)
     assert reply.ok and reply.report is not None and reply.report.stage in ("ready", "started")
 
@@ -34,10 +35,12 @@ async def test_a_validation_runs_through_every_phase(
     assert ended.stage == "ended" and outcome.result == "exited" and outcome.exit_code == 0
     assert outcome.report == {"passed": True, "checks": []}
     assert "checking lookahead" in outcome.log_tail
-    log_file = settings.data_dir / "artifacts" / "logs" / "s1" / "validation" / "attempt-1.log"
-    assert outcome.log_uri == log_file.resolve().as_uri()
-    assert "checking imports" in log_file.read_text()
-    assert (settings.data_dir / "artifacts" / "models" / "s1" / "validation" / "attempt-1" / "report.json").exists()
+    # the outputs left the host: in the control plane's store, named by key; nothing staged is kept
+    assert outcome.log_uri is None and outcome.log_key == "attempts/s1/validation/attempt-1/console.log"
+    assert "checking imports" in (await objects.read(outcome.log_key)).decode()
+    assert outcome.artifacts == {"report.json": "attempts/s1/validation/attempt-1/report.json"}
+    assert await objects.read(outcome.artifacts["report.json"]) == b'{"passed": true, "checks": []}'
+    assert not [p for p in (settings.data_dir / "artifacts").rglob("*") if p.is_file()]
     assert not (settings.work_root / command.container_name).exists()  # work dir removed
     await eventually(lambda: "checking lookahead" in reports.logs)
     # a repeated launch is answered from what the agent knows, and runs nothing again
@@ -45,18 +48,44 @@ async def test_a_validation_runs_through_every_phase(
     assert again.ok and again.report is not None and again.report.stage == "ended"
 
 
-async def test_training_outputs_are_collected(nc, subjects, agent_settings, start_agent, make_feature_set, eventually):
+async def test_training_outputs_are_collected(nc, subjects, agent_settings, start_agent, make_feature_set, eventually,
+                                              objects):
     reports = await Reports.listen(nc, subjects)
     settings = agent_settings()
     await start_agent(settings)
-    command = launch(make_feature_set(), task_id="pi-15", kind="training", placement="h1/0")
+    command = launch(make_feature_set(), task_id="pi-15", kind="training", placement="h1/0", store=objects)
     assert (await send(nc, subjects, command)).ok
     outcome = (await eventually(lambda: reports.ended(command.container_name))).outcome
     assert outcome.exit_code == 0 and outcome.metrics == {"long": {"accuracy": 0.6}}
-    assert set(outcome.artifacts) == {"long.json", "short.json", "metrics.json", "curves.json"}
-    folder = settings.data_dir / "artifacts" / "models" / "s1" / "pi-15" / "attempt-1"
-    assert (folder / "models" / "long.json").exists() and (folder / "metrics.json").exists()
-    assert (folder / "curves.json").exists()
+    prefix = "attempts/s1/pi-15/attempt-1/"
+    assert outcome.artifacts == {"long.json": f"{prefix}models/long.json", "short.json": f"{prefix}models/short.json",
+                                 "metrics.json": f"{prefix}metrics.json", "curves.json": f"{prefix}curves.json"}
+    assert await objects.read(f"{prefix}metrics.json") == b'{"long": {"accuracy": 0.6}}'
+    assert "stand-in done" in (await objects.read(outcome.log_key or "")).decode()
+
+
+async def test_without_a_grant_no_output_is_named(nc, subjects, agent_settings, start_agent, make_feature_set,
+                                                  eventually):
+    reports = await Reports.listen(nc, subjects)
+    await start_agent(agent_settings())
+    command = launch(make_feature_set(), task_id="pi-15", kind="training", placement="h1/0")
+    assert (await send(nc, subjects, command)).ok
+    outcome = (await eventually(lambda: reports.ended(command.container_name))).outcome
+    assert outcome.exit_code == 0 and outcome.artifacts == {} and outcome.log_key is None and outcome.log_uri is None
+
+
+async def test_an_output_over_the_grants_size_fails_the_collect_for_good(
+    nc, subjects, agent_settings, start_agent, make_feature_set, eventually, objects
+):
+    reports = await Reports.listen(nc, subjects)
+    await start_agent(agent_settings())
+    command = launch(make_feature_set(), task_id="pi-15", kind="training", placement="h1/0", store=objects)
+    small = objects.grant(command.upload.prefix, 10, 600, command.upload.expires_at)  # type: ignore[union-attr]
+    command = command.model_copy(update={"upload": small})
+    assert (await send(nc, subjects, command)).ok
+    outcome = (await eventually(lambda: reports.ended(command.container_name))).outcome
+    assert outcome.result == "failed" and outcome.failed_phase == "collect" and outcome.permanent
+    assert "more than the grant's 10" in (outcome.error or "")
 
 
 async def test_heartbeats_carry_free_slots_and_running_containers(
@@ -295,3 +324,28 @@ async def test_a_stray_work_directory_of_the_process_runtime_is_removed_after_th
     unrelated.mkdir()
     await eventually(lambda: not stray.exists())
     assert unrelated.is_dir() and (settings.work_root / live.container_name).is_dir()
+
+
+async def test_the_grant_is_kept_where_the_task_cannot_read_it(
+    nc, subjects, agent_settings, start_agent, make_feature_set, eventually, objects, tmp_path
+):
+    """The work directory is the task's: the attempt's state there carries no grant; the agent
+    keeps it in its own folder (0600) until the attempt has ended."""
+    reports = await Reports.listen(nc, subjects)
+    settings = agent_settings()
+    await start_agent(settings)
+    release = tmp_path / "release"
+    command = launch(make_feature_set(sleep=30, release=str(release)), task_id="pi-15", kind="training",
+                     placement="h1/0", store=objects)
+    token = command.upload.token  # type: ignore[union-attr]
+    assert (await send(nc, subjects, command)).ok
+    work = settings.work_root / command.container_name
+    await eventually(lambda: (work / "console.log").exists() and "starting" in (work / "console.log").read_text())
+    readable = "".join(p.read_text(errors="replace") for p in work.rglob("*") if p.is_file())
+    assert token not in readable and json.loads((work / "attempt.json").read_text())["command"]["upload"] is None
+    kept = settings.data_dir / "grants" / f"{command.container_name}.json"
+    assert token in kept.read_text() and kept.stat().st_mode & 0o777 == 0o600
+    release.write_text("go")
+    outcome = (await eventually(lambda: reports.ended(command.container_name))).outcome
+    assert outcome.artifacts["long.json"] == "attempts/s1/pi-15/attempt-1/models/long.json"
+    assert not kept.exists()

@@ -50,14 +50,16 @@ def test_judge_tells_success_from_trainer_and_infrastructure_failures():
 
 
 def test_a_finished_report_fills_in_every_missing_event_once():
-    done = report(removed=True, result="exited", exit_code=0, metrics={"a": 1}, log_uri="file:///l")
+    done = report(removed=True, result="exited", exit_code=0, metrics={"a": 1},
+                  log_key="attempts/s1/pi-1/attempt-1/console.log")
     decision = decide_report(history(), done, "h1", NOW)
     assert types(decision.events) == [
         "ContainerLaunched", "ContainerReady", "TrainingStarted", "TrainingFinished", "ContainerTerminated"
     ]
     finished = decision.events[3]
     assert isinstance(finished, ev.TrainingFinished) and finished.metrics == {"a": 1}
-    assert finished.log_uri == "file:///l" and finished.report is None
+    assert finished.log_key == "attempts/s1/pi-1/attempt-1/console.log" and finished.log_uri is None
+    assert finished.report is None
     assert decide_report(history(*decision.events), done, "h1", NOW).events == ()
     # the same report decided twice yields the same event ids (the stream drops the copy)
     assert [e.event_id for e in decide_report(history(), done, "h1", NOW).events] == [

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from touchstone.agent.protocol import AttemptOutcome, AttemptReport, encode
-from touchstone.agent.testing import pid_alive
+from touchstone.agent.testing import GRANT_KEY, pid_alive
 from touchstone.onprem_provider.config import ProviderSettings
 from touchstone.onprem_provider.service import OnpremProvider
 from touchstone.shared import events as ev
@@ -67,12 +67,13 @@ class World:
 
 
 @pytest.fixture
-async def world(nc, js, subjects) -> AsyncIterator[Callable[..., Any]]:
+async def world(nc, js, subjects, objects) -> AsyncIterator[Callable[..., Any]]:
     stops: list[tuple[asyncio.Event, asyncio.Task[None]]] = []
 
     async def start(**overrides: Any) -> World:
         values: dict[str, Any] = dict(namespace=subjects.ns, agent_command_timeout_s=5.0, agent_timeout_s=30.0,
-                                      sweep_interval_s=0.2, max_deliver=3)
+                                      sweep_interval_s=0.2, max_deliver=3, objects_dir=objects.root,
+                                      objects_url=objects.url, upload_grant_key=GRANT_KEY)
         values.update(overrides)
         provider = OnpremProvider(ProviderSettings(**values), nc, js, subjects)
         provider.loop.base_delay_s = 0.1
@@ -92,7 +93,8 @@ def types(events: list[ev.TaskEvent]) -> list[str]:
     return [e.event_type for e in events]
 
 
-async def test_a_validation_of_momentum_runs_through_the_agent(world, start_agent, agent_settings, eventually):
+async def test_a_validation_of_momentum_runs_through_the_agent(world, start_agent, agent_settings, eventually,
+                                                                objects):
     """The reference trainer, for real, on the example feature set."""
     w = await world()
     await start_agent(agent_settings(trainer_dir=None, trainer_module="touchstone.trainer"))
@@ -105,8 +107,11 @@ async def test_a_validation_of_momentum_runs_through_the_agent(world, start_agen
     assert isinstance(finished, ev.TrainingFinished) and finished.exit_code == 0 and finished.attempt == 1
     assert finished.report is not None and finished.report["passed"] is True
     assert {c["name"] for c in finished.report["checks"]} >= {"imports", "no_lookahead"}
-    assert finished.log_uri and finished.log_uri.endswith("/logs/s1/validation/attempt-1.log")
-    assert "report.json" in finished.artifacts
+    # the agent put the report and the log into the control plane's store with the grant it was given
+    assert finished.log_key == "attempts/s1/validation/attempt-1/console.log" and finished.log_uri is None
+    assert finished.artifacts["report.json"] == "attempts/s1/validation/attempt-1/report.json"
+    assert b'"passed": true' in await objects.read(finished.artifacts["report.json"])
+    assert b"no_lookahead" in await objects.read(finished.log_key)
     launched = events[2]
     assert isinstance(launched, ev.ContainerLaunched) and launched.container_name == launch.container_name
 
@@ -125,7 +130,7 @@ async def test_a_rejected_feature_set_is_a_finished_validation(
 
 
 async def test_a_failing_trainer_yields_task_failed_with_its_log(
-    world, start_agent, agent_settings, make_feature_set, eventually
+    world, start_agent, agent_settings, make_feature_set, eventually, objects
 ):
     w = await world()
     await start_agent(agent_settings())
@@ -140,7 +145,8 @@ async def test_a_failing_trainer_yields_task_failed_with_its_log(
     assert isinstance(failed, ev.TaskFailed) and failed.failure_class == "trainer"
     snippet = (failed.log_snippet or "").splitlines()
     assert len(snippet) == 50 and snippet[-2:] == ["ValueError: the model diverged", "stand-in done"]
-    assert failed.log_uri and failed.log_uri.endswith("/logs/s1/pi-15/attempt-1.log")
+    assert failed.log_key == "attempts/s1/pi-15/attempt-1/console.log" and failed.log_uri is None
+    assert b"ValueError: the model diverged" in await objects.read(failed.log_key)
 
 
 async def test_a_prepare_problem_is_an_infrastructure_failure(world, start_agent, agent_settings, eventually):

@@ -1,9 +1,10 @@
-"""Fixtures of the results service's tests: staged attempt outputs as a provider leaves them,
+"""Fixtures of the results service's tests: attempt outputs as a producer puts them in the store,
 a local webhook receiver, moto's S3 server over real HTTP, and the ledger bucket cleaned up."""
 
 from __future__ import annotations
 
 import json
+import os
 import threading
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -15,6 +16,7 @@ from typing import Any
 import pytest
 from touchstone.results.adapters import KvLedger
 from touchstone.shared import events as ev
+from touchstone.shared.objects import keys
 from touchstone.shared.subjects import task_aggregate_id
 
 METRICS = {
@@ -31,35 +33,42 @@ def pytest_configure(config: pytest.Config) -> None:
 
 @dataclass
 class Staged:
-    """One attempt's outputs in a provider's staging directory, and the event announcing them."""
+    """One attempt's outputs as its producer puts them into the store, and the event that
+    names them by key."""
 
-    root: Path
     event: ev.TrainingFinished
     files: dict[str, bytes]
+    """object key -> bytes"""
+
+    async def upload(self, store: Any, *, skip: tuple[str, ...] = ()) -> None:
+        """What the producer does with its grant (here straight into the store)."""
+        for key, body in self.files.items():
+            if not key.endswith(skip):
+                await store.put(key, _tmp_file(body))
 
 
-def stage_attempt(data_dir: Path, submission_id: str, task_id: str, attempt: int = 1) -> Staged:
-    """Lay out ``artifacts/models/{s}/{t}/attempt-{n}/...`` and ``artifacts/logs/...`` as the
-    agent's collect phase does, with ``file://`` URIs in a ``TrainingFinished``."""
-    root = data_dir / "artifacts"
-    out = root / "models" / submission_id / task_id / f"attempt-{attempt}"
-    log_file = root / "logs" / submission_id / task_id / f"attempt-{attempt}.log"
-    files = {
+def _tmp_file(body: bytes) -> Path:
+    import tempfile
+
+    fd, name = tempfile.mkstemp()
+    with os.fdopen(fd, "wb") as f:
+        f.write(body)
+    return Path(name)
+
+
+def stage_attempt(submission_id: str, task_id: str, attempt: int = 1) -> Staged:
+    """An attempt's outputs under its prefix and a ``TrainingFinished`` naming them by key."""
+    prefix = keys.attempt_prefix(submission_id, task_id, attempt)
+    outputs = {
         "models/long.pkl": b"long-model-" + uuid.uuid4().bytes,
         "models/short.pkl": b"short-model-" + uuid.uuid4().bytes * 100,
         "metrics.json": json.dumps(METRICS).encode(),
         "report.json": b'{"ok": true}',
     }
-    artifacts = {}
-    for rel, body in files.items():
-        path = out / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(body)
-        artifacts[Path(rel).name] = path.resolve().as_uri()
-    log_file.parent.mkdir(parents=True, exist_ok=True)
+    files = {prefix + rel: body for rel, body in outputs.items()}
     log_body = "".join(f"epoch {i}: loss {1 / (i + 1):.3f}\n" for i in range(200)).encode()
-    log_file.write_bytes(log_body)
-    files["log"] = log_body
+    log_key = keys.log_key(submission_id, task_id, attempt)
+    files[log_key] = log_body
     event = ev.TrainingFinished(
         aggregate_id=task_aggregate_id(submission_id, task_id),
         correlation_id=submission_id,
@@ -67,16 +76,16 @@ def stage_attempt(data_dir: Path, submission_id: str, task_id: str, attempt: int
         task_id=task_id,
         attempt=attempt,
         metrics=METRICS,
-        artifacts=artifacts,
-        log_uri=log_file.resolve().as_uri(),
+        artifacts={Path(rel).name: prefix + rel for rel in outputs},
+        log_key=log_key,
     )
-    return Staged(root, event, files)
+    return Staged(event, files)
 
 
 @pytest.fixture
 def staged(tmp_path: Path) -> Staged:
     sid = f"s-{uuid.uuid4().hex[:8]}"
-    return stage_attempt(tmp_path / "provider", sid, "pi-60")
+    return stage_attempt(sid, "pi-60")
 
 
 # --- a local webhook receiver ---------------------------------------------------------------
@@ -176,8 +185,7 @@ def s3_store(s3_endpoint: str, s3_bucket: str) -> Any:
 @pytest.fixture
 def stage(tmp_path: Path) -> Any:
     """``stage(submission_id, task_id, attempt=1)`` lays out one more attempt."""
-    return lambda submission_id, task_id, attempt=1: stage_attempt(tmp_path / "provider", submission_id, task_id,
-                                                                   attempt)
+    return stage_attempt
 
 
 # --- a real SMTP server (aiosmtpd) --------------------------------------------------------

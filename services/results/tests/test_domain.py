@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import PurePosixPath
-
+import pytest
 from touchstone.results import domain
 from touchstone.shared import events as ev
+from touchstone.shared.errors import PermanentError
 
 
 def _finished(**kw: object) -> ev.TrainingFinished:
@@ -15,45 +15,32 @@ def _finished(**kw: object) -> ev.TrainingFinished:
     return ev.TrainingFinished(**(base | kw))  # type: ignore[arg-type]
 
 
-def test_keys_follow_the_layout() -> None:
-    assert domain.attempt_prefix("s1", "pi-60", 2) == "models/s1/pi-60/attempt-2"
-    assert domain.log_key("s1", "pi-60", 2) == "logs/s1/pi-60/attempt-2.log"
+PREFIX = "attempts/s1/pi-60/attempt-2/"
 
 
-def test_staged_files_keep_their_place_inside_the_attempt() -> None:
-    base = "file:///data/artifacts/models/s1/pi-60/attempt-2"
-    plan = domain.plan_uploads(
-        "s1", "pi-60", 2,
-        {"long.pkl": f"{base}/models/long.pkl", "metrics.json": f"{base}/metrics.json",
-         "elsewhere": "file:///tmp/x/my%20model.bin", "remote": "s3://bucket/k"},
-        "file:///data/artifacts/logs/s1/pi-60/attempt-2.log",
-    )
-    keys = {u.name: u.key for u in plan.uploads}
-    assert keys == {
-        "long.pkl": "models/s1/pi-60/attempt-2/models/long.pkl",
-        "metrics.json": "models/s1/pi-60/attempt-2/metrics.json",
-        "elsewhere": "models/s1/pi-60/attempt-2/my_model.bin",
-        "log": "logs/s1/pi-60/attempt-2.log",
-    }
-    assert plan.kept == {"remote": "s3://bucket/k"}
-    assert {u.name: u.source for u in plan.uploads}["elsewhere"] == PurePosixPath("/tmp/x/my model.bin")
+def test_an_events_keys_are_checked_against_its_attempt() -> None:
+    out = domain.checked_outputs("s1", "pi-60", 2, {"long.pkl": f"{PREFIX}models/long.pkl"}, f"{PREFIX}console.log",
+                                 None)
+    assert out == domain.Outputs({"long.pkl": f"{PREFIX}models/long.pkl"}, f"{PREFIX}console.log")
 
 
-def test_keys_never_climb_out_of_the_attempt() -> None:
-    plan = domain.plan_uploads("s1", "t", 1, {"a": "file:///x/models/s1/t/attempt-1/../../../etc/passwd"}, None)
-    (upload,) = plan.uploads
-    assert ".." not in PurePosixPath(upload.key).parts
-    assert upload.key.startswith("models/s1/t/attempt-1/")
-
-
-def test_two_names_with_one_file_name_stay_apart() -> None:
-    plan = domain.plan_uploads("s", "t", 1, {"a": "file:///one/model.pkl", "b": "file:///two/model.pkl"}, None)
-    assert len({u.key for u in plan.uploads}) == 2
-
-
-def test_plan_is_deterministic() -> None:
-    args = ("s", "t", 3, {"b": "file:///b", "a": "file:///a"}, "file:///l.log")
-    assert domain.plan_uploads(*args) == domain.plan_uploads(*args)
+@pytest.mark.parametrize(("artifacts", "log_key", "log_uri"), [
+    ({"a": "/data/artifacts/models/s1/pi-60/attempt-2/long.pkl"}, None, None),
+    ({"a": "file:///data/artifacts/long.pkl"}, None, None),
+    ({"a": "s3://bucket/attempts/s1/pi-60/attempt-2/long.pkl"}, None, None),
+    ({"a": "https://store.example/attempts/s1/pi-60/attempt-2/long.pkl"}, None, None),
+    ({"a": f"{PREFIX}../attempt-1/long.pkl"}, None, None),
+    ({"a": "attempts/s1/pi-60/attempt-1/long.pkl"}, None, None),
+    ({"a": "attempts/s2/pi-60/attempt-2/long.pkl"}, None, None),
+    ({}, "attempts/s1/pi-60/attempt-1/console.log", None),
+    ({}, f"{PREFIX}models/console.log", None),
+    ({}, None, "file:///data/artifacts/logs/s1/pi-60/attempt-2.log"),
+    ({}, None, "/etc/passwd"),
+])
+def test_paths_urls_and_other_attempts_keys_are_refused(artifacts: dict[str, str], log_key: str | None,
+                                                        log_uri: str | None) -> None:
+    with pytest.raises(PermanentError):
+        domain.checked_outputs("s1", "pi-60", 2, artifacts, log_key, log_uri)
 
 
 def test_metrics_are_flattened_and_only_finite_numbers_kept() -> None:
@@ -74,9 +61,9 @@ def test_run_spec_carries_params_metrics_and_links() -> None:
     )
     event = _finished(metrics={"long": {"f1": 0.5}, "short": {"f1": 0.4}}, cost_usd=0.12)
     record = domain.AttemptRecord(event_id=event.event_id, submission_id="s1", task_id="pi-60", attempt=2,
-                                  artifacts={"long.pkl": "s3://b/models/s1/pi-60/attempt-2/models/long.pkl"},
-                                  log_uri="s3://b/logs/s1/pi-60/attempt-2.log")
-    spec = domain.run_spec(event, queued, record)
+                                  artifacts={"long.pkl": f"{PREFIX}models/long.pkl"},
+                                  log_key=f"{PREFIX}console.log")
+    spec = domain.run_spec(event, queued, record, lambda key: f"s3://b/{key}")
     assert spec.name == "s1/pi-60/attempt-2"
     assert spec.params["prediction_interval"] == "60"
     assert spec.params["trainer_ref"] == "v1.2"
@@ -85,8 +72,8 @@ def test_run_spec_carries_params_metrics_and_links() -> None:
     assert spec.params["submission_id"] == "s1" and spec.params["attempt"] == "2"
     assert spec.metrics == {"long.f1": 0.5, "short.f1": 0.4, "cost_usd": 0.12}
     assert spec.tags[domain.EVENT_ID_TAG] == event.event_id
-    assert spec.tags["artifact.long.pkl"].startswith("s3://")
-    assert spec.tags["log"] == "s3://b/logs/s1/pi-60/attempt-2.log"
+    assert spec.tags["artifact.long.pkl"] == f"s3://b/{PREFIX}models/long.pkl"
+    assert spec.tags["log"] == f"s3://b/{PREFIX}console.log"
 
 
 def test_run_params_without_the_queued_event() -> None:

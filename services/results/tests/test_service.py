@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -15,8 +14,8 @@ from typing import Any
 import pytest
 from touchstone.results.adapters import KvLedger, LocalArtifactStore, S3ArtifactStore
 from touchstone.results.config import ResultsSettings
-from touchstone.results.domain import RunSpec, local_path, plan_uploads
-from touchstone.results.handlers import Deps, consumer_spec, handlers, publish
+from touchstone.results.domain import RunSpec
+from touchstone.results.handlers import Deps, consumer_spec, handlers
 from touchstone.results.service import artifact_store, bootstrap
 from touchstone.results.tracking import TrackedRun
 from touchstone.shared import events as ev
@@ -72,6 +71,7 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
 async def test_a_finished_attempt_is_published_once(rjs: Any, subjects: Any, store: Any, staged: Any,
                                                     tmp_path: Path) -> None:
     event = staged.event
+    await staged.upload(store)
     await EventPublisher(rjs, subjects).append(_queued(event.submission_id, event.task_id))
     deps = await bootstrap(ResultsSettings(data_dir=tmp_path), rjs, subjects, store=store)
     async with running(rjs, subjects, deps) as loop:
@@ -79,57 +79,32 @@ async def test_a_finished_attempt_is_published_once(rjs: Any, subjects: Any, sto
         await until(lambda: loop.processed >= 2, "both deliveries")
 
     s, t = event.submission_id, event.task_id
-    expected = {
-        f"models/{s}/{t}/attempt-1/models/long.pkl": staged.files["models/long.pkl"],
-        f"models/{s}/{t}/attempt-1/models/short.pkl": staged.files["models/short.pkl"],
-        f"models/{s}/{t}/attempt-1/metrics.json": staged.files["metrics.json"],
-        f"models/{s}/{t}/attempt-1/report.json": staged.files["report.json"],
-        f"logs/{s}/{t}/attempt-1.log": staged.files["log"],
-    }
-    assert sorted(deps.uploads) == sorted(expected)  # one upload set, nothing twice
-    for key, body in expected.items():
-        assert await store.read(key) == body
-
+    prefix = f"attempts/{s}/{t}/attempt-1/"
     record = await (await KvLedger.open(rjs, subjects)).get(f"attempt.{s}.{t}.1")
     assert record is not None and record["event_id"] == event.event_id
-    assert record["artifacts"]["long.pkl"] == store.uri(f"models/{s}/{t}/attempt-1/models/long.pkl")
-    assert record["log_uri"] == store.uri(f"logs/{s}/{t}/attempt-1.log")
+    assert record["artifacts"] == {"long.pkl": f"{prefix}models/long.pkl", "short.pkl": f"{prefix}models/short.pkl",
+                                   "metrics.json": f"{prefix}metrics.json", "report.json": f"{prefix}report.json"}
+    assert record["log_key"] == f"{prefix}console.log"
     assert record["mlflow_run_id"] is None and record["missing"] == []
 
     history = await EventPublisher(rjs, subjects).load_task(s, t)
     announced = [r.event for r in history if r.event.event_type == "ResultsPublished"]
     assert len(announced) == 1, "a redelivered TrainingFinished announces nothing twice"
-    assert announced[0].artifacts["long.pkl"] == record["artifacts"]["long.pkl"]
-    assert announced[0].log_uri == record["log_uri"]
+    assert announced[0].artifacts == record["artifacts"] and announced[0].log_key == record["log_key"]
+    assert announced[0].log_uri is None
 
 
-async def test_a_second_process_finds_the_objects_already_there(rjs: Any, subjects: Any, staged: Any,
-                                                                tmp_path: Path) -> None:
-    """A crash after uploading but before the ledger record: the retry uploads nothing."""
-    store = LocalArtifactStore(tmp_path / "objects")
-    first = await bootstrap(ResultsSettings(data_dir=tmp_path), rjs, subjects, store=store)
-    e = staged.event
-    await publish(first, plan_uploads(e.submission_id, e.task_id, e.attempt, e.artifacts, e.log_uri))
-    assert len(first.uploads) == 5
-    second = await bootstrap(ResultsSettings(data_dir=tmp_path), rjs, subjects, store=store)
-    async with running(rjs, subjects, second) as loop:
-        await deliver_twice(rjs, subjects, e)
-        await until(lambda: loop.processed >= 2, "both deliveries")
-    assert list(second.uploads) == []
-    assert await second.ledger.get(f"attempt.{e.submission_id}.{e.task_id}.1") is not None
-
-
-async def test_a_staged_file_that_is_gone_is_reported(rjs: Any, subjects: Any, staged: Any, tmp_path: Path) -> None:
-    os.remove(str(local_path(staged.event.artifacts["report.json"])))
+async def test_an_object_the_producer_never_uploaded_is_reported(rjs: Any, subjects: Any, staged: Any,
+                                                                 tmp_path: Path) -> None:
     deps = await bootstrap(ResultsSettings(data_dir=tmp_path), rjs, subjects)
+    await staged.upload(deps.store, skip=("report.json",))
     async with running(rjs, subjects, deps) as loop:
         await deliver_twice(rjs, subjects, staged.event)
         await until(lambda: loop.processed >= 2, "both deliveries")
-    assert len(deps.uploads) == 4
     e = staged.event
     record = await deps.ledger.get(f"attempt.{e.submission_id}.{e.task_id}.1")
     assert record is not None and record["missing"] == ["report.json"]
-    assert (tmp_path / "objects" / f"models/{e.submission_id}/{e.task_id}/attempt-1/models/long.pkl").is_file()
+    assert set(record["artifacts"]) == {"long.pkl", "short.pkl", "metrics.json"}
 
 
 async def test_a_failed_attempt_keeps_its_full_log(rjs: Any, subjects: Any, staged: Any, tmp_path: Path) -> None:
@@ -137,17 +112,52 @@ async def test_a_failed_attempt_keeps_its_full_log(rjs: Any, subjects: Any, stag
     failed = ev.TaskFailed(
         aggregate_id=e.aggregate_id, correlation_id=e.submission_id, submission_id=e.submission_id,
         task_id=e.task_id, attempt=1, reason="trainer exited 1", failure_class="trainer",
-        log_snippet="epoch 199: loss 0.005", log_uri=e.log_uri,
+        log_snippet="epoch 199: loss 0.005", log_key=e.log_key,
     )
     deps = await bootstrap(ResultsSettings(data_dir=tmp_path), rjs, subjects)
+    await staged.upload(deps.store)
     async with running(rjs, subjects, deps) as loop:
         await deliver_twice(rjs, subjects, failed)
         await until(lambda: loop.processed >= 2, "both deliveries")
-    key = f"logs/{e.submission_id}/{e.task_id}/attempt-1.log"
-    assert list(deps.uploads) == [key]
-    assert await deps.store.read(key) == staged.files["log"]
     record = await deps.ledger.get(f"attempt.{e.submission_id}.{e.task_id}.1")
-    assert record is not None and record["outcome"] == "failed" and record["log_uri"] == deps.store.uri(key)
+    assert record is not None and record["outcome"] == "failed" and record["log_key"] == e.log_key
+
+
+def _forged(staged: Any, tmp_path: Path) -> list[ev.TaskEvent]:
+    """Events that name a host path, a URL or another attempt's objects."""
+    secret = tmp_path / "host-secret.txt"
+    secret.write_text("the agent's NATS password")
+    e = staged.event
+    other = f"attempts/{e.submission_id}/{e.task_id}/attempt-2/models/long.pkl"
+    common = dict(aggregate_id=e.aggregate_id, correlation_id=e.submission_id, submission_id=e.submission_id,
+                  task_id=e.task_id, attempt=1)
+    return [
+        e.model_copy(update={"event_id": "path", "artifacts": {"long.pkl": str(secret)}}),
+        e.model_copy(update={"event_id": "file", "artifacts": {"long.pkl": secret.as_uri()}}),
+        e.model_copy(update={"event_id": "url", "artifacts": {"long.pkl": "https://evil.example/x"}}),
+        e.model_copy(update={"event_id": "other", "artifacts": {"long.pkl": other}}),
+        e.model_copy(update={"event_id": "climb", "artifacts": {"x": f"{e.log_key}/../../../attempt-2/x"}}),
+        e.model_copy(update={"event_id": "logpath", "log_uri": secret.as_uri()}),
+        ev.TaskFailed(**common, event_id="failpath", reason="x", log_uri=str(secret)),
+        ev.TaskFailed(**common, event_id="failkey", reason="x", log_key="/etc/passwd"),
+    ]
+
+
+async def test_an_event_that_names_a_host_path_or_url_is_refused(rjs: Any, subjects: Any, staged: Any,
+                                                                 tmp_path: Path) -> None:
+    """Nothing is read from the path, nothing recorded or announced; the event is dead-lettered."""
+    deps = await bootstrap(ResultsSettings(data_dir=tmp_path / "results"), rjs, subjects)
+    forged = _forged(staged, tmp_path)
+    async with running(rjs, subjects, deps) as loop:
+        for event in forged:
+            await EventPublisher(rjs, subjects).append(event)
+        await until(lambda: loop.dead_lettered >= len(forged), "every forged event refused")
+    e = staged.event
+    assert await deps.ledger.get(f"attempt.{e.submission_id}.{e.task_id}.1") is None
+    history = await EventPublisher(rjs, subjects).load_task(e.submission_id, e.task_id)
+    assert not [r for r in history if r.event.event_type == "ResultsPublished"]
+    objects = tmp_path / "results" / "objects"
+    assert not objects.exists() or not [p for p in objects.rglob("*") if p.is_file()]
 
 
 def _submission(name: str) -> ev.SubmissionCreated:
@@ -219,10 +229,12 @@ class RecordingTracker:
 async def test_validation_outputs_are_published_without_a_run(rjs: Any, subjects: Any, stage: Any,
                                                               tmp_path: Path) -> None:
     sid = f"s-{uuid.uuid4().hex[:8]}"
-    validation = stage(sid, ev.VALIDATION_TASK_ID).event
-    training = stage(sid, "pi-15").event
-    await EventPublisher(rjs, subjects).append(_queued(sid, "pi-15"))
     deps = await bootstrap(ResultsSettings(data_dir=tmp_path), rjs, subjects)
+    validation, training = stage(sid, ev.VALIDATION_TASK_ID), stage(sid, "pi-15")
+    for staged in (validation, training):
+        await staged.upload(deps.store)
+    validation, training = validation.event, training.event
+    await EventPublisher(rjs, subjects).append(_queued(sid, "pi-15"))
     deps.tracker = tracker = RecordingTracker()
     async with running(rjs, subjects, deps) as loop:
         await deliver_twice(rjs, subjects, validation)
@@ -230,7 +242,7 @@ async def test_validation_outputs_are_published_without_a_run(rjs: Any, subjects
         await until(lambda: loop.processed >= 4, "every delivery")
     assert list(tracker.runs) == [training.event_id]
     assert tracker.runs[training.event_id].params["prediction_interval"] == "60"
-    assert len(deps.uploads) == 10
+    assert tracker.runs[training.event_id].tags["artifact.long.pkl"] == deps.store.uri(training.artifacts["long.pkl"])
     record = await deps.ledger.get(f"attempt.{sid}.pi-15.1")
     assert record is not None and record["mlflow_run_url"] == f"http://mlflow/#/runs/{training.event_id[:6]}"
     assert (await deps.ledger.get(f"attempt.{sid}.validation.1") or {}).get("mlflow_run_id") is None

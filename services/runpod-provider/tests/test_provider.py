@@ -22,7 +22,9 @@ from touchstone.runpod_provider.service import RunpodProvider
 from touchstone.runpod_provider.testing import (
     GPU,
     WAIT_S,
+    control_plane_objects,
     provider_settings,
+    store_settings,
     unaccounted,
     wait_for,
     write_feature_set,
@@ -34,11 +36,6 @@ from touchstone.shared.jetstream import system_bucket
 from touchstone.shared.publisher import EventPublisher
 from touchstone.shared.subjects import task_aggregate_id
 from touchstone.shared.system import RunPodStatus, SystemSettings, read_runpod_status, write_system
-
-
-def read(uri: str) -> str:
-    """The text of a file:// artifact."""
-    return Path(uri.removeprefix("file://")).read_text()
 
 
 class Harness:
@@ -55,11 +52,20 @@ class Harness:
         self._task: asyncio.Task[None] | None = None
         self.detached: set[str] = set()
         """Attempts live when the provider stopped: their pods are left for the next provider."""
+        self.uploads = contextlib.ExitStack()
+        self.objects = self.uploads.enter_context(control_plane_objects(tmp_path / "control-plane" / "objects"))
+        """The control plane's store, in a folder of its own: the provider uploads to it over HTTP."""
+
+    def read(self, key: str | None) -> str:
+        """The text of an object the provider put into the control plane's store."""
+        assert key is not None and key.startswith("attempts/"), key
+        return (self.objects.root / key).read_text()
 
     async def start(self, *, max_running: int = 4, **overrides: object) -> RunpodProvider:
         await self.set_max_running(max_running)
         settings = provider_settings(self.fake, namespace=self.subjects.ns, data_dir=self.tmp / "data",
-                                     trainer_src=self.trainer_src, **{**self.defaults, **overrides})
+                                     trainer_src=self.trainer_src,
+                                     **{**self.defaults, **store_settings(self.objects), **overrides})
         self.provider = RunpodProvider(settings, self.nc, self.js, self.subjects)
         self._task = asyncio.create_task(self.provider.run(self._stop))
         return self.provider
@@ -125,6 +131,7 @@ async def harness(fake, js, subjects, nc, tmp_path, trainer_src, provider_defaul
     yield h
     with contextlib.suppress(Exception):
         await h.stop()
+    h.uploads.close()
     h.assert_accounted_for()
 
 
@@ -136,6 +143,7 @@ async def docker_harness(docker_fake, js, subjects, nc, tmp_path, trainer_src, p
     yield h
     with contextlib.suppress(Exception):
         await h.stop()
+    h.uploads.close()
     h.assert_accounted_for()
 
 
@@ -158,12 +166,14 @@ async def test_a_validation_runs_end_to_end_on_a_fake_pod(harness, fake, tmp_pat
     assert launched.cost_per_hour and launched.cost_per_hour > 0
     assert finished.exit_code == 0 and finished.report == {"passed": True, "checks": ["shape"]}
     assert finished.cost_usd is not None and finished.cost_usd >= 0
-    report = Path(finished.artifacts["report.json"].removeprefix("file://"))
-    assert report.is_relative_to(tmp_path / "data" / "artifacts" / "models" / launch.submission_id / "validation")
-    assert json.loads(read(finished.artifacts["report.json"]))["passed"] is True
-    log_text = read(finished.log_uri)
+    prefix = f"attempts/{launch.submission_id}/validation/attempt-1/"
+    assert finished.artifacts["report.json"] == f"{prefix}report.json" and finished.log_uri is None
+    assert json.loads(harness.read(finished.artifacts["report.json"]))["passed"] is True
+    log_text = harness.read(finished.log_key)
     assert "stand-in trainer: validate" in log_text and "to stderr" in log_text
-    assert finished.log_uri.endswith(f"logs/{launch.submission_id}/validation/attempt-1.log")
+    assert finished.log_key == f"{prefix}console.log"
+    staged = tmp_path / "data" / "artifacts" / "models" / launch.submission_id
+    assert not [p for p in staged.rglob("*") if p.is_file()]  # the staged copies are gone
     streamed = await logs.next_msg(timeout=5)
     assert streamed.data
     [pod] = fake.ledger()
@@ -180,7 +190,7 @@ async def test_a_training_collects_models_and_metrics(harness, fake):
 
     assert finished.metrics == {"long": {"auc": 0.61}, "short": {"auc": 0.58}}
     assert {"long.bin", "short.bin", "metrics.json"} <= set(finished.artifacts)
-    assert read(finished.artifacts["long.bin"]) == "long"
+    assert harness.read(finished.artifacts["long.bin"]) == "long"
     await harness.until_event(launch, "ContainerTerminated")
 
 
@@ -196,8 +206,8 @@ async def test_a_training_runs_end_to_end_in_a_docker_pod(docker_harness, docker
     assert await docker_harness.types(launch) == TRANSCRIPT
     finished = next(e for e in await docker_harness.events(launch) if isinstance(e, ev.TrainingFinished))
     assert finished.metrics == {"long": {"auc": 0.61}, "short": {"auc": 0.58}}
-    assert read(finished.artifacts["long.bin"]) == "long"
-    assert "stand-in trainer: train touchstone/feature-set" in read(finished.log_uri)
+    assert docker_harness.read(finished.artifacts["long.bin"]) == "long"
+    assert "stand-in trainer: train touchstone/feature-set" in docker_harness.read(finished.log_key)
     [pod] = docker_fake.ledger()
     assert pod.terminated
     assert await docker("ps", "-aq", "--filter", f"label={POD_LABEL}={pod.id}") == ""

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+from datetime import UTC, datetime
 
 import httpx
 from touchstone.shared import events as ev
+from touchstone.shared.objects.keys import log_key
+from touchstone.shared.objects.testing import put_bytes
 
 
 async def sse(client: httpx.AsyncClient, path: str, into: list[dict], ready: asyncio.Event) -> None:
@@ -122,18 +125,39 @@ async def test_logs_plain_and_tail(api) -> None:
     assert (await api.alice.get(f"/api/v1/submissions/{empty}/tasks/validation/logs")).text == ""
 
 
-async def test_logs_from_the_collected_file_once_the_stream_has_none(api) -> None:
+def _secret(client: httpx.AsyncClient) -> str:
+    return client.headers["Authorization"].removeprefix("Bearer ")
+
+
+async def test_an_ended_tasks_log_comes_from_the_store_even_after_the_streams_retention(api, tmp_path) -> None:
+    """Every attempt's full log, read by the key the API computes itself; a host path in the
+    event is never opened."""
     sid = await api.accepted(api.alice)
-    log = api.settings.artifacts_dir / sid / "validation" / "console.log"
-    log.parent.mkdir(parents=True)
-    log.write_text("collected 1\ncollected 2\n")
+    host_file = tmp_path / "host-secret.log"
+    host_file.write_text("a host file\n")
+    await put_bytes(api.deps.objects, log_key(sid, "validation", 1), b"attempt 1 line\n")
+    await put_bytes(api.deps.objects, log_key(sid, "validation", 2), "stored 1\nstored 2 \u00e9\n".encode())
     base = {"aggregate_id": f"{sid}-validation", "correlation_id": sid, "submission_id": sid, "task_id": "validation"}
     await api.record(
         ev.TaskQueued(**base, kind="validation", spec=ev.TaskSpec(git_url="https://github.com/org/fs.git")),
-        ev.TrainingFinished(**base, attempt=1, log_uri=log.as_uri()),
+        ev.TaskAssigned(**base, attempt=1, platform="onprem", placement="h1/0"),
+        ev.TaskFailed(**base, attempt=1, reason="x", log_uri=host_file.as_uri()),
+        ev.TaskRetried(**base, attempt=2, not_before=datetime.now(UTC)),
+        ev.TaskAssigned(**base, attempt=2, platform="onprem", placement="h1/0"),
+        ev.TrainingFinished(**base, attempt=2, log_uri=host_file.as_uri()),
     )
-    r = await api.alice.get(f"/api/v1/submissions/{sid}/tasks/validation/logs", params={"tail": 1})
-    assert r.text == "collected 2\n"
+    # the stream kept only the last line (retention); the store has everything
+    await api.deps.js.publish(api.deps.subjects.logs(f"{sid}-validation"), b"stored 2\n")
+    logs = f"/api/v1/submissions/{sid}/tasks/validation/logs"
+    assert (await api.alice.get(logs)).text == "attempt 1 line\nstored 1\nstored 2 \u00e9\n"
+    assert (await api.alice.get(logs, params={"tail": 1})).text == "stored 2 \u00e9\n"
+    r = await api.anon.post("/ui/sign-in", data={"token": _secret(api.alice), "next": "/ui/submissions"})
+    browser = {"Cookie": r.headers["set-cookie"].split(";")[0]}
+    page = await api.anon.get(f"/ui/submissions/{sid}/tasks/validation/log", headers=browser)
+    assert page.status_code == 200 and "stored 1" in page.text and "a host file" not in page.text
+    task, seen, _ = await follow(api.alice, f"{logs}?follow=true&tail=2")
+    await asyncio.wait_for(task, 10)
+    assert [e["data"] for e in seen] == ["stored 1", "stored 2 \u00e9", "SUCCEEDED"]
 
 
 async def test_follow_streams_new_lines_until_the_task_ends(api) -> None:
@@ -156,12 +180,13 @@ async def test_follow_streams_new_lines_until_the_task_ends(api) -> None:
         await asyncio.gather(task, return_exceptions=True)
 
 
-async def test_artifacts_are_served_only_from_the_artifacts_directory(api, tmp_path) -> None:
+async def test_artifacts_are_served_only_from_the_store_under_the_tasks_prefix(api, tmp_path) -> None:
     sid = await api.accepted(api.alice)
-    folder = api.settings.artifacts_dir / sid / "pi-60"
-    folder.mkdir(parents=True)
-    (folder / "metrics.json").write_text('{"sharpe": 2.0}')
-    (folder / "model_long.pkl").write_bytes(b"\x80\x04model")
+    prefix = f"attempts/{sid}/pi-60/attempt-1/"
+    await put_bytes(api.deps.objects, f"{prefix}metrics.json", b'{"sharpe": 2.0}')
+    await put_bytes(api.deps.objects, f"{prefix}models/model_long.pkl", b"\x80\x04model")
+    other = f"attempts/{sid}/pi-15/attempt-1/metrics.json"  # another task's object
+    await put_bytes(api.deps.objects, other, b"not this task's")
     outside = tmp_path / "secret.txt"
     outside.write_text("do not serve")
     base = {"aggregate_id": f"{sid}-pi-60", "correlation_id": sid, "submission_id": sid, "task_id": "pi-60"}
@@ -171,10 +196,14 @@ async def test_artifacts_are_served_only_from_the_artifacts_directory(api, tmp_p
             **base,
             attempt=1,
             artifacts={
-                "metrics.json": (folder / "metrics.json").as_uri(),
-                "model_long.pkl": str(folder / "model_long.pkl"),
+                "metrics.json": f"{prefix}metrics.json",
+                "model_long.pkl": f"{prefix}models/model_long.pkl",
                 "leak": outside.as_uri(),
+                "path": str(outside),
+                "climb": f"{prefix}../../pi-15/attempt-1/metrics.json",
+                "other": other,
                 "remote": "https://objects.example.com/bucket/model.pkl",
+                "gone": f"{prefix}models/gone.pkl",
             },
         ),
     )
@@ -182,9 +211,30 @@ async def test_artifacts_are_served_only_from_the_artifacts_directory(api, tmp_p
     r = await api.alice.get(f"{path}/metrics.json")
     assert r.status_code == 200 and r.json() == {"sharpe": 2.0}
     assert (await api.admin.get(f"{path}/model_long.pkl")).content == b"\x80\x04model"
-    assert (await api.alice.get(f"{path}/leak")).status_code == 404
-    assert (await api.alice.get(f"{path}/..%2F..%2Fsecret.txt")).status_code == 404
-    assert (await api.alice.get(f"{path}/missing.bin")).status_code == 404
-    remote = await api.alice.get(f"{path}/remote")
-    assert remote.status_code == 307 and remote.headers["location"].startswith("https://objects.example.com/")
+    for name in ("leak", "path", "climb", "other", "remote", "gone", "missing.bin", "..%2F..%2Fsecret.txt"):
+        r = await api.alice.get(f"{path}/{name}")
+        assert r.status_code == 404 and "location" not in r.headers, name
+    r = await api.anon.post("/ui/sign-in", data={"token": _secret(api.alice), "next": "/ui/submissions"})
+    browser = {"Cookie": r.headers["set-cookie"].split(";")[0]}
+    ui = f"/ui/submissions/{sid}/tasks/pi-60/artifacts"
+    assert (await api.anon.get(f"{ui}/metrics.json", headers=browser)).json() == {"sharpe": 2.0}
+    assert (await api.anon.get(f"{ui}/remote", headers=browser)).status_code == 404
     assert (await api.bob.get(f"{path}/metrics.json")).status_code == 404
+
+
+async def test_producers_upload_through_the_api_with_a_grant_and_nothing_else(api) -> None:
+    """The embedded store's endpoint: a grant for one attempt writes that attempt only."""
+    sid = await api.accepted(api.alice)
+    prefix = f"attempts/{sid}/pi-60/attempt-1/"
+    grant = api.deps.objects.grant(prefix, 64, 600, datetime.now(UTC))
+    auth = {"Authorization": f"Bearer {grant.token}"}
+    r = await api.anon.put(f"/objects/{prefix}models/long.json", content=b'{"w": 1}', headers=auth)
+    assert r.status_code == 201, r.text
+    assert await api.deps.objects.read(f"{prefix}models/long.json") == b'{"w": 1}'
+    other = f"/objects/attempts/{sid}/pi-60/attempt-2/x"
+    assert (await api.anon.put(other, content=b"x", headers=auth)).status_code == 403
+    assert (await api.anon.put(f"/objects/{prefix}big", content=b"x" * 65, headers=auth)).status_code == 413
+    assert (await api.anon.put(f"/objects/{prefix}x", content=b"x")).status_code == 401
+    # an admin's API token is no grant
+    admin = {"Authorization": api.admin.headers["Authorization"]}
+    assert (await api.anon.put(f"/objects/{prefix}x", content=b"x", headers=admin)).status_code == 403

@@ -8,6 +8,7 @@ from typing import Any
 
 import httpx
 from touchstone.shared import events as ev
+from touchstone.shared.objects.testing import put_bytes
 
 ROLES = ("anon", "alice", "bob", "admin")
 SCHEDULE = {"prediction_intervals": [60]}
@@ -32,12 +33,11 @@ async def test_every_endpoint_for_every_role(api) -> None:
     a = await api.accepted(api.alice)
     spec = ev.TaskSpec(git_url="https://github.com/org/fs.git")
     base = {"aggregate_id": f"{a}-validation", "correlation_id": a, "submission_id": a, "task_id": "validation"}
-    artifact = api.settings.artifacts_dir / a / "validation" / "metrics.json"
-    artifact.parent.mkdir(parents=True)
-    artifact.write_text('{"sharpe": 1.5}')
+    artifact = f"attempts/{a}/validation/attempt-1/metrics.json"
+    await put_bytes(api.deps.objects, artifact, b'{"sharpe": 1.5}')
     await api.record(
         ev.TaskQueued(**base, kind="validation", spec=spec),
-        ev.TrainingFinished(**base, attempt=1, artifacts={"metrics.json": artifact.as_uri()}),
+        ev.TrainingFinished(**base, attempt=1, artifacts={"metrics.json": artifact}),
     )
     await api.deps.js.publish(api.deps.subjects.logs(f"{a}-validation"), b"validating...\nok\n")
 

@@ -133,7 +133,7 @@ async def test_detail_lists_tasks_with_links(api) -> None:
             task_id="pi-60",
             attempt=1,
             metrics={"sharpe": 1.2},
-            artifacts={"model_long.pkl": "s3://b/k"},
+            artifacts={"model_long.pkl": f"attempts/{sid}/pi-60/attempt-1/models/model_long.pkl"},
         ),
     )
     task = (await api.alice.get(f"/api/v1/submissions/{sid}")).json()["tasks"][0]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -116,9 +117,14 @@ class System:
                 "TOUCHSTONE_ALLOW_LOCAL_SOURCES": "true", "TOUCHSTONE_NATS_TLS_CA_FILE": self.cluster.ca_file,
                 **self.settings}
         ports = iter(API_PORTS)
+        # the control host's embedded object store: one folder and one grant key for the API (which
+        # takes the agents' uploads), the results service and the providers (which sign the grants)
+        objects = {"TOUCHSTONE_OBJECTS_DIR": str(self.root / "objects"),
+                   "TOUCHSTONE_OBJECTS_URL": f"{self.api_urls()[0]}/objects",
+                   "TOUCHSTONE_UPLOAD_GRANT_KEY": secrets.token_hex(32)}
         for name, module in SERVICES:
-            env = {**base, "TOUCHSTONE_NATS_URL": self.services_url, "TOUCHSTONE_DATA_DIR": str(self.root / name),
-                   "TOUCHSTONE_INSTANCE_ID": name}
+            env = {**base, **objects, "TOUCHSTONE_NATS_URL": self.services_url,
+                   "TOUCHSTONE_DATA_DIR": str(self.root / name), "TOUCHSTONE_INSTANCE_ID": name}
             if module == "touchstone.submission":
                 env.update(TOUCHSTONE_HOST="0.0.0.0", TOUCHSTONE_PORT=str(next(ports)),
                            TOUCHSTONE_ADMIN_TOKEN=self.admin_token, TOUCHSTONE_DENIED_NETWORKS="[]")

@@ -69,6 +69,8 @@ def up(
     # MLflow's own file store refuses new data (maintenance mode since MLflow 3), so the
     # embedded experiment store is its SQLite database in the data directory; "" turns it off
     env.setdefault("TOUCHSTONE_MLFLOW_TRACKING_URI", f"sqlite:///{data / 'mlflow.db'}")
+    # producers (the agent, the RunPod provider) upload outputs to the embedded store through the API
+    env.setdefault("TOUCHSTONE_OBJECTS_URL", f"http://127.0.0.1:{api_port}/objects")
     env["TOUCHSTONE_ADMIN_TOKEN"] = _admin_token(data)
     supervisor = Supervisor(data, namespace=settings.namespace, nats_port=nats_port, env=env,
                             runpod_demo=runpod_demo)

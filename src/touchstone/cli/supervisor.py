@@ -140,7 +140,22 @@ class Supervisor:
         if name != "agent":
             return self.users.child_env(service_user(name))
         return {"TOUCHSTONE_HOST": LOCAL_AGENT, "TOUCHSTONE_NUM_SLOTS": str(self.local_slots),
+                "TOUCHSTONE_DATA_DIR": self.agent_data_dir(),
                 **self.users.child_env(agent_user(LOCAL_AGENT))}
+
+    def agent_data_dir(self) -> str:
+        """The local agent's data directory: a host of its own, sharing no folder with the
+        control plane (its outputs reach the store through the API's /objects with the grant
+        of each launch). ``TOUCHSTONE_AGENT_DATA_DIR`` puts it elsewhere."""
+        return self.env.get("TOUCHSTONE_AGENT_DATA_DIR") or str(self.data_dir / "hosts" / LOCAL_AGENT)
+
+    def _env_of(self, child: Child) -> dict[str, str]:
+        """The child's environment; the agent gets no cloud credentials (its upload grants
+        come with its launches)."""
+        env = {**self.env, **child.env}
+        if child.name == "agent":
+            env = {k: v for k, v in env.items() if not k.startswith(("AWS_", "TOUCHSTONE_S3_", "TOUCHSTONE_UPLOAD_"))}
+        return env
 
     def _add_runpod_demo(self) -> None:
         """The faithful local RunPod as one more child, and the RunPod provider pointed at it."""
@@ -174,7 +189,7 @@ class Supervisor:
             child.process = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", child.module, *child.args,
                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-                env={**self.env, **child.env}, start_new_session=True,
+                env=self._env_of(child), start_new_session=True,
             )
             assert child.process.stdout is not None
             async for raw in child.process.stdout:

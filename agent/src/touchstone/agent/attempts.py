@@ -16,7 +16,9 @@ from collections.abc import Awaitable, Callable
 
 from touchstone.agent import collect as collecting
 from touchstone.agent import prepare
+from touchstone.agent import publish as publishing
 from touchstone.agent.config import AgentSettings
+from touchstone.agent.grants import Grants
 from touchstone.agent.protocol import AttemptOutcome, AttemptReport, CommandReply, stage_index
 from touchstone.agent.runtime import ContainerRuntime, ContainerSpec
 from touchstone.agent.sources import Sources
@@ -30,6 +32,7 @@ from touchstone.agent.state import (
     save_ended,
 )
 from touchstone.shared.commands import CONTAINER_PREFIX, LaunchTask, TerminateTask, container_name
+from touchstone.shared.errors import PermanentError, TouchstoneError
 from touchstone.shared.logs import task_context
 from touchstone.shared.subjects import task_aggregate_id
 
@@ -58,6 +61,7 @@ class Attempts:
         self.slots_total = settings.num_slots
         self.has_gpus = False
         self.sources = Sources(settings, runtime)
+        self.grants = Grants(settings.data_dir / "grants")
 
     # --- queries ---------------------------------------------------------------------
 
@@ -96,7 +100,7 @@ class Attempts:
             holder = next((a.name for a in self.live.values() if a.slot == slot), None)
             if holder is not None:
                 return CommandReply(ok=False, error=f"slot {slot} on {self.host} is held by {holder}")
-        attempt = Attempt(command, self.root / name)
+        attempt = Attempt(self.grants.take(command), self.root / name)  # its grant is not for the task's eyes
         self.live[name] = attempt
         try:
             attempt.work_dir.mkdir(parents=True, exist_ok=False)
@@ -258,13 +262,20 @@ class Attempts:
         got = await asyncio.to_thread(
             collecting.collect, attempt.work_dir, self.settings.artifacts_root, c.submission_id, c.task_id, c.attempt
         )
+        try:  # the outputs leave the host (publish.py); the report names them by key
+            got, log_key = await asyncio.to_thread(publishing.publish_collected, self.grants.give(c), got,
+                                                   self.settings.artifacts_root)
+        except TouchstoneError as e:
+            await self._fail(attempt, "collect", f"could not store the outputs: {e}",
+                             permanent=isinstance(e, PermanentError))
+            return
         if state.exit_code is None:
             outcome = AttemptOutcome(result="lost", error="the trainer ended without an exit status",
-                                     failed_phase="run", log_uri=got.log_uri, log_tail=got.log_tail,
+                                     failed_phase="run", log_key=log_key, log_tail=got.log_tail,
                                      commit=attempt.commit)
         else:
             outcome = AttemptOutcome(result="exited", exit_code=state.exit_code, report=got.report,
-                                     metrics=got.metrics, artifacts=got.artifacts, log_uri=got.log_uri,
+                                     metrics=got.metrics, artifacts=got.artifacts, log_key=log_key,
                                      log_tail=got.log_tail, commit=attempt.commit)
         await self._end(attempt, outcome)
 
@@ -315,8 +326,9 @@ class Attempts:
                 _, log_file = collecting.attempt_paths(
                     self.settings.artifacts_root, c.submission_id, c.task_id, c.attempt
                 )
-                log_uri, tail = await asyncio.to_thread(collecting.collect_log, attempt.work_dir, log_file)
-                outcome = outcome.model_copy(update={"log_uri": outcome.log_uri or log_uri,
+                _, tail = await asyncio.to_thread(collecting.collect_log, attempt.work_dir, log_file)
+                log_key = await asyncio.to_thread(publishing.publish_log, self.grants.give(c), log_file)
+                outcome = outcome.model_copy(update={"log_key": outcome.log_key or log_key,
                                                      "log_tail": outcome.log_tail or tail})
             attempt.stage, attempt.outcome = "ended", outcome
             with contextlib.suppress(OSError):
@@ -324,6 +336,7 @@ class Attempts:
             await asyncio.to_thread(shutil.rmtree, attempt.work_dir, True)
             attempt.removed, attempt.ended_at = True, time.time()
             save_ended(self.root, attempt, self.host)
+            self.grants.forget(attempt.name)
             self.live.pop(attempt.name, None)
             self.ended[attempt.name] = attempt
         log.info("attempt %s ended: %s", attempt.name, outcome.result,

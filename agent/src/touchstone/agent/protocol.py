@@ -55,8 +55,9 @@ class AttemptOutcome(BaseModel):
                                                "a requirement without a wheel)")
     report: dict[str, Any] | None = Field(None, description="the trainer's validation report, when written")
     metrics: dict[str, Any] = Field(default_factory=dict, description="metrics.json of a training run")
-    artifacts: dict[str, str] = Field(default_factory=dict, description="artifact name -> URI")
-    log_uri: str | None = None
+    artifacts: dict[str, str] = Field(default_factory=dict, description="artifact name -> object key")
+    log_uri: str | None = Field(None, description="no longer written (log_key)")
+    log_key: str | None = Field(None, description="the object key of the full console log")
     log_tail: tuple[str, ...] = Field((), description=f"the last {LOG_TAIL_LINES} console lines")
     commit: str | None = Field(None, description="the feature set's commit, when it came from git")
 

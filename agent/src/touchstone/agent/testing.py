@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import json
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,10 @@ from touchstone.agent.service import Agent
 from touchstone.shared.agents import AgentHeartbeat, decode_report
 from touchstone.shared.commands import LaunchTask
 from touchstone.shared.events import TaskSpec
+from touchstone.shared.objects.grants import GrantSigner, utcnow
+from touchstone.shared.objects.keys import attempt_prefix
+from touchstone.shared.objects.stores import LocalObjectStore
+from touchstone.shared.objects.testing import serve_uploads
 from touchstone.shared.subjects import Subjects
 
 STAND_IN_TRAINER = '''\
@@ -188,10 +192,25 @@ class Reports:
 
 
 def launch(feature_set: str, *, task_id: str = "validation", attempt: int = 1, placement: str = "h1/cpu0",
-           kind: str = "validation", submission_id: str = "s1") -> LaunchTask:
+           kind: str = "validation", submission_id: str = "s1", store: LocalObjectStore | None = None) -> LaunchTask:
+    """A launch as the provider forwards it: with an upload grant for its attempt when the
+    control plane's ``store`` (the ``objects`` fixture) is given."""
+    grant = (store.grant(attempt_prefix(submission_id, task_id, attempt), 10_000_000, 600, utcnow())
+             if store is not None else None)
     return LaunchTask(submission_id=submission_id, task_id=task_id, attempt=attempt, kind=kind,
                       spec=TaskSpec(git_url=feature_set), placement=placement,
-                      prediction_interval=None if kind == "validation" else 15)
+                      prediction_interval=None if kind == "validation" else 15, upload=grant)
+
+
+GRANT_KEY = "agent-tests-upload-grant-key-0123456789"
+
+
+@pytest.fixture
+def objects(tmp_path: Path) -> Iterator[LocalObjectStore]:
+    """The control plane's embedded object store, taking uploads on a real port, in a folder
+    of its own (the agent's data directory is elsewhere: no shared filesystem)."""
+    with serve_uploads(tmp_path / "control-plane" / "objects", GrantSigner(GRANT_KEY.encode())) as store:
+        yield store
 
 
 async def send(nc: NATS, subjects: Subjects, command: Any, host: str = "h1") -> CommandReply:

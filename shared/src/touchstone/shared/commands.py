@@ -13,6 +13,7 @@ from nats.js import JetStreamContext
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 from touchstone.shared.consumer import ConsumerLoop, ConsumerSpec, Handler
 from touchstone.shared.events import TaskKind, TaskSpec
+from touchstone.shared.objects.grants import UploadGrant
 from touchstone.shared.subjects import Subjects
 
 
@@ -42,6 +43,8 @@ class LaunchTask(Command):
     prediction_interval: int | None = None
     placement: str = Field(description="host/slot for on-prem; the GPU type for RunPod")
     gpu_type: str | None = None
+    upload: UploadGrant | None = Field(None, description="write access to the attempt's prefix in the object "
+                                                         "store, added by the provider that forwards the launch")
 
     @property
     def container_name(self) -> str:

@@ -234,8 +234,9 @@ class TrainingFinished(TaskEvent):
     attempt: int
     exit_code: int = 0
     metrics: Doc = Field(default_factory=dict)
-    artifacts: Links = Field(default_factory=dict, description="name -> URI")
-    log_uri: str | None = None
+    artifacts: Links = Field(default_factory=dict, description="name -> object key under the attempt's prefix")
+    log_uri: str | None = Field(None, description="no longer written: a producer names the log by log_key")
+    log_key: str | None = Field(None, description="the object key of the attempt's full console log")
     report: OptionalDoc = Field(default=None, description="a validation's report")
     cost_usd: float | None = None
 
@@ -246,7 +247,8 @@ class TaskFailed(TaskEvent):
     reason: Reason
     failure_class: FailureClass = "infrastructure"
     log_snippet: Snippet = None
-    log_uri: str | None = None
+    log_uri: str | None = Field(None, description="no longer written: a producer names the log by log_key")
+    log_key: str | None = Field(None, description="the object key of the attempt's full console log")
 
 
 class TaskRetried(TaskEvent):
@@ -287,8 +289,9 @@ class ResultsPublished(TaskEvent):
     type: Literal["ResultsPublished"] = "ResultsPublished"
     attempt: int
     outcome: Literal["finished", "failed"] = "finished"
-    artifacts: Links = Field(default_factory=dict, description="name -> published URI")
+    artifacts: Links = Field(default_factory=dict, description="name -> object key, checked to be in the store")
     log_uri: str | None = None
+    log_key: str | None = None
     missing: tuple[str, ...] = ()
     mlflow_run_id: str | None = None
     mlflow_run_url: str | None = None

@@ -7,11 +7,12 @@ Every field can be set from the environment as ``TOUCHSTONE_<FIELD>``; tests bui
 from __future__ import annotations
 
 from pydantic_settings import SettingsConfigDict
-from touchstone.shared.settings import Settings
+from touchstone.shared.objects.config import ObjectStoreSettings
 
 
-class ProviderSettings(Settings):
-    """Settings of one on-prem provider process (shared ones come from ``Settings``)."""
+class ProviderSettings(ObjectStoreSettings):
+    """Settings of one on-prem provider process (the object store's, whose upload grants it
+    hands to agents with each launch, come from ``ObjectStoreSettings``)."""
 
     model_config = SettingsConfigDict(use_attribute_docstrings=True)
 

@@ -170,7 +170,7 @@ def _ending(report: AttemptReport, outcome: AttemptOutcome, status: TaskStatus, 
             exit_code=outcome.exit_code or 0,
             metrics=outcome.metrics,
             artifacts=outcome.artifacts,
-            log_uri=outcome.log_uri,
+            log_key=outcome.log_key,
             report=outcome.report if report.kind == "validation" else None,
         )
     return ev.TaskFailed(
@@ -178,7 +178,7 @@ def _ending(report: AttemptReport, outcome: AttemptOutcome, status: TaskStatus, 
         reason=verdict.reason or "the attempt ended before training started",
         failure_class=verdict.failure_class,
         log_snippet="\n".join(outcome.log_tail) or None,
-        log_uri=outcome.log_uri,
+        log_key=outcome.log_key,
     )
 
 

@@ -37,6 +37,7 @@ from touchstone.shared.consumer import Delivery, Handler
 from touchstone.shared.errors import ConcurrencyConflict, UnavailableError
 from touchstone.shared.events import TaskEvent
 from touchstone.shared.logs import task_context
+from touchstone.shared.objects.keys import attempt_prefix
 from touchstone.shared.publisher import EventPublisher, last_seq, task_events
 from touchstone.shared.subjects import Subjects, task_aggregate_id
 
@@ -84,6 +85,7 @@ class OnpremProvider:
         self.subjects = subjects
         self.publisher = publisher or EventPublisher(js, subjects)
         self.agents = AgentClient(nc, subjects, timeout_s=settings.agent_command_timeout_s)
+        self.store = settings.object_store()
         self.heard: dict[str, float] = {}
         self.watch: dict[str, Watch] = {}
         self.rejected: list[str] = []
@@ -120,7 +122,7 @@ class OnpremProvider:
             log.info("not launching %s: attempt not live on %s", command.container_name, host)
             return
         try:
-            reply = await self.agents.send(host, command)
+            reply = await self.agents.send(host, self.with_grant(command))
         except UnavailableError as e:
             if delivery.num_delivered < self.settings.max_deliver:
                 raise
@@ -135,6 +137,13 @@ class OnpremProvider:
         )
         if reply.report is not None:
             await self.apply_report(host, reply.report)
+
+    def with_grant(self, command: LaunchTask) -> LaunchTask:
+        """The launch with write access to its attempt's prefix in the object store: the agent
+        holds no store credentials, and its grant reaches nothing but this attempt."""
+        prefix = attempt_prefix(command.submission_id, command.task_id, command.attempt)
+        grant = self.store.grant(prefix, self.settings.upload_max_bytes, self.settings.upload_grant_ttl_s, _now())
+        return command.model_copy(update={"upload": grant})
 
     async def on_terminate_task(self, command: TerminateTask, delivery: Delivery) -> None:
         history = await self._history(command.submission_id, command.task_id)

@@ -10,37 +10,13 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic_settings import SettingsConfigDict
-from touchstone.shared.settings import Settings
+from touchstone.shared.objects.config import ObjectStoreSettings
 
 
-class ResultsSettings(Settings):
-    """Settings of one results process (shared ones come from ``Settings``)."""
+class ResultsSettings(ObjectStoreSettings):
+    """Settings of one results process (the store's come from ``ObjectStoreSettings``)."""
 
     model_config = SettingsConfigDict(use_attribute_docstrings=True)
-
-    artifact_store: Literal["local", "s3"] = "local"
-    """Where models and logs are published: a local directory or an S3(-compatible) bucket."""
-
-    objects_dir: Path | None = None
-    """The local store's directory; empty means ``{data_dir}/objects``."""
-
-    s3_bucket: str = ""
-    """The S3 bucket (``artifact_store = "s3"``)."""
-
-    s3_prefix: str = ""
-    """A key prefix inside the bucket (for example ``prod/``); empty: none."""
-
-    s3_endpoint_url: str = ""
-    """An S3-compatible endpoint (MinIO, moto); empty means AWS's own."""
-
-    s3_region: str = "us-east-1"
-    """The bucket's region."""
-
-    s3_timeout_s: float = 30.0
-    """Connect and read timeout of each S3 call."""
-
-    s3_max_attempts: int = 3
-    """Tries per S3 call (botocore's standard retry mode); 1 turns retries off."""
 
     mlflow_tracking_uri: str = ""
     """MLflow tracking server (``http://host:5000``) or store URI; empty turns MLflow off."""
@@ -109,9 +85,6 @@ class ResultsSettings(Settings):
 
     max_deliver: int = 8
     """Tries per event before it is dead-lettered."""
-
-    def resolved_objects_dir(self) -> Path:
-        return self.objects_dir or self.data_dir / "objects"
 
     def resolved_webhook_kind(self, url: str | None = None) -> Literal["slack", "lark"]:
         """The payload shape for ``url`` (the submission webhook when not given)."""

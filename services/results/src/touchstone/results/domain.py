@@ -1,115 +1,56 @@
 """Pure decisions of the results service: where each file goes, what an MLflow run holds,
 what a notification says. No I/O and no clock reads here.
 
-Object keys are deterministic, so a redelivered event names the same objects again and the
-store can tell that they are already there:
-
-    models/{submission}/{task}/attempt-{n}/models/long.pkl, metrics.json, report.json, ...
-    logs/{submission}/{task}/attempt-{n}.log
+The producer (agent, RunPod provider) has put the attempt's outputs into the object store
+under the attempt's prefix (``touchstone.shared.objects.keys``); events name them by key only.
 """
 
 from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import PurePosixPath
 from typing import Any, Literal, Protocol
-from urllib.parse import unquote, urlparse
 
 from pydantic import BaseModel, ConfigDict, Field
 from touchstone.shared import events as ev
+from touchstone.shared.objects import keys
 
 LOG_ARTIFACT = "log"
 EVENT_ID_TAG = "touchstone.event_id"
 MAX_PARAM_CHARS = 6000
 MAX_KEY_CHARS = 250
-_SEGMENT_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 _METRIC_UNSAFE = re.compile(r"[^\w\-. /]")
 
 NoticeStatus = Literal["COMPLETED", "ERROR", "REJECTED"]
 
 
-# --- where files go -------------------------------------------------------------------------
-
-
-def attempt_prefix(submission_id: str, task_id: str, attempt: int) -> str:
-    return f"models/{submission_id}/{task_id}/attempt-{attempt}"
-
-
-def log_key(submission_id: str, task_id: str, attempt: int) -> str:
-    return f"logs/{submission_id}/{task_id}/attempt-{attempt}.log"
-
-
-def local_path(uri: str) -> PurePosixPath | None:
-    """The path of a ``file://`` URI (or a bare absolute path); ``None`` for any other scheme."""
-    parsed = urlparse(uri)
-    if parsed.scheme == "file" and parsed.netloc in ("", "localhost"):
-        return PurePosixPath(unquote(parsed.path))
-    if parsed.scheme == "" and uri.startswith("/"):
-        return PurePosixPath(uri)
-    return None
-
-
-def _safe_segment(part: str) -> str:
-    cleaned = _SEGMENT_UNSAFE.sub("_", part)
-    return "_" if cleaned in ("", ".", "..") else cleaned
-
-
-def relative_name(path: PurePosixPath, submission_id: str, task_id: str, attempt: int, name: str) -> str:
-    """Where a staged file sits inside its attempt: the part of its path after
-    ``models/{submission}/{task}/attempt-{n}/`` (``models/long.pkl``, ``metrics.json``), or its
-    own file name when it was staged elsewhere. Every segment is made safe for a key."""
-    marker = ("models", submission_id, task_id, f"attempt-{attempt}")
-    parts = path.parts
-    for i in range(len(parts) - len(marker), -1, -1):
-        if parts[i : i + len(marker)] == marker and len(parts) > i + len(marker):
-            return "/".join(_safe_segment(p) for p in parts[i + len(marker) :])
-    return _safe_segment(path.name or name)
+# --- what an event names ------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
-class Upload:
-    """One staged file and the key it is published under."""
+class Outputs:
+    """The objects an attempt's event names, each key checked to lie under the attempt's prefix."""
 
-    name: str
-    source: PurePosixPath
-    key: str
-
-
-@dataclass(frozen=True)
-class UploadPlan:
-    uploads: tuple[Upload, ...] = ()
-    kept: dict[str, str] = field(default_factory=dict)
-    """Artifacts that are not local files (already in a store): their URIs are kept as they are."""
+    artifacts: dict[str, str] = field(default_factory=dict)
+    log_key: str | None = None
 
 
-def plan_uploads(
-    submission_id: str, task_id: str, attempt: int, artifacts: dict[str, str], log_uri: str | None
-) -> UploadPlan:
-    """Which staged files go where (the log under ``LOG_ARTIFACT``)."""
-    prefix = attempt_prefix(submission_id, task_id, attempt)
-    uploads: list[Upload] = []
-    kept: dict[str, str] = {}
-    used: set[str] = set()
-    for name in sorted(artifacts):
-        uri = artifacts[name]
-        path = local_path(uri)
-        if path is None:
-            kept[name] = uri
-            continue
-        key = f"{prefix}/{relative_name(path, submission_id, task_id, attempt, name)}"
-        if key in used:  # two names for one file name: keep both, apart
-            key = f"{prefix}/{_safe_segment(name)}"
-        used.add(key)
-        uploads.append(Upload(name, path, key))
-    if log_uri:
-        path = local_path(log_uri)
-        if path is None:
-            kept[LOG_ARTIFACT] = log_uri
-        else:
-            uploads.append(Upload(LOG_ARTIFACT, path, log_key(submission_id, task_id, attempt)))
-    return UploadPlan(tuple(uploads), kept)
+def checked_outputs(
+    submission_id: str, task_id: str, attempt: int, artifacts: dict[str, str], log_key: str | None,
+    log_uri: str | None,
+) -> Outputs:
+    """The event's object keys, or ``UnsafeKey`` (permanent: the event is refused whole) when it
+    names a host path, a URL, a key outside its attempt, or carries a ``log_uri`` at all. The
+    results service reads no path or URL from an event, so there is nothing else to accept."""
+    if log_uri is not None:
+        raise keys.UnsafeKey(f"the event names its log by path or URL ({log_uri[:200]!r}), not by object key")
+    checked = {str(name)[:MAX_KEY_CHARS]: keys.check_attempt_key(key, submission_id, task_id, attempt)
+               for name, key in sorted(artifacts.items())}
+    if log_key is not None and log_key != keys.log_key(submission_id, task_id, attempt):
+        raise keys.UnsafeKey(f"log key {log_key[:200]!r} is not this attempt's log")
+    return Outputs(checked, log_key)
 
 
 # --- the record of what was published -------------------------------------------------------
@@ -126,9 +67,9 @@ class AttemptRecord(BaseModel):
     task_id: str
     attempt: int
     outcome: Literal["finished", "failed"] = "finished"
-    artifacts: dict[str, str] = Field(default_factory=dict, description="name -> published URI")
-    log_uri: str | None = None
-    missing: tuple[str, ...] = Field(default=(), description="artifacts whose staged file was gone")
+    artifacts: dict[str, str] = Field(default_factory=dict, description="name -> object key (in the store)")
+    log_key: str | None = None
+    missing: tuple[str, ...] = Field(default=(), description="names the event gave whose object is not in the store")
     mlflow_run_id: str | None = None
     mlflow_run_url: str | None = None
 
@@ -193,16 +134,19 @@ def run_params(event: ev.TrainingFinished, queued: ev.TaskQueued | None) -> dict
     return {k: str(v)[:MAX_PARAM_CHARS] for k, v in params.items() if v is not None}
 
 
-def run_spec(event: ev.TrainingFinished, queued: ev.TaskQueued | None, record: AttemptRecord) -> RunSpec:
+def run_spec(
+    event: ev.TrainingFinished, queued: ev.TaskQueued | None, record: AttemptRecord, uri: Callable[[str], str]
+) -> RunSpec:
+    """The run of an attempt; ``uri`` names an object in the store the service is configured with."""
     tags = {
         EVENT_ID_TAG: event.event_id,
         "touchstone.submission_id": event.submission_id,
         "touchstone.task_id": event.task_id,
         "touchstone.attempt": str(event.attempt),
     }
-    tags |= {f"artifact.{name}"[:MAX_KEY_CHARS]: uri for name, uri in record.artifacts.items()}
-    if record.log_uri:
-        tags["log"] = record.log_uri
+    tags |= {f"artifact.{name}"[:MAX_KEY_CHARS]: uri(key) for name, key in record.artifacts.items()}
+    if record.log_key:
+        tags["log"] = uri(record.log_key)
     metrics = flatten_metrics(event.metrics)
     if event.cost_usd is not None:
         metrics["cost_usd"] = event.cost_usd

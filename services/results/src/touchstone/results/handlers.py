@@ -2,30 +2,29 @@
 bootstrap.
 
 Every reaction is idempotent. A finished or failed attempt is first looked up in the ledger
-(done before: nothing to do); otherwise each file is uploaded only when the store lacks it and
-the MLflow run is looked up by the event's id before one is made. A notification is sent once
+(done before: nothing to do); otherwise its object keys are checked (an event that names a
+host path or URL, or a key outside its attempt, is refused: dead-lettered, nothing read),
+the store is asked which objects it holds, and the MLflow run is looked up by the event's id
+before one is made. A notification is sent once
 per submission and status: the ledger says whether it went out.
 """
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import logging
-from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from touchstone.results import domain
-from touchstone.results.adapters import ArtifactStore
-from touchstone.results.domain import AttemptRecord, UploadPlan
+from touchstone.results.domain import AttemptRecord, Outputs
 from touchstone.results.notify import Notifier
 from touchstone.results.tracking import Tracker
 from touchstone.shared import events as ev
 from touchstone.shared.consumer import ConsumerSpec, Delivery, Handler
 from touchstone.shared.evaluations import Evaluation, rows_from_metrics
+from touchstone.shared.objects.stores import ObjectStore
 from touchstone.shared.publisher import EventPublisher
 from touchstone.shared.subjects import Subjects
 
@@ -55,7 +54,7 @@ class EvaluationTable(Protocol):
 class Deps:
     """What the reactions need, built once in ``service.bootstrap`` (tests build their own)."""
 
-    store: ArtifactStore
+    store: ObjectStore
     tracker: Tracker
     notifier: Notifier
     ledger: Ledger
@@ -65,40 +64,31 @@ class Deps:
     """Where ``ResultsPublished`` is appended (None: record only, for tests of one part)."""
     evaluations: EvaluationTable | None = None
     """Where each training attempt's evaluation rows go (the projection store; None: nowhere)."""
-    uploads: deque[str] = field(default_factory=lambda: deque(maxlen=10_000))
-    """The latest keys this process uploaded, in order (for status and tests)."""
 
 
 @dataclass(frozen=True)
 class Published:
     artifacts: dict[str, str]
-    log_uri: str | None
+    log_key: str | None
     missing: tuple[str, ...]
 
 
-async def publish(deps: Deps, plan: UploadPlan) -> Published:
-    """Upload each staged file the store lacks; a file that is gone is reported as missing."""
-    artifacts = {k: v for k, v in plan.kept.items() if k != domain.LOG_ARTIFACT}
-    log_uri = plan.kept.get(domain.LOG_ARTIFACT)
+async def published(deps: Deps, outputs: Outputs) -> Published:
+    """Which of the named objects the store holds (asked of the store, by key; nothing is
+    read from the producer's host, which shares no filesystem with this service)."""
+    artifacts: dict[str, str] = {}
     missing: list[str] = []
-    for up in plan.uploads:
-        source = Path(up.source)
-        try:
-            size = (await asyncio.to_thread(source.stat)).st_size
-        except OSError:
-            log.warning("staged file of %s is gone: %s", up.name, source)
-            missing.append(up.name)
-            continue
-        if await deps.store.exists(up.key, size):
-            uri = deps.store.uri(up.key)
+    for name, key in outputs.artifacts.items():
+        if await deps.store.size(key) is None:
+            log.warning("artifact %s of %s is not in the store", name, key)
+            missing.append(name)
         else:
-            uri = await deps.store.put(up.key, source)
-            deps.uploads.append(up.key)
-        if up.name == domain.LOG_ARTIFACT:
-            log_uri = uri
-        else:
-            artifacts[up.name] = uri
-    return Published(artifacts, log_uri, tuple(missing))
+            artifacts[name] = key
+    log_key = outputs.log_key
+    if log_key is not None and await deps.store.size(log_key) is None:
+        missing.append(domain.LOG_ARTIFACT)
+        log_key = None
+    return Published(artifacts, log_key, tuple(missing))
 
 
 async def _already_recorded(deps: Deps, key: str, event: ev.TaskEvent) -> bool:
@@ -116,22 +106,22 @@ async def on_training_finished(deps: Deps, event: ev.TrainingFinished, delivery:
     key = domain.attempt_record_key(event.submission_id, event.task_id, event.attempt)
     if await _already_recorded(deps, key, event):
         return
-    plan = domain.plan_uploads(event.submission_id, event.task_id, event.attempt, event.artifacts, event.log_uri)
-    published = await publish(deps, plan)
+    outputs = domain.checked_outputs(event.submission_id, event.task_id, event.attempt, event.artifacts,
+                                     event.log_key, event.log_uri)
+    found = await published(deps, outputs)
     record = AttemptRecord(
         event_id=event.event_id, submission_id=event.submission_id, task_id=event.task_id,
-        attempt=event.attempt, artifacts=published.artifacts, log_uri=published.log_uri,
-        missing=published.missing,
+        attempt=event.attempt, artifacts=found.artifacts, log_key=found.log_key, missing=found.missing,
     )
     if event.task_id != ev.VALIDATION_TASK_ID:
         queued = await deps.history.task_queued(event.submission_id, event.task_id)
         await record_evaluations(deps, event, queued)
-        run = await deps.tracker.record(domain.run_spec(event, queued, record))
+        run = await deps.tracker.record(domain.run_spec(event, queued, record, deps.store.uri))
         if run is not None:
             record = record.model_copy(update={"mlflow_run_id": run.run_id, "mlflow_run_url": run.url})
     await deps.ledger.put(key, record.model_dump(mode="json"))
     await announce(deps, event, record)
-    log.info("published %s: %d artifacts, log %s", key, len(record.artifacts), record.log_uri or "none")
+    log.info("published %s: %d artifacts, log %s", key, len(record.artifacts), record.log_key or "none")
 
 
 async def record_evaluations(deps: Deps, event: ev.TrainingFinished, queued: ev.TaskQueued | None) -> None:
@@ -151,17 +141,18 @@ async def record_evaluations(deps: Deps, event: ev.TrainingFinished, queued: ev.
 
 
 async def on_task_failed(deps: Deps, event: ev.TaskFailed, delivery: Delivery) -> None:
-    """The full log of a failed attempt to the store (the task keeps its snippet and link)."""
-    if not event.log_uri:
+    """A failed attempt's full log, checked to be in the store (the task keeps its snippet)."""
+    if not event.log_key and not event.log_uri:
         return
     key = domain.attempt_record_key(event.submission_id, event.task_id, event.attempt)
     if await deps.ledger.get(key) is not None:  # this failure, or the attempt's finish, is done
         return
-    plan = domain.plan_uploads(event.submission_id, event.task_id, event.attempt, {}, event.log_uri)
-    published = await publish(deps, plan)
+    outputs = domain.checked_outputs(event.submission_id, event.task_id, event.attempt, {}, event.log_key,
+                                     event.log_uri)
+    found = await published(deps, outputs)
     record = AttemptRecord(
         event_id=event.event_id, submission_id=event.submission_id, task_id=event.task_id,
-        attempt=event.attempt, outcome="failed", log_uri=published.log_uri, missing=published.missing,
+        attempt=event.attempt, outcome="failed", log_key=found.log_key, missing=found.missing,
     )
     await deps.ledger.put(key, record.model_dump(mode="json"))
     await announce(deps, event, record)
@@ -176,7 +167,7 @@ async def announce(deps: Deps, cause: ev.TaskEvent, record: AttemptRecord) -> No
         event_id=ev.derived_id(cause.event_id, "results-published"),
         aggregate_id=cause.aggregate_id, correlation_id=cause.correlation_id, causation_id=cause.event_id,
         submission_id=cause.submission_id, task_id=cause.task_id, attempt=record.attempt,
-        outcome=record.outcome, artifacts=record.artifacts, log_uri=record.log_uri, missing=record.missing,
+        outcome=record.outcome, artifacts=record.artifacts, log_key=record.log_key, missing=record.missing,
         mlflow_run_id=record.mlflow_run_id, mlflow_run_url=record.mlflow_run_url,
     ))
 

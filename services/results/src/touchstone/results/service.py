@@ -8,7 +8,7 @@ from datetime import timedelta
 
 from nats.js import JetStreamContext
 from touchstone.results import alarms
-from touchstone.results.adapters import ArtifactStore, EventHistory, KvLedger, LocalArtifactStore, S3ArtifactStore
+from touchstone.results.adapters import ArtifactStore, EventHistory, KvLedger
 from touchstone.results.config import ResultsSettings
 from touchstone.results.handlers import Deps, EvaluationTable, consumer_spec, handlers
 from touchstone.results.mail import SmtpMailer
@@ -21,14 +21,7 @@ from touchstone.shared.subjects import Subjects
 
 
 def artifact_store(settings: ResultsSettings) -> ArtifactStore:
-    if settings.artifact_store == "s3":
-        if not settings.s3_bucket:
-            raise ValueError("artifact_store is s3 but s3_bucket is empty")
-        return S3ArtifactStore(
-            settings.s3_bucket, prefix=settings.s3_prefix, endpoint_url=settings.s3_endpoint_url or None,
-            region=settings.s3_region, timeout_s=settings.s3_timeout_s, max_attempts=settings.s3_max_attempts,
-        )
-    return LocalArtifactStore(settings.resolved_objects_dir())
+    return settings.object_store()
 
 
 async def bootstrap(

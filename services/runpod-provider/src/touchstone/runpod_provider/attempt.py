@@ -9,7 +9,8 @@
    failure) over SFTP, then the feature set's ``requirements.txt`` installed in the pod;
 3. run: the trainer's argv as one quoted command → ``TrainingStarted``; console lines to
    ``{ns}.logs.{task}`` and the log file;
-4. collect: ``out/`` back over SFTP into the artifact store;
+4. collect: ``out/`` back over SFTP, then into the object store with a grant for the
+   attempt's prefix (as an agent does), with the full console log; events name keys only;
 5. terminate: ``DELETE`` and wait until the pod is gone → ``TrainingFinished`` or
    ``TaskFailed`` → ``ContainerTerminated``.
 
@@ -28,11 +29,16 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlparse
 
 import asyncssh
 from nats.aio.client import Client as NATS
 from touchstone.shared import events as ev
 from touchstone.shared.commands import LaunchTask
+from touchstone.shared.errors import PermanentError, TouchstoneError
+from touchstone.shared.objects import upload
+from touchstone.shared.objects.grants import UploadGrant
+from touchstone.shared.objects.keys import LOG_NAME, attempt_prefix
 from touchstone.shared.subjects import Subjects, task_aggregate_id
 
 from . import detached, domain, prepare, ssh
@@ -44,6 +50,10 @@ from .prepare import PermanentFailure, TrainerFiles, TrainerTrees
 from .sources import SourceError, UnknownRef, stage_feature_set
 
 log = logging.getLogger(__name__)
+
+
+def _staged(uri: str) -> Path:
+    return Path(unquote(urlparse(uri).path))
 
 
 class Aborted(Exception):
@@ -125,6 +135,7 @@ class AttemptRunner:
         self.catalog = catalog
         self.layout = domain.PodLayout()
         self.trainers = TrainerTrees(settings)
+        self.store = settings.object_store()
 
     # --- the whole attempt ----------------------------------------------------------------
 
@@ -307,12 +318,20 @@ class AttemptRunner:
         gone = await self.pods.terminate(rec.pod_id) if rec.pod_id else True
         run_s = time.monotonic() - rec.created_at if rec.created_at is not None else 0.0
         cost = domain.cost_usd(rec.cost_per_hour, run_s)
-        log_uri = console.uri if console.path.exists() else None
+        if result is not None and result.outcome.succeeded:
+            try:  # the outputs go to the object store; the events name them by key
+                result.artifacts = await self._publish(rec, result.artifacts)
+            except TouchstoneError as e:
+                failure = (f"could not store the outputs: {e}",
+                           "permanent" if isinstance(e, PermanentError) else "infrastructure")
+                await console.write([f"[touchstone] {failure[0]}"])
+                result = None
+        log_key = await self._publish_log(rec, console)
         try:
             if result is not None and result.outcome.succeeded:
                 await self._record(
                     ev.TrainingFinished, rec, exit_code=result.exit_code, metrics=result.metrics,
-                    artifacts=result.artifacts, log_uri=log_uri, cost_usd=cost,
+                    artifacts=result.artifacts, log_key=log_key, cost_usd=cost,
                     report=result.report if rec.command.kind == "validation" else None, strict=False,
                 )
             else:
@@ -320,12 +339,44 @@ class AttemptRunner:
                     failure = (result.outcome.reason, result.outcome.failure_class)
                 if failure is not None:
                     await self._record(ev.TaskFailed, rec, reason=failure[0], failure_class=failure[1],
-                                       log_snippet=console.snippet(), log_uri=log_uri, strict=False)
+                                       log_snippet=console.snippet(), log_key=log_key, strict=False)
             if rec.pod_id and gone:
                 await self._record(ev.ContainerTerminated, rec, container_name=rec.name, strict=False)
         except Exception as e:
             log.error("%s: could not record how the attempt ended: %r", rec.name, e)
         rec.phase = "done"
+
+    def _grant(self, cmd: LaunchTask) -> UploadGrant:
+        """Write access to the attempt's prefix only: the provider puts outputs into the store
+        the way an agent does, never with the store's own credentials."""
+        prefix = attempt_prefix(cmd.submission_id, cmd.task_id, cmd.attempt)
+        return self.store.grant(prefix, self.settings.upload_max_bytes, self.settings.upload_grant_ttl_s,
+                                datetime.now(UTC))
+
+    async def _publish(self, rec: AttemptRecord, artifacts: dict[str, str]) -> dict[str, str]:
+        """The collected outputs into the object store; ``{name: key}``. The staged copies go."""
+        cmd = rec.command
+        outputs, _ = self.attempt_paths(cmd)
+        files = [upload.Staged(name, _staged(uri).relative_to(outputs.resolve()).as_posix(), _staged(uri))
+                 for name, uri in sorted(artifacts.items())]
+        keys = await asyncio.to_thread(upload.publish, self._grant(cmd), cmd.submission_id, cmd.task_id,
+                                       cmd.attempt, files)
+        await asyncio.to_thread(shutil.rmtree, outputs, True)
+        return keys
+
+    async def _publish_log(self, rec: AttemptRecord, console: ConsoleLog) -> str | None:
+        """The full console log into the object store; its key, or none when it could not be
+        stored (the event keeps the snippet)."""
+        if not console.path.exists():
+            return None
+        cmd = rec.command
+        try:
+            keys = await asyncio.to_thread(upload.publish, self._grant(cmd), cmd.submission_id, cmd.task_id,
+                                           cmd.attempt, [upload.Staged("log", LOG_NAME, console.path)])
+        except Exception as e:
+            log.warning("%s: the console log could not be stored: %r", rec.name, e)
+            return None
+        return keys.get("log")
 
     async def _defer(self, rec: AttemptRecord, reason: str) -> None:
         """No pod could be had yet: hand the task back to the queue (same attempt)."""

@@ -11,6 +11,7 @@ from pathlib import Path
 from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 from touchstone.shared.gitsource import TrainerSource, default_trainer_repo
+from touchstone.shared.objects.config import ObjectStoreSettings
 from touchstone.shared.settings import GitFetchSettings
 
 from .api import DEFAULT_BASE_URL, DEFAULT_GRAPHQL_URL, Cloud
@@ -22,7 +23,7 @@ def repository_trainer_dir() -> Path:
     return Path(__file__).resolve().parents[5] / "trainer"
 
 
-class RunpodProviderSettings(GitFetchSettings):
+class RunpodProviderSettings(GitFetchSettings, ObjectStoreSettings):
     """Settings of one RunPod provider process (shared ones come from ``Settings``).
 
     Run one provider per namespace: live attempts are kept in its memory.

@@ -10,6 +10,7 @@ nothing here is used in production. Tests that run a provider also need the ``nc
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import subprocess
 import sys
@@ -20,6 +21,9 @@ from typing import Any
 
 import asyncssh
 import pytest
+from touchstone.shared.objects.grants import GrantSigner
+from touchstone.shared.objects.stores import LocalObjectStore
+from touchstone.shared.objects.testing import serve_uploads
 from touchstone.shared.testing import make_wheel
 
 from .api import Pod, PodSpec, RunpodApiClient
@@ -185,6 +189,19 @@ def pod_spec(name: str = "touchstone-s1-t1-1", **overrides: Any) -> PodSpec:
     }
     fields.update(overrides)
     return PodSpec.model_validate(fields)
+
+
+GRANT_KEY = "runpod-tests-upload-grant-key-0123456789"
+
+
+def control_plane_objects(root: Path) -> contextlib.AbstractContextManager[LocalObjectStore]:
+    """The control plane's embedded store at ``root``, taking uploads on a real port."""
+    return serve_uploads(root, GrantSigner(GRANT_KEY.encode()))
+
+
+def store_settings(objects: LocalObjectStore) -> dict[str, Any]:
+    """The settings that make a provider put outputs into ``objects`` (through its endpoint)."""
+    return {"objects_dir": objects.root, "objects_url": objects.url, "upload_grant_key": GRANT_KEY}
 
 
 def provider_settings(fake: FakeRunpod, *, namespace: str, data_dir: Path, trainer_src: Path | None,

@@ -1,18 +1,17 @@
 """The service's edges: the system settings and GPU catalog in NATS KV, console logs in the
-logs stream, artifacts in the local artifacts directory. Nothing past here sees a NATS entry
-or a file URI."""
+logs stream and the object store, artifacts in the object store. Nothing past here sees a
+NATS entry, and nothing here follows a path or URL taken from an event."""
 
 from __future__ import annotations
 
 import asyncio
+import codecs
 import contextlib
 import json
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 import nats.errors
 from nats.aio.msg import Msg
@@ -25,8 +24,12 @@ from touchstone.shared.errors import (
     ConcurrencyConflict,
     InvalidInputError,
     NotFoundError,
+    TouchstoneError,
     UnavailableError,
 )
+from touchstone.shared.lifecycle import TASK_FINAL
+from touchstone.shared.objects.keys import UnsafeKey, check_under, log_key, task_prefix
+from touchstone.shared.objects.stores import ObjectStore
 from touchstone.shared.subjects import Subjects, task_aggregate_id
 from touchstone.shared.system import (
     GPU_TYPES_KEY,
@@ -111,12 +114,15 @@ def _lines(data: bytes) -> list[str]:
 
 class LogReader:
     """Console logs: ``{ns}.logs.{task aggregate}`` (one or more lines per message) while the
-    stream keeps them, else the collected log file in the artifacts directory."""
+    task runs; once it has ended, each attempt's full log from the object store (the key is
+    this service's own: ``objects.keys.log_key``, nothing taken from an event), so a log stays
+    readable after the logs stream's retention. The stream answers for a task whose logs are
+    not in the store (no upload grant, an older attempt)."""
 
-    def __init__(self, js: JetStreamContext, subjects: Subjects, artifacts: ArtifactFiles) -> None:
+    def __init__(self, js: JetStreamContext, subjects: Subjects, objects: ObjectStore) -> None:
         self.js = js
         self.subjects = subjects
-        self.artifacts = artifacts
+        self.objects = objects
 
     def _subject(self, task: TaskView) -> str:
         return self.subjects.logs(task_aggregate_id(task.submission_id, task.task_id))
@@ -131,10 +137,14 @@ class LogReader:
         return int(msg.seq or 0)
 
     async def tail(self, task: TaskView, n: int | None) -> list[str]:
+        if task.status in TASK_FINAL:
+            stored = await self.from_store(task, n)
+            if stored is not None:
+                return stored
         subject = self._subject(task)
         last = await self._last_seq(subject)
         if last == 0:
-            return self._from_file(task, n)
+            return await self.from_store(task, n) or []
         kept: deque[str] = deque(maxlen=n)
         sub = await self.js.subscribe(
             subject,
@@ -155,12 +165,21 @@ class LogReader:
                 await sub.unsubscribe()
         return list(kept)
 
-    def _from_file(self, task: TaskView, n: int | None) -> list[str]:
-        path = self.artifacts.local_path(task.log_uri) if task.log_uri else None
-        if path is None or not path.is_file():
-            return []
-        with path.open("r", encoding="utf-8", errors="replace") as f:
-            return list(deque((line.rstrip("\n") for line in f), maxlen=n))
+    async def from_store(self, task: TaskView, n: int | None) -> list[str] | None:
+        """The last ``n`` lines of every attempt's stored log, in order; ``None`` when the store
+        holds none of them."""
+        kept: deque[str] = deque(maxlen=n)
+        found = False
+        for attempt in range(1, max(task.attempt, 1) + 1):
+            key = log_key(task.submission_id, task.task_id, attempt)
+            try:
+                if await self.objects.size(key) is None:
+                    continue
+                found = True
+                kept.extend([line async for line in _text_lines(self.objects.chunks(key))])
+            except TouchstoneError as e:
+                raise UnavailableError(f"logs: the object store: {e}") from e
+        return list(kept) if found else None
 
     async def follow(
         self,
@@ -173,7 +192,14 @@ class LogReader:
         until: float | None = None,
     ) -> AsyncIterator[str]:
         """The last ``n`` lines, then each new line until ``finished()`` says the task is done
-        (checked every ``poll_s``), ``stop`` is set or ``time.monotonic()`` passes ``until``."""
+        (checked every ``poll_s``), ``stop`` is set or ``time.monotonic()`` passes ``until``.
+        A task that has already ended gets its stored log, as ``tail`` gives it."""
+        if task.status in TASK_FINAL:
+            stored = await self.from_store(task, n)
+            if stored is not None:
+                for line in stored:
+                    yield line
+                return
         subject = self._subject(task)
         last = await self._last_seq(subject)
         sub = await self.js.subscribe(
@@ -216,39 +242,39 @@ class LogReader:
                 await sub.unsubscribe()
 
 
-class ArtifactFiles:
-    """Artifacts in local directories: the providers' staging ``{data_dir}/artifacts`` and the
-    results service's local object store. Only files inside these roots are ever served."""
+async def _text_lines(chunks: AsyncIterator[bytes]) -> AsyncIterator[str]:
+    """The lines of a stored log, decoded as they stream in."""
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    rest = ""
+    async for chunk in chunks:
+        rest += decoder.decode(chunk)
+        *lines, rest = rest.split("\n")
+        for line in lines:
+            yield line
+    rest += decoder.decode(b"", final=True)
+    if rest:
+        yield rest
 
-    def __init__(self, root: Path, *more_roots: Path) -> None:
-        self.root = root.resolve()
-        self.roots = (self.root, *(r.resolve() for r in more_roots))
 
-    def local_path(self, uri: str | None) -> Path | None:
-        """The file a ``file://`` URI or plain path names, if it lies inside the root."""
-        if not uri:
-            return None
-        parts = urlsplit(uri)
-        if parts.scheme == "file":
-            raw = unquote(parts.path)
-        elif parts.scheme == "":
-            raw = uri
-        else:
-            return None
-        path = Path(raw)
-        if not path.is_absolute():
-            path = self.root / path
-        resolved = path.resolve()
-        return resolved if any(resolved.is_relative_to(r) for r in self.roots) else None
+class Artifacts:
+    """A task's artifacts in the object store. The key an event gave for a name is used only
+    after ``objects.keys`` checks it lies under this task's own prefix; the bytes come from the
+    store this service is configured with (never a path or URL from an event)."""
 
-    def find(self, task: TaskView, name: str) -> Path | str:
-        """A local file to send, or a remote http(s) URL to redirect to."""
-        uri = task.artifacts.get(name)
-        if uri is None:
-            uri = str(Path(task.submission_id) / task.task_id / name)
-        if urlsplit(uri).scheme in ("http", "https"):
-            return uri
-        path = self.local_path(uri)
-        if path is None or not path.is_file():
+    def __init__(self, objects: ObjectStore) -> None:
+        self.objects = objects
+
+    async def find(self, task: TaskView, name: str) -> tuple[str, int]:
+        """The key and size of the task's artifact ``name``; ``NotFoundError`` otherwise."""
+        key = task.artifacts.get(name)
+        try:
+            checked = check_under(key, task_prefix(task.submission_id, task.task_id))
+        except UnsafeKey as e:
+            raise NotFoundError(f"no artifact {name} for task {task.task_id}") from e
+        try:
+            size = await self.objects.size(checked)
+        except TouchstoneError as e:
+            raise UnavailableError(f"artifacts: the object store: {e}") from e
+        if size is None:
             raise NotFoundError(f"no artifact {name} for task {task.task_id}")
-        return path
+        return checked, size

@@ -12,7 +12,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-from litestar import Litestar, Request, Response, get
+from litestar import Litestar, Request, Response, asgi, get
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.enums import ScopeType
@@ -25,6 +25,8 @@ from litestar.response import ServerSentEvent
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from prometheus_client import CONTENT_TYPE_LATEST
 from touchstone.shared import metrics
+from touchstone.shared.objects.server import upload_app
+from touchstone.shared.objects.stores import LocalObjectStore
 from touchstone.submission import admin, contract, evaluations, routes, ui
 from touchstone.submission.auth import Forbidden
 from touchstone.submission.deps import Deps, DepsArg, PrincipalArg
@@ -125,6 +127,22 @@ def _idempotency(deps: Deps) -> list[Any]:
     return [idempotency_middleware(deps.idempotency, deps.settings.max_body_bytes)]
 
 
+def _object_uploads(deps: Deps) -> list[Any]:
+    """``PUT /objects/{key}``: producers' uploads into the embedded (local) store, each checked
+    against its signed grant (``touchstone.shared.objects.server``); none with S3, where the
+    producers post to the bucket itself."""
+    store = deps.objects
+    if not isinstance(store, LocalObjectStore) or store.signer is None:
+        return []
+    uploads = upload_app(store, store.signer)
+
+    @asgi("/objects", is_mount=True, include_in_schema=False, copy_scope=True)
+    async def objects(scope: Scope, receive: Receive, send: Send) -> None:
+        await uploads(scope, receive, send)  # type: ignore[arg-type]
+
+    return [objects]
+
+
 def create_app(deps: Deps, *, debug: bool = False) -> Litestar:
     """The API over ``deps``; its lifespan starts and stops ``deps``' background loops."""
 
@@ -152,7 +170,7 @@ def create_app(deps: Deps, *, debug: bool = False) -> Litestar:
     app = Litestar(
         route_handlers=[
             *routes.ROUTES, *evaluations.ROUTES, *admin.ROUTES, events, healthz, readyz, prometheus_metrics,
-            *ui.routes(deps),
+            *ui.routes(deps), *_object_uploads(deps),
         ],
         dependencies={
             "deps": Provide(provide_deps),

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from pydantic import Field, SecretStr
-from touchstone.shared.settings import Settings
+from touchstone.shared.objects.config import ObjectStoreSettings
 
 PRIVATE_NETWORKS: tuple[str, ...] = (
     "0.0.0.0/8",
@@ -25,8 +25,9 @@ PRIVATE_NETWORKS: tuple[str, ...] = (
 )
 
 
-class SubmissionSettings(Settings):
-    """Settings of the HTTP API."""
+class SubmissionSettings(ObjectStoreSettings):
+    """Settings of the HTTP API (it serves artifacts and logs from the object store, and with the
+    local store takes producers' uploads at ``/objects``)."""
 
     host: str = Field("127.0.0.1", description="Address the HTTP API listens on.")
     port: int = Field(8080, ge=0, le=65535, description="Port the HTTP API listens on (0: any free port).")
@@ -138,10 +139,6 @@ class SubmissionSettings(Settings):
     @property
     def sso_enabled(self) -> bool:
         return bool(self.oidc_client_id and self.oidc_issuer and self.oidc_jwks_url)
-
-    @property
-    def artifacts_dir(self) -> Path:
-        return self.data_dir / "artifacts"
 
     @property
     def admin_token_file(self) -> Path:

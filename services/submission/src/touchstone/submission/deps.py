@@ -19,12 +19,13 @@ from nats.js.kv import KeyValue
 from touchstone.shared import events as ev
 from touchstone.shared.consumer import ConsumerLoop
 from touchstone.shared.jetstream import system_bucket
+from touchstone.shared.objects.stores import ObjectStore
 from touchstone.shared.projector import Projector
 from touchstone.shared.publisher import EventPublisher
 from touchstone.shared.store import ProjectionStore
 from touchstone.shared.subjects import Subjects
 from touchstone.submission import handlers
-from touchstone.submission.adapters import ArtifactFiles, LogReader, SystemStore
+from touchstone.submission.adapters import Artifacts, LogReader, SystemStore
 from touchstone.submission.auth import Authenticator, JwtVerifier, TokenRegistry, open_tokens_bucket
 from touchstone.submission.commands import SubmissionCommands
 from touchstone.submission.config import SubmissionSettings
@@ -51,7 +52,8 @@ class Deps:
     tokens: TokenRegistry
     system: SystemStore
     logs: LogReader
-    artifacts: ArtifactFiles
+    artifacts: Artifacts
+    objects: ObjectStore
     feed: Feed
     projector: Projector
     hosts: Hosts
@@ -103,7 +105,7 @@ async def build_deps(
     tokens = TokenRegistry(await open_tokens_bucket(js, subjects), bootstrap_secret=bootstrap_secret)
     if jwts is None and settings.oidc_jwks_url:
         jwts = JwtVerifier(settings)
-    artifacts = ArtifactFiles(settings.artifacts_dir, settings.data_dir / "objects")
+    objects = settings.object_store()
     feed = Feed(store)
     limits = QuotaLimits(settings.max_submissions_per_hour, settings.max_concurrent_validations)
     quotas = Quotas(await open_quotas_bucket(js, subjects), store, limits)
@@ -119,8 +121,9 @@ async def build_deps(
         auth=Authenticator(tokens, jwts),
         tokens=tokens,
         system=SystemStore(await system_bucket(js, subjects)),
-        logs=LogReader(js, subjects, artifacts),
-        artifacts=artifacts,
+        logs=LogReader(js, subjects, objects),
+        artifacts=Artifacts(objects),
+        objects=objects,
         feed=feed,
         projector=Projector(js, subjects, store, on_applied=feed.on_applied),
         hosts=Hosts(nc, subjects),

@@ -16,7 +16,7 @@ from typing import Annotated, Any, TypeVar
 from litestar import Response, delete, get, post
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, FromQuery, JSONBody, Parameter
-from litestar.response import File, Redirect, ServerSentEvent
+from litestar.response import ServerSentEvent, Stream
 from litestar.response.sse import ServerSentEventMessage
 from pydantic import BaseModel
 from touchstone.shared.errors import NotFoundError
@@ -250,22 +250,20 @@ async def task_logs(
 )
 async def task_artifact(
     submission_id: FromPath[str], task_id: FromPath[str], name: FromPath[str], deps: DepsArg, principal: PrincipalArg
-) -> File | Redirect:
+) -> Stream:
     return await artifact_response(deps, principal, submission_id, task_id, name)
 
 
-async def artifact_response(
-    deps: Deps, principal: Principal, submission_id: str, task_id: str, name: str
-) -> File | Redirect:
-    """One artifact of a task the principal may see: the local file, or a redirect to its URL
-    (the API's and the UI's download alike)."""
+async def artifact_response(deps: Deps, principal: Principal, submission_id: str, task_id: str, name: str) -> Stream:
+    """One artifact of a task the principal may see, streamed from the object store by the
+    key checked to lie under the task's prefix (the API's and the UI's download alike; never
+    a redirect to a URL from an event)."""
     task = await _visible_task(deps, principal, submission_id, task_id)
     if not _ARTIFACT.match(name):
         raise NotFoundError(f"no artifact {name} for task {task_id}")
-    found = await asyncio.to_thread(deps.artifacts.find, task, name)
-    if isinstance(found, str):
-        return Redirect(found, status_code=307)
-    return File(found, filename=name)
+    key, size = await deps.artifacts.find(task, name)
+    return Stream(deps.objects.chunks(key), media_type="application/octet-stream",
+                  headers={"Content-Length": str(size), "Content-Disposition": f'attachment; filename="{name}"'})
 
 
 def status_events(deps: Deps, principal: Principal, submission_id: str | None = None) -> ServerSentEvent:

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 from litestar import Request, Response, get, post
 from litestar.params import FromPath, Parameter
-from litestar.response import File, Redirect, ServerSentEvent
+from litestar.response import Redirect, ServerSentEvent, Stream
 from litestar.response.sse import ServerSentEventMessage
 from pydantic import ValidationError
 from touchstone.shared.errors import InvalidInputError, PermanentError
@@ -304,7 +304,7 @@ async def log_stream(
 @get("/submissions/{submission_id:str}/tasks/{task_id:str}/artifacts/{name:str}")
 async def artifact(
     submission_id: FromPath[str], task_id: FromPath[str], name: FromPath[str], deps: DepsArg, viewer: ViewerArg
-) -> File | Redirect:
+) -> Stream:
     return await artifact_response(deps, viewer.principal, submission_id, task_id, name)
 
 
