@@ -30,6 +30,7 @@ from nats.js import JetStreamContext, api
 from nats.js.errors import FetchTimeoutError, NotFoundError
 from pydantic import BaseModel, ValidationError
 from touchstone.shared.errors import NotYet, PermanentError
+from touchstone.shared.health import LOOPS
 from touchstone.shared.subjects import Subjects
 
 log = logging.getLogger(__name__)
@@ -116,10 +117,11 @@ class ConsumerLoop(Generic[M]):
         await self.ensure()
         sub = await self.js.pull_subscribe_bind(durable=self.durable, stream=self.spec.stream)
         try:
-            while not stop.is_set():
-                msgs = await self._next_batch(sub)
-                for msg in msgs:
-                    await self.process(msg)
+            with LOOPS.running(f"consumer:{self.durable}"):  # the process's readiness (/readyz)
+                while not stop.is_set():
+                    msgs = await self._next_batch(sub)
+                    for msg in msgs:
+                        await self.process(msg)
         finally:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
