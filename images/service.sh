@@ -9,7 +9,7 @@
 #   touchstone-submission | touchstone-scheduler | touchstone-onprem-provider |
 #   touchstone-runpod-provider | touchstone-results | touchstone-agent | touchstone | nats-server | mlflow
 #
-# (each `python3 -m touchstone.<service>`; the image's user is 10001, not root).
+# (each `python3 -m touchstone.<service>` under with-secrets; the image's user is 10001, not root).
 #
 # Skips the build when the image exists and was built from the same inputs: this script, the
 # lock and every file of the workspace's packages (label touchstone.inputs).
@@ -82,8 +82,23 @@ $UV pip install "${pip_target[@]}" "$work"/wheels/*.whl
 # console scripts written by the installer name this machine's interpreter: replace them
 install -m 0755 "$site/bin/nats-server" "$work/rootfs/usr/local/bin/nats-server"
 rm -rf "$site/bin"
+# with-secrets: secrets mounted as files named after the variable they fill (compose's
+# `secrets: target:`, a Kubernetes secret volume) become that variable of the process, never
+# part of its command line; only TOUCHSTONE_* names, and a variable already set wins
+cat >"$work/rootfs/usr/local/bin/with-secrets" <<'WITH'
+#!/bin/sh
+for f in /run/secrets/TOUCHSTONE_*; do
+  [ -f "$f" ] || continue
+  name=${f##*/}
+  case "$name" in *[!A-Z0-9_]*) continue ;; esac
+  eval "[ -n \"\${$name+set}\" ]" && continue
+  value=$(cat "$f") && export "$name=$value"
+done
+exec "$@"
+WITH
+chmod 0755 "$work/rootfs/usr/local/bin/with-secrets"
 entry() {  # entry NAME MODULE
-  printf '#!/bin/sh\nexec python3 -m %s "$@"\n' "$2" >"$work/rootfs/usr/local/bin/$1"
+  printf '#!/bin/sh\nexec with-secrets python3 -m %s "$@"\n' "$2" >"$work/rootfs/usr/local/bin/$1"
   chmod 0755 "$work/rootfs/usr/local/bin/$1"
 }
 entry touchstone touchstone.cli
@@ -92,10 +107,18 @@ for svc in submission scheduler onprem_provider runpod_provider results agent; d
 done
 entry trainer touchstone.trainer
 entry mlflow mlflow
-# the unprivileged user every process runs as, with a writable data directory
+# the reference trainer as a folder (src/, configs/): an agent's TOUCHSTONE_TRAINER_DIR where
+# no trainer repository is configured (the compose demo's stand-in GPU server)
+mkdir -p "$work/rootfs/opt/touchstone"
+git ls-files -z -- trainer/src trainer/configs trainer/pyproject.toml | tar --null -T - -c | tar -C "$work/rootfs/opt/touchstone" -x
+# the unprivileged user every process runs as, with a writable data directory whose
+# subfolders are where volumes go (a new volume takes the folder's owner)
 echo 'touchstone:x:10001:10001:Touchstone:/var/lib/touchstone:/usr/sbin/nologin' >>"$work/rootfs/etc/passwd"
 echo 'touchstone:x:10001:' >>"$work/rootfs/etc/group"
 install -d -m 0750 -o 10001 -g 10001 "$work/rootfs/var/lib/touchstone"
+for d in store objects nats mlflow agent; do
+  install -d -m 0750 -o 10001 -g 10001 "$work/rootfs/var/lib/touchstone/$d"
+done
 packages_at=$(date +%s)
 
 tar -C "$work/rootfs" --numeric-owner -c . | docker import \
