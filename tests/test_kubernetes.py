@@ -85,6 +85,11 @@ def test_one_deployment_per_service_with_probes_resources_and_a_locked_down_cont
         assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
         assert pod["spec"]["automountServiceAccountToken"] is False
         (container,) = pod["spec"]["containers"]
+        # the streams exist, with three replicas, before any service starts (a service would
+        # otherwise create them itself with one)
+        (init,) = pod["spec"]["initContainers"]
+        assert init["command"][-5:] == ["touchstone", "nats", "init", "--replicas", "3"]
+        assert init["envFrom"] == container["envFrom"][:2]  # the settings and the NATS secret only
         # the image's entry point of this service (images/service.sh writes one per service)
         assert container["command"][-1] == name
         assert name.removeprefix("touchstone-").replace("-", "_") in entries.split()
