@@ -32,6 +32,13 @@ CONTAINER_UID = 10001
 NODES = ["nats-1", "nats-2", "nats-3"]
 
 
+def _password() -> str:
+    """A random password that nats-server reads as a string: it parses a variable's value as
+    configuration, so a value starting with a digit or '-' would be taken for a number (and
+    refused); a letter first avoids that."""
+    return "ts" + secrets.token_urlsafe(24)
+
+
 def _secret_file(path: Path, text: str, force: bool) -> bool:
     if path.exists() and not force:
         return False
@@ -67,12 +74,12 @@ def main(argv: list[str] | None = None) -> int:
             source.replace(folder / name)
             written.append(name)
         (folder / ".pki").rmdir()
-    mongo_password = secrets.token_urlsafe(24)
+    mongo_password = _password()
     if (folder / "mongo-password").exists() and not args.force:
         mongo_password = (folder / "mongo-password").read_text().strip()
     store_url = args.store_url or f"mongodb://touchstone:{mongo_password}@mongo:27017/touchstone?authSource=admin"
     files = {
-        "nats-password": secrets.token_urlsafe(24),
+        "nats-password": _password(),
         "admin-token": "tst_" + secrets.token_urlsafe(32),
         "mongo-password": mongo_password,
         "store-url": store_url,
