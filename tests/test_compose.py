@@ -21,6 +21,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -109,6 +110,28 @@ def _containers(project: str) -> dict[str, str]:
     return dict(line.split("\t", 1) for line in out.stdout.splitlines() if line)
 
 
+JSZ = "http://127.0.0.1:8222/jsz?accounts=true&streams=true&config=true"
+
+
+def _stream(project: str, name: str) -> dict[str, Any]:
+    """One stream as a node of the cluster reports it (its monitoring port is not published)."""
+    seen: list[str] = []
+    for _ in range(20):
+        for node in ("nats-1", "nats-2", "nats-3"):
+            answer = subprocess.run(["docker", "exec", f"{project}_{node}_1", "python3", "-c",
+                                     f"import urllib.request as u; print(u.urlopen({JSZ!r}).read().decode())"],
+                                    capture_output=True, text=True, timeout=30)
+            if answer.returncode != 0:
+                continue
+            for account in json.loads(answer.stdout).get("account_details", []):
+                for stream in account.get("stream_detail", []):
+                    seen.append(stream["name"])
+                    if stream["name"] == name:
+                        return dict(stream)
+        time.sleep(1)
+    raise AssertionError(f"no stream {name} on the cluster (seen: {sorted(set(seen))})")
+
+
 def _logs(folder: Path, env: dict[str, str], *services: str) -> str:
     logs = subprocess.run(["docker-compose", "logs", "--no-color", "--tail=40", *services],
                           env={**env, "COMPOSE_FILE": "compose.yml:compose.demo.yml"},
@@ -149,13 +172,9 @@ def test_the_readme_walkthrough_runs_against_the_compose_file(docker, checkout) 
     assert "Exited (0)" in containers[f"{project}_nats-init_1"]
 
     # the streams are replicated on all three nodes of the TLS cluster
-    jsz = subprocess.run(["docker", "exec", f"{project}_nats-1_1", "python3", "-c",
-                          "import urllib.request as u; print(u.urlopen('http://127.0.0.1:8222/jsz?streams=true').read().decode())"],
-                         capture_output=True, text=True, check=True).stdout
-    streams = [s for account in json.loads(jsz)["account_details"] for s in account.get("stream_detail", [])]
-    events = next(s for s in streams if s["name"].endswith("_EVENTS"))
+    events = _stream(project, "TOUCHSTONE_EVENTS")
     assert events["config"]["num_replicas"] == 3
-    assert len(events["cluster"]["replicas"]) == 2  # and two followers beside the leader
+    assert len(events["cluster"]["replicas"]) == 2, events["cluster"]  # two followers beside the leader
 
     # the attempt is a run in the compose file's MLflow server
     runs = httpx.post(f"{env['MLFLOW_URL']}/api/2.0/mlflow/runs/search",
