@@ -142,6 +142,7 @@ def _logs(folder: Path, env: dict[str, str], *services: str) -> str:
     return logs[-8000:]
 
 
+@pytest.mark.timeout(900)  # a cold image build (about 70 s on 2 cores) and the walk-through
 def test_the_readme_walkthrough_runs_against_the_compose_file(docker, checkout) -> None:
     folder, env = checkout
     lines = walkthrough()
@@ -180,9 +181,13 @@ def test_the_readme_walkthrough_runs_against_the_compose_file(docker, checkout) 
     assert len(events["cluster"]["replicas"]) == 2, events["cluster"]  # two followers beside the leader
 
     # the attempt is a run in the compose file's MLflow server
-    runs = httpx.post(f"{env['MLFLOW_URL']}/api/2.0/mlflow/runs/search",
-                      json={"experiment_ids": ["1"], "max_results": 10}, timeout=10).json()["runs"]
-    assert any(r["info"]["run_name"].endswith("/pi-15/attempt-1") for r in runs), runs
+    # (the results service records it as it reads the outcome, just after the CLI saw it)
+    deadline, runs = time.monotonic() + 60, []
+    while not any(r["info"]["run_name"].endswith("/pi-15/attempt-1") for r in runs):
+        assert time.monotonic() < deadline, (runs, _logs(folder, env, "results", "mlflow"))
+        time.sleep(2)
+        runs = httpx.post(f"{env['MLFLOW_URL']}/api/2.0/mlflow/runs/search",
+                          json={"experiment_ids": ["1"], "max_results": 10}, timeout=10).json().get("runs", [])
 
     # the README's last line brings everything down, data included
     down = subprocess.run(["bash", "-c", lines[-1]], cwd=folder / "deploy" / "compose", capture_output=True,
