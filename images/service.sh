@@ -29,8 +29,9 @@ UV="${UV:-python3 -m uv}"
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/.." && pwd)"
 cd "$root"
-# what goes into the image: this script, the mirror and every tracked or new file of the workspace
-sources=(pyproject.toml uv.lock README.md src shared services agent trainer)
+# what goes into the image: this script, the mirror and every tracked or new file of the
+# workspace's packages (not the top-level README, which only goes into package metadata)
+sources=(pyproject.toml uv.lock src shared services agent trainer)
 inputs="$( (cat "$here/service.sh"; echo "$MIRROR"
             git ls-files -z --cached --others --exclude-standard -- "${sources[@]}" \
               | sort -z | xargs -0 sha256sum 2>/dev/null) | sha256sum | cut -c1-16)"
