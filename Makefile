@@ -38,8 +38,9 @@ bench: env ## Benchmarks: JSON under bench/results/ and a table
 chaos: env ## Fault suite on a 3-node NATS cluster in network namespaces (root): bench/results/chaos.json
 	$(BIN)/python -m touchstone.chaos bench/results
 
-images: ## Build the task image touchstone-task:latest (mmdebstrap + docker import; skipped when up to date)
+images: ## Build the task and service images (mmdebstrap + docker import; each skipped when up to date)
 	bash images/build.sh
+	bash images/service.sh
 
 clean: ## Remove the environment and caches (keeps .touchstone data)
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import os
-import secrets
 import shutil
 import signal
 import ssl
@@ -21,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-from touchstone.shared.natsserver import nats_server_binary
+from touchstone.shared.natsserver import nats_password, nats_server_binary
 
 from touchstone.chaos.netns import Host, Network
 from touchstone.chaos.pki import write_pki
@@ -74,8 +73,8 @@ class NatsCluster:
 
     def __init__(self, network: Network, root: Path, *, size: int = 3, agents: tuple[str, ...] = ()) -> None:
         self.network = network
-        self.password = secrets.token_urlsafe(18)
-        self.agent_passwords = {host: secrets.token_urlsafe(18) for host in agents}
+        self.password = nats_password(18)
+        self.agent_passwords = {host: nats_password(18) for host in agents}
         self.config = self._write_config(root / "conf", agents)
         self.nodes = [
             Node(f"nats-{i}", network.add_host(f"nats-{i}"), root / f"nats-{i}", root / f"nats-{i}.log")

@@ -15,9 +15,10 @@ KV buckets, as ``touchstone-services`` may in production, but not the system acc
 from __future__ import annotations
 
 import os
-import secrets
 from dataclasses import dataclass
 from pathlib import Path
+
+from touchstone.shared.natsserver import nats_password
 
 OPERATOR = "touchstone-operator"
 CREDENTIALS_DIR = "credentials"
@@ -70,7 +71,7 @@ def _password(folder: Path, user: str) -> str:
     if file.exists():
         file.chmod(0o600)
         return file.read_text().strip()
-    secret = secrets.token_urlsafe(32)
+    secret = nats_password(32)
     fd = os.open(file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as out:
         out.write(secret + "\n")

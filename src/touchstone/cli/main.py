@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from touchstone.cli import api, login, ops, profiles, results
+from touchstone.cli import api, configdoc, login, ops, profiles, results
 
 EPILOG = "Exit codes: " + "; ".join(f"{code} {what}" for code, what in api.EXIT_CODES.items()) + "."
 app = typer.Typer(help="Touchstone: automated GPU training of prediction models.", no_args_is_help=True,
@@ -44,3 +44,4 @@ app.add_typer(ops.debug_app, name="debug")
 api.register(app)  # the API client verbs: submit, list, show, schedule, cancel, ...
 results.register(app)  # leaderboard, evaluations
 app.command("login")(login.login)
+app.add_typer(configdoc.config_app, name="config")

@@ -1,6 +1,8 @@
 """``python -m touchstone.agent [--host NAME]``: run the agent until SIGINT/SIGTERM.
 
-The agent needs no store and no JetStream rights: it only connects to NATS.
+The agent needs no store and no JetStream rights: it only connects to NATS. With
+``metrics_port`` set, ``/healthz``, ``/readyz`` (NATS connected, the agent running) and
+``/metrics`` answer on ``metrics_host:metrics_port``.
 """
 
 from __future__ import annotations
@@ -8,24 +10,44 @@ from __future__ import annotations
 import argparse
 import asyncio
 import signal
+from typing import Any
 
+from nats.aio.client import Client as NATS
 from touchstone.agent.config import AgentSettings
 from touchstone.agent.connection import connect_agent
 from touchstone.agent.service import Agent
+from touchstone.shared.health import LOOPS, HealthServer
 from touchstone.shared.logs import setup_logging
 from touchstone.shared.subjects import Subjects
 
 
 async def main(settings: AgentSettings) -> None:
-    nc = await connect_agent(settings)
-    stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    connected: list[NATS] = []
+
+    async def ready() -> dict[str, Any]:
+        if not connected:
+            return {"nats": "connecting"}
+        return {"nats": True if connected[0].is_connected else "not connected", **LOOPS.checks()}
+
+    health = (
+        HealthServer(settings.metrics_host, settings.metrics_port, loop, ready).start()
+        if settings.metrics_port else None
+    )
     try:
-        await Agent(settings, nc, Subjects(settings.namespace)).run(stop)
+        nc = await connect_agent(settings)
+        connected.append(nc)
+        stop = asyncio.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            with LOOPS.running("agent"):
+                await Agent(settings, nc, Subjects(settings.namespace)).run(stop)
+        finally:
+            await nc.drain()
     finally:
-        await nc.drain()
+        if health is not None:
+            health.close()
 
 
 def cli(argv: list[str] | None = None) -> None:

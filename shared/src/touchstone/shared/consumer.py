@@ -36,6 +36,7 @@ from nats.js.errors import FetchTimeoutError, NotFoundError
 from pydantic import BaseModel, ValidationError
 from touchstone.shared import metrics
 from touchstone.shared.errors import ConcurrencyConflict, NotYet, PermanentError, RetryableError
+from touchstone.shared.health import LOOPS
 from touchstone.shared.logs import task_context
 from touchstone.shared.subjects import Subjects
 
@@ -151,10 +152,11 @@ class ConsumerLoop(Generic[M]):
         await self.ensure()
         sub = await self.js.pull_subscribe_bind(durable=self.durable, stream=self.spec.stream)
         try:
-            while not stop.is_set():
-                msgs = await self._next_batch(sub)
-                for msg in msgs:
-                    await self.process(msg)
+            with LOOPS.running(f"consumer:{self.durable}"):  # the process's readiness (/readyz)
+                while not stop.is_set():
+                    msgs = await self._next_batch(sub)
+                    for msg in msgs:
+                        await self.process(msg)
         finally:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()

@@ -197,6 +197,9 @@ async def provision(
             await js.add_stream(config)
             done.append(f"created stream {config.name}")
             continue
+        # replicas only ever grow here: every service provisions on start with one replica,
+        # and must not shrink what `touchstone nats init --replicas 3` set on a cluster
+        config.num_replicas = max(config.num_replicas or 1, info.config.num_replicas or 1)
         if _differs(info.config, config):
             try:
                 await js.update_stream(config)
@@ -210,10 +213,28 @@ async def provision(
     return done
 
 
+_SERVER_DEFAULTS: dict[str, object] = {
+    "max_age": 0.0, "duplicate_window": 120.0, "allow_direct": False, "max_bytes": -1,
+    "max_msgs_per_subject": -1, "max_msg_size": -1,
+}
+"""What the server reports for a field our plan leaves unset (None, or 0 for the window)."""
+
+
+def _normal(key: str, value: object) -> object:
+    if value is None or (key == "duplicate_window" and value == 0):
+        return _SERVER_DEFAULTS.get(key, value)
+    return value
+
+
 def _differs(current: api.StreamConfig, wanted: api.StreamConfig) -> bool:
+    """Whether the stream needs an update: a field of the plan differs from the server's
+    (fields the plan leaves to the server's default compare as that default, so an unchanged
+    stream is not updated on every start), or more replicas are wanted."""
     keys = ("subjects", "retention", "storage", "max_age", "duplicate_window", "allow_direct", "max_bytes",
             "max_msgs_per_subject", "max_msg_size")
-    return any(getattr(current, k) != getattr(wanted, k) for k in keys)
+    if (wanted.num_replicas or 1) > (current.num_replicas or 1):
+        return True
+    return any(_normal(k, getattr(current, k)) != _normal(k, getattr(wanted, k)) for k in keys)
 
 
 async def open_bucket(js: JetStreamContext, subjects: Subjects, config: api.KeyValueConfig) -> KeyValue:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -15,6 +16,13 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+
+def nats_password(nbytes: int = 24) -> str:
+    """A random password nats-server reads as a string: it parses a ``$VARIABLE``'s value as it
+    parses the config, so a value starting with a digit or ``-`` would be taken for a number
+    (and the server refuses to start, about one time in six). Ours start with a letter."""
+    return "p" + secrets.token_urlsafe(nbytes)
 
 CONFIG_TEMPLATE = """\
 # Written by Touchstone for its embedded nats-server. Durable: fsync on every write.

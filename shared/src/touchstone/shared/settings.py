@@ -46,7 +46,18 @@ class Settings(BaseSettings):
     )
     log_level: str = Field("INFO", description="Log level of every logger.")
     log_json: bool = Field(True, description="One JSON object per log line (off: human-readable lines).")
-    metrics_port: int = Field(0, description="Port for Prometheus /metrics; 0 turns the listener off.")
+    metrics_port: int = Field(
+        0,
+        ge=0,
+        le=65535,
+        description="Port of the /healthz, /readyz and /metrics listener of a service without an HTTP API "
+        "(the submission service answers them on its API port); 0 turns the listener off.",
+    )
+    metrics_host: str = Field(
+        "127.0.0.1",
+        description="Address the /healthz, /readyz and /metrics listener binds (0.0.0.0 in a container, "
+        "for the orchestrator's probes and Prometheus).",
+    )
     launch_timeout_s: float = Field(
         120.0,
         gt=0,
