@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from touchstone.cli import api, login, ops, profiles, results
+from touchstone.cli import api, login, ops, profiles, records, results
 
 EPILOG = "Exit codes: " + "; ".join(f"{code} {what}" for code, what in api.EXIT_CODES.items()) + "."
 app = typer.Typer(help="Touchstone: automated GPU training of prediction models.", no_args_is_help=True,
@@ -41,6 +41,9 @@ app.command()(ops.up)
 app.command()(ops.status)
 app.add_typer(ops.nats_app, name="nats")
 app.add_typer(ops.debug_app, name="debug")
+app.command()(records.backup)
+app.command()(records.restore)
+app.add_typer(records.projections_app, name="projections")
 api.register(app)  # the API client verbs: submit, list, show, schedule, cancel, ...
 results.register(app)  # leaderboard, evaluations
 app.command("login")(login.login)
