@@ -41,6 +41,7 @@ from typing import IO, Annotated, Literal
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext, api
 from nats.js.errors import BucketNotFoundError, KeyNotFoundError, NoKeysError, NotFoundError
+from nats.js.kv import KeyValue
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter, ValidationError
 from touchstone.shared.jetstream import MAX_EVENT_BYTES, LogLimits, provision
 from touchstone.shared.subjects import Subjects, check_token
@@ -159,7 +160,7 @@ async def backup(js: JetStreamContext, subjects: Subjects, path: Path) -> Summar
         buckets[purpose] = BucketConfig(description=config.description or "", history=status.history or 1,
                                         ttl_s=status.ttl or None)
     header = Header(format=FORMAT, version=VERSION, namespace=subjects.ns, created_at=datetime.now(UTC),
-                    streams=states, buckets=buckets)  # type: ignore[arg-type]
+                    streams=states, buckets=buckets)
     summary = Summary(subjects.ns)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as out:
@@ -180,7 +181,7 @@ async def backup(js: JetStreamContext, subjects: Subjects, path: Path) -> Summar
             count = 0
             async for msg in stream_messages(js, _stream_name(subjects, role), _stream_prefix(subjects, role) + ">",
                                        states[role].last_seq):
-                emit(MessageLine(t="msg", stream=role, seq=msg.metadata.sequence.stream,  # type: ignore[arg-type]
+                emit(MessageLine(t="msg", stream=role, seq=msg.metadata.sequence.stream,
                                  subject=msg.subject, headers=dict(msg.headers or {}),
                                  data=base64.b64encode(msg.data or b"").decode()))
                 count += 1
@@ -189,7 +190,7 @@ async def backup(js: JetStreamContext, subjects: Subjects, path: Path) -> Summar
             count = 0
             kv = await js.key_value(subjects.bucket(purpose))
             for key, value in await _entries(kv):
-                emit(KeyLine(t="kv", bucket=purpose, key=key,  # type: ignore[arg-type]
+                emit(KeyLine(t="kv", bucket=purpose, key=key,
                              value=base64.b64encode(value).decode()))
                 count += 1
             summary.keys[purpose] = count
@@ -226,15 +227,15 @@ async def stream_messages(js: JetStreamContext, stream: str, subject: str, last_
             await sub.unsubscribe()
 
 
-async def _entries(kv: object) -> list[tuple[str, bytes]]:
+async def _entries(kv: KeyValue) -> list[tuple[str, bytes]]:
     try:
-        keys = await kv.keys()  # type: ignore[attr-defined]
+        keys = await kv.keys()
     except NoKeysError:
         return []
     out = []
     for key in sorted(keys):
         try:
-            entry = await kv.get(key)  # type: ignore[attr-defined]
+            entry = await kv.get(key)
         except KeyNotFoundError:  # deleted meanwhile
             continue
         out.append((key, entry.value or b""))
@@ -386,7 +387,7 @@ async def restore(js: JetStreamContext, path: Path, *, replicas: int = 1,
 
 
 async def _bucket(js: JetStreamContext, subjects: Subjects, purpose: str, config: BucketConfig,
-                  replicas: int) -> object:
+                  replicas: int) -> KeyValue:
     name = subjects.bucket(purpose)
     with contextlib.suppress(NotFoundError, BucketNotFoundError):  # else created, as its service would
         return await js.key_value(name)

@@ -2,7 +2,15 @@
 
 Every event is a small frozen pydantic model with an envelope (``event_id``, ``type``,
 ``occurred_at``, ``aggregate_id``, ``correlation_id`` = submission id, ``causation_id``) and a
-past-tense name. Schema changes are additive only: new fields are optional.
+past-tense name. Schema changes are additive where they can be: new fields are optional.
+
+Every event also carries ``schema_version``, the version of its type's shape. A change that is
+not additive (a rename, a new meaning) raises the type's version and registers an upcaster
+that turns the previous shape into the new one (``UPCASTERS``); reading a stored event
+(``decode_event``) applies them in order, so every reader sees the current model only and the
+record is never rewritten. An event stored without the field (before versions existed) is
+version 1. One written by a newer Touchstone (a version this code does not know) is refused,
+not guessed at.
 
 Every event stays far under the broker's payload limit by construction: free text (reasons,
 a log snippet) is cut to a bound, and a dict from a task (a report, metrics) that would be
@@ -13,10 +21,11 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, ValidationInfo, model_validator
 
 Platform = Literal["onprem", "runpod", "any"]
 TaskKind = Literal["validation", "training"]
@@ -76,17 +85,48 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+STORED = {"stored": True}
+"""Validation context of a stored event (``decode_event``): it is upcast to the current shape."""
+
+Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
+UPCASTERS: dict[tuple[str, int], Upcaster] = {}
+"""(event type, version) -> a function from that version's shape to the next version's."""
+
+
 class Event(BaseModel):
     """The envelope every event carries."""
 
     model_config = ConfigDict(frozen=True, extra="ignore")
     aggregate: ClassVar[str]
+    SCHEMA_VERSION: ClassVar[int] = 1
+    """The version of this type's current shape; raised with an upcaster from the previous one."""
 
+    schema_version: int = Field(default=1, description="the version of this type's shape (``SCHEMA_VERSION``)")
     event_id: str = Field(default_factory=lambda: uuid.uuid4().hex)
     occurred_at: datetime = Field(default_factory=utcnow)
     aggregate_id: str
     correlation_id: str = Field(description="the submission this event belongs to")
     causation_id: str | None = Field(default=None, description="the event or request that caused it")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _upcast(cls, data: Any, info: ValidationInfo) -> Any:
+        """A stored event: its shape brought up to the current version. A new one: stamped
+        with the current version."""
+        if not isinstance(data, dict):
+            return data
+        if not (info.context or {}).get("stored"):
+            return {**data, "schema_version": cls.SCHEMA_VERSION}
+        version = data.get("schema_version", 1)
+        if not isinstance(version, int) or version < 1:
+            raise ValueError(f"schema_version {version!r} is not a version")
+        if version > cls.SCHEMA_VERSION:
+            raise ValueError(f"{cls.__name__} version {version} was written by a newer Touchstone "
+                             f"(this one reads up to version {cls.SCHEMA_VERSION})")
+        while version < cls.SCHEMA_VERSION:
+            data = UPCASTERS[(cls.__name__, version)](dict(data))
+            version += 1
+        return {**data, "schema_version": version}
 
     @property
     def event_type(self) -> str:
@@ -308,9 +348,21 @@ class RoguePodReaped(PlatformEvent):
     """The reaper terminated a ``touchstone-`` pod that no live attempt owned."""
 
     type: Literal["RoguePodReaped"] = "RoguePodReaped"
+    SCHEMA_VERSION: ClassVar[int] = 2
     pod_id: str
     pod_name: str
-    cost_per_hr: float | None = None
+    cost_per_hour: float | None = Field(None, description="USD per hour (version 1 called it cost_per_hr)")
+
+
+def _rogue_pod_reaped_v1(data: dict[str, Any]) -> dict[str, Any]:
+    """Version 1 named the price ``cost_per_hr``; version 2 spells it ``cost_per_hour`` as every
+    other event and the RunPod models do."""
+    if "cost_per_hr" in data:
+        data.setdefault("cost_per_hour", data.pop("cost_per_hr"))
+    return data
+
+
+UPCASTERS[("RoguePodReaped", 1)] = _rogue_pod_reaped_v1
 
 
 class AlarmRaised(PlatformEvent):
@@ -389,8 +441,9 @@ EVENT_TYPES: dict[str, type[Event]] = {
 
 
 def decode_event(data: bytes) -> Event:
-    """Parse a message body into its event model (raises pydantic.ValidationError)."""
-    return EVENT_ADAPTER.validate_json(data)
+    """Parse a stored message body into its event model at the current version (raises
+    pydantic.ValidationError, also for a version newer than this code knows)."""
+    return EVENT_ADAPTER.validate_json(data, context=STORED)
 
 
 def encode_event(event: Event) -> bytes:
