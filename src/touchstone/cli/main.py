@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from touchstone.cli import api, debugging, login, ops, profiles, records, results
+from touchstone.cli import agentaccess, api, debugging, login, ops, profiles, records, results
 
 EPILOG = "Exit codes: " + "; ".join(f"{code} {what}" for code, what in api.EXIT_CODES.items()) + "."
 app = typer.Typer(help="Touchstone: automated GPU training of prediction models.", no_args_is_help=True,
@@ -48,3 +48,4 @@ app.add_typer(records.projections_app, name="projections")
 api.register(app)  # the API client verbs: submit, list, show, schedule, cancel, ...
 results.register(app)  # leaderboard, evaluations
 app.command("login")(login.login)
+app.add_typer(agentaccess.agent_app, name="agent")

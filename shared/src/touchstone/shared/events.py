@@ -374,6 +374,42 @@ class AlarmRaised(PlatformEvent):
     service: str
 
 
+# --- agents ---------------------------------------------------------------------------------
+
+
+class AgentEvent(Event):
+    """What an operator did on an agent's host (``touchstone.shared.operator``). The aggregate
+    is the host; ``correlation_id`` is the host too, as these belong to no submission."""
+
+    aggregate: ClassVar[str] = "agent"
+
+
+class AgentAccessRequested(AgentEvent):
+    """An admin asked an agent to run a command or read or write a file: recorded before the
+    request is sent, so that one that never returns is on the record too."""
+
+    type: Literal["AgentAccessRequested"] = "AgentAccessRequested"
+    action: Literal["exec", "get", "put"]
+    requested_by: str
+    argv: tuple[Reason, ...] = Field((), max_length=64)
+    path: str | None = Field(None, max_length=1024)
+    size: int | None = Field(None, description="put: the bytes written")
+
+
+class AgentAccessFinished(AgentEvent):
+    """How it went: refused (``error``), or the command's exit code, or the file's size."""
+
+    type: Literal["AgentAccessFinished"] = "AgentAccessFinished"
+    action: Literal["exec", "get", "put"]
+    requested_by: str
+    ok: bool
+    error: Reason | None = None
+    exit_code: int | None = None
+    timed_out: bool = False
+    output_bytes: int = 0
+    size: int | None = None
+
+
 def training_task_id(interval: int) -> str:
     """The task id of a prediction interval's training task (``pi-60``)."""
     return f"pi-{interval}"
@@ -403,7 +439,9 @@ AnyEvent = Annotated[
     | ContainerTerminated
     | ResultsPublished
     | RoguePodReaped
-    | AlarmRaised,
+    | AlarmRaised
+    | AgentAccessRequested
+    | AgentAccessFinished,
     Field(discriminator="type"),
 ]
 
@@ -436,6 +474,8 @@ EVENT_TYPES: dict[str, type[Event]] = {
         ResultsPublished,
         RoguePodReaped,
         AlarmRaised,
+        AgentAccessRequested,
+        AgentAccessFinished,
     )
 }
 

@@ -25,7 +25,7 @@ from litestar.response import ServerSentEvent
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from prometheus_client import CONTENT_TYPE_LATEST
 from touchstone.shared import metrics
-from touchstone.submission import admin, contract, evaluations, routes, ui
+from touchstone.submission import admin, agent_access, contract, evaluations, routes, ui
 from touchstone.submission.auth import Forbidden
 from touchstone.submission.deps import Deps, DepsArg, PrincipalArg
 from touchstone.submission.domain import Principal
@@ -151,7 +151,8 @@ def create_app(deps: Deps, *, debug: bool = False) -> Litestar:
 
     app = Litestar(
         route_handlers=[
-            *routes.ROUTES, *evaluations.ROUTES, *admin.ROUTES, events, healthz, readyz, prometheus_metrics,
+            *routes.ROUTES, *evaluations.ROUTES, *admin.ROUTES, *agent_access.ROUTES, events, healthz, readyz,
+            prometheus_metrics,
             *ui.routes(deps),
         ],
         dependencies={
