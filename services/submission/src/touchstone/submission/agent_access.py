@@ -92,12 +92,12 @@ async def agent_exec(host: Host,
 
 @get(f"{PREFIX}/{{host:str}}/file", tags=["agents"],
      summary="Read one file under an agent's operator_root (at most 512 KiB); audited (admin)",
-     responses=documented(401, 403))
+     responses=documented(400, 401, 403))
 async def agent_get(host: Host,
                     path: Annotated[str, Parameter(max_length=1024, pattern=PATH_PATTERN,
                                                    description="relative to the agent's operator_root")],
                     deps: DepsArg, admin: PrincipalArg) -> AgentFile:
-    request = _valid(lambda: AgentGetFile(path=path, requested_by=admin.name))
+    request = _valid(lambda: AgentGetFile(path=path, requested_by=admin.name), status=400)
     assert isinstance(request, AgentGetFile)
     reply = await _ask(deps, host, admin, request, REPLY_GRACE_S * 2)
     return AgentFile(host=host, path=path, size=reply.size, data=reply.data)
@@ -114,12 +114,15 @@ async def agent_put(host: Host,
     return AgentFile(host=host, path=data.path, size=reply.size, data="")
 
 
-def _valid(build: Callable[[], BaseModel]) -> BaseModel:
-    """The request ``build`` makes; a value the agent's model refuses is a 422 here."""
+def _valid(build: Callable[[], BaseModel], status: int = 422) -> BaseModel:
+    """The request ``build`` makes; a value the agent's model refuses is answered here (a query
+    parameter with 400, a body field with 422), never sent."""
     try:
         return build()
     except ValidationError as e:
-        raise InvalidInputError(f"path: {e.errors()[0]['msg']}") from None
+        error = InvalidInputError(f"path: {e.errors()[0]['msg']}")
+        error.status_code = status  # type: ignore[attr-defined]
+        raise error from None
 
 
 ROUTES = [agent_exec, agent_get, agent_put]
