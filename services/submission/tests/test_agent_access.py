@@ -99,15 +99,15 @@ async def test_an_agent_that_has_not_opted_in_refuses_and_the_refusal_is_recorde
     assert not marker.exists()
     finished = (await audit(api, "gpu-b"))[-1]
     assert finished["type"] == "AgentAccessFinished" and finished["ok"] is False
-    # an agent that is not there: 503, on the record too
+    # an agent that is not there: 404, on the record too
     r = await api.admin.post("/api/v1/agents/nobody/exec", json={"argv": ["true"]})
-    assert r.status_code == 503 and "not connected" in r.json()["detail"]
+    assert r.status_code == 404 and "not connected" in r.json()["detail"]
     assert (await audit(api, "nobody"))[-1]["error"] == "agent nobody is not connected"
 
 
 @pytest.mark.parametrize("body", [
     {"argv": []}, {"argv": "ls -l"}, {"argv": ["ls"], "timeout_s": 301}, {"argv": ["ls"], "shell": True},
-    {"argv": ["a\u0000b"]}, {"argv": ["x"] * 65},
+    {"argv": ["a\u0000b"]}, {"argv": ["x"] * 33}, {"argv": ["\u00e9"]}, {"argv": ["x" * 513]},
 ])
 async def test_malformed_exec_requests_are_refused_whole(api, body) -> None:
     r = await api.admin.post("/api/v1/agents/gpu-c/exec", json=body)

@@ -20,8 +20,9 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter
 
-MAX_ARGS = 64
-MAX_ARG_CHARS = 4096
+MAX_ARGS = 32
+MAX_ARG_CHARS = 512
+"""Printable ASCII only, so that the largest request (JSON-escaped) fits the API's 64 KiB body."""
 MAX_OUTPUT_BYTES = 64 * 1024
 """Per stream (stdout, stderr): what is kept of a command's output; the rest is counted."""
 MAX_TIMEOUT_S = 300.0
@@ -31,7 +32,7 @@ MAX_PUT_BYTES = 32 * 1024
 """Largest file ``put`` writes (its base64 fits the API's default request body)."""
 OPERATOR_TYPES = frozenset({"AgentExec", "AgentGetFile", "AgentPutFile"})
 
-Arg = Annotated[str, StringConstraints(min_length=0, max_length=MAX_ARG_CHARS, pattern=r"^[^\x00]*$")]
+Arg = Annotated[str, StringConstraints(max_length=MAX_ARG_CHARS, pattern=r"^[ -~]*$")]
 
 
 def _plain_names(path: str) -> str:
@@ -40,10 +41,12 @@ def _plain_names(path: str) -> str:
     return path
 
 
-RelPath = Annotated[str, StringConstraints(max_length=1024, pattern=r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+){0,15}$"),
-                    AfterValidator(_plain_names)]
+PATH_PATTERN = r"^[A-Za-z0-9_-][A-Za-z0-9_.-]*(/[A-Za-z0-9_-][A-Za-z0-9_.-]*){0,15}$"
+"""Plain names that start with no dot (so never ``.`` or ``..``; hidden files are out of reach)."""
+BASE64_PATTERN = r"^([A-Za-z0-9+/]{4})*([A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"
+RelPath = Annotated[str, StringConstraints(max_length=1024, pattern=PATH_PATTERN), AfterValidator(_plain_names)]
 """A relative path of at most 16 plain names (no ``.``/``..``, no leading ``/``)."""
-B64 = Annotated[str, StringConstraints(max_length=MAX_GET_BYTES * 4 // 3 + 8, pattern=r"^[A-Za-z0-9+/]*={0,2}$")]
+B64 = Annotated[str, StringConstraints(max_length=MAX_GET_BYTES * 4 // 3 + 8, pattern=BASE64_PATTERN)]
 Who = Annotated[str, StringConstraints(max_length=200)]
 
 

@@ -20,8 +20,8 @@ from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 from pydantic import BaseModel, Field, ValidationError
 from touchstone.shared import events as ev
-from touchstone.shared.errors import InvalidInputError, UnavailableError
-from touchstone.shared.operator import AgentExec, AgentGetFile, AgentPutFile, OperatorReply
+from touchstone.shared.errors import InvalidInputError, NotFoundError, UnavailableError
+from touchstone.shared.operator import PATH_PATTERN, AgentExec, AgentGetFile, AgentPutFile, OperatorReply
 from touchstone.submission.auth import Forbidden
 from touchstone.submission.deps import Deps, DepsArg, PrincipalArg
 from touchstone.submission.domain import Principal
@@ -30,7 +30,6 @@ from touchstone.submission.schemas import AgentExecCreate, AgentFilePut
 
 PREFIX = "/api/v1/agents"
 HOST_PATTERN = r"^[A-Za-z0-9_-]{1,128}$"
-PATH_PATTERN = r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+){0,15}$"
 Host = Annotated[str, Parameter(pattern=HOST_PATTERN, max_length=128, description="the agent's host name")]
 REPLY_GRACE_S = 5.0
 
@@ -54,7 +53,8 @@ class AgentFile(BaseModel):
 
 async def _ask(deps: Deps, host: str, admin: Principal, request: AgentExec | AgentGetFile | AgentPutFile,
                timeout_s: float) -> OperatorReply:
-    """Record, send, record the answer; the answer or the agent's refusal (403)."""
+    """Record, send, record the answer; the answer, or the agent's refusal (403), or no such
+    agent connected (404), or no answer in time (503)."""
     action = {"AgentExec": "exec", "AgentGetFile": "get", "AgentPutFile": "put"}[request.type]
     common = {"aggregate_id": host, "correlation_id": host, "causation_id": request.request_id,
               "action": action, "requested_by": admin.name}
@@ -66,8 +66,12 @@ async def _ask(deps: Deps, host: str, admin: Principal, request: AgentExec | Age
     try:
         msg = await deps.nc.request(deps.subjects.agent_commands(host), payload, timeout=timeout_s)
         reply = OperatorReply.model_validate_json(msg.data)
-    except (NoRespondersError, NatsTimeoutError, TimeoutError, ValidationError) as e:
-        why = {NoRespondersError: f"agent {host} is not connected"}.get(type(e), f"agent {host} did not answer")
+    except NoRespondersError:
+        why = f"agent {host} is not connected"
+        await deps.publisher.append(ev.AgentAccessFinished(**common, ok=False, error=why))
+        raise NotFoundError(why) from None
+    except (NatsTimeoutError, TimeoutError, ValidationError):
+        why = f"agent {host} did not answer"
         await deps.publisher.append(ev.AgentAccessFinished(**common, ok=False, error=why))
         raise UnavailableError(why) from None
     await deps.publisher.append(ev.AgentAccessFinished(
@@ -81,7 +85,7 @@ async def _ask(deps: Deps, host: str, admin: Principal, request: AgentExec | Age
 
 @post(f"{PREFIX}/{{host:str}}/exec", status_code=200, tags=["agents"],
       summary="Run one command (argv, no shell) on an agent's host that opted in; audited (admin)",
-      responses=documented(401, 403, 413, 422))
+      responses=documented(401, 403, 404, 413, 422))
 async def agent_exec(host: Host,
                      data: JSONBody[AgentExecCreate], deps: DepsArg, admin: PrincipalArg) -> AgentExecResult:
     request = AgentExec(argv=data.argv, timeout_s=data.timeout_s, requested_by=admin.name)
@@ -92,7 +96,7 @@ async def agent_exec(host: Host,
 
 @get(f"{PREFIX}/{{host:str}}/file", tags=["agents"],
      summary="Read one file under an agent's operator_root (at most 512 KiB); audited (admin)",
-     responses=documented(400, 401, 403))
+     responses=documented(400, 401, 403, 404))
 async def agent_get(host: Host,
                     path: Annotated[str, Parameter(max_length=1024, pattern=PATH_PATTERN,
                                                    description="relative to the agent's operator_root")],
@@ -105,7 +109,7 @@ async def agent_get(host: Host,
 
 @put(f"{PREFIX}/{{host:str}}/file", tags=["agents"],
      summary="Write one file under an agent's operator_root (at most 32 KiB); audited (admin)",
-     responses=documented(401, 403, 413, 422))
+     responses=documented(401, 403, 404, 413, 422))
 async def agent_put(host: Host,
                     data: JSONBody[AgentFilePut], deps: DepsArg, admin: PrincipalArg) -> AgentFile:
     request = _valid(lambda: AgentPutFile(path=data.path, data=data.data, requested_by=admin.name))

@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 from touchstone.shared.errors import InvalidInputError
 from touchstone.shared.events import Platform
-from touchstone.shared.operator import MAX_ARGS, MAX_PUT_BYTES, MAX_TIMEOUT_S, Arg, RelPath
+from touchstone.shared.operator import BASE64_PATTERN, MAX_ARGS, MAX_PUT_BYTES, MAX_TIMEOUT_S, Arg, RelPath
 from touchstone.shared.system import RunPodStatus, Server
 from touchstone.shared.views import SubmissionView, TaskView
 from touchstone.submission import rules
@@ -199,7 +199,7 @@ class AgentExecCreate(_Body):
 
 class AgentFilePut(_Body):
     path: RelPath = Field(description="relative to the agent's operator_root")
-    data: str = Field(max_length=(MAX_PUT_BYTES + 2) // 3 * 4, pattern=r"^[A-Za-z0-9+/]*={0,2}$",
+    data: str = Field(max_length=(MAX_PUT_BYTES + 2) // 3 * 4, pattern=BASE64_PATTERN,
                       description=f"the file's bytes, base64 (at most {MAX_PUT_BYTES} bytes)")
 
 
