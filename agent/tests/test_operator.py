@@ -11,8 +11,8 @@ import sys
 import time
 
 import pytest
-from touchstone.agent.operator import OperatorAccess
-from touchstone.shared.operator import (
+from touchstone.agent.access import OperatorAccess
+from touchstone.shared.agentaccess import (
     MAX_GET_BYTES,
     MAX_OUTPUT_BYTES,
     MAX_PUT_BYTES,

@@ -29,20 +29,20 @@ from typing import Any
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from pydantic import BaseModel, ValidationError
+from touchstone.agent.access import OperatorAccess
 from touchstone.agent.attempts import Attempts
 from touchstone.agent.config import AgentSettings
 from touchstone.agent.docker import DockerLimits, DockerRuntime, docker_usable
 from touchstone.agent.gpus import query_gpus
-from touchstone.agent.operator import OperatorAccess
 from touchstone.agent.process import ProcessRuntime
 from touchstone.agent.protocol import CommandReply, encode
 from touchstone.agent.runtime import ContainerRuntime
 from touchstone.agent.sandbox import Bubblewrap, UnavailableRuntime
 from touchstone.agent.strays import StrayReaper
 from touchstone.shared import console
+from touchstone.shared.agentaccess import OPERATOR_TYPES
 from touchstone.shared.agents import AgentHeartbeat, GpuStatus, encode_report
 from touchstone.shared.commands import LaunchTask, TerminateTask, decode_command
-from touchstone.shared.operator import OPERATOR_TYPES
 from touchstone.shared.subjects import Subjects
 
 log = logging.getLogger(__name__)

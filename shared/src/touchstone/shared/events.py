@@ -378,7 +378,7 @@ class AlarmRaised(PlatformEvent):
 
 
 class AgentEvent(Event):
-    """What an operator did on an agent's host (``touchstone.shared.operator``). The aggregate
+    """What an operator did on an agent's host (``touchstone.shared.agentaccess``). The aggregate
     is the host; ``correlation_id`` is the host too, as these belong to no submission."""
 
     aggregate: ClassVar[str] = "agent"

@@ -4,7 +4,7 @@ command (argv, no shell), read or write one file under the agent's ``operator_ro
 Each request is recorded as ``AgentAccessRequested`` before it is sent and
 ``AgentAccessFinished`` after (refused, failed or done), on the agent's aggregate
 (``{ns}.evt.agent.{host}.*``); then it goes to the agent as a core-NATS request on its command
-subject. The agent answers only when its own settings opt in (``touchstone.shared.operator``),
+subject. The agent answers only when its own settings opt in (``touchstone.shared.agentaccess``),
 so an admin token alone opens no host.
 """
 
@@ -20,8 +20,8 @@ from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 from pydantic import BaseModel, Field, ValidationError
 from touchstone.shared import events as ev
+from touchstone.shared.agentaccess import PATH_PATTERN, AgentExec, AgentGetFile, AgentPutFile, OperatorReply
 from touchstone.shared.errors import InvalidInputError, NotFoundError, UnavailableError
-from touchstone.shared.operator import PATH_PATTERN, AgentExec, AgentGetFile, AgentPutFile, OperatorReply
 from touchstone.submission.auth import Forbidden
 from touchstone.submission.deps import Deps, DepsArg, PrincipalArg
 from touchstone.submission.domain import Principal

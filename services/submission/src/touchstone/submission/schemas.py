@@ -13,9 +13,9 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+from touchstone.shared.agentaccess import BASE64_PATTERN, MAX_ARGS, MAX_PUT_BYTES, MAX_TIMEOUT_S, Arg, RelPath
 from touchstone.shared.errors import InvalidInputError
 from touchstone.shared.events import Platform
-from touchstone.shared.operator import BASE64_PATTERN, MAX_ARGS, MAX_PUT_BYTES, MAX_TIMEOUT_S, Arg, RelPath
 from touchstone.shared.system import RunPodStatus, Server
 from touchstone.shared.views import SubmissionView, TaskView
 from touchstone.submission import rules

@@ -1,4 +1,4 @@
-"""The agent's side of operator access (``touchstone.shared.operator``): one command (argv, no
+"""The agent's side of operator access (``touchstone.shared.agentaccess``): one command (argv, no
 shell) or one file under ``operator_root``, only when this agent's settings opt in.
 
 Files are reached without following a symlink at any step: each folder is opened with
@@ -24,7 +24,7 @@ import stat
 
 from pydantic import ValidationError
 from touchstone.agent.config import AgentSettings
-from touchstone.shared.operator import (
+from touchstone.shared.agentaccess import (
     MAX_GET_BYTES,
     MAX_OUTPUT_BYTES,
     MAX_PUT_BYTES,
