@@ -54,6 +54,8 @@ def up(
     nats_port: Annotated[int, typer.Option(help="Port of the embedded nats-server (0: any free port).")] = 4222,
     api_port: Annotated[int, typer.Option(help="Port of the HTTP API.")] = 8080,
     runpod_demo: Annotated[bool, typer.Option(help="Also run a local fake RunPod as a demo cloud platform.")] = False,
+    instance: Annotated[InstanceKind | None, typer.Option(
+        help="Record the instance's kind on first start (dev starts paused); see `nats init`.")] = None,
 ) -> None:
     """Run Touchstone on this machine with embedded defaults (Ctrl-C stops it; data is kept)."""
     from touchstone.cli.supervisor import Supervisor
@@ -73,7 +75,7 @@ def up(
     env.setdefault("TOUCHSTONE_MLFLOW_TRACKING_URI", f"sqlite:///{data / 'mlflow.db'}")
     env["TOUCHSTONE_ADMIN_TOKEN"] = _admin_token(data)
     supervisor = Supervisor(data, namespace=settings.namespace, nats_port=nats_port, env=env,
-                            runpod_demo=runpod_demo)
+                            runpod_demo=runpod_demo, instance=instance)
     raise typer.Exit(asyncio.run(supervisor.run()))
 
 
