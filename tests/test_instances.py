@@ -46,3 +46,30 @@ def test_a_prod_instance_is_not_paused(nats_server, tmp_path) -> None:
     body = json.loads(touchstone(nats_server.url, ns, tmp_path, "status", "--json").stdout)
     assert body["instance"]["kind"] == "prod" and body["paused"] is False
     assert "PAUSED" not in touchstone(nats_server.url, ns, tmp_path, "status").stdout
+
+
+def test_an_embedded_dev_instance_starts_paused_and_says_so_until_resumed(make_up) -> None:
+    """`touchstone up --instance dev`: every service running, the lifecycle paused, and the
+    operator told so by status and by the pages (placement while paused:
+    services/scheduler/tests/test_instance.py)."""
+    from touchstone.cli.supervisor import available_services
+
+    up = make_up("--instance", "dev")
+    up.start()
+    try:
+        status = up.wait_healthy(len(available_services()))
+        assert status["instance"]["kind"] == "dev" and status["paused"] is True
+        assert "recorded dev instance" in up.tail() and "paused it" in up.tail()
+        with up.api() as api:
+            page = api.get("/ui/sign-in")
+            assert 'id="instance-banner"' in page.text and "PAUSED" in page.text
+            system = api.get("/api/v1/system").json()
+            assert system["scheduler_paused"] is True and system["runpod_max_running_tasks"] == 0
+            # the local agent stays declared: resuming is one switch
+            assert [s["name"] for s in system["servers"]] == ["local"]
+            assert api.patch("/api/v1/system", json={"scheduler_paused": False}).status_code == 200
+        code, after = up.status()
+        assert code == 0, after
+        assert after["paused"] is False and after["instance"]["kind"] == "dev"
+    finally:
+        assert up.stop() == 0
