@@ -52,6 +52,8 @@ MAX_LINE_BYTES = 2 * 1024 * 1024
 """A base64 event of ``MAX_EVENT_BYTES`` and its envelope fit with room to spare."""
 MAX_VALUE_BYTES = 1024 * 1024
 MAX_HEADERS = 32
+RESTORE_WINDOW = 256
+"""Messages published at once while restoring (one connection keeps them in order; checked)."""
 
 STREAMS = ("events", "deadletter")
 """The streams kept, by their role (the stream names carry the namespace)."""
@@ -373,11 +375,19 @@ async def restore(js: JetStreamContext, path: Path, *, replicas: int = 1,
                               "restore goes into an empty broker (or a namespace never used)")
     await provision(js, subjects, replicas=replicas, logs=logs)
     summary = Summary(subjects.ns)
-    for line in contents.messages:
-        headers = {k: v for k, v in line.headers.items() if not _DROPPED_HEADERS.match(k)}
-        await js.publish(line.subject, base64.b64decode(line.data), stream=_stream_name(subjects, line.stream),
-                         headers=headers or None)
-        summary.messages[line.stream] = summary.messages.get(line.stream, 0) + 1
+    last: dict[str, int] = {}
+    for start in range(0, len(contents.messages), RESTORE_WINDOW):
+        window = contents.messages[start:start + RESTORE_WINDOW]
+        acks = await asyncio.gather(*(
+            js.publish(line.subject, base64.b64decode(line.data), stream=_stream_name(subjects, line.stream),
+                       headers={k: v for k, v in line.headers.items() if not _DROPPED_HEADERS.match(k)} or None)
+            for line in window
+        ))
+        for line, ack in zip(window, acks, strict=True):
+            if ack.seq <= last.get(line.stream, 0):  # the record's order is its meaning
+                raise BackupError(f"stream {line.stream} stored a message out of order at {ack.seq}")
+            last[line.stream] = ack.seq
+            summary.messages[line.stream] = summary.messages.get(line.stream, 0) + 1
     for purpose, config in contents.header.buckets.items():
         kv = await _bucket(js, subjects, purpose, config, replicas)
         for key_line in (k for k in contents.keys if k.bucket == purpose):
