@@ -9,7 +9,6 @@ import json
 from pathlib import Path
 
 import pytest
-from pydantic import ValidationError
 from touchstone.shared import events as ev
 from touchstone.shared.publisher import EventPublisher
 from touchstone.shared.subjects import Subjects
@@ -38,15 +37,22 @@ def test_new_events_are_stamped_with_their_current_version() -> None:
     reaped = ev.RoguePodReaped(aggregate_id="runpod", correlation_id="runpod", pod_id="p", pod_name="n",
                                cost_per_hour=0.3)
     assert reaped.schema_version == 2 and b'"schema_version":2' in ev.encode_event(reaped)
-    # a writer cannot claim another version: the stamp is the type's
-    assert ev.RoguePodReaped.model_validate({**reaped.model_dump(), "schema_version": 1}).schema_version == 2
+    queued = ev.TaskQueued(aggregate_id="s-1-pi-15", correlation_id="s-1", submission_id="s-1", task_id="pi-15",
+                           spec=ev.TaskSpec(git_url="https://x/y.git"))
+    assert queued.schema_version == 1 and ev.decode_event(ev.encode_event(queued)) == queued
 
 
-@pytest.mark.parametrize("version", [3, 0, -1, "2", None])
+def test_a_type_whose_version_and_default_disagree_is_refused_at_import() -> None:
+    with pytest.raises(TypeError, match="SCHEMA_VERSION"):
+        class Careless(ev.TaskEvent):  # raised while the class is made
+            SCHEMA_VERSION = 3
+
+
+@pytest.mark.parametrize("version", [3, 0, -1, None, True, "x"])
 def test_a_version_this_code_does_not_know_is_refused_not_guessed(version) -> None:
     doc = json.loads((FIXTURES / "RoguePodReaped-v1.json").read_text())
     doc["schema_version"] = version
-    with pytest.raises(ValidationError):
+    with pytest.raises(ValueError, match="version"):
         ev.decode_event(json.dumps(doc).encode())
 
 

@@ -10,7 +10,7 @@ that turns the previous shape into the new one (``UPCASTERS``); reading a stored
 (``decode_event``) applies them in order, so every reader sees the current model only and the
 record is never rewritten. An event stored without the field (before versions existed) is
 version 1. One written by a newer Touchstone (a version this code does not know) is refused,
-not guessed at.
+not guessed at. Constructing an event stamps its type's current version (the field's default).
 
 Every event stays far under the broker's payload limit by construction: free text (reasons,
 a log snippet) is cut to a bound, and a dict from a task (a report, metrics) that would be
@@ -20,12 +20,13 @@ larger than its bound is replaced by a note saying so (``Reason``, ``Snippet``, 
 from __future__ import annotations
 
 import hashlib
+import json
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, ValidationInfo, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 Platform = Literal["onprem", "runpod", "any"]
 TaskKind = Literal["validation", "training"]
@@ -85,9 +86,6 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-STORED = {"stored": True}
-"""Validation context of a stored event (``decode_event``): it is upcast to the current shape."""
-
 Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
 UPCASTERS: dict[tuple[str, int], Upcaster] = {}
 """(event type, version) -> a function from that version's shape to the next version's."""
@@ -99,34 +97,23 @@ class Event(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore")
     aggregate: ClassVar[str]
     SCHEMA_VERSION: ClassVar[int] = 1
-    """The version of this type's current shape; raised with an upcaster from the previous one."""
+    """The version of this type's current shape; raised with an upcaster from the previous one
+    (and the ``schema_version`` field's default with it, which ``__init_subclass__`` checks)."""
 
-    schema_version: int = Field(default=1, description="the version of this type's shape (``SCHEMA_VERSION``)")
+    schema_version: int = Field(default=1, ge=1, description="the version of this type's shape")
     event_id: str = Field(default_factory=lambda: uuid.uuid4().hex)
     occurred_at: datetime = Field(default_factory=utcnow)
     aggregate_id: str
     correlation_id: str = Field(description="the submission this event belongs to")
     causation_id: str | None = Field(default=None, description="the event or request that caused it")
 
-    @model_validator(mode="before")
     @classmethod
-    def _upcast(cls, data: Any, info: ValidationInfo) -> Any:
-        """A stored event: its shape brought up to the current version. A new one: stamped
-        with the current version."""
-        if not isinstance(data, dict):
-            return data
-        if not (info.context or {}).get("stored"):
-            return {**data, "schema_version": cls.SCHEMA_VERSION}
-        version = data.get("schema_version", 1)
-        if not isinstance(version, int) or version < 1:
-            raise ValueError(f"schema_version {version!r} is not a version")
-        if version > cls.SCHEMA_VERSION:
-            raise ValueError(f"{cls.__name__} version {version} was written by a newer Touchstone "
-                             f"(this one reads up to version {cls.SCHEMA_VERSION})")
-        while version < cls.SCHEMA_VERSION:
-            data = UPCASTERS[(cls.__name__, version)](dict(data))
-            version += 1
-        return {**data, "schema_version": version}
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        default = cls.model_fields["schema_version"].default
+        if default != cls.SCHEMA_VERSION:
+            raise TypeError(f"{cls.__name__}: schema_version defaults to {default}, SCHEMA_VERSION is "
+                            f"{cls.SCHEMA_VERSION}")
 
     @property
     def event_type(self) -> str:
@@ -349,6 +336,7 @@ class RoguePodReaped(PlatformEvent):
 
     type: Literal["RoguePodReaped"] = "RoguePodReaped"
     SCHEMA_VERSION: ClassVar[int] = 2
+    schema_version: int = Field(default=2, ge=1)
     pod_id: str
     pod_name: str
     cost_per_hour: float | None = Field(None, description="USD per hour (version 1 called it cost_per_hr)")
@@ -482,8 +470,32 @@ EVENT_TYPES: dict[str, type[Event]] = {
 
 def decode_event(data: bytes) -> Event:
     """Parse a stored message body into its event model at the current version (raises
-    pydantic.ValidationError, also for a version newer than this code knows)."""
-    return EVENT_ADAPTER.validate_json(data, context=STORED)
+    ``ValueError``, of which pydantic's ``ValidationError`` is one, also for a version newer
+    than this code knows). The current shape takes the fast path; an older one is upcast."""
+    try:
+        event = EVENT_ADAPTER.validate_json(data)
+    except ValidationError:
+        return _upcast(data)  # an older shape the current model cannot read as it is, or junk
+    stored = event.schema_version if "schema_version" in event.model_fields_set else 1
+    if stored == type(event).SCHEMA_VERSION:
+        return event
+    return _upcast(data)
+
+
+def _upcast(data: bytes) -> Event:
+    doc = json.loads(data)
+    cls = EVENT_TYPES.get(str(doc.get("type"))) if isinstance(doc, dict) else None
+    if cls is None:
+        return EVENT_ADAPTER.validate_python(doc)  # raises: no event type of ours
+    stored, current = doc.get("schema_version", 1), cls.SCHEMA_VERSION
+    if not isinstance(stored, int) or isinstance(stored, bool) or stored < 1:
+        raise ValueError(f"{cls.__name__}: schema_version {stored!r} is not a version")
+    if stored > current:
+        raise ValueError(f"{cls.__name__} version {stored} was written by a newer Touchstone "
+                         f"(this one reads up to version {current})")
+    for version in range(stored, current):
+        doc = UPCASTERS[(cls.__name__, version)](doc)
+    return EVENT_ADAPTER.validate_python({**doc, "schema_version": current})
 
 
 def encode_event(event: Event) -> bytes:
