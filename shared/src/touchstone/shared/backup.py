@@ -205,8 +205,12 @@ async def backup(js: JetStreamContext, subjects: Subjects, path: Path) -> Summar
 
 async def stream_messages(js: JetStreamContext, stream: str, subject: str, last_seq: int) -> AsyncIterator[Msg]:
     """Every message of ``stream`` on ``subject`` up to ``last_seq``, in order (one ordered
-    consumer, at most a thousand messages held at once)."""
+    consumer, at most a thousand messages held at once). Ends early when nothing is pending
+    (messages that expired meanwhile, as dead letters do)."""
     if last_seq == 0:
+        return
+    info = await js.stream_info(stream)
+    if info.state.messages == 0 or info.state.first_seq > last_seq:
         return
     queue: asyncio.Queue[Msg] = asyncio.Queue(maxsize=1000)
 
@@ -222,7 +226,7 @@ async def stream_messages(js: JetStreamContext, stream: str, subject: str, last_
             if seq > last_seq:
                 return
             yield msg
-            if seq == last_seq:
+            if seq == last_seq or msg.metadata.num_pending == 0:
                 return
     finally:
         with contextlib.suppress(Exception):
