@@ -54,17 +54,23 @@ def restore(
     rebuild: Annotated[bool, typer.Option(help="Also rebuild the projections in the store.")] = True,
     data_dir: DataDir = None,
 ) -> None:
-    """Check FILE whole, then write it into its namespace on an empty broker (the namespace
-    must hold no events) and rebuild the projections. Start the services afterwards."""
-    from touchstone.shared.backup import BackupError
+    """Check FILE whole, then write it into the namespace it names on an empty broker (the
+    namespace must hold no events) and rebuild the projections. Start the services afterwards."""
+    from touchstone.shared.backup import BackupError, read_backup
     from touchstone.shared.backup import restore as write
 
     settings = _embedded(_settings(data_dir))
+    try:
+        contents = read_backup(file)  # the whole file is checked before a broker is touched
+    except (BackupError, OSError) as e:
+        console.print(f"[red]not restored[/red]: {e}")
+        raise typer.Exit(1) from None
 
     async def run() -> list[str]:
         nc = await connect_with(settings, "touchstone-restore", reconnect=False)
         try:
-            summary = await write(nc.jetstream(), file, replicas=replicas, logs=LogLimits.of(settings))
+            summary = await write(nc.jetstream(), file, replicas=replicas, logs=LogLimits.of(settings),
+                                  contents=contents)
             lines = [*summary.lines(), f"restored namespace {summary.namespace} from {file}"]
             if rebuild:
                 lines.append(await _rebuild(nc, settings.model_copy(update={"namespace": summary.namespace})))

@@ -363,11 +363,12 @@ def _token_ok(token: str) -> bool:
 # --- restore ----------------------------------------------------------------------------
 
 
-async def restore(js: JetStreamContext, path: Path, *, replicas: int = 1,
-                  logs: LogLimits | None = None) -> Summary:
-    """Check ``path``, then provision its namespace and write its messages and keys back.
-    Refused when the namespace's events stream already holds anything."""
-    contents = read_backup(path)
+async def restore(js: JetStreamContext, path: Path, *, replicas: int = 1, logs: LogLimits | None = None,
+                  contents: Contents | None = None) -> Summary:
+    """Check ``path`` (unless ``contents`` is what ``read_backup`` made of it), then provision
+    its namespace and write its messages and keys back. Refused when the namespace's events
+    stream already holds anything."""
+    contents = contents or read_backup(path)
     subjects = Subjects(contents.header.namespace)
     try:
         info = await js.stream_info(subjects.events_stream)
