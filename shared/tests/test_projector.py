@@ -28,7 +28,7 @@ async def write_history(pub: EventPublisher, n: int) -> None:
                                     placement="h1/0"))
         if i == 5:  # platform events sit in the same stream and project nothing
             await pub.append(ev.RoguePodReaped(aggregate_id="runpod", correlation_id="runpod", pod_id="p1",
-                                               pod_name="touchstone-s-x-pi-15-1", cost_per_hr=0.4))
+                                               pod_name="touchstone-s-x-pi-15-1", cost_per_hour=0.4))
             await pub.append(ev.AlarmRaised(aggregate_id="runpod", correlation_id="runpod", kind="low_balance",
                                             message="balance $12.00 is below $50.00", service="runpod-provider"))
         if i % 4 == 0:

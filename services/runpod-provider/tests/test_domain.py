@@ -38,6 +38,7 @@ def launch(**fields: object) -> LaunchTask:
         ({"balance": domain.BalanceLevel.LOW}, True),
         ({"balance": domain.BalanceLevel.STOP}, False),
         ({"key_rejected": True}, False),
+        ({"paused": True}, False),
     ],
 )
 def test_launch_gate(fields, go):

@@ -333,6 +333,22 @@ async def test_max_running_zero_launches_nothing_until_raised(harness, fake):
     assert await harness.types(launch) == TRANSCRIPT
 
 
+async def test_a_paused_lifecycle_launches_no_pod_even_with_room_then_hands_the_task_back(harness, fake):
+    """``scheduler_paused`` (the one pause switch) holds launches the scheduler sent before the
+    pause: no pod, whatever the cap, and the task goes back to the queue unspent."""
+    provider = await harness.start(max_running=2, launch_timeout_s=1.0)
+    kv = await system_bucket(harness.js, harness.subjects)
+    await write_system(kv, SystemSettings(runpod_max_running_tasks=2, scheduler_paused=True))
+    await wait_for(lambda: provider.system.scheduler_paused)
+    launch = await harness.assign(feature_set=harness.feature_set())
+
+    await harness.send(launch)
+    deferred = await harness.until_event(launch, "LaunchDeferred")
+
+    assert deferred.attempt == 1 and "lifecycle is paused" in deferred.reason
+    assert fake.ledger() == []
+
+
 async def test_a_terminate_command_stops_a_running_attempt(harness, fake):
     await harness.start()
     launch = await harness.assign(feature_set=harness.feature_set(SLEEP="60"))

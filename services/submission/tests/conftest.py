@@ -208,7 +208,9 @@ async def make_api(tmp_path, nats_server, nc, js, subjects, issuer) -> AsyncIter
     default to the ``issuer`` fixture's OIDC JWT sign-in (one API per test)."""
     stack = contextlib.AsyncExitStack()
 
-    async def make(**overrides: Any) -> Api:
+    async def make(*, on: tuple[str, Any, Any] | None = None, db: str = "projections.db", **overrides: Any) -> Api:
+        """``on``: another broker's (url, client, JetStream); ``db``: the SQLite file's name."""
+        nats_url, client_nc, context = on or (nats_server.url, nc, js)
         options: dict[str, Any] = {
             "oidc_jwks_url": issuer.jwks_url,
             "oidc_issuer": ISSUER,
@@ -220,10 +222,10 @@ async def make_api(tmp_path, nats_server, nc, js, subjects, issuer) -> AsyncIter
             "max_concurrent_validations": 1000,
             **overrides,
         }
-        settings = make_settings(tmp_path, nats_server.url, subjects.ns, **options)
-        store = SqliteStore(tmp_path / "projections.db")
+        settings = make_settings(tmp_path, nats_url, subjects.ns, **options)
+        store = SqliteStore(tmp_path / db)
         stack.push_async_callback(store.close)
-        deps = await build_deps(settings, nc, js, subjects, store, bootstrap_secret=ADMIN_SECRET)
+        deps = await build_deps(settings, client_nc, context, subjects, store, bootstrap_secret=ADMIN_SECRET)
         url = await stack.enter_async_context(serve(create_app(deps)))
 
         def client(token: str | None) -> httpx.AsyncClient:

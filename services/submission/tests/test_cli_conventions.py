@@ -23,7 +23,8 @@ from touchstone.cli.main import app as main_app
 
 ADMIN_SECRET = "tst_bootstrap-admin-for-tests"
 API_VERBS = ("submit", "list", "show", "schedule", "cancel", "delete", "logs", "tasks", "system show",
-             "system set", "token create", "token list", "token revoke", "leaderboard", "evaluations", "login")
+             "system set", "token create", "token list", "token revoke", "leaderboard", "evaluations", "login",
+             "agent exec", "agent get", "agent put")
 
 
 @pytest.fixture

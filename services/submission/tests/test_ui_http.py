@@ -237,3 +237,27 @@ async def test_system_page_says_which_sandbox_each_agent_uses_and_why_one_refuse
     assert row and "takes no work" in row.group(0) and "no Docker engine" in row.group(0)
     cpu = re.search(r'<tr data-host="cpu1">.*?</tr>', page, re.S)
     assert cpu and "bubblewrap" in cpu.group(0) and "takes no work" not in cpu.group(0)
+
+
+async def test_every_page_of_a_dev_instance_says_so_and_that_it_is_paused(api) -> None:
+    from touchstone.shared.instance import InstanceKind, init_instance
+    from touchstone.shared.jetstream import system_bucket
+
+    banner = 'id="instance-banner"'
+    assert banner not in (await api.anon.get("/ui/sign-in")).text  # unrecorded and running: none
+    await init_instance(await system_bucket(api.deps.js, api.deps.subjects), api.deps.subjects.ns,
+                        InstanceKind.DEV)
+    await api.until(lambda: _has(api, "/ui/sign-in", "PAUSED"))
+    admin, _ = await sign_in(api, secret_of(api.admin))
+    for path in ("/ui/submissions", "/ui/system", "/ui/tasks", "/ui/leaderboard", "/ui/tokens"):
+        page = (await api.anon.get(path, headers=admin)).text
+        assert banner in page and f"Dev instance {api.deps.subjects.ns}" in page and "PAUSED" in page, path
+    # resumed: still a dev instance, no longer paused
+    r = await api.admin.patch("/api/v1/system", json={"scheduler_paused": False})
+    assert r.status_code == 200, r.text
+    await api.until(lambda: _has(api, "/ui/sign-in", "Dev instance", without="PAUSED"))
+
+
+async def _has(api, path: str, text: str, without: str = "") -> bool:
+    page = (await api.anon.get(path)).text
+    return text in page and not (without and without in page)

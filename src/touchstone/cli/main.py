@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from touchstone.cli import api, configdoc, login, ops, profiles, results
+from touchstone.cli import agentaccess, api, configdoc, debugging, login, ops, profiles, records, results
 
 EPILOG = "Exit codes: " + "; ".join(f"{code} {what}" for code, what in api.EXIT_CODES.items()) + "."
 app = typer.Typer(help="Touchstone: automated GPU training of prediction models.", no_args_is_help=True,
@@ -40,8 +40,13 @@ def _root(
 app.command()(ops.up)
 app.command()(ops.status)
 app.add_typer(ops.nats_app, name="nats")
+ops.debug_app.command("run")(debugging.debug_run)
 app.add_typer(ops.debug_app, name="debug")
+app.command()(records.backup)
+app.command()(records.restore)
+app.add_typer(records.projections_app, name="projections")
 api.register(app)  # the API client verbs: submit, list, show, schedule, cancel, ...
 results.register(app)  # leaderboard, evaluations
 app.command("login")(login.login)
 app.add_typer(configdoc.config_app, name="config")
+app.add_typer(agentaccess.agent_app, name="agent")

@@ -9,9 +9,11 @@ from pathlib import Path
 from typing import Annotated, TypeVar
 
 import typer
+from nats.js import JetStreamContext
 from rich.console import Console
 from rich.table import Table
-from touchstone.shared.jetstream import LogLimits, connect_with, provision
+from touchstone.shared.instance import InstanceConflict, InstanceKind, init_instance
+from touchstone.shared.jetstream import LogLimits, connect_with, provision, system_bucket
 from touchstone.shared.settings import Settings
 from touchstone.shared.subjects import Subjects
 
@@ -52,6 +54,8 @@ def up(
     nats_port: Annotated[int, typer.Option(help="Port of the embedded nats-server (0: any free port).")] = 4222,
     api_port: Annotated[int, typer.Option(help="Port of the HTTP API.")] = 8080,
     runpod_demo: Annotated[bool, typer.Option(help="Also run a local fake RunPod as a demo cloud platform.")] = False,
+    instance: Annotated[InstanceKind | None, typer.Option(
+        help="Record the instance's kind on first start (dev starts paused); see `nats init`.")] = None,
 ) -> None:
     """Run Touchstone on this machine with embedded defaults (Ctrl-C stops it; data is kept)."""
     from touchstone.cli.supervisor import Supervisor
@@ -73,7 +77,7 @@ def up(
     env.setdefault("TOUCHSTONE_OBJECTS_URL", f"http://127.0.0.1:{api_port}/objects")
     env["TOUCHSTONE_ADMIN_TOKEN"] = _admin_token(data)
     supervisor = Supervisor(data, namespace=settings.namespace, nats_port=nats_port, env=env,
-                            runpod_demo=runpod_demo)
+                            runpod_demo=runpod_demo, instance=instance)
     raise typer.Exit(asyncio.run(supervisor.run()))
 
 
@@ -110,9 +114,27 @@ async def _status(settings: Settings) -> tuple[dict[str, object], list[dict[str,
                 replies.append(json.loads(msg.data))
         except Exception:
             pass
-        return {"nats": url, "jetstream": "ok", "streams": streams}, replies
+        return {"nats": url, "jetstream": "ok", "streams": streams, **await _instance(js, subjects)}, replies
     finally:
         await nc.close()
+
+
+async def _instance(js: JetStreamContext, subjects: Subjects) -> dict[str, object]:
+    """The instance's kind and whether its lifecycle is paused (``touchstone status``)."""
+    from touchstone.shared.instance import paused_reasons, read_instance
+    from touchstone.shared.system import read_system
+
+    try:
+        kv = await js.key_value(subjects.system_bucket)
+    except Exception:  # not provisioned yet: nothing to say
+        return {"instance": None, "paused": False, "paused_reasons": []}
+    instance = await read_instance(kv)
+    settings, _ = await read_system(kv)
+    return {
+        "instance": {"namespace": subjects.ns, "kind": str(instance.kind)} if instance else None,
+        "paused": settings.scheduler_paused,
+        "paused_reasons": paused_reasons(settings),
+    }
 
 
 def status(
@@ -140,6 +162,12 @@ def status(
     table.add_column("detail")
     table.add_row("nats", "[green]healthy[/green]",
                   ", ".join(f"{k}: {v} msgs" for k, v in broker["streams"].items()))  # type: ignore[attr-defined]
+    instance = broker.get("instance")
+    kind = instance["kind"] if isinstance(instance, dict) else "unrecorded"
+    reasons = broker.get("paused_reasons") or []
+    table.add_row("instance", f"{kind} ({settings.namespace})",
+                  "[yellow]PAUSED[/yellow]: " + "; ".join(reasons) if broker.get("paused")  # type: ignore[arg-type]
+                  else "running" + (f" ({'; '.join(reasons)})" if reasons else ""))  # type: ignore[arg-type]
     for s in sorted(services, key=lambda s: str(s["service"])):
         state = "[green]healthy[/green]" if s.get("healthy") else "[red]unhealthy[/red]"
         table.add_row(str(s["service"]), state, f"pid {s['pid']}, up {s['uptime_s']}s, {s['detail']}")
@@ -154,8 +182,12 @@ def nats_init(
     url: Annotated[str | None, typer.Option(help="NATS URL (default: the setting).")] = None,
     namespace: Annotated[str | None, typer.Option(help="Namespace to provision.")] = None,
     replicas: Annotated[int, typer.Option(help="Stream replicas (3 in a cluster).")] = 1,
+    instance: Annotated[InstanceKind | None, typer.Option(
+        help="The instance's kind, recorded once: a dev instance starts paused (scheduler paused, "
+             "RunPod cap 0); default: the recorded kind, else prod.")] = None,
 ) -> None:
-    """Create or update the streams, work queues and settings bucket. Safe to repeat."""
+    """Create or update the streams, work queues and settings bucket, and record the
+    instance's kind. Safe to repeat."""
     settings = _embedded(Settings())
     if url:
         settings = settings.model_copy(update={"nats_url": url})
@@ -163,12 +195,19 @@ def nats_init(
     async def run() -> list[str]:
         nc = await connect_with(settings, "touchstone-nats-init")
         try:
-            return await provision(nc.jetstream(), Subjects(namespace or settings.namespace),
-                                   replicas=replicas, logs=LogLimits.of(settings))
+            js, subjects = nc.jetstream(), Subjects(namespace or settings.namespace)
+            done = await provision(js, subjects, replicas=replicas, logs=LogLimits.of(settings))
+            kv = await system_bucket(js, subjects, replicas=replicas)
+            return done + (await init_instance(kv, subjects.ns, instance))[1]
         finally:
             await nc.close()
 
-    for line in asyncio.run(run()):
+    try:
+        lines = asyncio.run(run())
+    except InstanceConflict as e:
+        console.print(f"[red]{e}[/red]")
+        raise typer.Exit(1) from None
+    for line in lines:
         console.print(line)
 
 

@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from touchstone.shared.instance import InstanceConflict, InstanceKind, init_instance
 from touchstone.shared.jetstream import LogLimits, connect, provision, system_bucket
 from touchstone.shared.natsserver import NatsServer, free_port
 from touchstone.shared.settings import Settings
@@ -73,8 +74,9 @@ def _say(name: str, color: str, line: str) -> None:
 class Supervisor:
     def __init__(
         self, data_dir: Path, *, namespace: str, nats_port: int, env: dict[str, str], local_slots: int = 2,
-        runpod_demo: bool = False,
+        runpod_demo: bool = False, instance: InstanceKind | None = None,
     ) -> None:
+        self.instance = instance
         self.local_slots = local_slots
         self.runpod_demo = runpod_demo
         self.data_dir = data_dir.resolve()
@@ -107,6 +109,15 @@ class Supervisor:
                                       runpod_max_running_tasks=2 if self.runpod_demo else 0)
             await write_system(kv, settings, revision=0)
             _say("up", "1", f"declared the local agent {LOCAL_AGENT!r} with {self.local_slots} slots")
+        if self.instance is not None:
+            try:
+                for line in (await init_instance(kv, self.namespace, self.instance))[1]:
+                    _say("up", "1", line)
+            except InstanceConflict as e:
+                _say("up", "1", f"not started: {e}")
+                await nc.close()
+                self.nats.stop()
+                return 1
         await nc.close()
         self._write_state()
         self.env["TOUCHSTONE_NATS_URL"] = self.nats.url

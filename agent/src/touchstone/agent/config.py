@@ -153,6 +153,15 @@ class AgentSettings(GitFetchSettings):
     nvidia_smi: str = "nvidia-smi"
     """The ``nvidia-smi`` to ask for GPUs; a host without it reports CPU slots."""
 
+    operator_access: bool = False
+    """Answer operators' requests (``touchstone agent exec/get/put``: admins only, each one
+    recorded as events): run one command (argv, no shell) as this agent's user, read or write
+    one file under ``operator_root``. Off by default; turn it on for a host while it is needed."""
+
+    operator_root: Path | None = None
+    """The only folder ``touchstone agent get/put`` may reach (no symlinks are followed under
+    it), and the working folder of ``agent exec``; unset: no file access at all."""
+
     @property
     def work_root(self) -> Path:
         """``{data_dir}/agent``: one work directory per attempt, named after its container."""

@@ -29,6 +29,7 @@ from typing import Any
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from pydantic import BaseModel, ValidationError
+from touchstone.agent.access import OperatorAccess
 from touchstone.agent.attempts import Attempts
 from touchstone.agent.config import AgentSettings
 from touchstone.agent.docker import DockerLimits, DockerRuntime, docker_usable
@@ -39,6 +40,7 @@ from touchstone.agent.runtime import ContainerRuntime
 from touchstone.agent.sandbox import Bubblewrap, UnavailableRuntime
 from touchstone.agent.strays import StrayReaper
 from touchstone.shared import console
+from touchstone.shared.agentaccess import OPERATOR_TYPES
 from touchstone.shared.agents import AgentHeartbeat, GpuStatus, encode_report
 from touchstone.shared.commands import LaunchTask, TerminateTask, decode_command
 from touchstone.shared.logs import task_context
@@ -128,6 +130,7 @@ class Agent:
             self.attempts.runtime, settings.work_root, settings.stray_grace_s, lambda: self.attempts.live
         )
         self.gpus: list[GpuStatus] = []
+        self.operator = OperatorAccess(settings)
         self.version = agent_version()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._started = time.monotonic()
@@ -252,7 +255,9 @@ class Agent:
             with contextlib.suppress(Exception):
                 await msg.respond(encode(reply))
 
-    async def handle(self, data: bytes) -> CommandReply:
+    async def handle(self, data: bytes) -> BaseModel:
+        if _type_of(data) in OPERATOR_TYPES:
+            return await self.operator.handle(data)
         try:
             command: BaseModel = decode_command(data)
         except (ValidationError, ValueError) as e:
@@ -269,3 +274,12 @@ class Agent:
                 log.exception("command failed")
                 return CommandReply(ok=False, error=f"{type(e).__name__}: {e}")
         return CommandReply(ok=False, error=f"unknown command {type(command).__name__}")
+
+
+def _type_of(data: bytes) -> object:
+    """The ``type`` of a command message, or None (a malformed one is answered by ``handle``)."""
+    try:
+        body = json.loads(data)
+    except ValueError:
+        return None
+    return body.get("type") if isinstance(body, dict) else None

@@ -2,7 +2,15 @@
 
 Every event is a small frozen pydantic model with an envelope (``event_id``, ``type``,
 ``occurred_at``, ``aggregate_id``, ``correlation_id`` = submission id, ``causation_id``) and a
-past-tense name. Schema changes are additive only: new fields are optional.
+past-tense name. Schema changes are additive where they can be: new fields are optional.
+
+Every event also carries ``schema_version``, the version of its type's shape. A change that is
+not additive (a rename, a new meaning) raises the type's version and registers an upcaster
+that turns the previous shape into the new one (``UPCASTERS``); reading a stored event
+(``decode_event``) applies them in order, so every reader sees the current model only and the
+record is never rewritten. An event stored without the field (before versions existed) is
+version 1. One written by a newer Touchstone (a version this code does not know) is refused,
+not guessed at. Constructing an event stamps its type's current version (the field's default).
 
 Every event stays far under the broker's payload limit by construction: free text (reasons,
 a log snippet) is cut to a bound, and a dict from a task (a report, metrics) that would be
@@ -12,11 +20,13 @@ larger than its bound is replaced by a note saying so (``Reason``, ``Snippet``, 
 from __future__ import annotations
 
 import hashlib
+import json
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 Platform = Literal["onprem", "runpod", "any"]
 TaskKind = Literal["validation", "training"]
@@ -76,17 +86,34 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
+UPCASTERS: dict[tuple[str, int], Upcaster] = {}
+"""(event type, version) -> a function from that version's shape to the next version's."""
+
+
 class Event(BaseModel):
     """The envelope every event carries."""
 
     model_config = ConfigDict(frozen=True, extra="ignore")
     aggregate: ClassVar[str]
+    SCHEMA_VERSION: ClassVar[int] = 1
+    """The version of this type's current shape; raised with an upcaster from the previous one
+    (and the ``schema_version`` field's default with it, which ``__init_subclass__`` checks)."""
 
+    schema_version: int = Field(default=1, ge=1, description="the version of this type's shape")
     event_id: str = Field(default_factory=lambda: uuid.uuid4().hex)
     occurred_at: datetime = Field(default_factory=utcnow)
     aggregate_id: str
     correlation_id: str = Field(description="the submission this event belongs to")
     causation_id: str | None = Field(default=None, description="the event or request that caused it")
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        default = cls.model_fields["schema_version"].default
+        if default != cls.SCHEMA_VERSION:
+            raise TypeError(f"{cls.__name__}: schema_version defaults to {default}, SCHEMA_VERSION is "
+                            f"{cls.SCHEMA_VERSION}")
 
     @property
     def event_type(self) -> str:
@@ -311,9 +338,22 @@ class RoguePodReaped(PlatformEvent):
     """The reaper terminated a ``touchstone-`` pod that no live attempt owned."""
 
     type: Literal["RoguePodReaped"] = "RoguePodReaped"
+    SCHEMA_VERSION: ClassVar[int] = 2
+    schema_version: int = Field(default=2, ge=1)
     pod_id: str
     pod_name: str
-    cost_per_hr: float | None = None
+    cost_per_hour: float | None = Field(None, description="USD per hour (version 1 called it cost_per_hr)")
+
+
+def _rogue_pod_reaped_v1(data: dict[str, Any]) -> dict[str, Any]:
+    """Version 1 named the price ``cost_per_hr``; version 2 spells it ``cost_per_hour`` as every
+    other event and the RunPod models do."""
+    if "cost_per_hr" in data:
+        data.setdefault("cost_per_hour", data.pop("cost_per_hr"))
+    return data
+
+
+UPCASTERS[("RoguePodReaped", 1)] = _rogue_pod_reaped_v1
 
 
 class AlarmRaised(PlatformEvent):
@@ -323,6 +363,42 @@ class AlarmRaised(PlatformEvent):
     kind: str
     message: str
     service: str
+
+
+# --- agents ---------------------------------------------------------------------------------
+
+
+class AgentEvent(Event):
+    """What an operator did on an agent's host (``touchstone.shared.agentaccess``). The aggregate
+    is the host; ``correlation_id`` is the host too, as these belong to no submission."""
+
+    aggregate: ClassVar[str] = "agent"
+
+
+class AgentAccessRequested(AgentEvent):
+    """An admin asked an agent to run a command or read or write a file: recorded before the
+    request is sent, so that one that never returns is on the record too."""
+
+    type: Literal["AgentAccessRequested"] = "AgentAccessRequested"
+    action: Literal["exec", "get", "put"]
+    requested_by: str
+    argv: tuple[Reason, ...] = Field((), max_length=64)
+    path: str | None = Field(None, max_length=1024)
+    size: int | None = Field(None, description="put: the bytes written")
+
+
+class AgentAccessFinished(AgentEvent):
+    """How it went: refused (``error``), or the command's exit code, or the file's size."""
+
+    type: Literal["AgentAccessFinished"] = "AgentAccessFinished"
+    action: Literal["exec", "get", "put"]
+    requested_by: str
+    ok: bool
+    error: Reason | None = None
+    exit_code: int | None = None
+    timed_out: bool = False
+    output_bytes: int = 0
+    size: int | None = None
 
 
 def training_task_id(interval: int) -> str:
@@ -354,7 +430,9 @@ AnyEvent = Annotated[
     | ContainerTerminated
     | ResultsPublished
     | RoguePodReaped
-    | AlarmRaised,
+    | AlarmRaised
+    | AgentAccessRequested
+    | AgentAccessFinished,
     Field(discriminator="type"),
 ]
 
@@ -387,13 +465,40 @@ EVENT_TYPES: dict[str, type[Event]] = {
         ResultsPublished,
         RoguePodReaped,
         AlarmRaised,
+        AgentAccessRequested,
+        AgentAccessFinished,
     )
 }
 
 
 def decode_event(data: bytes) -> Event:
-    """Parse a message body into its event model (raises pydantic.ValidationError)."""
-    return EVENT_ADAPTER.validate_json(data)
+    """Parse a stored message body into its event model at the current version (raises
+    ``ValueError``, of which pydantic's ``ValidationError`` is one, also for a version newer
+    than this code knows). The current shape takes the fast path; an older one is upcast."""
+    try:
+        event = EVENT_ADAPTER.validate_json(data)
+    except ValidationError:
+        return _upcast(data)  # an older shape the current model cannot read as it is, or junk
+    stored = event.schema_version if "schema_version" in event.model_fields_set else 1
+    if stored == type(event).SCHEMA_VERSION:
+        return event
+    return _upcast(data)
+
+
+def _upcast(data: bytes) -> Event:
+    doc = json.loads(data)
+    cls = EVENT_TYPES.get(str(doc.get("type"))) if isinstance(doc, dict) else None
+    if cls is None:
+        return EVENT_ADAPTER.validate_python(doc)  # raises: no event type of ours
+    stored, current = doc.get("schema_version", 1), cls.SCHEMA_VERSION
+    if not isinstance(stored, int) or isinstance(stored, bool) or stored < 1:
+        raise ValueError(f"{cls.__name__}: schema_version {stored!r} is not a version")
+    if stored > current:
+        raise ValueError(f"{cls.__name__} version {stored} was written by a newer Touchstone "
+                         f"(this one reads up to version {current})")
+    for version in range(stored, current):
+        doc = UPCASTERS[(cls.__name__, version)](doc)
+    return EVENT_ADAPTER.validate_python({**doc, "schema_version": current})
 
 
 def encode_event(event: Event) -> bytes:

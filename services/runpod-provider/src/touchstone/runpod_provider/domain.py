@@ -59,6 +59,8 @@ class LaunchGate:
     """Names of the ``touchstone-`` pods RunPod lists (not terminated)."""
     balance: BalanceLevel = BalanceLevel.OK
     key_rejected: bool = False
+    paused: bool = False
+    """``scheduler_paused``: the lifecycle is paused, so no pod starts (``shared.instance``)."""
 
 
 @dataclass(frozen=True)
@@ -82,6 +84,8 @@ def decide_launch(name: str, gate: LaunchGate) -> LaunchDecision:
     stopped = launches_stopped(gate.balance, gate.key_rejected)
     if stopped is not None:
         return LaunchDecision(False, stopped)
+    if gate.paused:
+        return LaunchDecision(False, "the lifecycle is paused (scheduler_paused)")
     if gate.limit <= 0:
         return LaunchDecision(False, "RunPod is paused (runpod_max_running_tasks = 0)")
     running = (gate.ours | gate.listed) - {name}

@@ -184,7 +184,7 @@ class CostSafety(Hooks):
         adapters.PODS_REAPED.inc()
         await adapters.record_platform_event(self.publisher, ev.RoguePodReaped(
             event_id=ev.derived_id("RoguePodReaped", pod.id), aggregate_id=PLATFORM, correlation_id=PLATFORM,
-            pod_id=pod.id, pod_name=pod.name, cost_per_hr=pod.cost_per_hour,
+            pod_id=pod.id, pod_name=pod.name, cost_per_hour=pod.cost_per_hour,
         ))
         self.recently_reaped.appendleft(ReapedPod(
             pod_id=pod.id, name=pod.name, reaped_at=datetime.now(UTC).isoformat(),

@@ -220,6 +220,7 @@ class RunpodProvider(CostSafety):
             listed=self.listed,
             balance=self.balance,
             key_rejected=self.key_rejected,
+            paused=self.system.scheduler_paused,
         )
 
     async def terminate_by_name(self, name: str, command: Command) -> None:

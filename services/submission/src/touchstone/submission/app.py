@@ -27,7 +27,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from touchstone.shared import metrics
 from touchstone.shared.objects.server import upload_app
 from touchstone.shared.objects.stores import LocalObjectStore
-from touchstone.submission import admin, contract, evaluations, routes, ui
+from touchstone.submission import admin, agent_access, contract, evaluations, routes, ui
 from touchstone.submission.auth import Forbidden
 from touchstone.submission.deps import Deps, DepsArg, PrincipalArg
 from touchstone.submission.domain import Principal
@@ -169,8 +169,8 @@ def create_app(deps: Deps, *, debug: bool = False) -> Litestar:
 
     app = Litestar(
         route_handlers=[
-            *routes.ROUTES, *evaluations.ROUTES, *admin.ROUTES, events, healthz, readyz, prometheus_metrics,
-            *ui.routes(deps), *_object_uploads(deps),
+            *routes.ROUTES, *evaluations.ROUTES, *admin.ROUTES, *agent_access.ROUTES, events, healthz, readyz,
+            prometheus_metrics, *ui.routes(deps), *_object_uploads(deps),
         ],
         dependencies={
             "deps": Provide(provide_deps),

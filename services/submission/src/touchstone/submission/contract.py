@@ -27,9 +27,18 @@ from litestar.types import ASGIApp, Receive, Scope, Send
 from pydantic import BaseModel
 from touchstone.submission.config import SubmissionSettings
 from touchstone.submission.problems import PROBLEM_JSON
-from touchstone.submission.schemas import REMOTE_GIT_URL, ScheduleCreate, SubmissionCreate, SystemUpdate, TokenCreate
+from touchstone.submission.schemas import (
+    REMOTE_GIT_URL,
+    AgentExecCreate,
+    AgentFilePut,
+    ScheduleCreate,
+    SubmissionCreate,
+    SystemUpdate,
+    TokenCreate,
+)
 
-REQUEST_BODIES: tuple[type[BaseModel], ...] = (SubmissionCreate, ScheduleCreate, SystemUpdate, TokenCreate)
+REQUEST_BODIES: tuple[type[BaseModel], ...] = (SubmissionCreate, ScheduleCreate, SystemUpdate, TokenCreate,
+                                               AgentExecCreate, AgentFilePut)
 
 METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 STREAMS = {

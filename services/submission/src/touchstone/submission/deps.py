@@ -2,7 +2,8 @@
 
 ``Deps.background`` are the loops the app runs while it serves: the projector (read models),
 the live feed, the token cache watcher, the retract-after-delete reaction, the agents'
-heartbeats (for the System and Tasks pages) and the tasks' training progress.
+heartbeats (for the System and Tasks pages), the tasks' training progress and the instance's
+kind and pause state (the banner on every UI page).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 from touchstone.shared import events as ev
 from touchstone.shared.consumer import ConsumerLoop
+from touchstone.shared.instance import InstanceWatch
 from touchstone.shared.jetstream import system_bucket
 from touchstone.shared.objects.stores import ObjectStore
 from touchstone.shared.projector import Projector
@@ -61,6 +63,8 @@ class Deps:
     oidc: OidcClient | None = None
     idempotency: KeyValue | None = None
     csrf_key: bytes = b""
+    instance: InstanceWatch | None = None
+    """The instance's kind and pause state, for the banner on every UI page."""
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     background: list[Callable[[asyncio.Event], Coroutine[Any, Any, None]]] = field(default_factory=list)
     tasks: dict[str, asyncio.Task[None]] = field(default_factory=dict)
@@ -110,6 +114,7 @@ async def build_deps(
     limits = QuotaLimits(settings.max_submissions_per_hour, settings.max_concurrent_validations)
     quotas = Quotas(await open_quotas_bucket(js, subjects), store, limits)
     commands = SubmissionCommands(publisher, store, policy, quotas)
+    system_kv = await system_bucket(js, subjects)
     deps = Deps(
         settings=settings,
         nc=nc,
@@ -120,7 +125,7 @@ async def build_deps(
         commands=commands,
         auth=Authenticator(tokens, jwts),
         tokens=tokens,
-        system=SystemStore(await system_bucket(js, subjects)),
+        system=SystemStore(system_kv),
         logs=LogReader(js, subjects, objects),
         artifacts=Artifacts(objects),
         objects=objects,
@@ -131,9 +136,11 @@ async def build_deps(
         oidc=OidcClient(settings) if settings.sso_enabled and jwts is not None else None,
         idempotency=await open_idempotency_bucket(js, subjects),
         csrf_key=await shared_ui_key(js, subjects, settings.ui_csrf_key),
+        instance=InstanceWatch(system_kv),
     )
     retract = ConsumerLoop(js, subjects, handlers.consumer_spec(subjects), handlers.handlers(commands), ev.decode_event)
-    deps.background = [feed.run, tokens.watch, retract.run, deps.hosts.run, deps.progress.run]
+    deps.background = [feed.run, tokens.watch, retract.run, deps.hosts.run, deps.progress.run,
+                       deps.instance.run]
     if settings.run_projector:
         deps.background.insert(0, deps.projector.run)
     return deps

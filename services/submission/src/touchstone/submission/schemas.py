@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+from touchstone.shared.agentaccess import BASE64_PATTERN, MAX_ARGS, MAX_PUT_BYTES, MAX_TIMEOUT_S, Arg, RelPath
 from touchstone.shared.errors import InvalidInputError
 from touchstone.shared.events import Platform
 from touchstone.shared.system import RunPodStatus, Server
@@ -186,6 +187,20 @@ class TokenCreate(_Body):
     user: str = Field(pattern=r"^[A-Za-z0-9_.@+-]{1,64}$", description="the user the token acts as")
     role: Role = "user"
     description: str = Field("", max_length=200)
+
+
+# operator access to an agent's host (``agent_access``)
+
+
+class AgentExecCreate(_Body):
+    argv: list[Arg] = Field(min_length=1, max_length=MAX_ARGS, description="the program and its arguments; no shell")
+    timeout_s: float = Field(30.0, gt=0, le=MAX_TIMEOUT_S, description="killed (with its session) after this")
+
+
+class AgentFilePut(_Body):
+    path: RelPath = Field(description="relative to the agent's operator_root")
+    data: str = Field(max_length=(MAX_PUT_BYTES + 2) // 3 * 4, pattern=BASE64_PATTERN,
+                      description=f"the file's bytes, base64 (at most {MAX_PUT_BYTES} bytes)")
 
 
 class Token(BaseModel):

@@ -15,7 +15,7 @@ from litestar.response import Redirect
 from litestar.static_files import create_static_files_router
 from touchstone.submission.deps import Deps
 from touchstone.submission.ui import admin_pages, pages, results_pages, sso
-from touchstone.submission.ui.session import PATH, make_providers, ui_error
+from touchstone.submission.ui.session import PATH, banner_hook, make_providers, ui_error
 
 
 @get("/", include_in_schema=False, sync_to_thread=False)
@@ -30,6 +30,7 @@ def routes(deps: Deps) -> list[Any]:
         route_handlers=[*pages.ROUTES, *results_pages.ROUTES, *sso.ROUTES, *admin_pages.ROUTES],
         dependencies=providers,
         exception_handlers={Exception: ui_error},
+        before_request=banner_hook(deps),
         include_in_schema=False,
     )
     static = create_static_files_router(

@@ -14,6 +14,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
+from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -38,6 +40,19 @@ TEMPLATES = Environment(
     trim_blocks=True,
     lstrip_blocks=True,
 )
+BANNER: ContextVar[str | None] = ContextVar("touchstone_ui_banner", default=None)
+"""The instance banner of the request being rendered (a dev or paused instance), set per
+request from its app's ``Deps`` so apps of several namespaces in one process stay apart."""
+TEMPLATES.globals["instance_banner"] = BANNER.get
+
+
+def banner_hook(deps: Deps) -> Callable[[Request[Any, Any, Any]], Awaitable[None]]:
+    """A ``before_request`` hook that gives this request's pages the instance banner."""
+
+    async def hook(request: Request[Any, Any, Any]) -> None:
+        BANNER.set(deps.instance.banner if deps.instance is not None else None)
+
+    return hook
 
 NOTICES = {
     "submitted": "Submitted {}.",
