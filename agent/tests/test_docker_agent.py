@@ -72,7 +72,8 @@ async def test_stray_containers_are_removed_after_the_grace_period_and_nothing_e
         # an agent of the same name with another data directory (two `touchstone up` on one engine)
         engine.containers.create(TASK_IMAGE, ["sleep", "600"], name=f"touchstone-twin{tag}-t1-1",
                                  labels={"touchstone": "1", "touchstone.agent": host,
-                                         "touchstone.work_dir": str(tmp_path / "twin" / f"touchstone-twin{tag}-t1-1" / "work")}),
+                                         "touchstone.work_dir":
+                                             str(tmp_path / "twin" / f"touchstone-twin{tag}-t1-1" / "work")}),
     ]
     try:
         # a live attempt of this agent, still running while the stray goes

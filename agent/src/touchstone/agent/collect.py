@@ -13,6 +13,7 @@ The console log is kept up to its own cap (its head, with a line saying how much
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,9 +54,11 @@ def attempt_paths(artifacts_root: Path, submission_id: str, task_id: str, attemp
     return outputs, log_file
 
 
-def collect_log(home: Path, log_file: Path, limit: int = Limits.log_bytes) -> tuple[str | None, tuple[str, ...]]:
+def collect_log(
+    home: Path, log_file: Path, limit: int = Limits.log_bytes, notes: Sequence[str] = ()
+) -> tuple[str | None, tuple[str, ...]]:
     """The console (in the attempt's own folder) into the artifact store, at most ``limit``
-    bytes of it; its URI and its last lines."""
+    bytes of it, then the agent's ``notes``; its URI and its last lines."""
     try:
         fd = workdir.open_regular(home, CONSOLE_LOG)
     except Refused:
@@ -66,10 +69,12 @@ def collect_log(home: Path, log_file: Path, limit: int = Limits.log_bytes) -> tu
     finally:
         os.close(fd)
     if size > copied:
+        notes = [f"[agent] console cut: {size - copied} more bytes were not kept (cap {limit})", *notes]
+    if notes:
         with log_file.open("a", encoding="utf-8") as f:
-            f.write(f"\n[agent] console cut: {size - copied} more bytes were not kept (cap {limit})\n")
-    tail = workdir.tail_lines(home, CONSOLE_LOG, LOG_TAIL_LINES)
-    return log_file.resolve().as_uri(), tail
+            f.write("\n" + "".join(f"{line}\n" for line in notes))
+    tail = workdir.tail_lines(home, CONSOLE_LOG, LOG_TAIL_LINES) + tuple(notes)
+    return log_file.resolve().as_uri(), tail[-LOG_TAIL_LINES:]
 
 
 def collect(
@@ -90,9 +95,8 @@ def collect(
             artifacts[name] = (outputs / name).resolve().as_uri()
             docs[name] = workdir.read_json(outputs.parent, f"{outputs.name}/{name}")
         budget.skipped.extend(json_budget.skipped)
-    if budget.skipped:
-        _note(home, [f"[agent] not collected: {why}" for why in budget.skipped])
-    log_uri, log_tail = collect_log(home, log_file, limits.log_bytes)
+    notes = [f"[agent] not collected: {why}" for why in budget.skipped]
+    log_uri, log_tail = collect_log(home, log_file, limits.log_bytes, notes)
     return Collected(
         log_uri=log_uri,
         log_tail=log_tail,

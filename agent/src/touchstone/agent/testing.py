@@ -58,6 +58,8 @@ if command == "train":
     (out / "models" / "short.json").write_text("{}")
     (out / "metrics.json").write_text(json.dumps({"long": {"accuracy": 0.6}}))
     (out / "curves.json").write_text(json.dumps({"format": "touchstone.curves.v1"}))
+if behaviour.get("hostile"):  # what a hostile feature set does to its work directory (test_hostile_workdir.py)
+    exec(behaviour["hostile"])
 print("stand-in done", flush=True)
 sys.exit(behaviour.get("exit", 0))
 '''
