@@ -32,6 +32,7 @@ from typing import Any
 import asyncssh
 from nats.aio.client import Client as NATS
 from touchstone.shared import events as ev
+from touchstone.shared.attempt import run_deadline
 from touchstone.shared.commands import LaunchTask
 from touchstone.shared.subjects import Subjects, task_aggregate_id
 
@@ -48,6 +49,10 @@ log = logging.getLogger(__name__)
 
 class Aborted(Exception):
     """The task no longer takes this attempt's events; stop and clean up."""
+
+
+class TimedOut(Exception):
+    """The trainer ran past its run deadline (the message says which); its pod is terminated."""
 
 
 @dataclass
@@ -154,6 +159,8 @@ class AttemptRunner:
                 failure = (str(e), "infrastructure")
             except PermanentFailure as e:
                 failure = (str(e), "permanent")
+            except TimedOut as e:
+                failure = (str(e), "timeout")
             except Exception as e:
                 log.exception("%s: unexpected error", rec.name)
                 failure = (f"unexpected provider error: {e!r}", "infrastructure")
@@ -218,13 +225,14 @@ class AttemptRunner:
                 return None  # the pod went away: the caller says how
 
         offsets = self._offsets(rec)
-        conn, status = await detached.follow_to_end(conn, reconnect, console.write, offsets,
-                                                    self.settings.poll_interval_s,
-                                                    rec.run_since + self.settings.run_timeout_s)
-        if status == 124:
-            await console.write([f"[touchstone] the trainer ran longer than "
-                                 f"{self.settings.run_timeout_s:.0f}s and was stopped"])
-        return conn, status
+        cmd = rec.command
+        deadline = run_deadline(cmd.kind, cmd.spec.run_timeout_s, self.settings.validation_timeout_s,
+                                self.settings.run_timeout_s)
+        try:
+            return await detached.follow_to_end(conn, reconnect, console.write, offsets, self.settings.poll_interval_s,
+                                                rec.run_since + deadline.seconds)
+        except detached.DeadlinePassed as e:
+            raise TimedOut(deadline.error()) from e
 
     # --- prepare, run, collect --------------------------------------------------------------
 

@@ -14,8 +14,9 @@ positional parameters (no user text is ever parsed by a shell) and:
 that restarts goes on where the last one stopped), hands complete lines to ``on_lines``, and
 returns the exit status once ``exit_code`` exists, or None when the trainer is gone without
 one (the pod restarted, the shell was killed). Reads are bounded: a chunk per read, lines cut at
-``MAX_LINE`` characters, only regular files, ``exit_code`` at most a few bytes. The pod is the
-trainer's own: what it forges there (an early ``exit_code``) only ends its own attempt sooner.
+``MAX_LINE`` characters (the rest of an endless line skipped), only regular files,
+``exit_code`` at most a few bytes. The pod is the trainer's own: what it forges there (an
+early ``exit_code``) only ends its own attempt sooner.
 """
 
 from __future__ import annotations
@@ -63,6 +64,10 @@ class NotStarted(Exception):
     """The detached start did not go through (the pod refused the command)."""
 
 
+class DeadlinePassed(Exception):
+    """The trainer still ran at its run deadline (its console was read to the end)."""
+
+
 class SessionLost(Exception):
     """The SSH connection broke while following; the trainer itself may still run."""
 
@@ -101,10 +106,11 @@ class Follower:
         self.offset = offset
         self.on_offset = on_offset
         self._partial = ""
+        self._cutting = False
 
     async def follow(self, poll_s: float, deadline: float) -> int | None:
-        """The trainer's exit status once it ends; 124 past ``deadline`` (``time.monotonic``);
-        None when it is gone without one. ``SessionLost`` when the SSH connection breaks (the
+        """The trainer's exit status once it ends; ``DeadlinePassed`` past ``deadline``
+        (``time.monotonic``); None when it is gone without one. ``SessionLost`` when the SSH connection breaks (the
         trainer may well go on: a new connection can follow it from ``offset``)."""
         try:
             async with self.conn.start_sftp_client() as self.sftp:
@@ -126,7 +132,7 @@ class Follower:
             now = time.monotonic()
             if now >= deadline:
                 await self._drain()
-                return 124
+                raise DeadlinePassed(f"still running at its deadline ({self.offset} console bytes read)")
             if now >= next_check:
                 next_check = now + LIVENESS_EVERY_S
                 if not await self._alive():
@@ -167,14 +173,18 @@ class Follower:
         return True
 
     def _split(self, text: str) -> list[str]:
+        """Complete lines, each cut to ``MAX_LINE``; a line without an end is handed on once,
+        cut, and the rest of it skipped up to its newline (as ``console.split_console``)."""
+        if self._cutting:
+            newline = text.find("\n")
+            if newline < 0:
+                return []
+            self._cutting, text = False, text[newline + 1 :]
         *complete, self._partial = (self._partial + text).split("\n")
-        lines: list[str] = []
-        for line in complete:
-            lines += _cut(line.rstrip("\r"))
-        if len(self._partial) > MAX_LINE:  # a line without an end: hand it on in pieces
-            pieces = _cut(self._partial)
-            lines += pieces[:-1]
-            self._partial = pieces[-1]
+        lines = [_cut(line.rstrip("\r")) for line in complete]
+        if len(self._partial) > MAX_LINE:
+            lines.append(_cut(self._partial))
+            self._partial, self._cutting = "", True
         return lines
 
     async def _exit_code(self) -> int | None:
@@ -201,10 +211,8 @@ class Follower:
         return done.exit_status == 0
 
 
-def _cut(line: str) -> list[str]:
-    if len(line) <= MAX_LINE:
-        return [line]
-    return [line[i : i + MAX_LINE] for i in range(0, len(line), MAX_LINE)]
+def _cut(line: str) -> str:
+    return line if len(line) <= MAX_LINE else f"{line[:MAX_LINE]} …[at least {len(line) - MAX_LINE} more bytes cut]"
 
 
 async def follow_to_end(conn: asyncssh.SSHClientConnection, reconnect: Reconnect, on_lines: OnLines,
@@ -212,7 +220,7 @@ async def follow_to_end(conn: asyncssh.SSHClientConnection, reconnect: Reconnect
                         ) -> tuple[asyncssh.SSHClientConnection, int | None]:
     """Follow the trainer from the kept offset to its end; a broken session is replaced by
     ``reconnect()`` (None: the pod is gone) up to ``RECONNECTS`` times. Returns the connection
-    in use and the exit status (124 past ``deadline``; None when gone without one)."""
+    in use and the exit status (None when gone without one); ``DeadlinePassed`` past ``deadline``."""
     offset = offsets.read()
     for _ in range(RECONNECTS + 1):
         follower = Follower(conn, on_lines, offset, offsets.write)
