@@ -1,0 +1,56 @@
+"""Run deadlines on every runtime of the agent (bare process, bubblewrap, Docker): a trainer
+that sleeps past its deadline is stopped, its container removed, and the attempt fails with
+failure class ``timeout`` and an error that says which deadline (the validation setting, or the
+schedule's ``run_timeout_s`` for a training). Real agent, real nats-server."""
+
+from __future__ import annotations
+
+import sys
+import uuid
+
+import pytest
+from touchstone.agent.sandbox import Bubblewrap
+from touchstone.agent.testing import Reports, docker_runtime_or_skip, launch, send
+from touchstone.onprem_provider.domain import judge
+from touchstone.shared.events import TaskSpec
+
+
+@pytest.fixture(params=["process", "bubblewrap", "docker"])
+def runtime_settings(request, agent_settings):
+    def build(**overrides):
+        if request.param == "docker":
+            docker_runtime_or_skip("probe")
+            return agent_settings(runtime="docker", host=f"d{uuid.uuid4().hex[:8]}", **overrides)
+        if request.param == "bubblewrap":
+            if why := Bubblewrap.for_python(sys.executable).probe():
+                pytest.skip(why)
+            return agent_settings(process_sandbox="bubblewrap", **overrides)
+        return agent_settings(**overrides)
+
+    return build
+
+
+@pytest.mark.parametrize("kind", ["validation", "training"])
+async def test_a_trainer_past_its_deadline_is_stopped_and_fails_as_timeout(
+    nc, subjects, runtime_settings, start_agent, make_feature_set, eventually, kind
+):
+    settings = runtime_settings(validation_timeout_s=1.0 if kind == "validation" else 3600,
+                                training_timeout_s=3600, kill_grace_s=1.0)
+    reports = await Reports.listen(nc, subjects, settings.host)
+    running = await start_agent(settings)
+    fs = make_feature_set(sleep=120)
+    command = launch(fs, kind=kind, task_id="validation" if kind == "validation" else "pi-15",
+                     placement=f"{settings.host}/cpu0")
+    if kind == "training":
+        command = command.model_copy(update={"spec": TaskSpec(git_url=fs, run_timeout_s=1.0)})
+    assert (await send(nc, subjects, command, settings.host)).ok
+
+    ended = await eventually(lambda: reports.ended(command.container_name), timeout=60)
+    outcome = ended.outcome
+    assert outcome.result == "failed" and outcome.failure_class == "timeout", outcome
+    assert f"{kind} run deadline of 1s" in (outcome.error or "")
+    assert ("validation_timeout_s setting" if kind == "validation" else "schedule's run_timeout_s") in outcome.error
+    assert any("stand-in" in line for line in outcome.log_tail)  # its console up to the stop is kept
+    assert (await running.agent.attempts.runtime.status(command.container_name)).status == "gone"
+    verdict = judge(kind, outcome)
+    assert not verdict.finished and verdict.failure_class == "timeout"
