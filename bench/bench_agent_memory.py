@@ -110,7 +110,8 @@ async def run() -> dict:
     return {
         "name": "agent memory under a hostile console (1 GB single line, 10 GB sparse model)",
         "sandbox": sandbox,
-        "outcome": outcome.model_dump(mode="json", exclude={"log_tail"}) if outcome else None,
+        "outcome": {"result": outcome.result, "exit_code": outcome.exit_code,
+                    "artifacts": sorted(outcome.artifacts)} if outcome else None,
         "rows": [
             {"metric": "agent peak RSS (VmHWM), 1 GB line", "value": round(peak_kib / 1024, 1), "unit": "MiB",
              "target": "< 300 (was 637 for a 300 MB line)", "met": peak_kib / 1024 < 300},
