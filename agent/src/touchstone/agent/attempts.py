@@ -34,7 +34,7 @@ from touchstone.agent.state import (
     load_ended,
     save_ended,
 )
-from touchstone.shared import workdir
+from touchstone.shared import staging, workdir
 from touchstone.shared.attempt import run_deadline
 from touchstone.shared.commands import CONTAINER_PREFIX, LaunchTask, TerminateTask, container_name
 from touchstone.shared.console import split_console
@@ -228,10 +228,10 @@ class Attempts:
         self._note(attempt, f"trainer {tree.ref} ({tree.commit[:12] if tree.commit else tree.path})")
         trainer_src = await asyncio.to_thread(prepare.place_trainer, tree.path, work)
         started = time.monotonic()
-        site = await self.sources.requirements_of(prepared.feature_set, work / prepare.FEATURE_SET_DIR)
+        site = await self.sources.requirements_of(prepared.feature_set, work / staging.FEATURE_SET_DIR)
         if site is not None:
             self._note(attempt, f"requirements {site.name[:12]} ready in {time.monotonic() - started:.2f}s")
-        output = work / prepare.OUTPUT_DIR
+        output = work / staging.OUTPUT_DIR
         output.mkdir(exist_ok=True)
         (work / ".cache").mkdir(exist_ok=True)
         python = s.python or getattr(self.runtime, "python", "") or sys.executable  # Docker: the image's

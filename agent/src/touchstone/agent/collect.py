@@ -1,8 +1,5 @@
 """The collect phase: an attempt's outputs and its console log go to the artifact store
-(the local ``{data_dir}/artifacts`` directory):
-
-    artifacts/models/{submission}/{task}/attempt-{n}/models/..., metrics.json, report.json
-    artifacts/logs/{submission}/{task}/attempt-{n}.log
+(the local ``{data_dir}/artifacts`` directory, in the layout of ``touchstone.shared.staging``).
 
 The work directory is hostile (``touchstone.shared.workdir``): only regular files are copied,
 no link is followed on the way (``out`` itself, ``out/models/*``), no special file is opened,
@@ -18,12 +15,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from touchstone.agent.prepare import CONSOLE_LOG, OUTPUT_DIR, REPORT_FILE
+from touchstone.agent.prepare import CONSOLE_LOG
 from touchstone.agent.protocol import LOG_TAIL_LINES
 from touchstone.shared import workdir
+from touchstone.shared.staging import (
+    COLLECTED_FILES,
+    MODELS_DIR,
+    OUTPUT_DIR,
+    REPORT_FILE,
+    artifact_name,
+    artifact_paths,
+)
 from touchstone.shared.workdir import Budget, Refused
-
-CURVES_FILE = "curves.json"  # the trainer's curves behind its metrics (cumulative return, ROC)
 
 
 @dataclass(frozen=True)
@@ -47,11 +50,7 @@ class Collected:
     """Outputs left behind and why (links, special files, over a cap)."""
 
 
-def attempt_paths(artifacts_root: Path, submission_id: str, task_id: str, attempt: int) -> tuple[Path, Path]:
-    """(outputs folder, log file) of one attempt in the artifact store."""
-    outputs = artifacts_root / "models" / submission_id / task_id / f"attempt-{attempt}"
-    log_file = artifacts_root / "logs" / submission_id / task_id / f"attempt-{attempt}.log"
-    return outputs, log_file
+attempt_paths = artifact_paths
 
 
 def collect_log(
@@ -86,10 +85,10 @@ def collect(
     outputs, log_file = attempt_paths(artifacts_root, submission_id, task_id, attempt)
     budget = Budget(total_bytes=limits.total_bytes, file_bytes=limits.file_bytes, files=limits.files)
     artifacts: dict[str, str] = {}
-    for rel in workdir.copy_tree(work_dir, f"{OUTPUT_DIR}/models", outputs / "models", budget):
-        artifacts[rel.replace("/", "_")] = (outputs / "models" / rel).resolve().as_uri()
+    for rel in workdir.copy_tree(work_dir, f"{OUTPUT_DIR}/{MODELS_DIR}", outputs / MODELS_DIR, budget):
+        artifacts[artifact_name(rel)] = (outputs / MODELS_DIR / rel).resolve().as_uri()
     docs: dict[str, dict[str, Any] | None] = {}
-    for name in ("metrics.json", CURVES_FILE, REPORT_FILE):
+    for name in COLLECTED_FILES:
         json_budget = Budget(total_bytes=workdir.MAX_JSON_BYTES, file_bytes=workdir.MAX_JSON_BYTES)
         if workdir.copy_file(work_dir, f"{OUTPUT_DIR}/{name}", outputs / name, json_budget):
             artifacts[name] = (outputs / name).resolve().as_uri()

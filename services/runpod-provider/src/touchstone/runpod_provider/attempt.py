@@ -34,6 +34,7 @@ from nats.aio.client import Client as NATS
 from touchstone.shared import events as ev
 from touchstone.shared.attempt import run_deadline
 from touchstone.shared.commands import LaunchTask
+from touchstone.shared.staging import artifact_name, artifact_paths
 from touchstone.shared.subjects import Subjects, task_aggregate_id
 
 from . import detached, domain, prepare, ssh
@@ -275,7 +276,7 @@ class AttemptRunner:
         try:
             async with conn.start_sftp_client() as sftp:
                 for path in await ssh.fetch_tree(sftp, f"{self.layout.output}/models", outputs / "models", budget):
-                    name = path.relative_to(outputs / "models").as_posix().replace("/", "_")
+                    name = artifact_name(path.relative_to(outputs / "models").as_posix())
                     artifacts[name] = path.resolve().as_uri()
                 metrics_path = await ssh.fetch_file(sftp, f"{self.layout.output}/metrics.json",
                                                     outputs / "metrics.json", budget)
@@ -355,8 +356,5 @@ class AttemptRunner:
             raise Aborted(f"the task no longer takes {cls.__name__}")
 
     def attempt_paths(self, cmd: LaunchTask) -> tuple[Path, Path]:
-        """(outputs folder, log file) of the attempt in the artifact store."""
-        root = self.settings.artifacts_dir
-        outputs = root / "models" / cmd.submission_id / cmd.task_id / f"attempt-{cmd.attempt}"
-        log_file = root / "logs" / cmd.submission_id / cmd.task_id / f"attempt-{cmd.attempt}.log"
-        return outputs, log_file
+        """(outputs folder, log file) of the attempt in the artifact store (the one layout)."""
+        return artifact_paths(self.settings.artifacts_dir, cmd.submission_id, cmd.task_id, cmd.attempt)

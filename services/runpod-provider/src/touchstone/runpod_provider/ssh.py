@@ -20,12 +20,12 @@ from pathlib import Path
 from typing import Any, cast
 
 import asyncssh
+from touchstone.shared.staging import staging_ignored
 
 from .api import SshEndpoint
 
 log = logging.getLogger(__name__)
 
-IGNORED = frozenset({".git", "__pycache__", ".venv", ".pytest_cache", ".mypy_cache", ".ruff_cache"})
 MAX_JSON_BYTES = 1_000_000
 
 
@@ -103,7 +103,7 @@ def _local_tree(local: Path) -> list[tuple[str, Path | None]]:
     entries: list[tuple[str, Path | None]] = []
     for path in sorted(local.rglob("*")):
         rel = path.relative_to(local)
-        if any(part in IGNORED for part in rel.parts) or path.suffix == ".pyc" or path.is_symlink():
+        if any(staging_ignored(part) for part in rel.parts) or path.is_symlink():
             continue
         if path.is_dir():
             entries.append((rel.as_posix(), None))
