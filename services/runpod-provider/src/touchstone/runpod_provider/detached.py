@@ -189,26 +189,35 @@ class Follower:
 
     async def _exit_code(self) -> int | None:
         assert self.sftp is not None
-        try:
-            attrs = await self.sftp.lstat(EXIT_CODE)
-        except asyncssh.SFTPError as e:  # missing, or refused (a link out of the pod's home)
-            if isinstance(e, asyncssh.SFTPConnectionLost):
-                raise
-            return None
-        if not stat.S_ISREG(attrs.permissions or 0) or (attrs.size or 0) > 16:
-            return None
-        async with self.sftp.open(EXIT_CODE, "rb") as f:
-            text = cast(bytes, await f.read(16)).decode("ascii", errors="replace").strip()
-        return int(text) if text.isdigit() else None
+        return await exit_code(self.sftp)
 
     async def _alive(self) -> bool:
-        """Whether the background shell still runs."""
-        argv = ["sh", "-c", _ALIVE, "sh", PID]
-        try:
-            done = await asyncio.wait_for(self.conn.run(command_line(argv), check=False), 30)
-        except TimeoutError as e:
-            raise OSError("no answer from the pod within 30s") from e
-        return done.exit_status == 0
+        return await alive(self.conn)
+
+
+async def exit_code(sftp: asyncssh.SFTPClient) -> int | None:
+    """The trainer's exit status once its ``exit_code`` file is whole; None before."""
+    try:
+        attrs = await sftp.lstat(EXIT_CODE)
+    except asyncssh.SFTPError as e:  # missing, or refused (a link out of the pod's home)
+        if isinstance(e, asyncssh.SFTPConnectionLost):
+            raise
+        return None
+    if not stat.S_ISREG(attrs.permissions or 0) or (attrs.size or 0) > 16:
+        return None
+    async with sftp.open(EXIT_CODE, "rb") as f:
+        text = cast(bytes, await f.read(16)).decode("ascii", errors="replace").strip()
+    return int(text) if text.isdigit() else None
+
+
+async def alive(conn: asyncssh.SSHClientConnection) -> bool:
+    """Whether the background shell that runs the trainer still runs."""
+    argv = ["sh", "-c", _ALIVE, "sh", PID]
+    try:
+        done = await asyncio.wait_for(conn.run(command_line(argv), check=False), 30)
+    except TimeoutError as e:
+        raise OSError("no answer from the pod within 30s") from e
+    return done.exit_status == 0
 
 
 def _cut(line: str) -> str:

@@ -219,6 +219,28 @@ async def _fetch_regular(sftp: asyncssh.SFTPClient, remote: str, local: Path, bu
     return True
 
 
+async def read_regular(sftp: asyncssh.SFTPClient, remote: str, limit: int, offset: int = 0) -> bytes | None:
+    """At most ``limit`` bytes of the regular file ``remote`` from ``offset``, or None: missing,
+    a link on the way (each folder of the path is looked at), not a regular file (checked on
+    the listing and again on the open file)."""
+    parts = remote.split("/")
+    try:
+        for i in range(1, len(parts)):
+            if not stat.S_ISDIR((await sftp.lstat("/".join(parts[:i]))).permissions or 0):
+                return None
+        if not stat.S_ISREG((await sftp.lstat(remote)).permissions or 0):
+            return None
+        async with sftp.open(remote, "rb") as f:
+            if not stat.S_ISREG((await f.stat()).permissions or 0):
+                return None
+            await f.seek(offset)
+            return cast(bytes, await f.read(limit)) if limit > 0 else b""
+    except asyncssh.SFTPError as e:
+        if isinstance(e, asyncssh.SFTPConnectionLost):
+            raise
+        return None
+
+
 def read_json(path: Path | None) -> dict[str, Any] | None:
     """A JSON object from a local copy of at most ``MAX_JSON_BYTES``; None otherwise."""
     if path is None:
