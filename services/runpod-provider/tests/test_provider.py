@@ -620,3 +620,15 @@ async def test_a_trainer_past_its_run_deadline_is_stopped_and_fails_as_timeout(h
     assert ("validation_timeout_s setting" if kind == "validation" else "schedule's run_timeout_s") in failed.reason
     assert "TrainingFinished" not in await harness.types(launch)
     assert all(r.terminated for r in fake.ledger())
+
+
+async def test_a_feature_set_path_outside_its_source_is_rejected_before_any_pod_runs_it(harness, fake):
+    await harness.start()
+    launch = await harness.assign(feature_set=harness.feature_set())
+    launch = launch.model_copy(update={"spec": launch.spec.model_copy(update={"feature_set_path": "../.."})})
+
+    await harness.send(launch)
+    await harness.until_event(launch, "ContainerTerminated")
+
+    failed = next(e for e in await harness.events(launch) if isinstance(e, ev.TaskFailed))
+    assert failed.failure_class == "rejected" and "not a folder inside the source" in failed.reason

@@ -203,7 +203,8 @@ class Attempts:
                 try:
                     await self._prepare_and_run(attempt)
                 except prepare.PrepareError as e:
-                    await self._fail(attempt, "prepare", str(e), permanent=e.permanent)
+                    await self._fail(attempt, "prepare", str(e), permanent=e.permanent,
+                                     failure_class=getattr(e, "failure_class", None))
                     return
                 except Exception as e:
                     log.exception("prepare of %s failed", attempt.name)

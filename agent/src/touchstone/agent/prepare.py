@@ -22,6 +22,7 @@ from touchstone.shared.staging import (
     FEATURE_SET_DIR,
     REPORT_FILE,
     TRAINER_DIR,
+    Rejected,
     copytree_ignore,
     stage_feature_set,
 )
@@ -41,6 +42,13 @@ class PermanentPrepareError(PrepareError):
     """Retrying cannot help: an unknown ``trainer_ref``, a requirement without a wheel."""
 
     permanent = True
+    failure_class = "permanent"
+
+
+class RejectedPrepareError(PermanentPrepareError):
+    """The task's own inputs cannot work (``staging.Rejected``)."""
+
+    failure_class = "rejected"
 
 
 @dataclass(frozen=True)
@@ -59,6 +67,8 @@ def fetch_feature_set(
     try:
         staged = stage_feature_set(command.spec, work_dir / FEATURE_SET_DIR, policy=policy,
                                    git_timeout_s=git_timeout_s)
+    except Rejected as e:
+        raise RejectedPrepareError(str(e)) from e
     except UnknownRef as e:  # and SourceRefused
         raise PermanentPrepareError(str(e)) from e
     except SourceError as e:

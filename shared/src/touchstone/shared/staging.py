@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 
 from touchstone.shared.events import TaskSpec
 from touchstone.shared.fetchpolicy import FetchPolicy, FetchRefused
-from touchstone.shared.gitsource import SourceError, SourceRefused, checkout
+from touchstone.shared.gitsource import SourceError, SourceRefused, UnknownRef, checkout
 
 FEATURE_SET_DIR = "feature-set"
 TRAINER_DIR = "trainer"
@@ -63,6 +63,11 @@ def artifact_name(relative_model_path: str) -> str:
     return relative_model_path.replace("/", "_")
 
 
+class Rejected(UnknownRef):
+    """The task's own inputs cannot work on any platform (a ``feature_set_path`` that is not a
+    folder inside the source): failure class ``rejected``, never retried."""
+
+
 @dataclass(frozen=True)
 class Staged:
     root: Path
@@ -76,7 +81,8 @@ def stage_feature_set(spec: TaskSpec, dest: Path, *, policy: FetchPolicy, git_ti
     """Put the feature set's source into ``dest`` (replaced when present): a git checkout at
     ``spec.git_ref``, or, where ``policy`` allows local sources, a copy of a folder without git.
     Blocking. ``SourceRefused`` (permanent) when the policy forbids the source, ``UnknownRef``
-    (permanent) for a ref the repository lacks, ``SourceError`` for other trouble."""
+    (permanent) for a ref the repository lacks, ``Rejected`` for a ``feature_set_path`` that
+    is not a folder inside the source, ``SourceError`` for other trouble."""
     try:
         plan = policy.plan(spec.git_url)
     except FetchRefused as e:
@@ -94,5 +100,5 @@ def stage_feature_set(spec: TaskSpec, dest: Path, *, policy: FetchPolicy, git_ti
         commit = checkout(spec.git_url, spec.git_ref, dest, policy=policy, timeout_s=git_timeout_s)
     folder = (dest / spec.feature_set_path).resolve()
     if not folder.is_relative_to(dest.resolve()) or not folder.is_dir():
-        raise SourceError(f"feature_set_path {spec.feature_set_path!r} is not a folder inside the source")
+        raise Rejected(f"feature_set_path {spec.feature_set_path!r} is not a folder inside the source")
     return Staged(dest, folder, commit)

@@ -34,7 +34,7 @@ from nats.aio.client import Client as NATS
 from touchstone.shared import events as ev
 from touchstone.shared.attempt import run_deadline
 from touchstone.shared.commands import LaunchTask
-from touchstone.shared.staging import artifact_name, artifact_paths
+from touchstone.shared.staging import Rejected, artifact_name, artifact_paths
 from touchstone.shared.subjects import Subjects, task_aggregate_id
 
 from . import detached, domain, prepare, ssh
@@ -42,7 +42,7 @@ from .adapters import ConsoleLog, TaskRecorder
 from .api import GpuType
 from .config import RunpodProviderSettings
 from .pods import InfraFailure, LaunchBlocked, PodControl
-from .prepare import PermanentFailure, TrainerFiles, TrainerTrees
+from .prepare import PermanentFailure, RejectedInput, TrainerFiles, TrainerTrees
 from .sources import SourceError, UnknownRef, stage_feature_set
 
 log = logging.getLogger(__name__)
@@ -158,6 +158,8 @@ class AttemptRunner:
                 failure = (f"attempt stopped: {reason}", "infrastructure")
             except InfraFailure as e:
                 failure = (str(e), "infrastructure")
+            except RejectedInput as e:
+                failure = (str(e), "rejected")
             except PermanentFailure as e:
                 failure = (str(e), "permanent")
             except TimedOut as e:
@@ -247,6 +249,8 @@ class AttemptRunner:
             try:
                 staged = await stage_feature_set(cmd.spec, staging, policy=self.settings.fetch_policy(),
                                                  git_timeout_s=self.settings.git_timeout_s)
+            except Rejected as e:
+                raise prepare.RejectedInput(str(e)) from e
             except UnknownRef as e:
                 raise prepare.PermanentFailure(f"could not fetch the feature set: {e}") from e
             except SourceError as e:

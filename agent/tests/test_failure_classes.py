@@ -1,7 +1,8 @@
-"""Run deadlines on every runtime of the agent (bare process, bubblewrap, Docker): a trainer
-that sleeps past its deadline is stopped, its container removed, and the attempt fails with
-failure class ``timeout`` and an error that says which deadline (the validation setting, or the
-schedule's ``run_timeout_s`` for a training). Real agent, real nats-server."""
+"""Failure classes the agent knows itself. Run deadlines on every runtime of the agent (bare
+process, bubblewrap, Docker): a trainer that sleeps past its deadline is stopped, its container
+removed, and the attempt fails with class ``timeout`` and an error that says which deadline
+(the validation setting, or the schedule's ``run_timeout_s`` for a training). A feature set
+path outside its source is ``rejected``. Real agent, real nats-server."""
 
 from __future__ import annotations
 
@@ -54,3 +55,20 @@ async def test_a_trainer_past_its_deadline_is_stopped_and_fails_as_timeout(
     assert (await running.agent.attempts.runtime.status(command.container_name)).status == "gone"
     verdict = judge(kind, outcome)
     assert not verdict.finished and verdict.failure_class == "timeout"
+
+
+async def test_a_feature_set_path_outside_its_source_is_rejected_not_retried(
+    nc, subjects, agent_settings, start_agent, make_feature_set, eventually
+):
+    settings = agent_settings()
+    reports = await Reports.listen(nc, subjects, settings.host)
+    await start_agent(settings)
+    command = launch(make_feature_set())
+    command = command.model_copy(update={"spec": command.spec.model_copy(update={"feature_set_path": "../.."})})
+    assert (await send(nc, subjects, command, settings.host)).ok
+
+    outcome = (await eventually(lambda: reports.ended(command.container_name), timeout=30)).outcome
+    assert outcome.result == "failed" and outcome.failure_class == "rejected" and outcome.failed_phase == "prepare"
+    assert "not a folder inside the source" in outcome.error
+    verdict = judge("validation", outcome)
+    assert verdict.failure_class == "rejected"
