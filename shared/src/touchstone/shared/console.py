@@ -50,8 +50,8 @@ def split_console(chunk: bytes, *, final: bool, cutting: bool, limit: int,
                   max_line: int = MAX_LINE_BYTES) -> tuple[int, ConsoleLines]:
     """Complete lines of one console ``chunk`` read with ``limit`` bytes from the last offset:
     (bytes consumed, the lines). A trailing partial line waits for its newline unless the
-    console is ``final``; a line that does not fit a whole chunk is handed on once, cut to
-    ``max_line``, and ``cutting`` (kept by the caller) skips the rest of it up to its newline,
+    console is ``final``; every line is cut to ``max_line`` bytes; a line that does not fit a
+    whole chunk is handed on once, cut, and ``cutting`` (kept by the caller) skips the rest of it up to its newline,
     so that a gigabyte without a newline costs one line and one chunk of memory."""
     full = len(chunk) >= limit
     pos = 0
@@ -65,7 +65,7 @@ def split_console(chunk: bytes, *, final: bool, cutting: bool, limit: int,
     last = rest.rfind(b"\n")
     complete = rest[: last + 1]
     consumed = pos + len(complete)
-    lines = complete.decode("utf-8", errors="replace").splitlines()
+    lines = [bound_line(line, max_line) for line in complete.decode("utf-8", errors="replace").splitlines()]
     tail = rest[last + 1 :]
     if tail and not complete and full:  # a line longer than a chunk: cut it, skip its rest
         keep = max(0, max_line - 64)
@@ -74,6 +74,6 @@ def split_console(chunk: bytes, *, final: bool, cutting: bool, limit: int,
         consumed += len(tail)
         state = True
     elif tail and final and not full:
-        lines.append(tail.decode("utf-8", errors="replace"))
+        lines.append(bound_line(tail.decode("utf-8", errors="replace"), max_line))
         consumed += len(tail)
     return consumed, ConsoleLines(lines, state)

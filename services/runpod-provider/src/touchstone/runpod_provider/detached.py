@@ -31,7 +31,9 @@ from pathlib import Path
 from typing import cast
 
 import asyncssh
+from touchstone.shared.console import split_console
 
+from . import ssh
 from .domain import command_line
 
 log = logging.getLogger(__name__)
@@ -105,7 +107,6 @@ class Follower:
         self.on_lines = on_lines
         self.offset = offset
         self.on_offset = on_offset
-        self._partial = ""
         self._cutting = False
 
     async def follow(self, poll_s: float, deadline: float) -> int | None:
@@ -142,50 +143,29 @@ class Follower:
             await asyncio.sleep(poll_s)
 
     async def _drain(self) -> None:
-        while await self._pump():
+        while await self._pump(final=True):
             pass
-        if self._partial:
-            await self.on_lines([self._partial])
-            self._partial = ""
 
-    async def _pump(self) -> bool:
-        """Read one chunk of new console; True when it got some."""
+    async def _pump(self, *, final: bool = False) -> bool:
+        """Read one chunk of new console and hand on its complete lines; True when it moved.
+        The offset only passes whole lines (a partial one is read again once it ends, or at
+        the end), and lines are split and cut as on every platform (``split_console``)."""
         assert self.sftp is not None
-        try:
-            attrs = await self.sftp.lstat(CONSOLE)
-        except asyncssh.SFTPError as e:  # missing, or refused (a link out of the pod's home)
-            if isinstance(e, asyncssh.SFTPConnectionLost):
-                raise
+        data = await ssh.read_regular(self.sftp, CONSOLE, CHUNK, self.offset)
+        if not data:  # missing, refused (a link, not a regular file) or nothing new
             return False
-        if not stat.S_ISREG(attrs.permissions or 0) or (attrs.size or 0) <= self.offset:
+        consumed, got = split_console(data, final=final, cutting=self._cutting, limit=CHUNK, max_line=MAX_LINE)
+        if got.cutting is not None:
+            self._cutting = got.cutting
+        if not consumed:
             return False
-        async with self.sftp.open(CONSOLE, "rb") as f:
-            await f.seek(self.offset)
-            data = cast(bytes, await f.read(CHUNK))
-        if not data:
-            return False
-        self.offset += len(data)
-        lines = self._split(data.decode("utf-8", errors="replace"))
+        self.offset += consumed
+        lines = [line.rstrip("\r") for line in got.lines]
         if lines:
             await self.on_lines(lines)
         if self.on_offset is not None:
             self.on_offset(self.offset)
         return True
-
-    def _split(self, text: str) -> list[str]:
-        """Complete lines, each cut to ``MAX_LINE``; a line without an end is handed on once,
-        cut, and the rest of it skipped up to its newline (as ``console.split_console``)."""
-        if self._cutting:
-            newline = text.find("\n")
-            if newline < 0:
-                return []
-            self._cutting, text = False, text[newline + 1 :]
-        *complete, self._partial = (self._partial + text).split("\n")
-        lines = [_cut(line.rstrip("\r")) for line in complete]
-        if len(self._partial) > MAX_LINE:
-            lines.append(_cut(self._partial))
-            self._partial, self._cutting = "", True
-        return lines
 
     async def _exit_code(self) -> int | None:
         assert self.sftp is not None
@@ -218,10 +198,6 @@ async def alive(conn: asyncssh.SSHClientConnection) -> bool:
     except TimeoutError as e:
         raise OSError("no answer from the pod within 30s") from e
     return done.exit_status == 0
-
-
-def _cut(line: str) -> str:
-    return line if len(line) <= MAX_LINE else f"{line[:MAX_LINE]} …[at least {len(line) - MAX_LINE} more bytes cut]"
 
 
 async def follow_to_end(conn: asyncssh.SSHClientConnection, reconnect: Reconnect, on_lines: OnLines,
