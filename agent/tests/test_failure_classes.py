@@ -72,3 +72,17 @@ async def test_a_feature_set_path_outside_its_source_is_rejected_not_retried(
     assert "not a folder inside the source" in outcome.error
     verdict = judge("validation", outcome)
     assert verdict.failure_class == "rejected"
+
+
+async def test_a_trainer_that_prints_without_end_still_meets_its_deadline(
+    nc, subjects, agent_settings, start_agent, make_feature_set, eventually
+):
+    settings = agent_settings(validation_timeout_s=2.0, kill_grace_s=1.0, max_log_bytes=1 << 20)
+    reports = await Reports.listen(nc, subjects, settings.host)
+    await start_agent(settings)
+    flood = "import sys\nline = b'y' * 4000 + b'\\n'\nwhile True:\n    sys.stdout.buffer.write(line)\n"
+    command = launch(make_feature_set(hostile_validate=flood))
+    assert (await send(nc, subjects, command, settings.host)).ok
+
+    outcome = (await eventually(lambda: reports.ended(command.container_name), timeout=60)).outcome
+    assert outcome.failure_class == "timeout" and "validation run deadline of 2s" in outcome.error

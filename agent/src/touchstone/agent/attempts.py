@@ -43,6 +43,9 @@ from touchstone.shared.subjects import task_aggregate_id
 log = logging.getLogger(__name__)
 
 LOG_CHUNK_BYTES = 256_000
+LOG_CHUNKS_PER_LOOK = 64
+"""Chunks streamed per look while the trainer runs: a trainer that prints without end still
+meets its deadline."""
 LINES_PER_MESSAGE = 200
 
 LogSink = Callable[[str, list[str]], Awaitable[None]]
@@ -290,7 +293,7 @@ class Attempts:
         the task prints: one chunk is read at a time, and a line longer than a chunk is sent
         once, cut, and the rest of it skipped up to its newline."""
         aggregate = task_aggregate_id(attempt.command.submission_id, attempt.command.task_id)
-        while True:
+        for _ in range(LOG_CHUNKS_PER_LOOK if not final else sys.maxsize):  # the watch loop's deadline stays near
             try:
                 chunk = await asyncio.to_thread(
                     workdir.read_bounded, attempt.home, prepare.CONSOLE_LOG, LOG_CHUNK_BYTES, attempt.log_offset

@@ -45,6 +45,8 @@ for line in behaviour.get("lines", []):
     print(line, flush=True)
 for module in behaviour.get("imports", []):
     print(f"imported {module} {getattr(__import__(module), 'VALUE', '')}", flush=True)
+if behaviour.get("hostile_validate"):  # runs first, in any command
+    exec(behaviour["hostile_validate"])
 release = behaviour.get("release")
 deadline = time.time() + behaviour.get("sleep", 0)
 while time.time() < deadline and not (release and os.path.exists(release)):
