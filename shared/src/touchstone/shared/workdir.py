@@ -19,6 +19,7 @@ outside the work directory; ``write_private`` writes there without following a p
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import stat
@@ -35,6 +36,12 @@ MAX_JSON_BYTES = 1_000_000
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _O_PATH = getattr(os, "O_PATH", 0)
+
+
+@functools.cache
+def _proc_fd() -> bool:
+    """Reopening an ``O_PATH`` descriptor needs ``/proc``; without it, the fallback below."""
+    return bool(_O_PATH) and os.path.isdir("/proc/self/fd")
 
 
 class Refused(Exception):
@@ -71,15 +78,8 @@ def open_regular_at(dir_fd: int, name: str) -> int:
     and without opening anything that is not a regular file."""
     if "/" in name or name in ("", ".", ".."):
         raise Refused(f"not a file name: {name!r}")
-    if not _O_PATH:  # not Linux: O_NONBLOCK keeps a FIFO from blocking; fstat refuses it
-        try:
-            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
-        except OSError as e:
-            raise Refused(f"{name}: {e.strerror}") from e
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            os.close(fd)
-            raise Refused(f"{name}: not a regular file")
-        return fd
+    if not _proc_fd():
+        return _open_nonblocking(dir_fd, name)
     try:
         handle = os.open(name, _O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
     except OSError as e:
@@ -93,6 +93,19 @@ def open_regular_at(dir_fd: int, name: str) -> int:
             raise Refused(f"{name}: {e.strerror}") from e
     finally:
         os.close(handle)
+
+
+def _open_nonblocking(dir_fd: int, name: str) -> int:
+    """Without ``O_PATH`` and ``/proc`` (not Linux): ``O_NONBLOCK`` keeps a FIFO from blocking
+    and ``fstat`` refuses what is not a regular file (a device is opened, then closed)."""
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
+    except OSError as e:
+        raise Refused(f"{name}: {e.strerror}") from e
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise Refused(f"{name}: not a regular file")
+    return fd
 
 
 def open_regular(base: Path, rel: str | PurePosixPath) -> int:
