@@ -319,7 +319,7 @@ async def test_a_stray_work_directory_of_the_process_runtime_is_removed_after_th
     assert (await send(nc, subjects, live)).ok
     await eventually(lambda: any(r.stage == "started" for r in reports.attempts))
     stray = settings.work_root / "touchstone-stray-t1-1"  # a runtime state, no attempt: nobody's
-    await ProcessRuntime(settings.work_root).provision(ContainerSpec(stray.name, stray, {}))
+    await ProcessRuntime(settings.work_root).provision(ContainerSpec(stray.name, stray / "work", {}))
     unrelated = settings.work_root / "not-touchstone"
     unrelated.mkdir()
     await eventually(lambda: not stray.exists())

@@ -72,7 +72,8 @@ async def test_stray_containers_are_removed_after_the_grace_period_and_nothing_e
         # an agent of the same name with another data directory (two `touchstone up` on one engine)
         engine.containers.create(TASK_IMAGE, ["sleep", "600"], name=f"touchstone-twin{tag}-t1-1",
                                  labels={"touchstone": "1", "touchstone.agent": host,
-                                         "touchstone.work_dir": str(tmp_path / "twin" / f"touchstone-twin{tag}-t1-1")}),
+                                         "touchstone.work_dir":
+                                             str(tmp_path / "twin" / f"touchstone-twin{tag}-t1-1" / "work")}),
     ]
     try:
         # a live attempt of this agent, still running while the stray goes
@@ -82,7 +83,7 @@ async def test_stray_containers_are_removed_after_the_grace_period_and_nothing_e
         await eventually(lambda: any(r.stage == "started" for r in reports.attempts), timeout=60)
         # left behind by an earlier run of this agent: its labels, its work root, no attempt
         stray = f"touchstone-stray{tag}-t1-1"
-        await running.agent.attempts.runtime.provision(ContainerSpec(stray, settings.work_root / stray, {}))
+        await running.agent.attempts.runtime.provision(ContainerSpec(stray, settings.work_root / stray / "work", {}))
         assert (settings.work_root / stray).is_dir()
 
         async def stray_gone() -> bool:  # the container first, then its work directory

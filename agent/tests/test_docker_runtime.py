@@ -43,10 +43,10 @@ async def rt(tmp_path: Path) -> AsyncIterator[DockerRuntime]:
 async def run_code(rt: DockerRuntime, root: Path, code: str, *, timeout: float = 30.0) -> tuple[int | None, str]:
     """Run ``python3 -c code`` in a fresh container; its exit status and console."""
     name = f"touchstone-d{uuid.uuid4().hex[:8]}-t1-1"
-    work = root / name
+    work = root / name / "work"
     work.mkdir(parents=True)
     await rt.provision(ContainerSpec(name, work, {"touchstone.task": "t1"}))
-    await rt.run(name, ["python3", "-c", code], ENV, work / "console.log")
+    await rt.run(name, ["python3", "-c", code], ENV, work.parent / "console.log")
     for _ in range(int(timeout / 0.05)):
         state = await rt.status(name)
         if state.status == "exited":
@@ -55,7 +55,7 @@ async def run_code(rt: DockerRuntime, root: Path, code: str, *, timeout: float =
     else:
         await rt.terminate(name)
         raise AssertionError(f"{name} still runs after {timeout}s")
-    return state.exit_code, (work / "console.log").read_text()
+    return state.exit_code, (work.parent / "console.log").read_text()
 
 
 async def test_docker_inspect_shows_the_hardening(rt, tmp_path):
@@ -71,8 +71,10 @@ async def test_docker_inspect_shows_the_hardening(rt, tmp_path):
     assert host["ReadonlyRootfs"] is True and host["NetworkMode"] == "none"
     assert host["PidsLimit"] == PIDS and host["Memory"] == 256 * 2**20 and host["Init"] is True
     mounts = {m["Destination"]: m for m in info["Mounts"]}
-    work = str((tmp_path / state.name).resolve())
-    assert set(mounts) == {work} and mounts[work]["Source"] == work and mounts[work]["RW"]
+    work = str((tmp_path / state.name / "work").resolve())
+    console = str((tmp_path / state.name / "console.log").resolve())  # the one file, never the attempt's folder
+    assert set(mounts) == {work, console} and mounts[work]["Source"] == work and mounts[work]["RW"]
+    assert mounts[console]["Source"] == console
     assert set(host["Tmpfs"]) == {"/tmp"}
     assert not any("docker.sock" in b for b in host["Binds"] or [])
     names = {e.split("=", 1)[0] for e in config["Env"]}
@@ -117,7 +119,7 @@ print("uid", os.getuid(), "caps", status["CapEff"].strip(), "nnp", status["NoNew
     assert "socket /var/run/docker.sock False" in console and "socket /run/docker.sock False" in console
     assert f"uid {rt.user.split(':')[0]} caps 0000000000000000 nnp 1" in console
     (state,) = await rt.list_ours()
-    assert (tmp_path / state.name / "inside.txt").read_text() == "ok"
+    assert (tmp_path / state.name / "work" / "inside.txt").read_text() == "ok"
 
 
 async def test_a_fork_bomb_is_contained_by_the_pids_limit(rt, tmp_path):
@@ -216,7 +218,7 @@ async def test_a_restarted_agent_re_adopts_its_container_from_the_engine(
         submission_id=f"s{uuid.uuid4().hex[:8]}", task_id="validation", attempt=1, kind="validation",
         spec=TaskSpec(git_url="/"), placement=f"{settings.host}/cpu0",
     )
-    release = settings.work_root / command.container_name / "release"  # seen at the same path inside
+    release = settings.work_root / command.container_name / "work" / "release"  # seen at the same path inside
     fs = make_feature_set(sleep=60, release=str(release), report={"passed": False}, exit=1)
     command = command.model_copy(update={"spec": TaskSpec(git_url=fs)})
     first = await start_agent(settings)

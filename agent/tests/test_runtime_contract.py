@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from touchstone.agent.process import ProcessRuntime
-from touchstone.agent.runtime import ContainerRuntime, ContainerSpec
+from touchstone.agent.runtime import ContainerRuntime, ContainerSpec, work_dir_of
 from touchstone.agent.sandbox import Bubblewrap
 from touchstone.agent.testing import docker_runtime_or_skip
 
@@ -57,9 +57,13 @@ def _python(rt: ContainerRuntime) -> str:
 
 def _spec(root: Path, submission: str = "s1") -> ContainerSpec:
     name = f"touchstone-{submission}{uuid.uuid4().hex[:8]}-t1-1"
-    work = root / name
-    work.mkdir(exist_ok=True)
+    work = work_dir_of(root, name)
+    work.mkdir(parents=True, exist_ok=True)
     return ContainerSpec(name, work, {"touchstone.task": "t1"})
+
+
+def _console(spec: ContainerSpec) -> Path:
+    return spec.work_dir.parent / "console.log"
 
 
 async def test_a_command_runs_and_its_exit_status_is_kept(runtime):
@@ -69,12 +73,12 @@ async def test_a_command_runs_and_its_exit_status_is_kept(runtime):
     await rt.provision(spec)  # idempotent
     assert (await rt.status(spec.name)).status == "created"
     code = "import sys; print('hello'); sys.exit(7)"
-    await rt.run(spec.name, [_python(rt), "-c", code], ENV, spec.work_dir / "console.log")
-    await rt.run(spec.name, [_python(rt), "-c", code], ENV, spec.work_dir / "console.log")  # idempotent
+    await rt.run(spec.name, [_python(rt), "-c", code], ENV, _console(spec))
+    await rt.run(spec.name, [_python(rt), "-c", code], ENV, _console(spec))  # idempotent
     await _until(rt, spec.name, "exited")
     state = await rt.status(spec.name)
     assert state.exit_code == 7 and state.labels == {"touchstone.task": "t1"}
-    assert "hello" in (spec.work_dir / "console.log").read_text()
+    assert "hello" in (_console(spec)).read_text()
     assert [s.name for s in await rt.list_ours()] == [spec.name]
 
 
@@ -88,7 +92,7 @@ async def test_terminate_stops_the_whole_tree_and_is_silent_when_gone(runtime):
         "import subprocess, sys, time;"
         f"p = subprocess.Popen([sys.executable, '-c', {grandchild!r}]); time.sleep(60)"
     )
-    await rt.run(spec.name, [_python(rt), "-c", code], ENV, spec.work_dir / "console.log")
+    await rt.run(spec.name, [_python(rt), "-c", code], ENV, _console(spec))
     await _until(rt, spec.name, "running")
     for _ in range(500):
         if beat.exists() and beat.stat().st_size > 0:

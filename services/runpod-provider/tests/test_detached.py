@@ -58,11 +58,14 @@ async def test_the_trainer_outlives_its_session_and_a_new_one_follows_it_on(api,
 async def test_a_line_without_an_end_is_cut_and_a_planted_console_link_is_not_followed(
         api, spec, until_ready, ssh_key):
     pod = await until_ready((await api.create_pod(spec())).id)
-    code = "import sys\nsys.stdout.write('x' * (3 * 65536 + 5))\nsys.stdout.flush()"
+    code = ("import sys\nsys.stdout.write('x' * (5 * 65536 + 5)); sys.stdout.flush()\n"
+            "sys.stdout.write('\\nnext\\n' + 'y' * (5 * 65536))\nsys.stdout.flush()")
     async with connect(pod, ssh_key) as conn:
         await detached.start(conn, script(code), 10)
         status, lines, _ = await follow(conn)
-    assert status == 0 and [len(line) for line in lines] == [65536, 65536, 65536, 5]
+    assert status == 0 and len(lines) == 3, [len(line) for line in lines]
+    assert lines[0].startswith("x" * 60_000) and lines[0].endswith("bytes cut]") and len(lines[0]) <= 65536
+    assert lines[1] == "next" and lines[2].startswith("y" * 60_000) and lines[2].endswith("bytes cut]")
 
     other = await until_ready((await api.create_pod(spec())).id)
     plant = ("import os\nos.remove('touchstone/run/console.log')\n"

@@ -86,13 +86,13 @@ class Harness:
         return write_feature_set(self.tmp, **files)
 
     async def assign(self, *, kind: str = "validation", feature_set: Path, attempt: int = 1,
-                     trainer_ref: str = "main") -> LaunchTask:
+                     trainer_ref: str = "main", run_timeout_s: float | None = None) -> LaunchTask:
         """A task queued and assigned to RunPod; returns the launch the scheduler would send."""
         submission = f"s{uuid.uuid4().hex[:8]}"
         task_id = "validation" if kind == "validation" else "pi-60"
         common = {"aggregate_id": task_aggregate_id(submission, task_id), "correlation_id": submission,
                   "submission_id": submission, "task_id": task_id}
-        spec = ev.TaskSpec(git_url=str(feature_set), trainer_ref=trainer_ref)
+        spec = ev.TaskSpec(git_url=str(feature_set), trainer_ref=trainer_ref, run_timeout_s=run_timeout_s)
         interval = None if kind == "validation" else 60
         await self.publisher.append(ev.TaskQueued(**common, kind=kind, spec=spec, platform="runpod",
                                                   prediction_interval=interval))
@@ -627,3 +627,34 @@ async def test_a_task_cancelled_mid_run_gets_its_pod_terminated(harness, fake):
                                            "TrainingStarted", "TaskCancelled", "ContainerTerminated"]
     [pod] = fake.ledger()
     assert pod.terminated
+
+
+@pytest.mark.parametrize("kind", ["validation", "training"])
+async def test_a_trainer_past_its_run_deadline_is_stopped_and_fails_as_timeout(harness, fake, kind):
+    """Validation: the ``validation_timeout_s`` setting; training: the schedule's ``run_timeout_s``
+    (the provider's training default is far away). The pod is terminated, the error says which."""
+    await harness.start(validation_timeout_s=1.5 if kind == "validation" else 3600, run_timeout_s=3600)
+    launch = await harness.assign(kind=kind, feature_set=harness.feature_set(SLEEP="60"),
+                                  run_timeout_s=1.5 if kind == "training" else None)
+
+    await harness.send(launch)
+    await harness.until_event(launch, "ContainerTerminated")
+
+    failed = next(e for e in await harness.events(launch) if isinstance(e, ev.TaskFailed))
+    assert failed.failure_class == "timeout", failed
+    assert f"{kind} run deadline of 1.5s" in failed.reason
+    assert ("validation_timeout_s setting" if kind == "validation" else "schedule's run_timeout_s") in failed.reason
+    assert "TrainingFinished" not in await harness.types(launch)
+    assert all(r.terminated for r in fake.ledger())
+
+
+async def test_a_feature_set_path_outside_its_source_is_rejected_before_any_pod_runs_it(harness, fake):
+    await harness.start()
+    launch = await harness.assign(feature_set=harness.feature_set())
+    launch = launch.model_copy(update={"spec": launch.spec.model_copy(update={"feature_set_path": "../.."})})
+
+    await harness.send(launch)
+    await harness.until_event(launch, "ContainerTerminated")
+
+    failed = next(e for e in await harness.events(launch) if isinstance(e, ev.TaskFailed))
+    assert failed.failure_class == "rejected" and "not a folder inside the source" in failed.reason

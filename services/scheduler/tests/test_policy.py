@@ -167,10 +167,12 @@ def scheduled_submission(s: Stream, intervals=(15, 60), **schedule) -> None:
 
 def test_scheduling_queues_one_task_per_interval_with_the_schedules_spec() -> None:
     s = Stream()
-    scheduled_submission(s, intervals=(60, 15, 60), platform="runpod", gpu_type="A40", priority=3)
+    scheduled_submission(s, intervals=(60, 15, 60), platform="runpod", gpu_type="A40", priority=3,
+                         run_timeout_s=1800)
     events = appended(s.sub_plans())
     assert [e.task_id for e in events] == ["pi-15", "pi-60"]
     first = events[0]
+    assert first.spec.run_timeout_s == 1800  # the training run deadline travels with the task
     assert (first.prediction_interval, first.platform, first.gpu_type, first.priority) == (15, "runpod", "A40", 3)
     assert (first.spec.git_ref, first.spec.config_file, first.spec.trainer_ref) == ("c0ffee", "configs/x.toml", "t1")
     s.apply_plans(s.sub_plans())

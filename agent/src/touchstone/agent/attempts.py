@@ -1,7 +1,12 @@
 """The attempts on this host and their phases: provision, prepare, run, collect, terminate.
 
-Each attempt has a work directory ``{data_dir}/agent/{container}/``; what is kept on disk, so
-that a restarted agent picks up what still runs, is described in ``state.py``.
+Each attempt has a folder of the agent's own, ``{data_dir}/agent/{container}/`` (its state, its
+console), and in it the task's work directory ``work/``; what is kept on disk, so that a
+restarted agent picks up what still runs, is described in ``state.py``. The work directory is
+hostile ground: it is read only through ``touchstone.shared.workdir``.
+
+Every attempt has a run deadline (``touchstone.shared.attempt.run_deadline``): past it the trainer is stopped and the
+attempt fails with failure class ``timeout``.
 """
 
 from __future__ import annotations
@@ -31,7 +36,10 @@ from touchstone.agent.state import (
     load_ended,
     save_ended,
 )
+from touchstone.shared import staging, workdir
+from touchstone.shared.attempt import run_deadline
 from touchstone.shared.commands import CONTAINER_PREFIX, LaunchTask, TerminateTask, container_name
+from touchstone.shared.console import split_console
 from touchstone.shared.errors import PermanentError, TouchstoneError
 from touchstone.shared.logs import task_context
 from touchstone.shared.subjects import task_aggregate_id
@@ -39,6 +47,9 @@ from touchstone.shared.subjects import task_aggregate_id
 log = logging.getLogger(__name__)
 
 LOG_CHUNK_BYTES = 256_000
+LOG_CHUNKS_PER_LOOK = 64
+"""Chunks streamed per look while the trainer runs: a trainer that prints without end still
+meets its deadline."""
 LINES_PER_MESSAGE = 200
 
 LogSink = Callable[[str, list[str]], Awaitable[None]]
@@ -103,7 +114,8 @@ class Attempts:
         attempt = Attempt(self.grants.take(command), self.root / name)  # its grant is not for the task's eyes
         self.live[name] = attempt
         try:
-            attempt.work_dir.mkdir(parents=True, exist_ok=False)
+            attempt.home.mkdir(parents=True, exist_ok=False)
+            attempt.work_dir.mkdir()
             attempt.save()
             labels = {"touchstone.submission": command.submission_id, "touchstone.task": command.task_id,
                       "touchstone.attempt": str(command.attempt)}
@@ -200,7 +212,8 @@ class Attempts:
                 try:
                     await self._prepare_and_run(attempt)
                 except prepare.PrepareError as e:
-                    await self._fail(attempt, "prepare", str(e), permanent=e.permanent)
+                    await self._fail(attempt, "prepare", str(e), permanent=e.permanent,
+                                     failure_class=getattr(e, "failure_class", None))
                     return
                 except Exception as e:
                     log.exception("prepare of %s failed", attempt.name)
@@ -225,10 +238,10 @@ class Attempts:
         self._note(attempt, f"trainer {tree.ref} ({tree.commit[:12] if tree.commit else tree.path})")
         trainer_src = await asyncio.to_thread(prepare.place_trainer, tree.path, work)
         started = time.monotonic()
-        site = await self.sources.requirements_of(prepared.feature_set, work / prepare.FEATURE_SET_DIR)
+        site = await self.sources.requirements_of(prepared.feature_set, work / staging.FEATURE_SET_DIR)
         if site is not None:
             self._note(attempt, f"requirements {site.name[:12]} ready in {time.monotonic() - started:.2f}s")
-        output = work / prepare.OUTPUT_DIR
+        output = work / staging.OUTPUT_DIR
         output.mkdir(exist_ok=True)
         (work / ".cache").mkdir(exist_ok=True)
         python = s.python or getattr(self.runtime, "python", "") or sys.executable  # Docker: the image's
@@ -236,7 +249,8 @@ class Attempts:
             python, s.trainer_module, attempt.command, prepared.feature_set, output
         )
         env = prepare.trainer_env(s.env_passthrough, work, trainer_src, site)
-        await self.runtime.run(attempt.name, argv, env, work / prepare.CONSOLE_LOG, (site,) if site else ())
+        await self.runtime.run(attempt.name, argv, env, attempt.home / prepare.CONSOLE_LOG, (site,) if site else ())
+        attempt.run_since = time.time()
         attempt.stage = "started"
         attempt.save()
         self.on_change()
@@ -244,23 +258,30 @@ class Attempts:
     @staticmethod
     def _note(attempt: Attempt, line: str) -> None:
         """A line of the agent's own in the attempt's console."""
-        with contextlib.suppress(OSError):
-            with (attempt.work_dir / prepare.CONSOLE_LOG).open("a", encoding="utf-8") as f:
-                f.write(f"[agent] {line}\n")
+        collecting._note(attempt.home, [f"[agent] {line}"])
 
     async def _watch(self, attempt: Attempt) -> None:
+        c = attempt.command
+        deadline = run_deadline(c.kind, c.spec.run_timeout_s, self.settings.validation_timeout_s,
+                                self.settings.training_timeout_s)
+        if attempt.run_since is None:  # started by an agent that did not record it
+            attempt.run_since = time.time()
         while True:
             state = await self.runtime.status(attempt.name)
             await self._stream_logs(attempt, final=state.status != "running")
             if state.status != "running":
                 break
+            if time.time() - attempt.run_since > deadline.seconds:
+                await self._fail(attempt, "run", deadline.error(), failure_class="timeout")
+                return
             await asyncio.sleep(self.settings.poll_interval_s)
         if state.status == "gone":
             await self._fail(attempt, "run", "the container disappeared", result="lost")
             return
         c = attempt.command
         got = await asyncio.to_thread(
-            collecting.collect, attempt.work_dir, self.settings.artifacts_root, c.submission_id, c.task_id, c.attempt
+            collecting.collect, attempt.home, attempt.work_dir, self.settings.artifacts_root, c.submission_id,
+            c.task_id, c.attempt, self.settings.collect_limits(),
         )
         try:  # the outputs leave the host (publish.py); the report names them by key
             got, log_key = await asyncio.to_thread(publishing.publish_collected, self.grants.give(c), got,
@@ -281,35 +302,36 @@ class Attempts:
 
     async def _stream_logs(self, attempt: Attempt, *, final: bool) -> None:
         """Publish the console lines written since the last call (a trailing partial line
-        waits for its newline, unless the process has ended)."""
-        console = attempt.work_dir / prepare.CONSOLE_LOG
+        waits for its newline, unless the process has ended). Memory stays bounded whatever
+        the task prints: one chunk is read at a time, and a line longer than a chunk is sent
+        once, cut, and the rest of it skipped up to its newline."""
         aggregate = task_aggregate_id(attempt.command.submission_id, attempt.command.task_id)
-        while True:
+        for _ in range(LOG_CHUNKS_PER_LOOK if not final else sys.maxsize):  # the watch loop's deadline stays near
             try:
-                with console.open("rb") as f:
-                    f.seek(attempt.log_offset)
-                    chunk = f.read(LOG_CHUNK_BYTES)
-            except OSError:
+                chunk = await asyncio.to_thread(
+                    workdir.read_bounded, attempt.home, prepare.CONSOLE_LOG, LOG_CHUNK_BYTES, attempt.log_offset
+                )
+            except workdir.Refused:
                 return
-            if not final or len(chunk) == LOG_CHUNK_BYTES:
-                cut = chunk.rfind(b"\n") + 1
-                chunk = chunk[:cut] if cut else (chunk if len(chunk) == LOG_CHUNK_BYTES else b"")
-            if not chunk:
+            consumed, lines = split_console(chunk, final=final, cutting=attempt.cutting_line, limit=LOG_CHUNK_BYTES)
+            if not consumed:
                 return
-            lines = chunk.decode("utf-8", errors="replace").splitlines()
-            for i in range(0, len(lines), LINES_PER_MESSAGE):
-                await self.logs(aggregate, lines[i : i + LINES_PER_MESSAGE])
-            attempt.log_offset += len(chunk)
+            if lines.cutting is not None:
+                attempt.cutting_line = lines.cutting
+            for i in range(0, len(lines.lines), LINES_PER_MESSAGE):
+                await self.logs(aggregate, lines.lines[i : i + LINES_PER_MESSAGE])
+            attempt.log_offset += consumed
             with contextlib.suppress(OSError):
                 attempt.save()
 
     async def _fail(
-        self, attempt: Attempt, phase: str, error: str, *, result: str = "failed", permanent: bool = False
+        self, attempt: Attempt, phase: str, error: str, *, result: str = "failed", permanent: bool = False,
+        failure_class: str | None = None,
     ) -> None:
         self._note(attempt, f"{phase} failed: {error}")
         outcome = AttemptOutcome.model_validate(
             {"result": result, "error": error, "failed_phase": phase, "commit": attempt.commit,
-             "permanent": permanent}
+             "permanent": permanent, "failure_class": failure_class}
         )
         await self._end(attempt, outcome, collect_log=True)
 
@@ -326,14 +348,16 @@ class Attempts:
                 _, log_file = collecting.attempt_paths(
                     self.settings.artifacts_root, c.submission_id, c.task_id, c.attempt
                 )
-                _, tail = await asyncio.to_thread(collecting.collect_log, attempt.work_dir, log_file)
+                _, tail = await asyncio.to_thread(
+                    collecting.collect_log, attempt.home, log_file, self.settings.max_log_bytes
+                )
                 log_key = await asyncio.to_thread(publishing.publish_log, self.grants.give(c), log_file)
                 outcome = outcome.model_copy(update={"log_key": outcome.log_key or log_key,
                                                      "log_tail": outcome.log_tail or tail})
             attempt.stage, attempt.outcome = "ended", outcome
             with contextlib.suppress(OSError):
                 attempt.save()
-            await asyncio.to_thread(shutil.rmtree, attempt.work_dir, True)
+            await asyncio.to_thread(shutil.rmtree, attempt.home, True)
             attempt.removed, attempt.ended_at = True, time.time()
             save_ended(self.root, attempt, self.host)
             self.grants.forget(attempt.name)

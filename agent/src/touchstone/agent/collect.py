@@ -1,27 +1,42 @@
-"""The collect phase: an attempt's outputs and its full console log go to the artifact store
-(the local ``{data_dir}/artifacts`` directory):
+"""The collect phase: an attempt's outputs and its console log go to the artifact store
+(the local ``{data_dir}/artifacts`` directory, in the layout of ``touchstone.shared.staging``).
 
-    artifacts/models/{submission}/{task}/attempt-{n}/models/..., metrics.json, report.json
-    artifacts/logs/{submission}/{task}/attempt-{n}.log
-
-Only regular files are copied (a symlink the task planted is skipped), and JSON read back is
-size-capped, because the task is untrusted.
+The work directory is hostile (``touchstone.shared.workdir``): only regular files are copied,
+no link is followed on the way (``out`` itself, ``out/models/*``), no special file is opened,
+and every file and the whole attempt are size-capped; what is left behind is said in the log.
+The console log is kept up to its own cap (its head, with a line saying how much was cut).
 """
 
 from __future__ import annotations
 
-import json
-import shutil
-from collections import deque
+import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from touchstone.agent.prepare import CONSOLE_LOG, OUTPUT_DIR, REPORT_FILE
+from touchstone.agent.prepare import CONSOLE_LOG
 from touchstone.agent.protocol import LOG_TAIL_LINES
+from touchstone.shared import workdir
+from touchstone.shared.staging import (
+    COLLECTED_FILES,
+    MODELS_DIR,
+    OUTPUT_DIR,
+    REPORT_FILE,
+    artifact_name,
+    artifact_paths,
+)
+from touchstone.shared.workdir import Budget, Refused
 
-MAX_JSON_BYTES = 1_000_000
-MAX_LINE_CHARS = 2_000
+
+@dataclass(frozen=True)
+class Limits:
+    """What one attempt may leave in the artifact store."""
+
+    file_bytes: int = 4 << 30
+    total_bytes: int = 8 << 30
+    log_bytes: int = 256 << 20
+    files: int = 10_000
 
 
 @dataclass(frozen=True)
@@ -31,72 +46,70 @@ class Collected:
     report: dict[str, Any] | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
     artifacts: dict[str, str] = field(default_factory=dict)
+    skipped: tuple[str, ...] = ()
+    """Outputs left behind and why (links, special files, over a cap)."""
 
 
-def attempt_paths(artifacts_root: Path, submission_id: str, task_id: str, attempt: int) -> tuple[Path, Path]:
-    """(outputs folder, log file) of one attempt in the artifact store."""
-    outputs = artifacts_root / "models" / submission_id / task_id / f"attempt-{attempt}"
-    log_file = artifacts_root / "logs" / submission_id / task_id / f"attempt-{attempt}.log"
-    return outputs, log_file
+attempt_paths = artifact_paths
 
 
-def tail_lines(path: Path, n: int = LOG_TAIL_LINES) -> tuple[str, ...]:
+def collect_log(
+    home: Path, log_file: Path, limit: int = Limits.log_bytes, notes: Sequence[str] = ()
+) -> tuple[str | None, tuple[str, ...]]:
+    """The console (in the attempt's own folder) into the artifact store, at most ``limit``
+    bytes of it, then the agent's ``notes``; its URI and its last lines."""
     try:
-        with path.open("r", encoding="utf-8", errors="replace") as f:
-            return tuple(deque((line.rstrip("\n")[:MAX_LINE_CHARS] for line in f), maxlen=n))
-    except OSError:
-        return ()
-
-
-def read_json(path: Path) -> dict[str, Any] | None:
-    """A JSON object from a regular file of at most ``MAX_JSON_BYTES``; none otherwise."""
-    try:
-        if path.is_symlink() or not path.is_file() or path.stat().st_size > MAX_JSON_BYTES:
-            return None
-        body = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return body if isinstance(body, dict) else None
-
-
-CURVES_FILE = "curves.json"  # the trainer's curves behind its metrics (cumulative return, ROC)
-
-
-def _copy_file(src: Path, dest: Path) -> bool:
-    if src.is_symlink() or not src.is_file():
-        return False
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(src, dest)
-    return True
-
-
-def collect_log(work_dir: Path, log_file: Path) -> tuple[str | None, tuple[str, ...]]:
-    console = work_dir / CONSOLE_LOG
-    if not _copy_file(console, log_file):
+        fd = workdir.open_regular(home, CONSOLE_LOG)
+    except Refused:
         return None, ()
-    return log_file.resolve().as_uri(), tail_lines(log_file)
+    try:
+        size = os.fstat(fd).st_size
+        copied = workdir.copy_out(fd, log_file, limit, head=True) or 0
+    finally:
+        os.close(fd)
+    if size > copied:
+        notes = [f"[agent] console cut: {size - copied} more bytes were not kept (cap {limit})", *notes]
+    if notes:
+        with log_file.open("a", encoding="utf-8") as f:
+            f.write("\n" + "".join(f"{line}\n" for line in notes))
+    tail = workdir.tail_lines(home, CONSOLE_LOG, LOG_TAIL_LINES) + tuple(notes)
+    return log_file.resolve().as_uri(), tail[-LOG_TAIL_LINES:]
 
 
-def collect(work_dir: Path, artifacts_root: Path, submission_id: str, task_id: str, attempt: int) -> Collected:
+def collect(
+    home: Path, work_dir: Path, artifacts_root: Path, submission_id: str, task_id: str, attempt: int,
+    limits: Limits | None = None,
+) -> Collected:
     """Copy what the attempt produced into the artifact store and read its report and metrics."""
+    limits = limits or Limits()
     outputs, log_file = attempt_paths(artifacts_root, submission_id, task_id, attempt)
-    log_uri, log_tail = collect_log(work_dir, log_file)
-    out = work_dir / OUTPUT_DIR
+    budget = Budget(total_bytes=limits.total_bytes, file_bytes=limits.file_bytes, files=limits.files)
     artifacts: dict[str, str] = {}
-    models = out / "models"
-    if models.is_dir() and not models.is_symlink():
-        for src in sorted(models.rglob("*")):
-            dest = outputs / "models" / src.relative_to(models)
-            if _copy_file(src, dest):
-                artifacts[src.relative_to(models).as_posix().replace("/", "_")] = dest.resolve().as_uri()
-    for name in ("metrics.json", CURVES_FILE, REPORT_FILE):
-        dest = outputs / name
-        if _copy_file(out / name, dest):
-            artifacts[name] = dest.resolve().as_uri()
+    for rel in workdir.copy_tree(work_dir, f"{OUTPUT_DIR}/{MODELS_DIR}", outputs / MODELS_DIR, budget):
+        artifacts[artifact_name(rel)] = (outputs / MODELS_DIR / rel).resolve().as_uri()
+    docs: dict[str, dict[str, Any] | None] = {}
+    for name in COLLECTED_FILES:
+        json_budget = Budget(total_bytes=workdir.MAX_JSON_BYTES, file_bytes=workdir.MAX_JSON_BYTES)
+        if workdir.copy_file(work_dir, f"{OUTPUT_DIR}/{name}", outputs / name, json_budget):
+            artifacts[name] = (outputs / name).resolve().as_uri()
+            docs[name] = workdir.read_json(outputs.parent, f"{outputs.name}/{name}")
+        budget.skipped.extend(json_budget.skipped)
+    notes = [f"[agent] not collected: {why}" for why in budget.skipped]
+    log_uri, log_tail = collect_log(home, log_file, limits.log_bytes, notes)
     return Collected(
         log_uri=log_uri,
         log_tail=log_tail,
-        report=read_json(out / REPORT_FILE),
-        metrics=read_json(out / "metrics.json") or {},
+        report=docs.get(REPORT_FILE),
+        metrics=docs.get("metrics.json") or {},
         artifacts=artifacts,
+        skipped=tuple(budget.skipped),
     )
+
+
+def _note(home: Path, lines: list[str]) -> None:
+    try:
+        fd = os.open(home / CONSOLE_LOG, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except OSError:
+        return
+    with os.fdopen(fd, "a", encoding="utf-8") as f:
+        f.write("".join(f"{line}\n" for line in lines))

@@ -14,7 +14,9 @@ from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
+from touchstone.agent.collect import Limits
 from touchstone.shared.agents import HEARTBEAT_INTERVAL_S
+from touchstone.shared.attempt import DEFAULT_TRAINING_TIMEOUT_S, DEFAULT_VALIDATION_TIMEOUT_S
 from touchstone.shared.gitsource import TrainerSource, default_trainer_repo
 from touchstone.shared.settings import GitFetchSettings
 
@@ -112,6 +114,22 @@ class AgentSettings(GitFetchSettings):
     kill_grace_s: float = Field(10.0, ge=0)
     """Seconds between SIGTERM and SIGKILL when an attempt is terminated."""
 
+    validation_timeout_s: float = Field(DEFAULT_VALIDATION_TIMEOUT_S, gt=0)
+    """The run deadline of a validation: past it the trainer is stopped and the attempt fails
+    with failure class ``timeout``."""
+
+    training_timeout_s: float = Field(DEFAULT_TRAINING_TIMEOUT_S, gt=0)
+    """The run deadline of a training whose schedule sets none (``run_timeout_s``)."""
+
+    max_artifact_bytes: int = Field(4 << 30, gt=0)
+    """The largest output file collected (a larger one is left behind, and the log says so)."""
+
+    max_collect_bytes: int = Field(8 << 30, gt=0)
+    """All the outputs of one attempt collected together."""
+
+    max_log_bytes: int = Field(256 << 20, gt=0)
+    """The console log kept in the artifact store (its head; the log says how much was cut)."""
+
     git_timeout_s: float = Field(300.0, gt=0)
     """Longest a ``git clone`` of a feature set, or a fetch of the trainer repository, may take."""
 
@@ -166,6 +184,10 @@ class AgentSettings(GitFetchSettings):
     def work_root(self) -> Path:
         """``{data_dir}/agent``: one work directory per attempt, named after its container."""
         return self.data_dir / "agent"
+
+    def collect_limits(self) -> Limits:
+        return Limits(file_bytes=self.max_artifact_bytes, total_bytes=self.max_collect_bytes,
+                      log_bytes=self.max_log_bytes)
 
     @property
     def artifacts_root(self) -> Path:

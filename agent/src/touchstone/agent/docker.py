@@ -7,9 +7,12 @@ a restarted agent finds its containers again by their labels.
   settings and the command, then starts it.
 * the work directory is bind-mounted at the same path, so the paths in the command and its
   environment mean the same inside; it is the only writable place besides a small ``/tmp``.
-* the command's stdout and stderr go to the console file in the work directory (through
-  ``sh``, with the command as separate arguments, never a shell string), so they survive an
-  agent restart and the agent streams them from there.
+* the command's stdout and stderr go to the console file in the attempt's folder, beside the
+  work directory (through ``sh``, with the command as separate arguments, never a shell
+  string), so they survive an agent restart and the agent streams them from there. That one
+  file is bound into the container on its own: the task can write to it but cannot replace it
+  by a link (a mount point cannot be renamed or removed), and sees nothing else of the
+  attempt's folder.
 * hardening (DESIGN §5): a non-root user, every capability dropped, ``no-new-privileges``, a
   read-only root, no network, pids / memory / CPU limits, no Docker socket, only the
   environment the agent passes, and an init process that forwards signals and reaps zombies.
@@ -172,9 +175,11 @@ class DockerRuntime:
         self._create(spec.name, ["true"], {}, labels)
 
     def _create(
-        self, name: str, command: list[str], env: dict[str, str], labels: dict[str, str], read_only: Sequence[Path] = ()
+        self, name: str, command: list[str], env: dict[str, str], labels: dict[str, str],
+        read_only: Sequence[Path] = (), console: Path | None = None,
     ) -> Any:
         work_dir = labels[WORK_DIR_LABEL]
+        extra = [Mount(target=str(console), source=str(console), type="bind", read_only=False)] if console else []
         gpu = labels.get(GPU_LABEL)
         env = {**env, "CUDA_VISIBLE_DEVICES": "" if gpu is None else "0"}  # its one GPU is 0 inside
         devices = [DeviceRequest(device_ids=[gpu], capabilities=[["gpu"]])] if gpu is not None else []
@@ -188,7 +193,8 @@ class DockerRuntime:
             working_dir=work_dir,
             user=self.user,
             mounts=[Mount(target=work_dir, source=work_dir, type="bind", read_only=False),
-                    *(Mount(target=str(p), source=str(p), type="bind", read_only=True) for p in read_only)],
+                    *(Mount(target=str(p), source=str(p), type="bind", read_only=True) for p in read_only),
+                    *extra],
             tmpfs={"/tmp": f"rw,noexec,nosuid,nodev,size={lim.tmp_size}"},
             read_only=True,
             cap_drop=["ALL"],
@@ -214,21 +220,25 @@ class DockerRuntime:
             return  # already started
         labels = dict(container.labels)
         work_dir = Path(labels[WORK_DIR_LABEL])
-        console = console.resolve()
-        if not console.is_relative_to(work_dir):
-            raise ValueError(f"the console file {console} is not in the work directory {work_dir}")
-        self._hand_over(work_dir)
+        console = console.parent.resolve() / console.name
+        if console.parent != work_dir.parent or console.is_relative_to(work_dir):
+            raise ValueError(f"the console file {console} is not beside the work directory {work_dir}")
+        fd = os.open(console, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        os.close(fd)
+        self._hand_over(work_dir, console)
         container.remove(force=True)
         command = ["sh", "-c", _REDIRECT, str(console), *argv]
-        self._create(name, command, env, labels, read_only).start()
+        self._create(name, command, env, labels, read_only, console).start()
 
-    def _hand_over(self, work_dir: Path) -> None:
-        """Let the container's user write the work directory (an agent running as root gives
-        it away; any other agent runs the container as itself)."""
+    def _hand_over(self, work_dir: Path, console: Path) -> None:
+        """Let the container's user write the work directory and the console file (an agent
+        running as root gives them away, never the attempt's folder; any other agent runs the
+        container as itself)."""
         if os.geteuid() != 0:
             return
         uid, _, gid = self.user.partition(":")
         uid_n, gid_n = int(uid), int(gid or uid)
+        os.lchown(console, uid_n, gid_n)
         for folder, dirs, files in os.walk(work_dir):
             for entry in (folder, *(os.path.join(folder, n) for n in (*dirs, *files))):
                 with contextlib.suppress(FileNotFoundError):
@@ -271,7 +281,7 @@ class DockerRuntime:
         if self.root is None:
             return True
         work_dir = (container.labels or {}).get(WORK_DIR_LABEL, "")
-        return bool(work_dir) and Path(work_dir).parent == self.root
+        return bool(work_dir) and Path(work_dir).parent.parent == self.root
 
     async def probe_python(self, code: str) -> str:
         return await asyncio.to_thread(self._probe, code)

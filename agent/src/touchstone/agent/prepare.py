@@ -1,12 +1,8 @@
 """The prepare phase: the agent (never the task) puts the feature set and the trainer into an
 attempt's work directory, then builds the trainer's command line and environment.
 
-Layout of a work directory::
-
-    feature-set/   the feature set's checkout or copy
-    trainer/       the trainer's folder (src/, configs/)
-    out/           what the trainer writes: report.json, models/, metrics.json
-    console.log    the trainer's stdout and stderr
+The work directory's layout is ``touchstone.shared.staging``'s (the same in a RunPod pod); the
+console file ``console.log`` lives beside the work directory, in the attempt's own folder.
 
 Every external program is called with an argv list, and ``--`` (or ``--end-of-options``) stands
 before every value that came from a user.
@@ -18,19 +14,21 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from touchstone.shared.commands import LaunchTask, trainer_args
-from touchstone.shared.fetchpolicy import FetchPolicy, FetchRefused
-from touchstone.shared.gitsource import SourceError, TrainerSource, TrainerTree, UnknownRef, checkout
+from touchstone.shared.fetchpolicy import FetchPolicy
+from touchstone.shared.gitsource import SourceError, TrainerSource, TrainerTree, UnknownRef
+from touchstone.shared.staging import (
+    FEATURE_SET_DIR,
+    REPORT_FILE,
+    TRAINER_DIR,
+    Rejected,
+    copytree_ignore,
+    stage_feature_set,
+)
 
-FEATURE_SET_DIR = "feature-set"
-TRAINER_DIR = "trainer"
-OUTPUT_DIR = "out"
 CONSOLE_LOG = "console.log"
-REPORT_FILE = "report.json"
-
-_IGNORE = shutil.ignore_patterns(".git", "__pycache__", "*.pyc", ".venv", "tests", "*.egg-info", ".pytest_cache")
+"""In the attempt's own folder, beside the work directory (never in it)."""
 
 
 class PrepareError(Exception):
@@ -44,6 +42,13 @@ class PermanentPrepareError(PrepareError):
     """Retrying cannot help: an unknown ``trainer_ref``, a requirement without a wheel."""
 
     permanent = True
+    failure_class = "permanent"
+
+
+class RejectedPrepareError(PermanentPrepareError):
+    """The task's own inputs cannot work (``staging.Rejected``)."""
+
+    failure_class = "rejected"
 
 
 @dataclass(frozen=True)
@@ -56,40 +61,19 @@ def fetch_feature_set(
     command: LaunchTask, work_dir: Path, *, policy: FetchPolicy, git_timeout_s: float
 ) -> Prepared:
     """Clone (or, for an allowed local directory without git, copy) the feature set into
-    ``work_dir/feature-set`` and return the feature set's folder inside it. ``policy`` decides
-    which sources and addresses may be fetched (a refusal is permanent)."""
-    spec = command.spec
-    dest = work_dir / FEATURE_SET_DIR
-    if dest.exists():
-        shutil.rmtree(dest)
+    ``work_dir/feature-set`` and return the feature set's folder inside it
+    (``touchstone.shared.staging``, as on every platform). ``policy`` decides which sources and
+    addresses may be fetched (a refusal is permanent, as is an unknown ref)."""
     try:
-        plan = policy.plan(spec.git_url)
-    except FetchRefused as e:
-        raise PermanentPrepareError(f"feature set source refused: {e}") from e
-    source = Path(urlsplit(plan.url).path if plan.url.lower().startswith("file:") else plan.url)
-    if plan.local and not source.is_dir():
-        raise PrepareError(f"feature set source {spec.git_url} is not a directory")
-    if plan.local and not (source / ".git").exists():
-        shutil.copytree(source, dest, symlinks=True, ignore=_IGNORE)
-        commit = None
-    else:
-        commit = _git_checkout(spec.git_url, spec.git_ref, dest, git_timeout_s, policy)
-    folder = (dest / spec.feature_set_path).resolve()
-    if not folder.is_relative_to(dest.resolve()):
-        raise PrepareError(f"feature_set_path {spec.feature_set_path!r} leaves the checkout")
-    if not folder.is_dir():
-        raise PrepareError(f"feature_set_path {spec.feature_set_path!r} is not a directory in the source")
-    return Prepared(folder, commit)
-
-
-def _git_checkout(url: str, ref: str, dest: Path, timeout_s: float, policy: FetchPolicy) -> str:
-    """``gitsource.checkout``; a ref the repository lacks is permanent, other trouble is not."""
-    try:
-        return checkout(url, ref, dest, policy=policy, timeout_s=timeout_s)
-    except UnknownRef as e:
+        staged = stage_feature_set(command.spec, work_dir / FEATURE_SET_DIR, policy=policy,
+                                   git_timeout_s=git_timeout_s)
+    except Rejected as e:
+        raise RejectedPrepareError(str(e)) from e
+    except UnknownRef as e:  # and SourceRefused
         raise PermanentPrepareError(str(e)) from e
     except SourceError as e:
         raise PrepareError(str(e)) from e
+    return Prepared(staged.folder, staged.commit)
 
 
 def resolve_trainer(source: TrainerSource, ref: str) -> TrainerTree:
@@ -109,7 +93,7 @@ def place_trainer(trainer_dir: Path, work_dir: Path) -> Path:
         shutil.rmtree(dest)
     if not (trainer_dir / "src").is_dir():
         raise PrepareError(f"trainer folder {trainer_dir} has no src/")
-    shutil.copytree(trainer_dir, dest, symlinks=True, ignore=_IGNORE)
+    shutil.copytree(trainer_dir, dest, symlinks=True, ignore=copytree_ignore)
     return dest / "src"
 
 

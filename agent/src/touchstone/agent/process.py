@@ -2,9 +2,11 @@
 work directory, inside a bubblewrap sandbox (``sandbox.py``) unless the operator turned the
 sandbox off by name (``process_sandbox=none``: development and tests; it isolates nothing).
 
-Bookkeeping lives in the work directory, so a restarted agent re-adopts what still runs:
-``.runtime.json`` (labels, GPU, the pid and its start time, which guards against a reused pid)
-and ``.exit_code``, written by ``launcher.py`` when the command ends.
+Bookkeeping lives in the attempt's folder beside the work directory (where the task, which
+sees only ``work/``, cannot write), so a restarted agent re-adopts what still runs:
+``.runtime.json`` (labels, GPU, the work directory, the pid and its start time, which guards
+against a reused pid) and ``.exit_code``, written by ``launcher.py`` when the command ends.
+The console is opened here (never following a link) and handed to the command as its stdout.
 """
 
 from __future__ import annotations
@@ -22,9 +24,10 @@ from pathlib import Path
 from typing import Any
 
 from touchstone.agent import launcher
-from touchstone.agent.runtime import ContainerSpec, ContainerState, check_name
+from touchstone.agent.runtime import WORK_SUBDIR, ContainerSpec, ContainerState, check_name
 from touchstone.agent.sandbox import Bubblewrap
 from touchstone.shared.commands import CONTAINER_PREFIX
+from touchstone.shared.workdir import Refused, read_bounded, write_private
 
 log = logging.getLogger(__name__)
 
@@ -86,28 +89,26 @@ class ProcessRuntime:
         return self.root / check_name(name)
 
     def _read(self, name: str) -> dict[str, Any] | None:
-        path = self._dir(name) / STATE_FILE
+        home = self._dir(name)
         try:
-            data = json.loads(path.read_text())
-        except (OSError, ValueError):
+            data = json.loads(read_bounded(home, STATE_FILE, 100_000))
+        except (Refused, ValueError):
             return None
         return data if isinstance(data, dict) else None
 
     def _write(self, name: str, data: dict[str, Any]) -> None:
-        path = self._dir(name) / STATE_FILE
-        partial = path.with_suffix(".partial")
-        partial.unlink(missing_ok=True)  # never write through a link the task planted
-        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-        with os.fdopen(fd, "w") as out:
-            out.write(json.dumps(data))
-        os.replace(partial, path)
+        write_private(self._dir(name) / STATE_FILE, json.dumps(data).encode())
+
+    def _work_dir(self, name: str, state: dict[str, Any]) -> Path:
+        work = state.get("work_dir")
+        return Path(work) if isinstance(work, str) and work else self._dir(name) / WORK_SUBDIR
 
     async def provision(self, spec: ContainerSpec) -> None:
         if self._read(spec.name) is not None:
             return
         spec.work_dir.mkdir(parents=True, exist_ok=True)
         self._write(spec.name, {"name": spec.name, "labels": dict(spec.labels), "gpu": spec.gpu, "pid": None,
-                                "created": time.time()})
+                                "created": time.time(), "work_dir": str(spec.work_dir)})
 
     async def run(
         self, name: str, argv: Sequence[str], env: Mapping[str, str], console: Path, read_only: Sequence[Path] = ()
@@ -119,15 +120,16 @@ class ProcessRuntime:
             raise RuntimeError(f"{name} is not provisioned")
         if state.get("pid"):
             return  # already started
-        work_dir = self._dir(name)
+        work_dir = self._work_dir(name, state)
         full_env = dict(env)
         gpu = state.get("gpu")
         full_env["CUDA_VISIBLE_DEVICES"] = "" if gpu is None else str(gpu)
         command = list(argv)
         if self.sandbox is not None:
             command = self.sandbox.wrap(argv, work_dir, read_only)
-        wrapped = [self.python, launcher.__file__, str(work_dir / EXIT_FILE), "--", *command]
-        with console.open("ab") as out:
+        wrapped = [self.python, launcher.__file__, str(self._dir(name) / EXIT_FILE), "--", *command]
+        fd = os.open(console, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        with os.fdopen(fd, "ab") as out:
             proc = await asyncio.create_subprocess_exec(
                 *wrapped,
                 stdin=asyncio.subprocess.DEVNULL,
@@ -170,8 +172,8 @@ class ProcessRuntime:
 
     def _exit_code(self, name: str) -> int | None:
         try:
-            return int((self._dir(name) / EXIT_FILE).read_text().strip())
-        except (OSError, ValueError):
+            return int(read_bounded(self._dir(name), EXIT_FILE, 32).strip())
+        except (Refused, ValueError):
             return None
 
     async def terminate(self, name: str) -> None:

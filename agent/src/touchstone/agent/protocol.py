@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from touchstone.shared.events import TaskKind
+from touchstone.shared.events import FailureClass, TaskKind
 
 Stage = Literal["launched", "ready", "started", "ended"]
 """How far an attempt got: its container (work directory) exists; the container is ready for
@@ -53,6 +53,8 @@ class AttemptOutcome(BaseModel):
     failed_phase: str | None = Field(None, description="provision, prepare, run or collect")
     permanent: bool = Field(False, description="for result failed: retrying cannot help (an unknown trainer_ref, "
                                                "a requirement without a wheel)")
+    failure_class: FailureClass | None = Field(None, description="for result failed: the class the agent already "
+                                               "knows (timeout: stopped at its run deadline)")
     report: dict[str, Any] | None = Field(None, description="the trainer's validation report, when written")
     metrics: dict[str, Any] = Field(default_factory=dict, description="metrics.json of a training run")
     artifacts: dict[str, str] = Field(default_factory=dict, description="artifact name -> object key")

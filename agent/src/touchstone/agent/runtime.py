@@ -6,8 +6,13 @@ Rules every runtime keeps:
 * names are container names (``touchstone-{submission}-{task}-{attempt}``); the prefix marks
   what Touchstone owns, and ``list_ours`` returns only those (the agent removes the ones no
   live attempt owns after ``stray_grace_s``);
-* the work directory belongs to the agent; the runtime makes it visible to the command (the
-  process runtime runs in it, Docker mounts it) and keeps its own bookkeeping beside it;
+* an attempt has a folder of the agent's own, ``{root}/{name}/`` (its state, the console
+  file, the runtime's bookkeeping), and inside it the task's work directory ``work/``, the
+  only place the task can write. The runtime makes the work directory visible to the command
+  (the process runtime runs in it, bubblewrap and Docker bind it) and nothing else of the
+  attempt's folder: what the task plants there cannot reach the agent's own files;
+* the console file is opened or bound by the runtime, never replaced by the task (Docker
+  binds the single file, the process runtime hands the command an open descriptor);
 * ``provision`` is idempotent; ``terminate`` is silent when the container is already gone;
 * a command keeps running when the agent stops, and a restarted agent finds it again through
   ``list_ours`` and ``status``.
@@ -23,6 +28,20 @@ from typing import Literal, Protocol
 from touchstone.shared.commands import CONTAINER_PREFIX
 
 ContainerStatus = Literal["created", "running", "exited", "gone"]
+
+
+WORK_SUBDIR = "work"
+"""The task's work directory inside the attempt's folder."""
+
+
+def attempt_home(root: Path, name: str) -> Path:
+    """The attempt's own folder (the agent's: state, console, bookkeeping)."""
+    return root / check_name(name)
+
+
+def work_dir_of(root: Path, name: str) -> Path:
+    """The task's work directory of attempt ``name`` (the only place the task can write)."""
+    return attempt_home(root, name) / WORK_SUBDIR
 
 
 def check_name(name: str) -> str:
@@ -56,13 +75,15 @@ class ContainerState:
 
 class ContainerRuntime(Protocol):
     async def provision(self, spec: ContainerSpec) -> None:
-        """Create the container around ``spec.work_dir`` (which exists); idempotent."""
+        """Create the container around ``spec.work_dir`` (``{root}/{name}/work``, which
+        exists); idempotent."""
 
     async def run(
         self, name: str, argv: Sequence[str], env: Mapping[str, str], console: Path, read_only: Sequence[Path] = ()
     ) -> None:
         """Start ``argv`` (never a shell string) in the container, in its work directory, with
-        exactly ``env``; its stdout and stderr are appended to ``console`` (in the work dir).
+        exactly ``env``; its stdout and stderr are appended to ``console`` (in the attempt's
+        folder, beside the work directory, never in it).
         ``read_only`` folders of the agent (installed requirements) are visible at the same
         path, read-only where the runtime can enforce it."""
 

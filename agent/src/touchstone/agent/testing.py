@@ -49,6 +49,8 @@ for line in behaviour.get("lines", []):
     print(line, flush=True)
 for module in behaviour.get("imports", []):
     print(f"imported {module} {getattr(__import__(module), 'VALUE', '')}", flush=True)
+if behaviour.get("hostile_validate"):  # runs first, in any command
+    exec(behaviour["hostile_validate"])
 release = behaviour.get("release")
 deadline = time.time() + behaviour.get("sleep", 0)
 while time.time() < deadline and not (release and os.path.exists(release)):
@@ -62,6 +64,8 @@ if command == "train":
     (out / "models" / "short.json").write_text("{}")
     (out / "metrics.json").write_text(json.dumps({"long": {"accuracy": 0.6}}))
     (out / "curves.json").write_text(json.dumps({"format": "touchstone.curves.v1"}))
+if behaviour.get("hostile"):  # what a hostile feature set does to its work directory (test_hostile_workdir.py)
+    exec(behaviour["hostile"])
 print("stand-in done", flush=True)
 sys.exit(behaviour.get("exit", 0))
 '''

@@ -30,7 +30,8 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, 
 
 Platform = Literal["onprem", "runpod", "any"]
 TaskKind = Literal["validation", "training"]
-FailureClass = Literal["infrastructure", "trainer", "permanent"]
+FailureClass = Literal["infrastructure", "trainer", "timeout", "rejected", "permanent"]
+"""How a failed attempt failed (``touchstone.shared.attempt`` says what each means and which are retried)."""
 
 VALIDATION_TASK_ID = "validation"
 
@@ -135,6 +136,8 @@ class TaskSpec(BaseModel):
     trainer_ref: str = "main"
     fetched_data_end_to: datetime | None = None
     passthrough_args: tuple[str, ...] = ()
+    run_timeout_s: float | None = Field(None, gt=0, description="the training run deadline from the schedule; "
+                                        "none: the platform's default")
 
 
 class Schedule(BaseModel):
@@ -150,6 +153,8 @@ class Schedule(BaseModel):
     platform: Platform = "any"
     gpu_type: str | None = None
     priority: int = 0
+    run_timeout_s: float | None = Field(None, gt=0, description="how long one training attempt may run; "
+                                        "none: the platform's default")
 
 
 class SubmissionEvent(Event):

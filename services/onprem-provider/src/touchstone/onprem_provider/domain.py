@@ -26,6 +26,7 @@ from typing import Any
 
 from touchstone.agent.protocol import AttemptOutcome, AttemptReport, stage_index
 from touchstone.shared import events as ev
+from touchstone.shared.attempt import judge_exit
 from touchstone.shared.commands import container_name
 from touchstone.shared.lifecycle import TASK_LIVE, TaskState, TaskStatus, fold_task, task_transition
 from touchstone.shared.subjects import task_aggregate_id
@@ -69,21 +70,18 @@ def live_at(state: TaskState | None, attempt: int) -> bool:
 
 
 def judge(kind: str, outcome: AttemptOutcome) -> Verdict:
-    """Success, or a failure and its class, from how the attempt ended."""
+    """Success, or a failure and its class, from how the attempt ended (the exit statuses are
+    judged by the one judge of every platform, ``touchstone.shared.attempt.judge_exit``)."""
     if outcome.result == "exited":
-        code = outcome.exit_code
-        if code == 0:
-            if kind == "validation" and outcome.report is None:
-                return Verdict(False, "the validation exited 0 but wrote no report", "trainer")
-            return Verdict(True)
-        if kind == "validation" and code == 1 and outcome.report is not None and outcome.report.get("passed") is False:
-            return Verdict(True)  # a validation that ran and found the feature set wanting
-        return Verdict(False, f"trainer exited with status {code}", "trainer")
+        judged = judge_exit(outcome.exit_code, kind, outcome.report)
+        return Verdict(judged.succeeded, judged.reason, judged.failure_class)
     if outcome.result == "terminated":
         return Verdict(False, f"container terminated: {outcome.error or 'on request'}")
     if outcome.result == "lost":
         return Verdict(False, f"attempt lost: {outcome.error or 'unknown'}")
     reason = f"{outcome.failed_phase or 'agent'} failed: {outcome.error or 'unknown'}"
+    if outcome.failure_class is not None:
+        return Verdict(False, reason, outcome.failure_class)
     return Verdict(False, reason, "permanent" if outcome.permanent else "infrastructure")
 
 

@@ -34,11 +34,13 @@ from urllib.parse import unquote, urlparse
 import asyncssh
 from nats.aio.client import Client as NATS
 from touchstone.shared import events as ev
+from touchstone.shared.attempt import run_deadline
 from touchstone.shared.commands import LaunchTask
 from touchstone.shared.errors import PermanentError, TouchstoneError
 from touchstone.shared.objects import upload
 from touchstone.shared.objects.grants import UploadGrant
 from touchstone.shared.objects.keys import LOG_NAME, attempt_prefix
+from touchstone.shared.staging import Rejected, artifact_name, artifact_paths
 from touchstone.shared.subjects import Subjects, task_aggregate_id
 
 from . import detached, domain, prepare, ssh
@@ -46,7 +48,7 @@ from .adapters import ConsoleLog, TaskRecorder
 from .api import GpuType
 from .config import RunpodProviderSettings
 from .pods import InfraFailure, LaunchBlocked, PodControl
-from .prepare import PermanentFailure, TrainerFiles, TrainerTrees
+from .prepare import PermanentFailure, RejectedInput, TrainerFiles, TrainerTrees
 from .sources import SourceError, UnknownRef, stage_feature_set
 
 log = logging.getLogger(__name__)
@@ -58,6 +60,10 @@ def _staged(uri: str) -> Path:
 
 class Aborted(Exception):
     """The task no longer takes this attempt's events; stop and clean up."""
+
+
+class TimedOut(Exception):
+    """The trainer ran past its run deadline (the message says which); its pod is terminated."""
 
 
 @dataclass
@@ -163,8 +169,12 @@ class AttemptRunner:
                 failure = (f"attempt stopped: {reason}", "infrastructure")
             except InfraFailure as e:
                 failure = (str(e), "infrastructure")
+            except RejectedInput as e:
+                failure = (str(e), "rejected")
             except PermanentFailure as e:
                 failure = (str(e), "permanent")
+            except TimedOut as e:
+                failure = (str(e), "timeout")
             except Exception as e:
                 log.exception("%s: unexpected error", rec.name)
                 failure = (f"unexpected provider error: {e!r}", "infrastructure")
@@ -229,13 +239,14 @@ class AttemptRunner:
                 return None  # the pod went away: the caller says how
 
         offsets = self._offsets(rec)
-        conn, status = await detached.follow_to_end(conn, reconnect, console.write, offsets,
-                                                    self.settings.poll_interval_s,
-                                                    rec.run_since + self.settings.run_timeout_s)
-        if status == 124:
-            await console.write([f"[touchstone] the trainer ran longer than "
-                                 f"{self.settings.run_timeout_s:.0f}s and was stopped"])
-        return conn, status
+        cmd = rec.command
+        deadline = run_deadline(cmd.kind, cmd.spec.run_timeout_s, self.settings.validation_timeout_s,
+                                self.settings.run_timeout_s)
+        try:
+            return await detached.follow_to_end(conn, reconnect, console.write, offsets, self.settings.poll_interval_s,
+                                                rec.run_since + deadline.seconds)
+        except detached.DeadlinePassed as e:
+            raise TimedOut(deadline.error()) from e
 
     # --- prepare, run, collect --------------------------------------------------------------
 
@@ -249,6 +260,8 @@ class AttemptRunner:
             try:
                 staged = await stage_feature_set(cmd.spec, staging, policy=self.settings.fetch_policy(),
                                                  git_timeout_s=self.settings.git_timeout_s)
+            except Rejected as e:
+                raise prepare.RejectedInput(str(e)) from e
             except UnknownRef as e:
                 raise prepare.PermanentFailure(f"could not fetch the feature set: {e}") from e
             except SourceError as e:
@@ -278,7 +291,7 @@ class AttemptRunner:
         try:
             async with conn.start_sftp_client() as sftp:
                 for path in await ssh.fetch_tree(sftp, f"{self.layout.output}/models", outputs / "models", budget):
-                    name = path.relative_to(outputs / "models").as_posix().replace("/", "_")
+                    name = artifact_name(path.relative_to(outputs / "models").as_posix())
                     artifacts[name] = path.resolve().as_uri()
                 metrics_path = await ssh.fetch_file(sftp, f"{self.layout.output}/metrics.json",
                                                     outputs / "metrics.json", budget)
@@ -398,8 +411,5 @@ class AttemptRunner:
             raise Aborted(f"the task no longer takes {cls.__name__}")
 
     def attempt_paths(self, cmd: LaunchTask) -> tuple[Path, Path]:
-        """(outputs folder, log file) of the attempt in the artifact store."""
-        root = self.settings.artifacts_dir
-        outputs = root / "models" / cmd.submission_id / cmd.task_id / f"attempt-{cmd.attempt}"
-        log_file = root / "logs" / cmd.submission_id / cmd.task_id / f"attempt-{cmd.attempt}.log"
-        return outputs, log_file
+        """(outputs folder, log file) of the attempt in the artifact store (the one layout)."""
+        return artifact_paths(self.settings.artifacts_dir, cmd.submission_id, cmd.task_id, cmd.attempt)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
+from touchstone.shared.attempt import DEFAULT_TRAINING_TIMEOUT_S, DEFAULT_VALIDATION_TIMEOUT_S
 from touchstone.shared.gitsource import TrainerSource, default_trainer_repo
 from touchstone.shared.objects.config import ObjectStoreSettings
 from touchstone.shared.settings import GitFetchSettings
@@ -111,8 +112,12 @@ class RunpodProviderSettings(GitFetchSettings, ObjectStoreSettings):
     pip_timeout_s: float = Field(1800.0, gt=0)
     """Longest the requirements install in a pod may take (an infrastructure failure past it)."""
 
-    run_timeout_s: float = 6 * 3600.0
-    """A trainer still running after this long is stopped and the attempt fails."""
+    run_timeout_s: float = Field(DEFAULT_TRAINING_TIMEOUT_S, gt=0)
+    """The run deadline of a training whose schedule sets none: a trainer still running after
+    this long is stopped (its pod terminated) and the attempt fails with class ``timeout``."""
+
+    validation_timeout_s: float = Field(DEFAULT_VALIDATION_TIMEOUT_S, gt=0)
+    """The run deadline of a validation (as ``run_timeout_s``)."""
 
     max_collect_bytes: int = 4 * 1024**3
     """Most bytes copied back from one pod (the pod is untrusted)."""

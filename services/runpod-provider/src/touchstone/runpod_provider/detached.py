@@ -14,8 +14,9 @@ positional parameters (no user text is ever parsed by a shell) and:
 that restarts goes on where the last one stopped), hands complete lines to ``on_lines``, and
 returns the exit status once ``exit_code`` exists, or None when the trainer is gone without
 one (the pod restarted, the shell was killed). Reads are bounded: a chunk per read, lines cut at
-``MAX_LINE`` characters, only regular files, ``exit_code`` at most a few bytes. The pod is the
-trainer's own: what it forges there (an early ``exit_code``) only ends its own attempt sooner.
+``MAX_LINE`` characters (the rest of an endless line skipped), only regular files,
+``exit_code`` at most a few bytes. The pod is the trainer's own: what it forges there (an
+early ``exit_code``) only ends its own attempt sooner.
 """
 
 from __future__ import annotations
@@ -30,7 +31,9 @@ from pathlib import Path
 from typing import cast
 
 import asyncssh
+from touchstone.shared.console import split_console
 
+from . import ssh
 from .domain import command_line
 
 log = logging.getLogger(__name__)
@@ -61,6 +64,10 @@ Reconnect = Callable[[], Awaitable[asyncssh.SSHClientConnection | None]]
 
 class NotStarted(Exception):
     """The detached start did not go through (the pod refused the command)."""
+
+
+class DeadlinePassed(Exception):
+    """The trainer still ran at its run deadline (its console was read to the end)."""
 
 
 class SessionLost(Exception):
@@ -100,11 +107,11 @@ class Follower:
         self.on_lines = on_lines
         self.offset = offset
         self.on_offset = on_offset
-        self._partial = ""
+        self._cutting = False
 
     async def follow(self, poll_s: float, deadline: float) -> int | None:
-        """The trainer's exit status once it ends; 124 past ``deadline`` (``time.monotonic``);
-        None when it is gone without one. ``SessionLost`` when the SSH connection breaks (the
+        """The trainer's exit status once it ends; ``DeadlinePassed`` past ``deadline``
+        (``time.monotonic``); None when it is gone without one. ``SessionLost`` when the SSH connection breaks (the
         trainer may well go on: a new connection can follow it from ``offset``)."""
         try:
             async with self.conn.start_sftp_client() as self.sftp:
@@ -126,7 +133,7 @@ class Follower:
             now = time.monotonic()
             if now >= deadline:
                 await self._drain()
-                return 124
+                raise DeadlinePassed(f"still running at its deadline ({self.offset} console bytes read)")
             if now >= next_check:
                 next_check = now + LIVENESS_EVERY_S
                 if not await self._alive():
@@ -136,75 +143,61 @@ class Follower:
             await asyncio.sleep(poll_s)
 
     async def _drain(self) -> None:
-        while await self._pump():
+        while await self._pump(final=True):
             pass
-        if self._partial:
-            await self.on_lines([self._partial])
-            self._partial = ""
 
-    async def _pump(self) -> bool:
-        """Read one chunk of new console; True when it got some."""
+    async def _pump(self, *, final: bool = False) -> bool:
+        """Read one chunk of new console and hand on its complete lines; True when it moved.
+        The offset only passes whole lines (a partial one is read again once it ends, or at
+        the end), and lines are split and cut as on every platform (``split_console``)."""
         assert self.sftp is not None
-        try:
-            attrs = await self.sftp.lstat(CONSOLE)
-        except asyncssh.SFTPError as e:  # missing, or refused (a link out of the pod's home)
-            if isinstance(e, asyncssh.SFTPConnectionLost):
-                raise
+        data = await ssh.read_regular(self.sftp, CONSOLE, CHUNK, self.offset)
+        if not data:  # missing, refused (a link, not a regular file) or nothing new
             return False
-        if not stat.S_ISREG(attrs.permissions or 0) or (attrs.size or 0) <= self.offset:
+        consumed, got = split_console(data, final=final, cutting=self._cutting, limit=CHUNK, max_line=MAX_LINE)
+        if got.cutting is not None:
+            self._cutting = got.cutting
+        if not consumed:
             return False
-        async with self.sftp.open(CONSOLE, "rb") as f:
-            await f.seek(self.offset)
-            data = cast(bytes, await f.read(CHUNK))
-        if not data:
-            return False
-        self.offset += len(data)
-        lines = self._split(data.decode("utf-8", errors="replace"))
+        self.offset += consumed
+        lines = [line.rstrip("\r") for line in got.lines]
         if lines:
             await self.on_lines(lines)
         if self.on_offset is not None:
             self.on_offset(self.offset)
         return True
 
-    def _split(self, text: str) -> list[str]:
-        *complete, self._partial = (self._partial + text).split("\n")
-        lines: list[str] = []
-        for line in complete:
-            lines += _cut(line.rstrip("\r"))
-        if len(self._partial) > MAX_LINE:  # a line without an end: hand it on in pieces
-            pieces = _cut(self._partial)
-            lines += pieces[:-1]
-            self._partial = pieces[-1]
-        return lines
-
     async def _exit_code(self) -> int | None:
         assert self.sftp is not None
-        try:
-            attrs = await self.sftp.lstat(EXIT_CODE)
-        except asyncssh.SFTPError as e:  # missing, or refused (a link out of the pod's home)
-            if isinstance(e, asyncssh.SFTPConnectionLost):
-                raise
-            return None
-        if not stat.S_ISREG(attrs.permissions or 0) or (attrs.size or 0) > 16:
-            return None
-        async with self.sftp.open(EXIT_CODE, "rb") as f:
-            text = cast(bytes, await f.read(16)).decode("ascii", errors="replace").strip()
-        return int(text) if text.isdigit() else None
+        return await exit_code(self.sftp)
 
     async def _alive(self) -> bool:
-        """Whether the background shell still runs."""
-        argv = ["sh", "-c", _ALIVE, "sh", PID]
-        try:
-            done = await asyncio.wait_for(self.conn.run(command_line(argv), check=False), 30)
-        except TimeoutError as e:
-            raise OSError("no answer from the pod within 30s") from e
-        return done.exit_status == 0
+        return await alive(self.conn)
 
 
-def _cut(line: str) -> list[str]:
-    if len(line) <= MAX_LINE:
-        return [line]
-    return [line[i : i + MAX_LINE] for i in range(0, len(line), MAX_LINE)]
+async def exit_code(sftp: asyncssh.SFTPClient) -> int | None:
+    """The trainer's exit status once its ``exit_code`` file is whole; None before."""
+    try:
+        attrs = await sftp.lstat(EXIT_CODE)
+    except asyncssh.SFTPError as e:  # missing, or refused (a link out of the pod's home)
+        if isinstance(e, asyncssh.SFTPConnectionLost):
+            raise
+        return None
+    if not stat.S_ISREG(attrs.permissions or 0) or (attrs.size or 0) > 16:
+        return None
+    async with sftp.open(EXIT_CODE, "rb") as f:
+        text = cast(bytes, await f.read(16)).decode("ascii", errors="replace").strip()
+    return int(text) if text.isdigit() else None
+
+
+async def alive(conn: asyncssh.SSHClientConnection) -> bool:
+    """Whether the background shell that runs the trainer still runs."""
+    argv = ["sh", "-c", _ALIVE, "sh", PID]
+    try:
+        done = await asyncio.wait_for(conn.run(command_line(argv), check=False), 30)
+    except TimeoutError as e:
+        raise OSError("no answer from the pod within 30s") from e
+    return done.exit_status == 0
 
 
 async def follow_to_end(conn: asyncssh.SSHClientConnection, reconnect: Reconnect, on_lines: OnLines,
@@ -212,7 +205,7 @@ async def follow_to_end(conn: asyncssh.SSHClientConnection, reconnect: Reconnect
                         ) -> tuple[asyncssh.SSHClientConnection, int | None]:
     """Follow the trainer from the kept offset to its end; a broken session is replaced by
     ``reconnect()`` (None: the pod is gone) up to ``RECONNECTS`` times. Returns the connection
-    in use and the exit status (124 past ``deadline``; None when gone without one)."""
+    in use and the exit status (None when gone without one); ``DeadlinePassed`` past ``deadline``."""
     offset = offsets.read()
     for _ in range(RECONNECTS + 1):
         follower = Follower(conn, on_lines, offset, offsets.write)

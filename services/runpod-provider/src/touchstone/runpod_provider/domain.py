@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, TypeVar
 
+from touchstone.shared import attempt as attempt_rules
 from touchstone.shared import events as ev
 from touchstone.shared.commands import CONTAINER_PREFIX, LaunchTask, trainer_args
 from touchstone.shared.errors import IllegalTransition
@@ -304,31 +305,12 @@ def command_line(argv: Sequence[str]) -> str:
     return shlex.join(argv)
 
 
-@dataclass(frozen=True)
-class Outcome:
-    """How an attempt that ran ended."""
-
-    succeeded: bool
-    reason: str = ""
-    failure_class: ev.FailureClass = "trainer"
+Outcome = attempt_rules.Outcome
 
 
 def outcome(exit_status: int | None, kind: str, report: Mapping[str, Any] | None) -> Outcome:
-    """The on-prem provider's table, for pods:
-
-    | how it ended                                          | outcome                          |
-    |-------------------------------------------------------|----------------------------------|
-    | exit 0 (a validation also needs its report)           | succeeded                        |
-    | validation, exit 1, report written with passed=false  | succeeded (a verdict, not a fault) |
-    | any other exit status                                 | failed, trainer                  |
-    | no exit status (pod or SSH went away)                 | failed, infrastructure           |
-    """
+    """The one judge of every platform (``touchstone.shared.attempt.judge_exit``); a pod whose
+    session ended without a status is an infrastructure failure."""
     if exit_status is None:
         return Outcome(False, "the trainer's SSH session ended without an exit status", "infrastructure")
-    if exit_status == 0:
-        if kind == "validation" and report is None:
-            return Outcome(False, "the validation exited 0 but wrote no report", "trainer")
-        return Outcome(True)
-    if kind == "validation" and exit_status == 1 and report is not None and report.get("passed") is False:
-        return Outcome(True)
-    return Outcome(False, f"the trainer exited with status {exit_status}", "trainer")
+    return attempt_rules.judge_exit(exit_status, kind, report)

@@ -38,6 +38,10 @@ class PermanentFailure(Exception):
     attempt fails with ``failure_class="permanent"`` and the scheduler does not retry."""
 
 
+class RejectedInput(PermanentFailure):
+    """The task's own inputs cannot work (``staging.Rejected``): ``failure_class="rejected"``."""
+
+
 @dataclass(frozen=True)
 class TrainerFiles:
     """The trainer folders copied into a pod."""

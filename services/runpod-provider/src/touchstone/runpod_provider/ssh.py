@@ -1,6 +1,7 @@
 """SSH into a pod: the handshake that says a pod is ready, one command streamed line by line,
-and SFTP copies both ways. The pod is untrusted: only regular files come back, within a byte
-budget, and JSON read back is size-capped.
+and SFTP copies both ways. The pod is untrusted: only regular files come back (checked on the
+open file, not only in the listing), read in chunks within a byte budget however large they
+claim to be or grow, and JSON read back is size-capped.
 
 Paths in the pod are relative to the SSH user's home (where RunPod's and the fake's SFTP and
 commands start).
@@ -12,18 +13,19 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import stat
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import asyncssh
+from touchstone.shared.staging import staging_ignored
 
 from .api import SshEndpoint
 
 log = logging.getLogger(__name__)
 
-IGNORED = frozenset({".git", "__pycache__", ".venv", ".pytest_cache", ".mypy_cache", ".ruff_cache"})
 MAX_JSON_BYTES = 1_000_000
 
 
@@ -101,7 +103,7 @@ def _local_tree(local: Path) -> list[tuple[str, Path | None]]:
     entries: list[tuple[str, Path | None]] = []
     for path in sorted(local.rglob("*")):
         rel = path.relative_to(local)
-        if any(part in IGNORED for part in rel.parts) or path.suffix == ".pyc" or path.is_symlink():
+        if any(staging_ignored(part) for part in rel.parts) or path.is_symlink():
             continue
         if path.is_dir():
             entries.append((rel.as_posix(), None))
@@ -137,29 +139,35 @@ class Budget:
         return True
 
 
-async def fetch_tree(sftp: asyncssh.SFTPClient, remote: str, local: Path, budget: Budget) -> list[Path]:
-    """Copy the regular files under ``remote`` into ``local``; symlinks, devices and files past
-    the budget are skipped. Returns the local files written. A missing folder copies nothing."""
+MAX_FILES = 10_000
+MAX_DEPTH = 16
+READ_CHUNK = 256 * 1024
+
+
+async def fetch_tree(sftp: asyncssh.SFTPClient, remote: str, local: Path, budget: Budget,
+                     depth: int = MAX_DEPTH) -> list[Path]:
+    """Copy the regular files under ``remote`` into ``local``; symlinks, devices, FIFOs and
+    files past the budget are skipped, and so is anything deeper than ``depth`` folders.
+    Returns the local files written. A missing folder copies nothing."""
     written: list[Path] = []
     try:
         names = await sftp.listdir(remote)
     except (asyncssh.SFTPError, OSError):
         return written
-    for name in sorted(names):
-        if name in (".", "..") or "/" in name:
+    for name in sorted(names)[:MAX_FILES]:
+        if name in (".", "..") or "/" in name or "\\" in name or not name:
             continue
         source = f"{remote}/{name}"
-        attrs = await sftp.lstat(source)
+        try:
+            attrs = await sftp.lstat(source)
+        except asyncssh.SFTPError:
+            continue
         mode = attrs.permissions or 0
-        if stat.S_ISDIR(mode):
-            written += await fetch_tree(sftp, source, local / name, budget)
+        if stat.S_ISDIR(mode) and depth > 0:
+            written += await fetch_tree(sftp, source, local / name, budget, depth - 1)
         elif stat.S_ISREG(mode):
-            if not budget.take(attrs.size or 0):
-                log.warning("skipping %s: past the collect budget", source)
-                continue
-            await asyncio.to_thread(local.mkdir, parents=True, exist_ok=True)
-            await sftp.get(source, str(local / name))
-            written.append(local / name)
+            if await _fetch_regular(sftp, source, local / name, budget):
+                written.append(local / name)
     return written
 
 
@@ -169,11 +177,68 @@ async def fetch_file(sftp: asyncssh.SFTPClient, remote: str, local: Path, budget
         attrs = await sftp.lstat(remote)
     except (asyncssh.SFTPError, OSError):
         return None
-    if not stat.S_ISREG(attrs.permissions or 0) or not budget.take(attrs.size or 0):
+    if not stat.S_ISREG(attrs.permissions or 0):
         return None
-    await asyncio.to_thread(local.parent.mkdir, parents=True, exist_ok=True)
-    await sftp.get(remote, str(local))
-    return local
+    return local if await _fetch_regular(sftp, remote, local, budget) else None
+
+
+async def _fetch_regular(sftp: asyncssh.SFTPClient, remote: str, local: Path, budget: Budget) -> bool:
+    """Copy a file the pod listed as regular, never trusting that listing: the open file is
+    checked again (a swap to a link to a FIFO or a device between the two looks is refused)
+    and read in chunks up to what the budget allows, so a file that grows while it is copied
+    costs at most the budget. The local copy is written without following links."""
+    allowed = budget.left
+    try:
+        async with sftp.open(remote, "rb") as f:
+            attrs = await f.stat()
+            if not stat.S_ISREG(attrs.permissions or 0) or (attrs.size or 0) > allowed:
+                log.warning("skipping %s: not a regular file, or past the collect budget", remote)
+                return False
+            await asyncio.to_thread(local.parent.mkdir, parents=True, exist_ok=True)
+            fd = os.open(local, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+            copied = 0
+            try:
+                while True:
+                    data = cast(bytes, await f.read(min(READ_CHUNK, allowed + 1 - copied)))
+                    if not data:
+                        break
+                    copied += len(data)
+                    if copied > allowed:
+                        break
+                    await asyncio.to_thread(os.write, fd, data)
+            finally:
+                os.close(fd)
+    except asyncssh.SFTPError as e:
+        log.warning("skipping %s: %s", remote, e)
+        return False
+    if copied > allowed:
+        log.warning("skipping %s: it grew past the collect budget while copied", remote)
+        await asyncio.to_thread(local.unlink, True)
+        return False
+    budget.take(copied)
+    return True
+
+
+async def read_regular(sftp: asyncssh.SFTPClient, remote: str, limit: int, offset: int = 0) -> bytes | None:
+    """At most ``limit`` bytes of the regular file ``remote`` from ``offset``, or None: missing,
+    a link on the way (each folder of the path is looked at), not a regular file (checked on
+    the listing and again on the open file)."""
+    parts = remote.split("/")
+    try:
+        for i in range(1, len(parts)):
+            if not stat.S_ISDIR((await sftp.lstat("/".join(parts[:i]))).permissions or 0):
+                return None
+        if not stat.S_ISREG((await sftp.lstat(remote)).permissions or 0):
+            return None
+        async with sftp.open(remote, "rb") as f:
+            if not stat.S_ISREG((await f.stat()).permissions or 0):
+                return None
+            await f.seek(offset)
+            return cast(bytes, await f.read(limit)) if limit > 0 else b""
+    except asyncssh.SFTPError as e:
+        if isinstance(e, asyncssh.SFTPConnectionLost):
+            raise
+        return None
 
 
 def read_json(path: Path | None) -> dict[str, Any] | None:

@@ -182,6 +182,7 @@ def training_queued(sub: SubmissionRecord, interval: int, cfg: SchedulerSettings
             trainer_ref=schedule.trainer_ref,
             fetched_data_end_to=schedule.fetched_data_end_to,
             passthrough_args=schedule.passthrough_args,
+            run_timeout_s=schedule.run_timeout_s,
         ),
         prediction_interval=interval,
         platform=schedule.platform,

@@ -139,6 +139,7 @@ def build_schedule(body: ScheduleCreate) -> ev.Schedule:
         platform=body.platform,
         gpu_type=rules.check_gpu_type(body.gpu_type),
         priority=body.priority,
+        run_timeout_s=body.run_timeout_s,
     )
 
 

@@ -129,6 +129,10 @@ class ScheduleCreate(_Body):
     platform: Platform = "any"
     gpu_type: str | None = Field(None, max_length=80, pattern=GPU_TYPE)
     priority: Integer(ge=-100, le=100) = 0  # type: ignore[valid-type]
+    run_timeout_s: Integer(ge=60, le=7 * 24 * 3600) | None = Field(  # type: ignore[valid-type]
+        None, description="seconds one training attempt may run before it is stopped (failure class timeout); "
+                          "default: the platform's"
+    )
 
 
 class SubmissionPage(BaseModel):
