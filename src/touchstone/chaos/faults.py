@@ -19,12 +19,11 @@ from touchstone.shared.subjects import Subjects
 
 from touchstone.chaos.appends import AppendLoad
 from touchstone.chaos.cluster import SERVICES_USER
-from touchstone.chaos.system import NAMESPACE, System
+from touchstone.chaos.system import NAMESPACE, RUNPOD_KEY, System
 
 HOLD_S = 3.0
 """How long the local RunPod holds its answer to a create during scenario 6: the pod exists,
-its creator has not heard yet. Shorter than the providers' command ack wait (10 s), so a create
-by the peer is recorded before a redelivered launch could be."""
+its creator has not heard yet (the window in which the harness kills the creator)."""
 
 NOISE_LINES = 60_000
 """Console lines each run of the noisy feature set prints (about 5 MB; see
@@ -61,53 +60,58 @@ async def _next_create(fake: httpx.AsyncClient, seen: set[str], deadline: float)
     return None
 
 
-async def kill_runpod_provider_mid_create(system: System, tries: int = 6, within_s: float = 240.0) -> str:
-    """Scenario 6: SIGKILL ``runpod-a`` after RunPod made a pod and before the provider recorded
-    it. RunPod holds each create's answer ``HOLD_S``; at the first new pod the harness kills
-    ``runpod-a``. Which replica asked is known only afterwards: the peer records its own pods
-    as soon as the answer comes, so a pod still unrecorded ``HOLD_S`` + 2 s later was
-    ``runpod-a``'s (a hit); otherwise ``runpod-a`` is restarted and the next create is tried.
-    The killed replica is restarted afterwards, as its supervisor would."""
-    victim = system.procs["runpod-a"]
+async def creator(fake: httpx.AsyncClient, pod_id: str) -> str | None:
+    """The provider replica that created the pod: the comment of the key in its ``PUBLIC_KEY``."""
+    answer = await fake.get(f"/v2/pods/{pod_id}", headers={"Authorization": f"Bearer {RUNPOD_KEY}"})
+    if answer.status_code != 200:
+        return None
+    words = str(answer.json().get("env", {}).get("PUBLIC_KEY", "")).split()
+    return words[2] if len(words) > 2 else None
+
+
+async def kill_runpod_provider_mid_create(system: System, within_s: float = 300.0) -> str:
+    """Scenario 6: SIGKILL the RunPod provider that asked for a pod after RunPod made it and
+    before the provider recorded it. RunPod holds each create's answer ``HOLD_S``; at the first
+    new pod the harness reads which replica asked (its key's comment) and kills that one while
+    its create is still unanswered. The launch was never acked: it comes back to a provider,
+    which must adopt the pod (no second pod, no leaked one, no second run). The killed replica
+    is restarted afterwards, as its supervisor would."""
     nc, js = await _services_js(system)
     publisher = EventPublisher(js, Subjects(NAMESPACE))
-    hit: dict | None = None
-    tried = 0
     deadline = time.monotonic() + within_s
+    pod: dict | None = None
+    victim = None
     async with httpx.AsyncClient(base_url=system.runpod_url, timeout=5) as fake:
         seen = {p["id"] for p in (await fake.get("/_fake/ledger")).json()["pods"]}
         (await fake.post("/_fake/faults", json={"create_answer_delay_s": HOLD_S})).raise_for_status()
         try:
-            while hit is None and tried < tries:
+            while victim is None:
                 pod = await _next_create(fake, seen, deadline)
                 if pod is None:
                     break
-                tried += 1
+                victim = system.procs.get(await creator(fake, pod["id"]) or "")
+            if victim is not None and pod is not None:
                 victim.signal(signal.SIGKILL)
                 killed_at = time.monotonic()
-                await asyncio.sleep(HOLD_S + 2.0)
-                if not await _launch_recorded(publisher, pod["name"], pod["id"]):
-                    hit = {**pod, "killed_at": killed_at}
-                    break
-                victim.start()  # the peer made that one: bring runpod-a back and try the next
+                unrecorded = not await _launch_recorded(publisher, pod["name"], pod["id"])
         finally:
             (await fake.post("/_fake/faults", json={"create_answer_delay_s": 0})).raise_for_status()
-    if hit is not None:  # the orphan's launch comes back to a provider, which adopts the pod
-        recorded = None
-        while time.monotonic() < deadline and recorded is None:
-            if await _launch_recorded(publisher, hit["name"], hit["id"]):
-                recorded = round(time.monotonic() - hit["killed_at"], 1)
-            else:
-                await asyncio.sleep(0.5)
-        system.notes.update(orphan=hit["name"], orphan_recorded_after_s=recorded)
+    if victim is None or pod is None:
+        await nc.close()
+        system.notes.update(hit=False)
+        return f"no pod was created within {within_s:.0f}s"
+    recorded = None  # the orphan's launch comes back to a provider, which adopts the pod
+    while time.monotonic() < deadline and recorded is None:
+        if await _launch_recorded(publisher, pod["name"], pod["id"]):
+            recorded = round(time.monotonic() - killed_at, 1)
+        else:
+            await asyncio.sleep(0.5)
     await nc.close()
-    if not victim.alive():
-        victim.start()
-    system.notes.update(hit=hit is not None, tries=tried)
-    if hit is None:
-        return f"runpod-a never caught between create and record in {tried} tries"
-    return (f"runpod-a SIGKILLed after RunPod made {hit['name']} and before it was recorded "
-            f"(try {tried}); restarted")
+    await asyncio.sleep(5)
+    victim.start()
+    system.notes.update(hit=unrecorded, victim=victim.name, orphan=pod["name"], orphan_recorded_after_s=recorded)
+    return (f"{victim.name} SIGKILLed after RunPod made {pod['name']} and before it was recorded; "
+            f"restarted 5s later")
 
 
 async def fill_logs(system: System, within_s: float = 240.0, after_s: float = 5.0) -> str:

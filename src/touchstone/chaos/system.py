@@ -10,7 +10,9 @@ is shared: each process has its own data directory.
 RunPod is the local one (``python -m touchstone.runpod_provider.fake``) on a host of its own,
 ``runpod``: its pods are SSH endpoints on that host's address, so the two RunPod providers on
 the control host reach them over the switch, as they would reach RunPod's. The providers share
-one SSH key file, as an operator deploys replicas (either can reach a pod the other created).
+one SSH key, as an operator deploys replicas (either can reach a pod the other created); each
+copy carries its replica's name as the key's comment, which RunPod echoes in the pod's
+``env.PUBLIC_KEY``: the harness can tell which replica created a pod.
 """
 
 from __future__ import annotations
@@ -175,12 +177,13 @@ class System:
              "--port", str(RUNPOD_PORT), "--api-key", RUNPOD_KEY, "--pods", "ssh", "--root", str(self.root / "runpod"),
              "--rate-scale", "20"],
             env={"PATH": base["PATH"], "HOME": base["HOME"]}, log=self.root / "logs" / "fake-runpod.log")
-        key = asyncssh.generate_private_key("ssh-ed25519", comment="touchstone-runpod-provider").export_private_key()
+        key = asyncssh.generate_private_key("ssh-ed25519")
         for name, module in RUNPOD_SERVICES:
             data = self.root / name
             key_file = data / "runpod-provider" / "id_ed25519"
             key_file.parent.mkdir(parents=True, exist_ok=True)
-            key_file.write_bytes(key)
+            key.set_comment(name)  # the same key; its comment says which replica asked for a pod
+            key_file.write_bytes(key.export_private_key())
             key_file.chmod(0o600)
             env = {**base, **RUNPOD_FAST, "TOUCHSTONE_NATS_URL": self.services_url, "TOUCHSTONE_DATA_DIR": str(data),
                    "TOUCHSTONE_INSTANCE_ID": name, "TOUCHSTONE_RUNPOD_API_KEY": RUNPOD_KEY,
