@@ -15,13 +15,16 @@
 * account view (every reconcile): balance, spend per hour and count of our running pods, why
   launches are stopped, the pods reaped lately, as a ``RunPodStatus`` in the system bucket;
 * system settings: ``runpod_max_running_tasks`` watched in the system bucket (0 pauses launches);
-* heartbeats: the running attempts' names on ``{ns}.agent.runpod-provider.evt``, which the
-  scheduler reads for stuck detection;
+* heartbeats: the names of the attempts driven here on ``{ns}.agent.runpod-provider.evt``
+  (every ``heartbeat_interval_s`` and whenever one starts), which the scheduler reads for stuck
+  detection and peer replicas for what not to touch;
 * replicas: several providers share the launch commands (one consumer), RunPod's pod list and
-  the provider's SSH key (an operator gives every replica the same key file). A pod that a
-  peer's heartbeat named lately is the peer's and is never adopted here; a provider adopts only
-  after listening to its peers for ``peer_silence_s``, so a restarted replica does not take
-  pods its peer still drives, and a peer that died (silent that long) leaves its pods to us.
+  the provider's SSH key (an operator gives every replica the same key file). An attempt that a
+  peer's heartbeat named lately is the peer's: its pod is never adopted here, and its launch,
+  nak'ed until the pod is recorded and so redelivered to any replica, is left pending. A provider
+  takes such attempts only after listening to its peers for ``peer_silence_s``, so a restarted
+  replica does not take what its peer still drives, and a peer that died (silent that long)
+  leaves its attempts to us.
 
 A 401 from RunPod on any call raises an alarm and stops launches until a call succeeds again;
 pods already running are still tracked, reaped and terminated. Reconcile, balance, key and the
@@ -98,6 +101,7 @@ class RunpodProvider(CostSafety):
         self.peer_heard: dict[str, float] = {}
         """Pod names a peer replica's heartbeat named, and when (``time.monotonic``)."""
         self.listening_since: float | None = None
+        self._announcing: set[asyncio.Task[None]] = set()
         self._init_safety()
         self.runner: AttemptRunner | None = None
         self.pods: PodControl | None = None
@@ -165,6 +169,9 @@ class RunpodProvider(CostSafety):
             record.run_since = _monotonic_at(resume.running_since)
         self.attempts[record.name] = record
         record.task = asyncio.create_task(self._supervise(record), name=f"attempt {record.name}")
+        announce = asyncio.create_task(self.heartbeat())  # at once: peers leave this attempt to us
+        self._announcing.add(announce)
+        announce.add_done_callback(self._announcing.discard)
         adapters.PODS_LIVE.set(len(self.attempts))
         return record
 
@@ -285,7 +292,9 @@ class RunpodProvider(CostSafety):
         await adapters.publish_catalog(kv, types)
 
     async def heartbeat(self) -> None:
-        running = tuple(sorted(name for name, r in self.attempts.items() if r.pod_id is not None))
+        """Every attempt driven here, launching or running: the scheduler's stuck detection reads
+        the names, and peer replicas leave these attempts alone."""
+        running = tuple(sorted(self.attempts))
         report = AgentHeartbeat(host=HOST, namespace=self.subjects.ns, slots_total=0, slots_free=0, running=running)
         await self.nc.publish(self.subjects.agent_reports(HOST), encode_report(report))
 
