@@ -114,12 +114,16 @@ async def kill_runpod_provider_mid_create(system: System, within_s: float = 300.
             f"restarted 5s later")
 
 
-async def fill_logs(system: System, within_s: float = 240.0, after_s: float = 5.0) -> str:
+kill_runpod_provider_mid_create.early = True  # type: ignore[attr-defined]  # from the first create on
+
+
+async def fill_logs(system: System, within_s: float = 240.0, after_s: float = 10.0) -> str:
     """Scenario 7: the load includes a noisy task (``workload.noisy_feature_set``) whose console fills the
     logs stream (``LOGS``: discard old) while everyone trains. Meanwhile a probe appends events
     in a namespace of its own on the same nodes (same account, servers and disks): its longest
-    pause in acknowledgements is the figure of "event writes keep going". The fault is over once
-    the logs stream has discarded lines (it is full) and ``after_s`` more."""
+    pause in acknowledgements is the figure of "event writes keep going". It starts with the
+    load (the noise starts with the noisy task's validation) and is over once the logs stream has
+    discarded lines (it is full) and ``after_s`` more."""
     nc, js = await _services_js(system)
     subjects = Subjects(NAMESPACE)
     probe_subjects = Subjects("probe")
@@ -151,3 +155,6 @@ async def fill_logs(system: System, within_s: float = 240.0, after_s: float = 5.
         return f"the logs stream did not fill within {within_s:.0f}s"
     return (f"a noisy task filled the logs stream ({LOGS.max_bytes // 1024**2} MiB, discard old) "
             f"{full_at - started:.0f}s into the fault")
+
+
+fill_logs.early = True  # type: ignore[attr-defined]  # the probe covers the noise from its start

@@ -72,6 +72,8 @@ class SystemFigures:
 
 
 Fault = Callable[[System], Awaitable[str]]
+"""Starts once training is under way; one marked ``early = True`` starts with the load instead
+(it waits for its own moment, which may come before any training starts)."""
 
 
 async def no_fault(system: System) -> str:
@@ -114,9 +116,10 @@ async def run(fault: Fault, name: str, root: Path, load: Load, timeout: float = 
         await system.start()
         headers = {"Authorization": f"Bearer {system.admin_token}"}
         apis = [httpx.AsyncClient(base_url=u, headers=headers, timeout=10) for u in system.api_urls()]
+        early = asyncio.create_task(fault(system)) if getattr(fault, "early", False) else None
         acknowledged = await _submit_and_schedule(apis, load, system.root)
         await _until_training(apis[0], acknowledged)
-        detail = await fault(system)
+        detail = await (early or fault(system))
         await _until_settled(apis, acknowledged, started + timeout)
         verdict, equal = await _check(system, apis, acknowledged)
         pods = invariants.PodVerdict()
