@@ -206,6 +206,9 @@ class System:
         self.procs[name] = Proc(name, host, module, env, self.root / "logs" / f"{name}.log")
 
     async def wait_api(self, timeout: float = 90.0) -> None:
+        """Until both APIs answer ready. A process that exits meanwhile is started again, as its
+        supervisor would (on a loaded machine a JetStream request at startup can time out, and
+        a service exits rather than run half set up); ``notes['restarted']`` counts them."""
         deadline = time.monotonic() + timeout
         async with httpx.AsyncClient(timeout=3) as client:
             for url in self.api_urls():
@@ -215,7 +218,19 @@ class System:
                             break
                     if time.monotonic() > deadline:
                         raise TimeoutError(f"{url} not ready; see {self.root / 'logs'}")
+                    self.supervise()
                     await asyncio.sleep(0.3)
+        self.supervise()
+
+    def supervise(self) -> None:
+        """Start again every service process that exited (not one a fault stopped: it is
+        started again by the fault itself)."""
+        for proc in self.procs.values():
+            if proc.process is not None and proc.process.poll() is not None:
+                proc.start()
+                restarted = self.notes.setdefault("restarted", [])
+                assert isinstance(restarted, list)
+                restarted.append(proc.name)
 
     def close(self) -> None:
         for proc in self.procs.values():
