@@ -40,6 +40,7 @@ class Verdict:
     overlapping: list[str] = field(default_factory=list)
     missing_submissions: list[str] = field(default_factory=list)
     attempts_burned: int = 0  # attempts beyond the first, over all tasks
+    failures: list[str] = field(default_factory=list)  # every failed attempt and why (burns explained)
 
     @property
     def holds(self) -> bool:
@@ -84,6 +85,8 @@ def check(events: list[ev.Event], acknowledged: list[str], max_attempts: int = 3
         if len(assigned) > max_attempts:
             verdict.too_many_attempts.append(task)
         verdict.attempts_burned += max(0, len(assigned) - 1)
+        verdict.failures += [f"{task} attempt {e.attempt}: {e.failure_class}: {e.reason}"
+                             for e in history if isinstance(e, ev.TaskFailed)]
         if not any(isinstance(e, TERMINAL_TASK) for e in history):
             verdict.unfinished.append(task)
         starts = {attempt: min(times) for attempt, times in assigned.items()}

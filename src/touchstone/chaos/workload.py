@@ -64,6 +64,7 @@ class SystemFigures:
     pods_doubled: int = 0
     pods_settled_s: float = 0.0
     fault: dict[str, object] = field(default_factory=dict)  # what the fault measured (``System.notes``)
+    failures: list[str] = field(default_factory=list)  # every failed attempt and its reason
     detail: str = ""
     problems: list[str] = field(default_factory=list)
 
@@ -137,7 +138,7 @@ async def run(fault: Fault, name: str, root: Path, load: Load, timeout: float = 
             attempts_burned=verdict.attempts_burned, projections_equal=equal,
             seconds=round(time.monotonic() - started, 1), detail=detail, problems=problems[:20],
             pods_created=pods.created, pods_leaked=len(pods.leaked), pods_doubled=len(pods.doubled),
-            pods_settled_s=pods.settled_s, fault=dict(system.notes))
+            pods_settled_s=pods.settled_s, fault=dict(system.notes), failures=verdict.failures[:20])
     finally:
         system.close()
 
