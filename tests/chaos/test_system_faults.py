@@ -1,8 +1,9 @@
-"""Touchstone across hosts under a fault, the short version of `make chaos`: two replicas of each
-service on a control host, an agent on each of three GPU hosts (own data directory, own NATS
-user), a three-node cluster. Every process is restarted, one at a time, while two submissions
-train on two intervals each: every task ends, nothing runs twice, no attempt is burned by the
-restart, and projections rebuilt from the stream equal what both API replicas serve."""
+"""Touchstone across hosts under a fault, the short versions of `make chaos`: two replicas of each
+service on a control host (API, scheduler, on-prem provider, results, RunPod provider), an agent
+on each of three GPU hosts (own data directory, own NATS user), the local RunPod on a host of its
+own, a three-node cluster. Each fault runs while submissions train on-prem and on RunPod: every
+task ends, nothing runs twice, no pod is leaked or doubled, projections rebuilt from the stream
+equal what both API replicas serve, and the fault's own promise holds."""
 
 from __future__ import annotations
 
@@ -19,6 +20,8 @@ pytestmark = [
 
 
 async def test_a_rolling_restart_of_every_process_loses_doubles_and_burns_nothing(tmp_path: Path) -> None:
+    """Scenario 4, short: every process restarted (SIGTERM, start), one at a time, while two
+    submissions train on two intervals each: no attempt is burned by the restart."""
     figures = await workload.run(workload.rolling_restart, "rolling-restart", tmp_path,
                                  workload.Load(submissions=2, intervals=(15, 60)), timeout=480)
     assert figures.submissions == 2 and figures.tasks == 6, figures
