@@ -169,10 +169,10 @@ class RunpodProvider(CostSafety):
             record.run_since = _monotonic_at(resume.running_since)
         self.attempts[record.name] = record
         record.task = asyncio.create_task(self._supervise(record), name=f"attempt {record.name}")
+        adapters.PODS_LIVE.set(len(self.attempts))
         announce = asyncio.create_task(self.heartbeat())  # at once: peers leave this attempt to us
         self._announcing.add(announce)
         announce.add_done_callback(self._announcing.discard)
-        adapters.PODS_LIVE.set(len(self.attempts))
         return record
 
     async def _supervise(self, record: AttemptRecord) -> None:
