@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -192,6 +193,24 @@ async def test_an_agent_stopped_during_prepare_starts_the_trainer_first_and_the_
     release.write_text("go")
     outcome = (await eventually(lambda: reports.ended(command.container_name))).outcome
     assert outcome.result == "exited" and outcome.exit_code == 0, outcome
+
+
+async def test_an_agent_whose_lease_round_trip_timed_out_still_hears_commands(
+    nats_server, nc, subjects, agent_settings, start_agent
+):
+    """The server answers a lease round trip only after its timeout (here: paused past it, as a
+    cut cable or a stalled node would). The late answer must not leave the agent deaf: nats-py
+    stops reading for good when a PONG comes for a flush it gave up on."""
+    await start_agent(agent_settings(lease_s=2.0))  # a round trip is waited for 1 s
+    assert nats_server.process is not None
+    nats_server.process.send_signal(signal.SIGSTOP)
+    try:
+        await asyncio.sleep(2.0)  # lease checks time out meanwhile
+    finally:
+        nats_server.process.send_signal(signal.SIGCONT)
+    await asyncio.sleep(1.0)  # the late PONGs arrive
+    reply = await nc.request(subjects.agent_commands("h1"), b"{}", timeout=5)
+    assert not CommandReply.model_validate_json(reply.data).ok  # answered (a malformed command)
 
 
 @pytest.fixture
