@@ -17,9 +17,16 @@ from typing import Any
 import pytest
 from nats.aio.client import Client as NATS
 from touchstone.agent.config import AgentSettings
-from touchstone.agent.protocol import AttemptReport, CommandReply, decode_attempt_report, decode_reply, encode
 from touchstone.agent.service import Agent
-from touchstone.shared.agents import AgentHeartbeat, decode_report
+from touchstone.shared.agents import (
+    AgentHeartbeat,
+    AttemptReport,
+    CommandReply,
+    decode_attempt_report,
+    decode_reply,
+    decode_report,
+    encode,
+)
 from touchstone.shared.commands import LaunchTask
 from touchstone.shared.events import TaskSpec
 from touchstone.shared.objects.grants import GrantSigner, utcnow

@@ -12,8 +12,15 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
-from touchstone.agent.protocol import AttemptReport, CommandReply, decode_attempt_report, decode_reply, encode
-from touchstone.shared.agents import AgentHeartbeat, decode_report
+from touchstone.shared.agents import (
+    AgentHeartbeat,
+    AttemptReport,
+    CommandReply,
+    decode_attempt_report,
+    decode_reply,
+    decode_report,
+    encode,
+)
 from touchstone.shared.commands import Command
 from touchstone.shared.errors import UnavailableError
 from touchstone.shared.subjects import Subjects
