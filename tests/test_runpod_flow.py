@@ -38,7 +38,6 @@ from touchstone.runpod_provider.testing import (
     write_feature_set,
     write_standin_trainer,
 )
-from touchstone.scheduler.adapters import lease_bucket
 from touchstone.scheduler.config import SchedulerSettings
 from touchstone.scheduler.service import Scheduler
 from touchstone.shared import events as ev
@@ -148,7 +147,7 @@ class Flow:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(task, 15)
         with contextlib.suppress(Exception):
-            await self.js.delete_stream(f"KV_{lease_bucket(self.subjects)}")
+            await self.js.delete_stream(f"KV_{self.subjects.lease_bucket}")
         self.uploads.close()
 
     # --- submissions and tasks -----------------------------------------------------------------

@@ -20,7 +20,7 @@ from schedkit import (
     running,
     until,
 )
-from touchstone.scheduler.adapters import LEASE_KEY, lease_bucket
+from touchstone.scheduler.adapters import LEASE_KEY
 from touchstone.shared.jetstream import connect
 from touchstone.shared.publisher import EventPublisher
 
@@ -108,7 +108,7 @@ async def test_a_sigkilled_leader_is_replaced_and_every_task_runs_exactly_once(
 
 async def _lease_holder(js, subjects) -> bytes | None:
     try:
-        kv = await js.key_value(lease_bucket(subjects))
+        kv = await js.key_value(subjects.lease_bucket)
         return (await kv.get(LEASE_KEY)).value
     except Exception:
         return None

@@ -247,7 +247,7 @@ async def make_api(tmp_path, nats_server, nc, js, subjects, issuer) -> AsyncIter
     yield make
     await stack.aclose()
     with contextlib.suppress(Exception):
-        await js.delete_key_value(f"{subjects.ns}_tokens")
+        await js.delete_key_value(subjects.tokens_bucket)
 
 
 @pytest.fixture

@@ -101,7 +101,7 @@ class EndLine(Record):
 
 
 def stream_prefix(subjects: Subjects, role: str) -> str:
-    return f"{subjects.ns}.evt." if role == "events" else f"{subjects.ns}.dlq."
+    return (subjects.all_events if role == "events" else subjects.all_dead_letters).removesuffix(">")
 
 
 

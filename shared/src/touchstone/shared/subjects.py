@@ -53,6 +53,11 @@ class Subjects:
         """The filter for every event of one aggregate (used for expected-sequence checks)."""
         return f"{self.ns}.evt.{aggregate}.{check_token(aggregate_id)}.*"
 
+    def events_of_type(self, aggregate: str, event_type: str) -> str:
+        """The filter for one event type of every aggregate of a kind (``aggregate`` ``*``: of
+        every kind), for consumers that react to a few types only."""
+        return f"{self.ns}.evt.{aggregate}.*.{event_type}"
+
     # commands: one work queue per service
     @property
     def commands_stream(self) -> str:
@@ -102,19 +107,59 @@ class Subjects:
     def all_logs(self) -> str:
         return f"{self.ns}.logs.>"
 
+    def alarm(self, service: str, kind: str) -> str:
+        """Where a service announces an alarm to whoever listens (besides its ``AlarmRaised`` event)."""
+        return f"{self.ns}.alarm.{check_token(service, 'service')}.{check_token(kind, 'alarm')}"
+
     @property
     def status_ping(self) -> str:
         """Every process answers here with its health (``touchstone status``)."""
         return f"{self.ns}.status.ping"
 
-    # run-time settings
+    # key-value buckets, each opened (created when missing) through ``jetstream.open_bucket``
     @property
     def system_bucket(self) -> str:
+        """Run-time settings and the instance's kind."""
         return self.bucket("system")
 
+    @property
+    def tokens_bucket(self) -> str:
+        """API tokens (the submission service)."""
+        return self.bucket("tokens")
+
+    @property
+    def quotas_bucket(self) -> str:
+        """Per-user recent submissions (the submission service)."""
+        return self.bucket("quotas")
+
+    @property
+    def idempotency_bucket(self) -> str:
+        """Answers to POSTs by Idempotency-Key (the submission service)."""
+        return self.bucket("idempotency")
+
+    @property
+    def ui_bucket(self) -> str:
+        """The UI's shared secrets (the submission service)."""
+        return self.bucket("ui")
+
+    @property
+    def lease_bucket(self) -> str:
+        """The scheduler leader's lease."""
+        return self.bucket("scheduler")
+
+    @property
+    def results_bucket(self) -> str:
+        """What the results service published."""
+        return self.bucket("results")
+
+    @property
+    def alarms_bucket(self) -> str:
+        """What the results service sent when, per alarm fingerprint."""
+        return self.bucket("alarms")
+
     def bucket(self, purpose: str) -> str:
-        """A key-value bucket of this namespace: ``system`` (run-time settings), ``tokens`` (API
-        tokens), ``results`` (what was published), ``scheduler_lease`` (the leader's lease)."""
+        """A key-value bucket of this namespace by purpose; the named properties above are the
+        buckets there are (``backup`` reads its purposes from its file)."""
         return f"{self.ns.replace('-', '_')}_{check_token(purpose, 'bucket')}"
 
     def durable(self, name: str) -> str:

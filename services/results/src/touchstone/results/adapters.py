@@ -35,14 +35,10 @@ class KvLedger:
     def __init__(self, kv: Any) -> None:
         self.kv = kv
 
-    @staticmethod
-    def bucket_name(subjects: Subjects) -> str:
-        return subjects.bucket("results")
-
     @classmethod
     async def open(cls, js: JetStreamContext, subjects: Subjects) -> KvLedger:
         kv = await open_bucket(js, subjects, api.KeyValueConfig(
-            bucket=cls.bucket_name(subjects), description="Touchstone results: what was published", history=1,
+            bucket=subjects.results_bucket, description="Touchstone results: what was published", history=1,
             storage=api.StorageType.FILE,
         ))
         return cls(kv)

@@ -30,10 +30,6 @@ log = logging.getLogger(__name__)
 LEASE_KEY = "leader"
 
 
-def lease_bucket(subjects: Subjects) -> str:
-    return subjects.bucket("scheduler")
-
-
 class EventFeed:
     """Follows the whole events stream in order (an ordered consumer from the first event):
     rebuilds the view at start, then keeps it current. ``caught_up`` is set once every event
@@ -183,7 +179,7 @@ class LeaderLease:
     def __init__(self, js: JetStreamContext, subjects: Subjects, owner: str, ttl_s: float) -> None:
         self.js = js
         self.subjects = subjects
-        self.bucket = lease_bucket(subjects)
+        self.bucket = subjects.lease_bucket
         self.owner = owner
         self.ttl_s = ttl_s
         self.revision = 0

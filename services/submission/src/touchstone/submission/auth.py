@@ -56,13 +56,9 @@ def digest(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-def tokens_bucket(subjects: Subjects) -> str:
-    return subjects.bucket("tokens")
-
-
 async def open_tokens_bucket(js: JetStreamContext, subjects: Subjects, *, replicas: int = 1) -> KeyValue:
     return await open_bucket(js, subjects, api.KeyValueConfig(
-        bucket=tokens_bucket(subjects), description="Touchstone API tokens (sha256 of the secret -> owner, role)",
+        bucket=subjects.tokens_bucket, description="Touchstone API tokens (sha256 of the secret -> owner, role)",
         history=1, storage=api.StorageType.FILE, replicas=replicas,
     ))
 
