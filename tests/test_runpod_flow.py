@@ -46,7 +46,7 @@ from touchstone.shared.commands import container_name
 from touchstone.shared.jetstream import system_bucket
 from touchstone.shared.lifecycle import TaskStatus
 from touchstone.shared.publisher import EventPublisher
-from touchstone.shared.subjects import task_aggregate_id
+from touchstone.shared.subjects import Bucket, task_aggregate_id
 from touchstone.shared.system import Server, SystemSettings, write_system
 
 TASK = "pi-60"
@@ -147,7 +147,7 @@ class Flow:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(task, 15)
         with contextlib.suppress(Exception):
-            await self.js.delete_stream(f"KV_{self.subjects.lease_bucket}")
+            await self.js.delete_stream(f"KV_{self.subjects.bucket(Bucket.LEASE)}")
         self.uploads.close()
 
     # --- submissions and tasks -----------------------------------------------------------------

@@ -3,22 +3,25 @@
 from __future__ import annotations
 
 import pytest
-from touchstone.shared.backupfile import stream_prefix
-from touchstone.shared.subjects import Subjects
-
-BUCKETS = ("system_bucket", "tokens_bucket", "quotas_bucket", "idempotency_bucket", "ui_bucket", "lease_bucket",
-           "results_bucket", "alarms_bucket")
+from touchstone.shared.backupfile import BUCKETS, stream_prefix
+from touchstone.shared.subjects import Bucket, Subjects
 
 
 def test_bucket_names_are_distinct_and_kept_by_namespace() -> None:
     prod, dev = Subjects("prod-a"), Subjects("dev")
-    names = [getattr(prod, b) for b in BUCKETS]
-    assert len(set(names)) == len(BUCKETS)
+    names = [prod.bucket(b) for b in Bucket]
+    assert len(set(names)) == len(Bucket)
     assert all(name.startswith("prod_a_") for name in names)  # dashes are not allowed in bucket names
-    assert not set(names) & {getattr(dev, b) for b in BUCKETS}
+    assert not set(names) & {dev.bucket(b) for b in Bucket}
     # the names already in running brokers: renaming one would orphan its bucket
-    assert (prod.tokens_bucket, prod.lease_bucket, prod.results_bucket) == ("prod_a_tokens", "prod_a_scheduler",
-                                                                            "prod_a_results")
+    assert [prod.bucket(b) for b in (Bucket.SYSTEM, Bucket.TOKENS, Bucket.LEASE, Bucket.RESULTS)] == [
+        prod.system_bucket, "prod_a_tokens", "prod_a_scheduler", "prod_a_results"]
+
+
+def test_a_bucket_is_named_only_by_its_known_purposes() -> None:
+    assert set(BUCKETS) <= set(Bucket)  # every bucket a backup keeps is one there is
+    with pytest.raises(ValueError):
+        Subjects("ns1").bucket("tokens.>")  # type: ignore[arg-type]
 
 
 def test_event_type_filters_match_the_events_they_name() -> None:

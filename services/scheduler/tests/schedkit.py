@@ -19,7 +19,7 @@ from touchstone.shared.commands import LaunchTask, TerminateTask, command_consum
 from touchstone.shared.consumer import Delivery
 from touchstone.shared.jetstream import system_bucket
 from touchstone.shared.publisher import EventPublisher
-from touchstone.shared.subjects import Subjects, task_aggregate_id
+from touchstone.shared.subjects import Bucket, Subjects, task_aggregate_id
 from touchstone.shared.system import Server, SystemSettings, write_system
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -67,7 +67,7 @@ async def running(
 
 async def drop_lease_bucket(js: JetStreamContext, subjects: Subjects) -> None:
     with contextlib.suppress(NotFoundError):
-        await js.delete_stream(f"KV_{subjects.lease_bucket}")
+        await js.delete_stream(f"KV_{subjects.bucket(Bucket.LEASE)}")
 
 
 async def eventually(predicate: Callable[[], object], timeout: float = 15.0) -> None:

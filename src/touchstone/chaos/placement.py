@@ -29,7 +29,7 @@ from touchstone.shared.agents import AgentHeartbeat, encode_report
 from touchstone.shared.commands import decode_command
 from touchstone.shared.jetstream import connect, provision, system_bucket
 from touchstone.shared.publisher import EventPublisher
-from touchstone.shared.subjects import Subjects, task_aggregate_id
+from touchstone.shared.subjects import Bucket, Subjects, task_aggregate_id
 from touchstone.shared.system import Server, SystemSettings, write_system
 
 from touchstone.chaos.cluster import SERVICES_USER, NatsCluster
@@ -81,7 +81,7 @@ async def fleet(nc: NATS, subjects: Subjects, stop: asyncio.Event) -> None:
 
 async def lease_holder(js: JetStreamContext, subjects: Subjects) -> str:
     with contextlib.suppress(Exception):
-        kv = await js.key_value(subjects.lease_bucket)
+        kv = await js.key_value(subjects.bucket(Bucket.LEASE))
         entry = await kv.get("leader")
         return (entry.value or b"").decode()
     return ""

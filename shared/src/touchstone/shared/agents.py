@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from touchstone.shared.events import FailureClass, TaskKind
@@ -158,11 +158,21 @@ encode_report = encode
 """The heartbeat's name for ``encode``."""
 
 
+_Report = TypeVar("_Report", AgentHeartbeat, AttemptReport)
+
+
 def _report_body(data: bytes) -> Any:
     try:
         return json.loads(data)
     except ValueError as e:
         raise ValueError(f"agent report is not JSON: {e}") from e
+
+
+def _validate(body: dict[str, Any], model: type[_Report]) -> _Report:
+    try:
+        return model.model_validate(body)
+    except ValidationError as e:
+        raise ValueError(f"invalid {model.__name__}: {e.errors()[:3]}") from e
 
 
 def decode_report(data: bytes) -> AgentReport | None:
@@ -172,12 +182,7 @@ def decode_report(data: bytes) -> AgentReport | None:
     body = _report_body(data)
     if not isinstance(body, dict):
         raise ValueError("agent report is not a JSON object")
-    if body.get("type") != "AgentHeartbeat":
-        return None
-    try:
-        return AgentHeartbeat.model_validate(body)
-    except ValidationError as e:
-        raise ValueError(f"invalid AgentHeartbeat: {e.errors()[:3]}") from e
+    return _validate(body, AgentHeartbeat) if body.get("type") == "AgentHeartbeat" else None
 
 
 def decode_attempt_report(data: bytes) -> AttemptReport | None:
@@ -186,10 +191,15 @@ def decode_attempt_report(data: bytes) -> AttemptReport | None:
     body = _report_body(data)
     if not isinstance(body, dict) or body.get("type") != "AttemptReport":
         return None
-    try:
-        return AttemptReport.model_validate(body)
-    except ValidationError as e:
-        raise ValueError(f"invalid AttemptReport: {e.errors()[:3]}") from e
+    return _validate(body, AttemptReport)
+
+
+def decode_agent_report(data: bytes) -> AgentHeartbeat | AttemptReport | None:
+    """Either kind of report in ``data``, for readers of every report on the subject (the
+    provider); ``None`` for a kind this version does not know. Raises ``ValueError`` as
+    ``decode_report`` and ``decode_attempt_report`` do."""
+    heartbeat = decode_report(data)
+    return heartbeat if heartbeat is not None else decode_attempt_report(data)
 
 
 def decode_reply(data: bytes) -> CommandReply:

@@ -41,6 +41,7 @@ from touchstone.shared.backupfile import (
     Contents,
     EndLine,
     Header,
+    KeptBucket,
     KeyLine,
     MessageLine,
     Record,
@@ -49,7 +50,7 @@ from touchstone.shared.backupfile import (
     stream_prefix,
 )
 from touchstone.shared.jetstream import LogLimits, existing_bucket, open_bucket, provision
-from touchstone.shared.subjects import Subjects
+from touchstone.shared.subjects import Bucket, Subjects
 
 __all__ = ["BackupError", "Summary", "backup", "read_backup", "restore", "stream_messages"]
 
@@ -90,10 +91,10 @@ async def backup(js: JetStreamContext, subjects: Subjects, path: Path) -> Summar
     for role in STREAMS:
         info = await js.stream_info(_stream_name(subjects, role))
         states[role] = StreamState(last_seq=info.state.last_seq, messages=info.state.messages)
-    buckets: dict[str, BucketConfig] = {}
-    kvs: dict[str, KeyValue] = {}
+    buckets: dict[KeptBucket, BucketConfig] = {}
+    kvs: dict[KeptBucket, KeyValue] = {}
     for purpose in BUCKETS:
-        if (kv := await existing_bucket(js, subjects.bucket(purpose))) is None:
+        if (kv := await existing_bucket(js, subjects.bucket(Bucket(purpose)))) is None:
             continue  # a bucket its service never created
         kvs[purpose] = kv
         status = await kv.status()
@@ -221,7 +222,7 @@ async def restore(js: JetStreamContext, path: Path, *, replicas: int = 1, logs: 
             summary.messages[line.stream] = summary.messages.get(line.stream, 0) + 1
     for purpose, config in contents.header.buckets.items():
         kv = await open_bucket(js, subjects, api.KeyValueConfig(  # created as its service would
-            bucket=subjects.bucket(purpose), description=config.description, history=config.history,
+            bucket=subjects.bucket(Bucket(purpose)), description=config.description, history=config.history,
             ttl=config.ttl_s, storage=api.StorageType.FILE, replicas=replicas,
         ))
         for key_line in (k for k in contents.keys if k.bucket == purpose):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from enum import StrEnum
 
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 
@@ -22,6 +23,19 @@ def check_token(value: str, what: str = "id") -> str:
 def task_aggregate_id(submission_id: str, task_id: str) -> str:
     """The aggregate id of one task: ``{submission_id}-{task_id}`` (for example ``s-7f3a-pi-60``)."""
     return f"{check_token(submission_id)}-{check_token(task_id)}"
+
+
+class Bucket(StrEnum):
+    """The key-value buckets there are, by purpose (the last part of their names)."""
+
+    SYSTEM = "system"  # run-time settings and the instance's kind
+    TOKENS = "tokens"  # API tokens (submission)
+    QUOTAS = "quotas"  # per-user recent submissions (submission)
+    IDEMPOTENCY = "idempotency"  # answers to POSTs by Idempotency-Key (submission)
+    UI = "ui"  # the UI's shared secrets (submission)
+    LEASE = "scheduler"  # the scheduler leader's lease
+    RESULTS = "results"  # what the results service published
+    ALARMS = "alarms"  # what was sent when, per alarm fingerprint (results)
 
 
 @dataclass(frozen=True)
@@ -119,48 +133,11 @@ class Subjects:
     # key-value buckets, each opened (created when missing) through ``jetstream.open_bucket``
     @property
     def system_bucket(self) -> str:
-        """Run-time settings and the instance's kind."""
-        return self.bucket("system")
+        return self.bucket(Bucket.SYSTEM)
 
-    @property
-    def tokens_bucket(self) -> str:
-        """API tokens (the submission service)."""
-        return self.bucket("tokens")
-
-    @property
-    def quotas_bucket(self) -> str:
-        """Per-user recent submissions (the submission service)."""
-        return self.bucket("quotas")
-
-    @property
-    def idempotency_bucket(self) -> str:
-        """Answers to POSTs by Idempotency-Key (the submission service)."""
-        return self.bucket("idempotency")
-
-    @property
-    def ui_bucket(self) -> str:
-        """The UI's shared secrets (the submission service)."""
-        return self.bucket("ui")
-
-    @property
-    def lease_bucket(self) -> str:
-        """The scheduler leader's lease."""
-        return self.bucket("scheduler")
-
-    @property
-    def results_bucket(self) -> str:
-        """What the results service published."""
-        return self.bucket("results")
-
-    @property
-    def alarms_bucket(self) -> str:
-        """What the results service sent when, per alarm fingerprint."""
-        return self.bucket("alarms")
-
-    def bucket(self, purpose: str) -> str:
-        """A key-value bucket of this namespace by purpose; the named properties above are the
-        buckets there are (``backup`` reads its purposes from its file)."""
-        return f"{self.ns.replace('-', '_')}_{check_token(purpose, 'bucket')}"
+    def bucket(self, purpose: Bucket) -> str:
+        """The name of one key-value bucket of this namespace."""
+        return f"{self.ns.replace('-', '_')}_{check_token(Bucket(purpose), 'bucket')}"
 
     def durable(self, name: str) -> str:
         """A durable consumer name that is unique to this namespace."""

@@ -16,9 +16,8 @@ from touchstone.shared.agents import (
     AgentHeartbeat,
     AttemptReport,
     CommandReply,
-    decode_attempt_report,
+    decode_agent_report,
     decode_reply,
-    decode_report,
     encode,
 )
 from touchstone.shared.commands import Command
@@ -62,15 +61,13 @@ async def listen_to_agents(
     async def receive(msg: Msg) -> None:
         host = msg.subject.split(".")[-2]
         try:
-            heartbeat = decode_report(msg.data)
-            if heartbeat is not None:
-                on_heartbeat(host, heartbeat)
-                return
-            report = decode_attempt_report(msg.data)
+            report = decode_agent_report(msg.data)
         except ValueError as e:
             log.warning("dropping agent report on %s: %s", msg.subject, e)
             return
-        if report is not None:
+        if isinstance(report, AgentHeartbeat):
+            on_heartbeat(host, report)
+        elif report is not None:
             await on_report(host, report)
 
     return await nc.subscribe(subjects.all_agent_reports, cb=receive)

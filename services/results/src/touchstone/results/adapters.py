@@ -14,7 +14,7 @@ from touchstone.shared import events as ev
 from touchstone.shared.jetstream import open_bucket
 from touchstone.shared.objects.stores import LocalObjectStore, ObjectStore, S3ObjectStore
 from touchstone.shared.publisher import EventPublisher
-from touchstone.shared.subjects import Subjects
+from touchstone.shared.subjects import Bucket, Subjects
 
 T = TypeVar("T")
 
@@ -38,7 +38,7 @@ class KvLedger:
     @classmethod
     async def open(cls, js: JetStreamContext, subjects: Subjects) -> KvLedger:
         kv = await open_bucket(js, subjects, api.KeyValueConfig(
-            bucket=subjects.results_bucket, description="Touchstone results: what was published", history=1,
+            bucket=subjects.bucket(Bucket.RESULTS), description="Touchstone results: what was published", history=1,
             storage=api.StorageType.FILE,
         ))
         return cls(kv)

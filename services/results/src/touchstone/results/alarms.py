@@ -38,7 +38,7 @@ from touchstone.shared import metrics
 from touchstone.shared.consumer import ConsumerLoop, ConsumerSpec, Delivery, Handler
 from touchstone.shared.errors import ConcurrencyConflict, PermanentError, UnavailableError
 from touchstone.shared.jetstream import open_bucket
-from touchstone.shared.subjects import Subjects
+from touchstone.shared.subjects import Bucket, Subjects
 
 log = logging.getLogger(__name__)
 
@@ -183,7 +183,7 @@ class AlarmLedger:
     @classmethod
     async def open(cls, js: JetStreamContext, subjects: Subjects) -> AlarmLedger:
         kv = await open_bucket(js, subjects, api.KeyValueConfig(
-            bucket=subjects.alarms_bucket, description="Touchstone alarms: what was sent when", history=1,
+            bucket=subjects.bucket(Bucket.ALARMS), description="Touchstone alarms: what was sent when", history=1,
             storage=api.StorageType.FILE,
         ))
         return cls(kv)
