@@ -20,7 +20,6 @@ state it wrote itself.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import resource
 import sys
@@ -102,7 +101,7 @@ def _everything_under(folder: Path) -> bytes:
 
 
 async def test_a_hostile_work_directory_leaks_nothing_and_changes_nothing_outside(
-    nc, subjects, runtime_settings, start_agent, make_feature_set, eventually, tmp_path, monkeypatch
+    nc, subjects, runtime_settings, start_agent, make_feature_set, eventually, tmp_path, monkeypatch, objects
 ):
     monkeypatch.setenv("TOUCHSTONE_NATS_PASSWORD", SECRET)  # in the agent's /proc/self/environ
     victim = tmp_path / "authorized_keys"
@@ -119,8 +118,10 @@ async def test_a_hostile_work_directory_leaks_nothing_and_changes_nothing_outsid
     release = settings.work_root / container_name("sb", "pi-15", 1) / "work" / "release"
     fs_a = make_feature_set("a", hostile=PLANT_A, victim=str(victim), line_mib=ONE_GB >> 20)
     fs_b = make_feature_set("b", hostile=PLANT_B, other_attempt=str(other), release=str(release))
-    cmd_a = launch(fs_a, kind="training", task_id="pi-15", placement=f"{host}/cpu0", submission_id="sa")
-    cmd_b = launch(fs_b, kind="training", task_id="pi-15", placement=f"{host}/cpu1", submission_id="sb")
+    cmd_a = launch(fs_a, kind="training", task_id="pi-15", placement=f"{host}/cpu0", submission_id="sa",
+                   store=objects)
+    cmd_b = launch(fs_b, kind="training", task_id="pi-15", placement=f"{host}/cpu1", submission_id="sb",
+                   store=objects)
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     assert (await send(nc, subjects, cmd_a, host)).ok
     assert (await send(nc, subjects, cmd_b, host)).ok
@@ -132,7 +133,8 @@ async def test_a_hostile_work_directory_leaks_nothing_and_changes_nothing_outsid
     await running.stop()
     second = await start_agent(settings)
     adopted = second.agent.attempts.live[cmd_b.container_name]
-    assert adopted.command == cmd_b and adopted.stage == "started"
+    # (its upload grant is kept apart from attempt.json, where the task never reaches)
+    assert adopted.command == cmd_b.model_copy(update={"upload": None}) and adopted.stage == "started"
     release.write_text("go")
     b = (await eventually(lambda: reports.ended(cmd_b.container_name), timeout=60)).outcome
 
@@ -140,7 +142,7 @@ async def test_a_hostile_work_directory_leaks_nothing_and_changes_nothing_outsid
     assert a.result == "exited" and a.exit_code == 0, a
     assert sorted(a.artifacts) == ["long.json", "short.json"], a.artifacts
     assert a.metrics == {}
-    log_a = await asyncio.to_thread(Path(a.log_uri.removeprefix("file://")).read_text, errors="replace")
+    log_a = (await objects.read(a.log_key or "")).decode(errors="replace")  # as uploaded with the grant
     left_behind = [line for line in log_a.splitlines() if line.startswith("[agent] not collected: ")]
     for left in ("stolen.bin", "zero.bin", "fifo.bin", "huge.bin", "metrics.json", "curves.json"):
         assert any(left in line for line in left_behind), (left, left_behind)
@@ -158,6 +160,7 @@ async def test_a_hostile_work_directory_leaks_nothing_and_changes_nothing_outsid
     everything = "\n".join(reports.logs) + json.dumps([a.model_dump(mode="json"), b.model_dump(mode="json")])
     assert SECRET not in everything
     assert SECRET.encode() not in _everything_under(settings.artifacts_root)
+    assert SECRET.encode() not in _everything_under(objects.root)
     assert victim.read_text() == "ssh-ed25519 AAAA the agent's own\n"
     assert _everything_under(other) == before_other
     assert not (settings.work_root / cmd_a.container_name).exists()

@@ -31,13 +31,14 @@ from touchstone.onprem_provider import domain
 from touchstone.onprem_provider.adapters import AgentClient, listen_to_agents
 from touchstone.onprem_provider.config import ProviderSettings
 from touchstone.shared.agents import AgentHeartbeat, AttemptReport
+from touchstone.shared.aggregate import change
 from touchstone.shared.commands import LaunchTask, TerminateTask, command_consumer, container_name
 from touchstone.shared.consumer import Delivery, Handler
-from touchstone.shared.errors import ConcurrencyConflict, UnavailableError
+from touchstone.shared.errors import UnavailableError
 from touchstone.shared.events import TaskEvent
 from touchstone.shared.logs import task_context
 from touchstone.shared.objects.keys import attempt_prefix
-from touchstone.shared.publisher import EventPublisher, last_seq, task_events
+from touchstone.shared.publisher import EventPublisher, Recorded, task_events
 from touchstone.shared.subjects import Subjects, task_aggregate_id
 
 log = logging.getLogger(__name__)
@@ -187,24 +188,23 @@ class OnpremProvider:
         """Record what ``report`` adds to its task's events (or reject it)."""
         aggregate = task_aggregate_id(report.submission_id, report.task_id)
         async with self._locks[aggregate]:
-            for _ in range(CONFLICT_TRIES):
-                recorded = await self.publisher.load_task(report.submission_id, report.task_id)
-                history = task_events(recorded)
-                decision = domain.decide_report(history, report, host, _now())
-                if decision.rejected:
-                    self._applied[_key(host, report)] = _signature(report)
-                    self.rejected.append(decision.rejected)
-                    log.warning("rejected a report from %s: %s", host, decision.rejected)
-                    return decision
-                try:
-                    await self._append(decision.events, last_seq(recorded))
-                except ConcurrencyConflict:
-                    continue
-                self._track(host, report, decision)
-                if decision.stop_container:
-                    await self._stop_stray(host, report)
+            decided: list[domain.Decision] = []
+
+            def decide(recorded: list[Recorded]) -> list[TaskEvent]:
+                decided.append(domain.decide_report(task_events(recorded), report, host, _now()))
+                return [] if decided[-1].rejected else list(decided[-1].events)
+
+            await change(self.publisher, "task", aggregate, decide, tries=CONFLICT_TRIES)
+            decision = decided[-1]
+            if decision.rejected:
+                self._applied[_key(host, report)] = _signature(report)
+                self.rejected.append(decision.rejected)
+                log.warning("rejected a report from %s: %s", host, decision.rejected)
                 return decision
-        raise ConcurrencyConflict(aggregate, -1)
+            self._track(host, report, decision)
+            if decision.stop_container:
+                await self._stop_stray(host, report)
+            return decision
 
     def _track(self, host: str, report: AttemptReport, decision: domain.Decision) -> None:
         self._applied[_key(host, report)] = _signature(report)
@@ -248,25 +248,15 @@ class OnpremProvider:
     async def _history(self, submission_id: str, task_id: str) -> list[TaskEvent]:
         return task_events(await self.publisher.load_task(submission_id, task_id))
 
-    async def _append(self, events: tuple[TaskEvent, ...], seq: int) -> None:
-        for event in events:
-            seq = await self.publisher.append(event, expected_last_seq=seq)
-
     async def _fail(self, submission_id: str, task_id: str, attempt: int, reason: str, key: str) -> None:
         """Fail a live attempt for an infrastructure reason (nothing when it is not live)."""
         aggregate = task_aggregate_id(submission_id, task_id)
+
+        def decide(recorded: list[Recorded]) -> list[TaskEvent]:
+            failed = domain.decide_failure(task_events(recorded), submission_id, task_id, attempt, reason, key, _now())
+            return [] if failed is None else [failed]
+
         async with self._locks[aggregate]:
-            for _ in range(CONFLICT_TRIES):
-                recorded = await self.publisher.load_task(submission_id, task_id)
-                failed = domain.decide_failure(
-                    task_events(recorded), submission_id, task_id, attempt, reason, key, _now()
-                )
-                if failed is None:
-                    return
-                try:
-                    await self.publisher.append(failed, expected_last_seq=last_seq(recorded))
-                    log.warning("attempt %d of %s/%s failed: %s", attempt, submission_id, task_id, reason)
-                    return
-                except ConcurrencyConflict:
-                    continue
-        raise ConcurrencyConflict(aggregate, -1)
+            changed = await change(self.publisher, "task", aggregate, decide, tries=CONFLICT_TRIES)
+        if changed.appended:
+            log.warning("attempt %d of %s/%s failed: %s", attempt, submission_id, task_id, reason)

@@ -18,10 +18,10 @@ from nats.aio.client import Client as NATS
 from nats.js.kv import KeyValue
 from touchstone.shared import console
 from touchstone.shared import events as ev
-from touchstone.shared.errors import ConcurrencyConflict, UnavailableError
+from touchstone.shared.aggregate import change
 from touchstone.shared.lifecycle import TaskState
 from touchstone.shared.metrics import counter, gauge
-from touchstone.shared.publisher import EventPublisher, last_seq, task_events
+from touchstone.shared.publisher import EventPublisher, Recorded, task_events
 from touchstone.shared.subjects import Subjects
 from touchstone.shared.system import GPU_TYPES_KEY
 
@@ -88,20 +88,20 @@ class TaskRecorder:
 
     async def record(self, event: ev.TaskEvent) -> bool:
         """True when ``event`` is stored (now or before); False when the task no longer takes it."""
-        for _ in range(CONFLICT_TRIES):
-            recorded = await self.publisher.load_task(event.submission_id, event.task_id)
+        taken: list[bool] = []
+
+        def decide(recorded: list[Recorded]) -> list[ev.Event]:
             if any(r.event.event_id == event.event_id for r in recorded):
-                return True
+                taken.append(True)
+                return []
             state = domain.fold_lenient(task_events(recorded), _now())
-            if not domain.accepts(state, event, _now()):
+            taken.append(domain.accepts(state, event, _now()))
+            if not taken[-1]:
                 log.info("task %s does not take %s now", event.aggregate_id, event.event_type)
-                return False
-            try:
-                await self.publisher.append(event, expected_last_seq=last_seq(recorded))
-                return True
-            except ConcurrencyConflict:
-                continue
-        raise UnavailableError(f"could not append {event.event_type} to {event.aggregate_id}: too many conflicts")
+            return [event] if taken[-1] else []
+
+        await change(self.publisher, "task", event.aggregate_id, decide, tries=CONFLICT_TRIES)
+        return taken[-1]
 
 
 # --- console lines ------------------------------------------------------------------------
