@@ -137,7 +137,7 @@ class Subjects:
 
     def bucket(self, purpose: Bucket) -> str:
         """The name of one key-value bucket of this namespace."""
-        return f"{self.ns.replace('-', '_')}_{check_token(Bucket(purpose), 'bucket')}"
+        return f"{self.ns.replace('-', '_')}_{Bucket(purpose).value}"  # Bucket(): refuses any other
 
     def durable(self, name: str) -> str:
         """A durable consumer name that is unique to this namespace."""
