@@ -8,7 +8,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 
 .DEFAULT_GOAL := help
-.PHONY: help env up test lint bench chaos images clean
+.PHONY: help env up test test-fast lint bench chaos images clean
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-8s %s\n", $$1, $$2}'
@@ -25,6 +25,9 @@ up: env ## Run Touchstone with embedded defaults (NATS, SQLite, local agent); Ct
 
 test: env ## Run the whole test suite (real nats-server, SQLite, HTTP, SSH; Docker where it runs)
 	$(BIN)/pytest
+
+test-fast: env ## Only the fast unit tests (no outside process: broker, Docker, browser, servers): about a minute
+	$(BIN)/pytest -m "not integration" -q
 
 lint: env ## ruff on everything, mypy --strict on shared/, no import cycles (import-linter)
 	$(BIN)/ruff check .

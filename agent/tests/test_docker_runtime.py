@@ -25,6 +25,8 @@ from touchstone.shared.agents import decode_attempt_report, decode_reply, encode
 from touchstone.shared.commands import LaunchTask
 from touchstone.shared.events import TaskSpec
 
+pytestmark = pytest.mark.integration  # the real Docker engine
+
 REPO = Path(__file__).resolve().parents[2]
 ENV = {"PATH": "/usr/bin:/bin", "SECRET_TOKEN_OF_THE_AGENT": "must-not-leak"}
 PIDS = 48

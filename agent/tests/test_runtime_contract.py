@@ -17,6 +17,8 @@ from touchstone.agent.runtime import ContainerRuntime, ContainerSpec, work_dir_o
 from touchstone.agent.sandbox import Bubblewrap
 from touchstone.agent.testing import docker_runtime_or_skip
 
+pytestmark = pytest.mark.integration  # real runtimes: processes, bubblewrap, Docker
+
 RUNTIMES: dict[str, Callable[[Path], ContainerRuntime]] = {
     "process": lambda root: ProcessRuntime(root, kill_grace_s=1.0),
     "bubblewrap": lambda root: ProcessRuntime(root, kill_grace_s=1.0, sandbox=_bubblewrap()),

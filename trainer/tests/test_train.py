@@ -16,6 +16,8 @@ from touchstone.trainer.data import canned_candles
 from touchstone.trainer.dataset import build_dataset, plan_split
 from touchstone.trainer.feature_set import load_feature_set
 
+pytestmark = pytest.mark.integration  # trains real models through the trainer's CLI
+
 SMALL = ["data.rows=30000"]  # in-process runs train on fewer candles to stay fast
 # Gradient boosting with class weights bins its data slowly in recent scikit-learn: tests of
 # other behaviour train it unweighted, briefly, on fewer candles.

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -232,6 +233,24 @@ async def test_agent_silence_fails_a_live_attempt(
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(os.getpgid(pid), signal.SIGKILL)
+
+
+async def test_a_provider_that_did_not_run_for_longer_than_the_agent_timeout_fails_nothing(
+    world, start_agent, agent_settings, make_feature_set, eventually, tmp_path
+):
+    """A replica SIGSTOPped (or starved of CPU) hears nothing while it does not run: waking up,
+    it must not take that for its agents' silence and burn the attempts it watches."""
+    w = await world(agent_timeout_s=2.0)
+    await start_agent(agent_settings(heartbeat_interval_s=0.2))
+    release = tmp_path / "release"
+    await w.send(await w.assign(make_feature_set(sleep=60, release=str(release)), task_id="pi-1", kind="training",
+                                placement="h1/0"))
+    await w.wait_for(eventually, "TrainingStarted", task_id="pi-1")
+    time.sleep(3.5)  # noqa: ASYNC251 (nothing in this process runs, as in a paused one, past agent_timeout_s)
+    await asyncio.sleep(1.5)  # sweeps after waking, the agent heard again
+    release.write_text("go")
+    events = await w.wait_for(eventually, "ContainerTerminated", task_id="pi-1")
+    assert "TaskFailed" not in types(events) and "TrainingFinished" in types(events), types(events)
 
 
 async def test_an_agent_killed_mid_run_and_restarted_completes_the_task_once(

@@ -28,7 +28,7 @@ from touchstone.shared.consumer import ConsumerLoop
 from touchstone.shared.errors import UnavailableError
 from touchstone.shared.publisher import EventPublisher
 
-pytestmark = pytest.mark.mlflow
+pytestmark = [pytest.mark.mlflow, pytest.mark.integration]  # a real mlflow server
 
 STARTUP_TIMEOUT_S = 300.0  # ≈ 11 s on an idle machine; far longer on a busy 2-core one
 

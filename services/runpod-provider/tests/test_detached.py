@@ -9,8 +9,11 @@ import sys
 import time
 
 import asyncssh
+import pytest
 from touchstone.runpod_provider import detached
 from touchstone.runpod_provider.testing import wait_for
+
+pytestmark = pytest.mark.integration  # trainers detached over real SSH
 
 PY = sys.executable
 

@@ -22,6 +22,8 @@ from touchstone.runpod_provider.fake.container import (
     sweep_orphans,
 )
 
+pytestmark = pytest.mark.integration  # pods as real sshd containers
+
 
 def connect(pod_or_port, key, *, host="127.0.0.1", username="root", **options):
     port = pod_or_port if isinstance(pod_or_port, int) else pod_or_port.ssh.port

@@ -274,6 +274,49 @@ async def test_a_launch_stays_unacked_until_its_pod_is_recorded(harness, fake, j
     assert [r.name for r in fake.ledger()] == [launch.container_name]
 
 
+async def test_two_replicas_share_launches_and_never_drive_one_attempt_twice(harness, fake, tmp_path):
+    """Replicas share the launch consumer and the key. A launch is nak'ed until its pod is
+    recorded, so its redeliveries reach the other replica too: that one must leave the attempt
+    to the replica whose heartbeats name it (a second driver would race the first through the
+    pod: two followers, two collects, a failure recorded over a success)."""
+    fake.faults.create_answer_delay_s = 1.0  # the pod is made, the launch stays pending a while
+    first = await harness.start(launch_retry_s=0.1)
+    await wait_for(lambda: first.settings.key_file.exists())
+    settings = provider_settings(fake, namespace=harness.subjects.ns, data_dir=tmp_path / "data-b",
+                                 trainer_src=harness.trainer_src, **{**harness.defaults, "launch_retry_s": 0.1})
+    settings.key_file.parent.mkdir(parents=True)
+    settings.key_file.write_bytes(first.settings.key_file.read_bytes())  # as an operator deploys replicas
+    second = RunpodProvider(settings, harness.nc, harness.js, harness.subjects)
+    started: list[tuple[str, str]] = []
+    for label, replica in (("a", first), ("b", second)):
+        real = replica.start_attempt
+
+        def track(command, *, launch_by, resume=None, real=real, label=label, replica=replica):
+            if command.container_name not in replica.attempts:
+                started.append((label, command.container_name))
+            return real(command, launch_by=launch_by, resume=resume)
+
+        replica.start_attempt = track  # type: ignore[method-assign]
+    stop = asyncio.Event()
+    running = asyncio.create_task(second.run(stop))
+    try:
+        await asyncio.sleep(3 * settings.heartbeat_interval_s)  # the second has listened to its peer
+        launches = [await harness.assign(feature_set=harness.feature_set(SLEEP="1")) for _ in range(3)]
+        for launch in launches:
+            await harness.send(launch)
+        for launch in launches:
+            await harness.until_event(launch, "ContainerTerminated")
+    finally:
+        stop.set()
+        await asyncio.wait_for(running, 60)
+
+    names = [name for _, name in started]
+    assert sorted(names) == sorted(launch.container_name for launch in launches), started  # each once
+    for launch in launches:
+        assert (await harness.types(launch)) == TRANSCRIPT
+    assert sorted(r.name for r in fake.ledger()) == sorted(names)
+
+
 async def test_a_create_that_fails_but_makes_the_pod_is_adopted(harness, fake):
     fake.inject(Injection(status=500, method="POST", path="/v2/pods", apply_first=True))
     await harness.start()

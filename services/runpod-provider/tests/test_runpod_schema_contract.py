@@ -46,6 +46,8 @@ referencing = pytest.importorskip("referencing")
 from schemathesis import GenerationMode, checks  # noqa: E402
 from schemathesis.core import NOT_SET  # noqa: E402
 
+pytestmark = pytest.mark.integration  # the local RunPod against RunPod's whole published schema (a minute)
+
 REFERENCE = Path(__file__).resolve().parents[3].parent / "shared" / "reference" / "runpod-api-v2-openapi.json"
 OPERATIONS = ["listPods", "createPod", "getPod", "updatePod", "deletePod", "podAction", "listGpuTypes", "getGpuType"]
 """The provider's operations (all but the last two, which the fake serves as well)."""

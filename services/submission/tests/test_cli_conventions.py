@@ -69,6 +69,7 @@ def test_every_api_verb_has_json_help_on_every_option_and_an_example(env) -> Non
             assert getattr(p, "help", None), (path, p.name)  # options and arguments alike
 
 
+@pytest.mark.integration  # a shell completion per option, each a fresh interpreter
 def test_completion_of_fixed_values(env) -> None:
     """Through the installed command, as bash asks for completions."""
     touchstone = Path(sys.executable).parent / "touchstone"

@@ -5,12 +5,19 @@
 - attempts of one task never overlap: nothing of attempt k happens after attempt k+1 was
   assigned, except the events that report its end;
 - every submission the API acknowledged (201) is in the record;
-- projections rebuilt from the stream equal the live ones each API replica serves.
+- projections rebuilt from the stream equal the live ones each API replica serves;
+- every pod the local RunPod created (its own ledger, not the providers' view) is owned by a
+  live attempt or terminated within one reconcile period (plus the reap grace) after its
+  attempt ended; here: after the load settled, when no attempt is live, every ``touchstone-``
+  pod is terminated within that bound (``pods_settled``); and no attempt ever had two pods.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
+import asyncio
+import time
+from collections import Counter, defaultdict
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -33,6 +40,7 @@ class Verdict:
     overlapping: list[str] = field(default_factory=list)
     missing_submissions: list[str] = field(default_factory=list)
     attempts_burned: int = 0  # attempts beyond the first, over all tasks
+    failures: list[str] = field(default_factory=list)  # every failed attempt and why (burns explained)
 
     @property
     def holds(self) -> bool:
@@ -77,6 +85,8 @@ def check(events: list[ev.Event], acknowledged: list[str], max_attempts: int = 3
         if len(assigned) > max_attempts:
             verdict.too_many_attempts.append(task)
         verdict.attempts_burned += max(0, len(assigned) - 1)
+        verdict.failures += [f"{task} attempt {e.attempt}: {e.failure_class}: {e.reason}"
+                             for e in history if isinstance(e, ev.TaskFailed)]
         if not any(isinstance(e, TERMINAL_TASK) for e in history):
             verdict.unfinished.append(task)
         starts = {attempt: min(times) for attempt, times in assigned.items()}
@@ -89,3 +99,29 @@ def check(events: list[ev.Event], acknowledged: list[str], max_attempts: int = 3
                 verdict.overlapping.append(f"{task}: {event.event_type} of attempt {attempt} after attempt "
                                            f"{attempt + 1} was assigned")
     return verdict
+
+
+@dataclass
+class PodVerdict:
+    created: int = 0
+    leaked: list[str] = field(default_factory=list)
+    """``touchstone-`` pods not terminated within the bound after every attempt ended."""
+    doubled: list[str] = field(default_factory=list)
+    """Attempts (pod names) for which the local RunPod created more than one pod."""
+    settled_s: float = 0.0
+    """Seconds from the load settling until the last of our pods was terminated."""
+
+
+async def pods_settled(ledger: Callable[[], Awaitable[list[dict]]], bound_s: float) -> PodVerdict:
+    """Poll the local RunPod's ledger until every ``touchstone-`` pod is terminated, at most
+    ``bound_s`` (one reconcile period plus the reap grace): call once every task is terminal."""
+    started = time.monotonic()
+    while True:
+        pods = [p for p in await ledger() if str(p["name"]).startswith("touchstone-")]
+        alive = [str(p["name"]) for p in pods if not p["terminated"]]
+        if not alive or time.monotonic() - started > bound_s:
+            break
+        await asyncio.sleep(0.5)
+    names = Counter(str(p["name"]) for p in pods)
+    return PodVerdict(created=len(pods), leaked=alive, doubled=sorted(n for n, c in names.items() if c > 1),
+                      settled_s=round(time.monotonic() - started, 1))

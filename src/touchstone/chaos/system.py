@@ -6,6 +6,13 @@ only through its ``TOUCHSTONE_*`` settings, inside its host's namespace. The ser
 NATS with the services user and the server list; each agent with its own user, which may use
 only its own subjects. GPU hosts reach the NATS nodes over the switch; nothing else of theirs
 is shared: each process has its own data directory.
+
+RunPod is the local one (``python -m touchstone.runpod_provider.fake``) on a host of its own,
+``runpod``: its pods are SSH endpoints on that host's address, so the two RunPod providers on
+the control host reach them over the switch, as they would reach RunPod's. The providers share
+one SSH key, as an operator deploys replicas (either can reach a pod the other created); each
+copy carries its replica's name as the key's comment, which RunPod echoes in the pod's
+``env.PUBLIC_KEY``: the harness can tell which replica created a pod.
 """
 
 from __future__ import annotations
@@ -21,8 +28,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import asyncssh
 import httpx
-from touchstone.shared.jetstream import connect, provision, system_bucket
+from touchstone.shared.jetstream import LogLimits, connect, provision, system_bucket
 from touchstone.shared.subjects import Subjects
 from touchstone.shared.system import Server, SystemSettings, write_system
 
@@ -34,12 +42,23 @@ API_PORTS = (8080, 8081)
 REPO = Path(__file__).resolve().parents[3]
 EXAMPLES = REPO / "examples" / "feature-sets"
 
+RUNPOD_PORT = 8787
+RUNPOD_KEY = "rpa_chaos_fake_key_0123456789abcdef"
+RUNPOD_MAX_RUNNING = 3  # the system setting: RunPod takes up to this many tasks beside on-prem
+
 # (replica name, module); two of each service on the control host
 SERVICES = (
     ("api-a", "touchstone.submission"), ("api-b", "touchstone.submission"),
     ("scheduler-a", "touchstone.scheduler"), ("scheduler-b", "touchstone.scheduler"),
     ("onprem-a", "touchstone.onprem_provider"), ("onprem-b", "touchstone.onprem_provider"),
+    ("results-a", "touchstone.results"), ("results-b", "touchstone.results"),
 )
+RUNPOD_SERVICES = (("runpod-a", "touchstone.runpod_provider"), ("runpod-b", "touchstone.runpod_provider"))
+RUNPOD_FAST = {  # the provider's periods on a test's clock (its reconcile period is the leak bound)
+    "TOUCHSTONE_POLL_INTERVAL_S": "0.5", "TOUCHSTONE_RECONCILE_INTERVAL_S": "5", "TOUCHSTONE_REAP_GRACE_S": "3",
+    "TOUCHSTONE_HEARTBEAT_INTERVAL_S": "1", "TOUCHSTONE_BALANCE_INTERVAL_S": "10", "TOUCHSTONE_ACK_WAIT_S": "10",
+    "TOUCHSTONE_LAUNCH_RETRY_S": "1", "TOUCHSTONE_READY_TIMEOUT_S": "60", "TOUCHSTONE_API_TIMEOUT_S": "10",
+}
 
 
 @dataclass
@@ -84,6 +103,9 @@ class System:
     network: Network = field(init=False)
     cluster: NatsCluster = field(init=False)
     control: Host = field(init=False)
+    runpod: bool = True  # the local RunPod on its own host and two RunPod providers
+    logs: LogLimits | None = None  # the logs stream's budget, the same for every process
+    notes: dict[str, object] = field(default_factory=dict)  # what a fault measured
     procs: dict[str, Proc] = field(default_factory=dict)
     admin_token: str = "ts_chaos_admin_token_0123456789abcdef"
 
@@ -93,6 +115,14 @@ class System:
         self.cluster = NatsCluster(self.network, self.root / "nats", agents=agents)
         self.control = self.network.add_host("control")
         self.gpus = [self.network.add_host(name) for name in agents]
+        self.runpod_host = self.network.add_host("runpod") if self.runpod else None
+        self.fake_runpod: subprocess.Popen[bytes] | None = None
+
+    @property
+    def runpod_url(self) -> str:
+        """The local RunPod's HTTP root (``/v2``, ``/graphql`` and its ``/_fake/`` controls)."""
+        assert self.runpod_host is not None
+        return f"http://{self.runpod_host.address}:{RUNPOD_PORT}"
 
     @property
     def services_url(self) -> str:
@@ -108,14 +138,18 @@ class System:
                            tls=self.cluster.client_tls())
         js = nc.jetstream()
         subjects = Subjects(NAMESPACE)
-        await provision(js, subjects, replicas=3)
+        await provision(js, subjects, replicas=3, logs=self.logs)
         await write_system(await system_bucket(js, subjects, replicas=3), SystemSettings(
-            servers=[Server(name=h.name, num_slots=self.slots) for h in self.gpus], runpod_max_running_tasks=0))
+            servers=[Server(name=h.name, num_slots=self.slots) for h in self.gpus],
+            runpod_max_running_tasks=RUNPOD_MAX_RUNNING if self.runpod else 0))
         await nc.close()
         base = {"PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", "/root"),
                 "TOUCHSTONE_NAMESPACE": NAMESPACE, "TOUCHSTONE_LOG_JSON": "false",
                 "TOUCHSTONE_ALLOW_LOCAL_SOURCES": "true", "TOUCHSTONE_NATS_TLS_CA_FILE": self.cluster.ca_file,
                 **self.settings}
+        if self.logs is not None:  # every process provisions on start: the same budget, or it would change it
+            base.update(TOUCHSTONE_LOGS_MAX_BYTES=str(self.logs.max_bytes),
+                        TOUCHSTONE_LOGS_MAX_MSGS_PER_TASK=str(self.logs.max_msgs_per_task))
         ports = iter(API_PORTS)
         # the control host's embedded object store: one folder and one grant key for the API (which
         # takes the agents' uploads), the results service and the providers (which sign the grants)
@@ -129,6 +163,8 @@ class System:
                 env.update(TOUCHSTONE_HOST="0.0.0.0", TOUCHSTONE_PORT=str(next(ports)),
                            TOUCHSTONE_ADMIN_TOKEN=self.admin_token, TOUCHSTONE_DENIED_NETWORKS="[]")
             self._add(name, self.control, module, env)
+        if self.runpod:
+            self._add_runpod(base)
         for host in self.gpus:
             env = {**base, "TOUCHSTONE_NATS_URL": self.cluster.url, "TOUCHSTONE_DATA_DIR": str(self.root / host.name),
                    "TOUCHSTONE_HOST": host.name, "TOUCHSTONE_NATS_USER": f"agent-{host.name}",
@@ -139,10 +175,46 @@ class System:
             proc.start()
         await self.wait_api()
 
+    def _add_runpod(self, base: dict[str, str]) -> None:
+        """The local RunPod on its host, and two providers on the control host sharing one key."""
+        assert self.runpod_host is not None
+        self.fake_runpod = self.runpod_host.spawn(
+            [sys.executable, "-m", "touchstone.runpod_provider.fake", "--host", self.runpod_host.address,
+             "--port", str(RUNPOD_PORT), "--api-key", RUNPOD_KEY, "--pods", "ssh", "--root", str(self.root / "runpod"),
+             "--rate-scale", "20"],
+            env={"PATH": base["PATH"], "HOME": base["HOME"]}, log=self.root / "logs" / "fake-runpod.log")
+        key = asyncssh.generate_private_key("ssh-ed25519")
+        for name, module in RUNPOD_SERVICES:
+            data = self.root / name
+            key_file = data / "runpod-provider" / "id_ed25519"
+            key_file.parent.mkdir(parents=True, exist_ok=True)
+            key.set_comment(name)  # the same key; its comment says which replica asked for a pod
+            key_file.write_bytes(key.export_private_key())
+            key_file.chmod(0o600)
+            env = {**base, **RUNPOD_FAST, "TOUCHSTONE_NATS_URL": self.services_url, "TOUCHSTONE_DATA_DIR": str(data),
+                   "TOUCHSTONE_INSTANCE_ID": name, "TOUCHSTONE_RUNPOD_API_KEY": RUNPOD_KEY,
+                   "TOUCHSTONE_RUNPOD_BASE_URL": f"{self.runpod_url}/v2",
+                   "TOUCHSTONE_RUNPOD_GRAPHQL_URL": f"{self.runpod_url}/graphql",
+                   # asyncssh pods run their commands on the runpod host: this interpreter has the
+                   # trainer's dependencies; the trainer is the repository's, fixed
+                   "TOUCHSTONE_PYTHON": sys.executable, "TOUCHSTONE_TRAINER_SRC_DIR": str(REPO / "trainer" / "src")}
+            self._add(name, self.control, module, env)
+
+    async def runpod_ledger(self) -> list[dict]:
+        """Every pod the local RunPod ever created (its own ledger): id, name, status, terminated."""
+        async with httpx.AsyncClient(timeout=5) as client:
+            answer = await client.get(f"{self.runpod_url}/_fake/ledger")
+            answer.raise_for_status()
+            body = answer.json()
+        return list(body["pods"] if isinstance(body, dict) else body)
+
     def _add(self, name: str, host: Host, module: str, env: dict[str, str]) -> None:
         self.procs[name] = Proc(name, host, module, env, self.root / "logs" / f"{name}.log")
 
     async def wait_api(self, timeout: float = 90.0) -> None:
+        """Until both APIs answer ready. A process that exits meanwhile is started again, as its
+        supervisor would (on a loaded machine a JetStream request at startup can time out, and
+        a service exits rather than run half set up); ``notes['restarted']`` counts them."""
         deadline = time.monotonic() + timeout
         async with httpx.AsyncClient(timeout=3) as client:
             for url in self.api_urls():
@@ -152,13 +224,25 @@ class System:
                             break
                     if time.monotonic() > deadline:
                         raise TimeoutError(f"{url} not ready; see {self.root / 'logs'}")
+                    self.supervise()
                     await asyncio.sleep(0.3)
+        self.supervise()
+
+    def supervise(self) -> None:
+        """Start again every service process that exited (not one a fault stopped: it is
+        started again by the fault itself)."""
+        for proc in self.procs.values():
+            if proc.process is not None and proc.process.poll() is not None:
+                proc.start()
+                restarted = self.notes.setdefault("restarted", [])
+                assert isinstance(restarted, list)
+                restarted.append(proc.name)
 
     def close(self) -> None:
         for proc in self.procs.values():
             proc.signal(signal.SIGCONT)
             proc.signal(signal.SIGKILL)
-        for host in [self.control, *self.gpus]:
+        for host in [self.control, *self.gpus, *([self.runpod_host] if self.runpod_host else [])]:
             host.kill_all()
         self.cluster.close()
         self.network.close()

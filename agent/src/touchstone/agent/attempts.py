@@ -51,6 +51,9 @@ LOG_CHUNKS_PER_LOOK = 64
 """Chunks streamed per look while the trainer runs: a trainer that prints without end still
 meets its deadline."""
 LINES_PER_MESSAGE = 200
+PREPARE_GRACE_S = 10.0
+"""How long a stopping agent lets attempts in prepare start their trainers (a deploy's SIGTERM
+is followed by SIGKILL after a while: 15 s in the chaos harness, 30 s in Kubernetes)."""
 
 LogSink = Callable[[str, list[str]], Awaitable[None]]
 
@@ -191,8 +194,17 @@ class Attempts:
                                                         commit=attempt.commit)
             await self._end(attempt, outcome, collect_log=True)
 
-    async def stop(self) -> None:
-        """Stop watching; the attempts' processes keep running for the next agent to adopt."""
+    async def stop(self, prepare_grace_s: float = PREPARE_GRACE_S) -> None:
+        """Stop watching; the attempts' processes keep running for the next agent to adopt.
+        Attempts still preparing get ``prepare_grace_s`` to start their trainer first: an
+        attempt interrupted in prepare cannot be adopted and fails, so a deploy's SIGTERM
+        would otherwise burn it (a SIGKILL still does)."""
+        deadline = time.monotonic() + prepare_grace_s
+        while time.monotonic() < deadline and any(
+            stage_index(a.stage) < stage_index("started") and a.driver is not None and not a.driver.done()
+            for a in self.live.values()
+        ):
+            await asyncio.sleep(0.05)
         drivers = [a.driver for a in self.live.values() if a.driver is not None]
         for d in drivers:
             d.cancel()

@@ -47,6 +47,10 @@ from touchstone.shared.subjects import Subjects
 
 log = logging.getLogger(__name__)
 
+ROUND_TRIP_PATIENCE_S = 24 * 3600
+"""How long one lease round trip may wait for its PONG (in effect: until it comes, or the client
+reconnects, which drops what was pending)."""
+
 
 def agent_version() -> str:
     try:
@@ -134,6 +138,7 @@ class Agent:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._started = time.monotonic()
         self._last_contact = time.monotonic()
+        self._probe: asyncio.Future[None] | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
         await self._refresh_gpus()
@@ -196,14 +201,25 @@ class Agent:
         if lease <= 0:
             return
         if self.nc.is_connected:  # (a flush while reconnecting may answer without a server)
-            with contextlib.suppress(Exception):
-                await self.nc.flush(timeout=max(0.1, min(2.0, lease / 2)))
-                if self.nc.is_connected:
-                    self._last_contact = time.monotonic()
+            if self._probe is None or self._probe.done():
+                self._probe = asyncio.ensure_future(self._round_trip())
+            with contextlib.suppress(TimeoutError):  # waited for, never given up on
+                await asyncio.wait_for(asyncio.shield(self._probe), timeout=max(0.1, min(2.0, lease / 2)))
         silent = time.monotonic() - self._last_contact
         if silent > lease and self.attempts.live:
             log.error("cut off from NATS for %.0fs (lease %.0fs): stopping every attempt", silent, lease)
             await self.attempts.stop_all(f"the agent was cut off from NATS for {silent:.0f}s")
+
+    async def _round_trip(self) -> None:
+        """One PING/PONG with the server, its PONG awaited however late it comes. nats-py (2.16)
+        cancels a flush's PONG on timeout but keeps it queued: the late PONG then raises in its
+        read loop, which stops for good, and the agent hears nothing more while looking connected
+        (chaos scenario 2: a GPU host cut off past a flush timeout never came back). So the
+        lease's wait gives up on the round trip, never the round trip itself."""
+        with contextlib.suppress(Exception):
+            await self.nc.flush(timeout=ROUND_TRIP_PATIENCE_S)
+            if self.nc.is_connected:
+                self._last_contact = time.monotonic()
 
     async def _publish_logs(self, aggregate: str, lines: list[str]) -> None:
         with contextlib.suppress(Exception):

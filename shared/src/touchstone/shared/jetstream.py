@@ -201,6 +201,9 @@ async def provision(
         # and must not shrink what `touchstone nats init --replicas 3` set on a cluster
         config.num_replicas = max(config.num_replicas or 1, info.config.num_replicas or 1)
         if _differs(info.config, config):
+            # a service provisions with one replica; an update never shrinks what ``nats init
+            # --replicas`` made (it would leave the record on a single node)
+            config.num_replicas = max(config.num_replicas or 1, info.config.num_replicas or 1)
             try:
                 await js.update_stream(config)
                 done.append(f"updated stream {config.name}")

@@ -11,6 +11,11 @@ the placement; agent reports become task events.
 * Silence: a live attempt whose agent has sent nothing for ``agent_timeout_s`` fails
   (infrastructure). The provider learns which attempts to watch from the launches it forwards
   and from the reports agents repeat on every heartbeat, so a restarted provider picks them up.
+  Silence counts only while this provider listened: a provider that did not run for a while
+  (SIGSTOP, a starved CPU: its sweep woke far too late) or lost its connection (a reconnect)
+  heard nothing meanwhile, however loud the agents were, so silence counts afresh from then.
+  Otherwise a replica waking from a pause fails every attempt it watches before reading the
+  heartbeats waiting in its socket (attempts burned by the provider's fault, not the agent's).
 """
 
 from __future__ import annotations
@@ -87,6 +92,8 @@ class OnpremProvider:
         self.agents = AgentClient(nc, subjects, timeout_s=settings.agent_command_timeout_s)
         self.store = settings.object_store()
         self.heard: dict[str, float] = {}
+        self.listening_since = time.monotonic()
+        """Since when this provider has been running and connected without a break."""
         self.watch: dict[str, Watch] = {}
         self.rejected: list[str] = []
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
@@ -227,12 +234,24 @@ class OnpremProvider:
 
     # --- silence -----------------------------------------------------------------------
 
+    def _reconnects(self) -> int:
+        return int(getattr(self.nc, "stats", {}).get("reconnects", 0))
+
     async def _sweep(self, stop: asyncio.Event) -> None:
+        interval = self.settings.sweep_interval_s
+        last, reconnects = time.monotonic(), self._reconnects()
         while not stop.is_set():
-            await asyncio.sleep(self.settings.sweep_interval_s)
+            await asyncio.sleep(interval)
             now = time.monotonic()
+            late, last = now - last - interval, now
+            if late > max(1.0, interval) or self._reconnects() != reconnects:
+                log.warning("not listening for %.1fs (paused, starved or reconnecting): agents' silence "
+                            "counts from now", max(late, 0.0))
+                self.listening_since, reconnects = now, self._reconnects()
+            if not self.nc.is_connected:
+                continue  # deaf now: whatever the agents say is not reaching us
             for name, w in list(self.watch.items()):
-                silent = now - max(self.heard.get(w.host, 0.0), w.since)
+                silent = now - max(self.heard.get(w.host, 0.0), w.since, self.listening_since)
                 if silent <= self.settings.agent_timeout_s:
                     continue
                 reason = f"agent {w.host} silent for {silent:.0f}s"

@@ -27,7 +27,8 @@ def repository_trainer_dir() -> Path:
 class RunpodProviderSettings(GitFetchSettings, ObjectStoreSettings):
     """Settings of one RunPod provider process (shared ones come from ``Settings``).
 
-    Run one provider per namespace: live attempts are kept in its memory.
+    Replicas share the work: give each the same SSH key file (``key_file``), so that any of
+    them can reach a pod another created (see ``service.py``).
     """
 
     model_config = SettingsConfigDict(use_attribute_docstrings=True)
@@ -155,6 +156,12 @@ class RunpodProviderSettings(GitFetchSettings, ObjectStoreSettings):
 
     heartbeat_interval_s: float = 5.0
     """How often the running attempts are announced (the scheduler's heartbeat)."""
+
+    @property
+    def peer_silence_s(self) -> float:
+        """A pod a peer replica's heartbeat named within this long is the peer's to drive; a
+        provider adopts nothing before it has listened this long (three heartbeats)."""
+        return 3 * self.heartbeat_interval_s
 
     # --- commands --------------------------------------------------------------------------
 

@@ -10,12 +10,14 @@ the queue with ``LaunchDeferred``: same attempt, nothing burned, placed again af
 
 A launch stays un-acked until its pod is recorded (``ContainerLaunched``): until then every
 delivery is nak'ed with ``launch_retry_s`` (a redelivery to this provider finds the attempt in
-memory and changes nothing). If the provider dies between assignment and record, the launch is
-redelivered to the next provider within ``launch_retry_s`` (``ack_wait_s`` at worst), which
-starts the attempt again; its pod, if the create went through, is found by name and adopted,
-never duplicated. So that crash costs seconds, not the scheduler's launch timeout. A provider
-that stops or dies after the record leaves the pod and its detached trainer running; the next
-provider adopts the attempt from the events at its first reconcile (``resume.py``).
+memory and changes nothing; one to a peer replica finds the attempt named in the driver's
+heartbeats and leaves it alone). If the provider dies between assignment and record, the launch
+is redelivered to the next provider within ``launch_retry_s`` (``ack_wait_s`` at worst), which
+starts the attempt again once the dead one has been silent for ``peer_silence_s``; its pod, if
+the create went through, is found by name and adopted, never duplicated. So that crash costs
+seconds, not the scheduler's launch timeout. A provider that stops or dies after the record
+leaves the pod and its detached trainer running; the next provider adopts the attempt from the
+events at its first reconcile (``resume.py``).
 """
 
 from __future__ import annotations
@@ -53,6 +55,10 @@ async def on_launch_task(provider: RunpodProvider, command: LaunchTask, delivery
         log.info("not launching %s: the attempt is not live on RunPod", name)
         return
     assert state is not None
+    if delivery.num_delivered > 1 and provider.peer_drives(name, time.monotonic()):
+        # a nak'ed launch comes back to any replica: the one that started it names it in its
+        # heartbeats; only when it has been silent for ``peer_silence_s`` (dead) is it ours
+        raise NotYet(f"{name}: a peer replica drives it", retry_after=provider.settings.launch_retry_s)
     assigned_at = state.phase_since if state.status is TaskStatus.ASSIGNED else None
     left = domain.hold_left(assigned_at, datetime.now(UTC), provider.settings.launch_hold_s)
     decision = domain.decide_launch(name, await provider.launch_gate())

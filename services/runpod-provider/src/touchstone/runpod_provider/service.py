@@ -15,8 +15,16 @@
 * account view (every reconcile): balance, spend per hour and count of our running pods, why
   launches are stopped, the pods reaped lately, as a ``RunPodStatus`` in the system bucket;
 * system settings: ``runpod_max_running_tasks`` watched in the system bucket (0 pauses launches);
-* heartbeats: the running attempts' names on ``{ns}.agent.runpod-provider.evt``, which the
-  scheduler reads for stuck detection.
+* heartbeats: the names of the attempts driven here on ``{ns}.agent.runpod-provider.evt``
+  (every ``heartbeat_interval_s`` and whenever one starts), which the scheduler reads for stuck
+  detection and peer replicas for what not to touch;
+* replicas: several providers share the launch commands (one consumer), RunPod's pod list and
+  the provider's SSH key (an operator gives every replica the same key file). An attempt that a
+  peer's heartbeat named lately is the peer's: its pod is never adopted here, and its launch,
+  nak'ed until the pod is recorded and so redelivered to any replica, is left pending. A provider
+  takes such attempts only after listening to its peers for ``peer_silence_s``, so a restarted
+  replica does not take what its peer still drives, and a peer that died (silent that long)
+  leaves its attempts to us.
 
 A 401 from RunPod on any call raises an alarm and stops launches until a call succeeds again;
 pods already running are still tracked, reaped and terminated. Reconcile, balance, key and the
@@ -33,9 +41,10 @@ from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime
 
 from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
-from touchstone.shared.agents import AgentHeartbeat, encode_report
+from touchstone.shared.agents import AgentHeartbeat, decode_report, encode_report
 from touchstone.shared.commands import CONTAINER_PREFIX, Command, LaunchTask, command_consumer
 from touchstone.shared.errors import AuthError
 from touchstone.shared.events import ContainerTerminated, derived_id
@@ -90,6 +99,10 @@ class RunpodProvider(CostSafety):
         self.system = SystemSettings()
         self.kv: KeyValue | None = None
         self.held_back = 0
+        self.peer_heard: dict[str, float] = {}
+        """Pod names a peer replica's heartbeat named, and when (``time.monotonic``)."""
+        self.listening_since: float | None = None
+        self._announcing: set[asyncio.Task[None]] = set()
         self._init_safety()
         self.runner: AttemptRunner | None = None
         self.pods: PodControl | None = None
@@ -104,6 +117,8 @@ class RunpodProvider(CostSafety):
         self.runner = AttemptRunner(self.settings, self.pods, self.recorder, self.nc, self.subjects, self.catalog)
         kv = self.kv = await system_bucket(self.js, self.subjects)
         self.system, _ = await read_system(kv)
+        peers = await self.nc.subscribe(self.subjects.agent_reports(HOST), cb=self._on_report)
+        self.listening_since = time.monotonic()
         loops = [
             asyncio.create_task(watch_system(kv, self._on_settings, stop)),
             asyncio.create_task(self._every(self.settings.reconcile_interval_s, self.reconcile, stop)),
@@ -119,6 +134,8 @@ class RunpodProvider(CostSafety):
             for task in loops:
                 task.cancel()
             await asyncio.gather(*loops, return_exceptions=True)
+            with contextlib.suppress(Exception):
+                await peers.unsubscribe()
             await self.detach_attempts()
             await self.api.aclose()
 
@@ -155,6 +172,9 @@ class RunpodProvider(CostSafety):
         with task_context(command):  # the attempt's log lines carry its ids, resumed ones too
             record.task = asyncio.create_task(self._supervise(record), name=f"attempt {record.name}")
         adapters.PODS_LIVE.set(len(self.attempts))
+        announce = asyncio.create_task(self.heartbeat())  # at once: peers leave this attempt to us
+        self._announcing.add(announce)
+        announce.add_done_callback(self._announcing.discard)
         return record
 
     async def _supervise(self, record: AttemptRecord) -> None:
@@ -185,12 +205,34 @@ class RunpodProvider(CostSafety):
         if await self.recorder.record(event):
             log.info("%s: launch handed back to the queue: %s", command.container_name, reason)
 
+    async def _on_report(self, msg: Msg) -> None:
+        """A heartbeat on our subject: the names it carries that we do not drive are a peer's."""
+        try:
+            report = decode_report(msg.data)
+        except ValueError:
+            return
+        if isinstance(report, AgentHeartbeat):
+            now = time.monotonic()
+            for name in report.running:
+                if name not in self.attempts:
+                    self.peer_heard[name] = now
+
+    def peer_drives(self, name: str, now: float) -> bool:
+        """Whether a peer replica named this pod in a heartbeat within ``peer_silence_s``, or we
+        have not listened that long yet (a replica that just started cannot know)."""
+        silence = self.settings.peer_silence_s
+        self.peer_heard = {n: at for n, at in self.peer_heard.items() if now - at <= silence}
+        if self.listening_since is None or now - self.listening_since < silence:
+            return True
+        return name in self.peer_heard
+
     async def adopt(self, pods: Iterable[Pod]) -> None:
         """Drive again the attempts of listed pods that the events say are live past their
-        launch and that no attempt here drives (a provider that restarted, or took over)."""
+        launch and that no attempt here or at a peer drives (a provider that restarted, or
+        took over from a peer that died)."""
         for pod in pods:
             split = domain.split_pod_name(pod.name)
-            if split is None or pod.name in self.attempts:
+            if split is None or pod.name in self.attempts or self.peer_drives(pod.name, time.monotonic()):
                 continue
             try:
                 recorded = await self.publisher.load("task", split[0])
@@ -253,7 +295,9 @@ class RunpodProvider(CostSafety):
         await adapters.publish_catalog(kv, types)
 
     async def heartbeat(self) -> None:
-        running = tuple(sorted(name for name, r in self.attempts.items() if r.pod_id is not None))
+        """Every attempt driven here, launching or running: the scheduler's stuck detection reads
+        the names, and peer replicas leave these attempts alone."""
+        running = tuple(sorted(self.attempts))
         report = AgentHeartbeat(host=HOST, namespace=self.subjects.ns, slots_total=0, slots_free=0, running=running)
         await self.nc.publish(self.subjects.agent_reports(HOST), encode_report(report))
 

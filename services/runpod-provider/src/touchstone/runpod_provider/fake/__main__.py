@@ -9,7 +9,9 @@ import logging
 import secrets
 from pathlib import Path
 
+from . import ratelimit
 from .container import DEFAULT_POD_IMAGE
+from .ratelimit import RateLimiter
 from .server import FakeRunpod
 from .state import Faults
 
@@ -26,6 +28,8 @@ def _parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--pods", choices=("ssh", "docker", "auto"), default="ssh",
                         help="ssh: asyncssh servers running commands on this host (the default); "
                              "docker: containers of --pod-image running sshd; auto: docker when usable")
+    parser.add_argument("--rate-scale", type=float, default=1.0,
+                        help="RunPod's example rate limits times this (for providers on short periods)")
     parser.add_argument("--pod-image", default=DEFAULT_POD_IMAGE, help="the image of container pods")
     return parser.parse_args(argv)
 
@@ -42,6 +46,7 @@ async def main(args: argparse.Namespace) -> None:
         faults=Faults(balance=args.balance, pull_s=args.pull_s),
         pod_backend=args.pods,
         pod_image=args.pod_image,
+        rate_limiter=RateLimiter(quotas=ratelimit.scaled(args.rate_scale)),
     )
     async with fake:
         print(f"fake RunPod REST v2: {fake.base_url}", flush=True)

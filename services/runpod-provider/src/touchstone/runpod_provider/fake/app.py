@@ -14,6 +14,7 @@ Test controls, no auth: ``GET /_fake/ledger``; ``GET|POST /_fake/faults`` (a par
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import math
@@ -218,6 +219,8 @@ async def list_pods(fake: FakeRunpod, request: Request) -> Reply:
 
 async def create_pod(fake: FakeRunpod, request: Request) -> Reply:
     pod = await fake.create(validate.create(request.json()))
+    if fake.faults.create_answer_delay_s:
+        await asyncio.sleep(fake.faults.create_answer_delay_s)
     return Reply(201, pod.to_json(fake.clock()))
 
 

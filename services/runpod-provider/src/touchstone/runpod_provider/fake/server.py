@@ -176,6 +176,12 @@ class FakeRunpod:
         return self._port
 
     @property
+    def pod_host(self) -> str:
+        """Where asyncssh pods listen and what their ``ssh.direct`` names: the fake's own address
+        (loopback when it serves on every address, which names no one host)."""
+        return "127.0.0.1" if self._host in ("0.0.0.0", "") else self._host
+
+    @property
     def base_url(self) -> str:
         """The REST v2 base URL (``.../v2``), for ``RunpodApiClient``."""
         return f"http://{self._host}:{self._port}/v2"
@@ -285,6 +291,7 @@ class FakeRunpod:
             cloud=cloud, data_center_id=places[0], cost=cost, created_ns=time.time_ns(),
             behaviour=Behaviour.from_faults(self.faults), cuda_version=cudas[0],
             global_networking=bool(request.globalNetworking),
+            ssh_host=self.pod_host if self.pod_backend == "ssh" else "127.0.0.1",  # containers publish on loopback
         )
         assert self._root is not None
         self.workdir(pod.id).mkdir(parents=True)
@@ -374,6 +381,7 @@ class FakeRunpod:
             host_key=self._host_key,
             accepting=lambda: pod.ssh_ready(self.clock()),
             env={**self._exec_env, **pod.body["env"]},
+            host=self.pod_host,
         )
         return await pod.ssh.start()
 

@@ -45,8 +45,10 @@ class PodSsh:
         host_key: asyncssh.SSHKey,
         accepting: Callable[[], bool],
         env: Mapping[str, str],
+        host: str = "127.0.0.1",
     ) -> None:
         self.pod_id = pod_id
+        self.host = host
         self.workdir = Path(os.path.realpath(workdir))
         self.accepting = accepting
         self._host_key = host_key
@@ -59,9 +61,9 @@ class PodSsh:
         self._processes: set[asyncio.subprocess.Process] = set()
 
     async def start(self) -> int:
-        """Listen on 127.0.0.1, port 0; return the port."""
+        """Listen on ``host`` (127.0.0.1 unless the fake serves elsewhere), port 0; return the port."""
         self._listener = await asyncssh.listen(
-            "127.0.0.1",
+            self.host,
             0,
             server_factory=lambda: _Server(self),
             server_host_keys=[self._host_key],

@@ -91,6 +91,9 @@ class Faults(BaseModel):
     """New pods go to ERROR instead of RUNNING."""
     die_after_s: float | None = None
     """New pods die (ERROR, SSH closed, processes killed) this long after RUNNING."""
+    create_answer_delay_s: float = Field(0.0, ge=0, le=60)
+    """The answer to a create is held this long after the pod is made: a caller can die
+    between the create and its record of the pod (the pod exists, the caller never heard)."""
 
 
 @dataclass(frozen=True)
@@ -160,6 +163,9 @@ class FakePod:
     container: ContainerPod | None = field(default=None, repr=False)
     """The container (the ``docker`` pod backend), from its first start until terminated."""
     ssh_port: int | None = None
+    ssh_host: str = "127.0.0.1"
+    """The address the pod's sshd listens on and ``ssh.direct`` names: the fake's own address
+    (a fake on a host of its own is reached over the network, not on loopback)."""
 
     def ssh_ready(self, now: float) -> bool:
         """Whether a connection to the pod's sshd would be accepted at ``now``."""
@@ -182,8 +188,8 @@ class FakePod:
         """``ssh``: no proxy until the pod is placed on a host, ``direct`` once sshd is reachable."""
         direct = proxy = None
         if self._direct_visible(now):
-            command = f"ssh root@127.0.0.1 -p {self.ssh_port}"
-            direct = {"host": "127.0.0.1", "port": self.ssh_port, "username": "root", "command": command}
+            command = f"ssh root@{self.ssh_host} -p {self.ssh_port}"
+            direct = {"host": self.ssh_host, "port": self.ssh_port, "username": "root", "command": command}
         if self.status != "PROVISIONING":
             user = f"{self.id}-64411eb2"
             proxy = {"host": "ssh.runpod.io", "port": 22, "username": user, "command": f"ssh {user}@ssh.runpod.io"}
@@ -202,7 +208,7 @@ class FakePod:
             "memory": {"util": 3},
         }
         if direct:
-            runtime["ports"] = [{"private": 22, "public": self.ssh_port, "type": "tcp", "ip": "127.0.0.1"}]
+            runtime["ports"] = [{"private": 22, "public": self.ssh_port, "type": "tcp", "ip": self.ssh_host}]
         return runtime
 
     def to_json(self, now: float) -> dict[str, Any]:
