@@ -20,9 +20,9 @@ import time
 from pathlib import Path
 
 import nats
-from touchstone.agent.protocol import decode_attempt_report
 from touchstone.agent.sandbox import Bubblewrap
 from touchstone.agent.testing import STAND_IN_TRAINER, launch, send
+from touchstone.shared.agents import decode_attempt_report
 from touchstone.shared.natsserver import NatsServer
 from touchstone.shared.subjects import Subjects
 

@@ -82,7 +82,7 @@ async def read_all(js: JetStreamContext, subjects: Subjects) -> list[tuple[ev.Ev
 
 
 async def assigned_count(js: JetStreamContext, subjects: Subjects) -> int:
-    info = await js.stream_info(subjects.events_stream, subjects_filter=f"{subjects.ns}.evt.*.*.TaskAssigned")
+    info = await js.stream_info(subjects.events_stream, subjects_filter=subjects.events_of_type("*", "TaskAssigned"))
     return sum((info.state.subjects or {}).values())
 
 
@@ -147,7 +147,7 @@ async def latency(nc: NATS, waiting: int, arrivals: int = 300) -> tuple[list[dic
         await msg.ack()
 
     sub = await js.subscribe(subjects.service_commands("onprem-provider"), stream=subjects.commands_stream,
-                             durable=f"{subjects.ns}_fake_onprem", cb=provider, manual_ack=True)
+                             durable=subjects.durable("fake_onprem"), cb=provider, manual_ack=True)
     pub = EventPublisher(js, subjects)
     async with scheduler_running(nc, js, subjects):
         for i in range(waiting, waiting + arrivals):

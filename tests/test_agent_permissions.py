@@ -30,8 +30,8 @@ import pytest
 from nats.aio.client import Client as NATS
 from touchstone.agent.config import AgentSettings
 from touchstone.agent.connection import connect_agent
-from touchstone.agent.protocol import AttemptOutcome, AttemptReport, encode
 from touchstone.agent.service import Agent
+from touchstone.shared.agents import AttemptOutcome, AttemptReport, encode
 from touchstone.shared.natsserver import nats_server_binary
 from touchstone.shared.subjects import Subjects
 

@@ -38,7 +38,6 @@ from touchstone.runpod_provider.testing import (
     write_feature_set,
     write_standin_trainer,
 )
-from touchstone.scheduler.adapters import lease_bucket
 from touchstone.scheduler.config import SchedulerSettings
 from touchstone.scheduler.service import Scheduler
 from touchstone.shared import events as ev
@@ -47,7 +46,7 @@ from touchstone.shared.commands import container_name
 from touchstone.shared.jetstream import system_bucket
 from touchstone.shared.lifecycle import TaskStatus
 from touchstone.shared.publisher import EventPublisher
-from touchstone.shared.subjects import task_aggregate_id
+from touchstone.shared.subjects import Bucket, task_aggregate_id
 from touchstone.shared.system import Server, SystemSettings, write_system
 
 TASK = "pi-60"
@@ -148,7 +147,7 @@ class Flow:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(task, 15)
         with contextlib.suppress(Exception):
-            await self.js.delete_stream(f"KV_{lease_bucket(self.subjects)}")
+            await self.js.delete_stream(f"KV_{self.subjects.bucket(Bucket.LEASE)}")
         self.uploads.close()
 
     # --- submissions and tasks -----------------------------------------------------------------

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 from nats.aio.client import Client as NATS
-from touchstone.agent.protocol import CommandReply
 from touchstone.agent.testing import Reports, launch, pid_alive, send
+from touchstone.shared.agents import CommandReply
 from touchstone.shared.commands import TerminateTask
 from touchstone.shared.events import TaskSpec
 from touchstone.shared.subjects import Subjects

@@ -10,8 +10,8 @@ import time
 from typing import Any
 
 from touchstone.agent import prepare as agent_prepare
-from touchstone.agent.protocol import CommandReply
 from touchstone.agent.testing import Reports, launch, send
+from touchstone.shared.agents import CommandReply
 
 
 async def test_an_agent_stopped_during_prepare_starts_the_trainer_first_and_the_next_one_adopts_it(

@@ -18,10 +18,10 @@ from pathlib import Path
 import pytest
 from touchstone.agent.docker import DockerLimits, DockerRuntime
 from touchstone.agent.process import ProcessRuntime
-from touchstone.agent.protocol import decode_attempt_report, decode_reply, encode
 from touchstone.agent.runtime import ContainerSpec
 from touchstone.agent.service import build_runtime
 from touchstone.agent.testing import TASK_IMAGE, docker_runtime_or_skip
+from touchstone.shared.agents import decode_attempt_report, decode_reply, encode
 from touchstone.shared.commands import LaunchTask
 from touchstone.shared.events import TaskSpec
 

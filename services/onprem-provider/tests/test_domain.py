@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from touchstone.agent.protocol import AttemptOutcome, AttemptReport
 from touchstone.onprem_provider.domain import decide_failure, decide_report, judge
 from touchstone.shared import events as ev
+from touchstone.shared.agents import AttemptOutcome, AttemptReport
 from touchstone.shared.commands import container_name
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)

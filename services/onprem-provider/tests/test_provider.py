@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from touchstone.agent.protocol import AttemptOutcome, AttemptReport, encode
 from touchstone.agent.testing import GRANT_KEY, pid_alive
 from touchstone.onprem_provider.config import ProviderSettings
 from touchstone.onprem_provider.service import OnpremProvider
 from touchstone.shared import events as ev
+from touchstone.shared.agents import AttemptOutcome, AttemptReport, encode
 from touchstone.shared.commands import LaunchTask, TerminateTask, container_name
 from touchstone.shared.publisher import EventPublisher, last_seq, task_events
 

@@ -14,10 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from touchstone.results.adapters import KvLedger
 from touchstone.shared import events as ev
 from touchstone.shared.objects import keys
-from touchstone.shared.subjects import task_aggregate_id
+from touchstone.shared.subjects import Bucket, task_aggregate_id
 
 METRICS = {
     "interval_minutes": 60,
@@ -169,7 +168,7 @@ def s3_bucket(s3_endpoint: str) -> str:
 async def rjs(js: Any, subjects: Any) -> AsyncIterator[Any]:
     yield js
     try:
-        await js.delete_key_value(KvLedger.bucket_name(subjects))
+        await js.delete_key_value(subjects.bucket(Bucket.RESULTS))
     except Exception:
         pass
 

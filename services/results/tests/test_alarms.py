@@ -19,6 +19,7 @@ from touchstone.shared import events as ev
 from touchstone.shared.consumer import ConsumerLoop, ConsumerSpec
 from touchstone.shared.errors import PermanentError
 from touchstone.shared.publisher import EventPublisher
+from touchstone.shared.subjects import Bucket
 from touchstone.shared.testing import queued, task_event
 
 WAIT_S = 20.0
@@ -51,7 +52,7 @@ async def running(js: Any, subjects: Any, deps: AlarmDeps) -> AsyncIterator[None
         stop.set()
         await asyncio.wait_for(asyncio.gather(*tasks), 15)
         with contextlib.suppress(Exception):
-            await js.delete_key_value(subjects.bucket("alarms"))
+            await js.delete_key_value(subjects.bucket(Bucket.ALARMS))
 
 
 async def eventually(check: Any, within: float = WAIT_S) -> None:
@@ -135,7 +136,7 @@ async def test_a_webhook_that_refuses_for_good_is_given_up_and_email_still_goes(
         await EventPublisher(js, subjects).append(alarm())
         await eventually(lambda: smtp_server.received() and receiver.bodies())
         await asyncio.sleep(1.5)
-        record, _ = await AlarmLedger(await js.key_value(subjects.bucket("alarms"))).get(
+        record, _ = await AlarmLedger(await js.key_value(subjects.bucket(Bucket.ALARMS))).get(
             "alarm|runpod-provider|low_balance")
     assert len(receiver.bodies()) == 1 and len(smtp_server.received()) == 1
     assert record is not None and (record.delivered, record.given_up) == (("email",), ("webhook-1",))

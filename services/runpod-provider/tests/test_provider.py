@@ -511,10 +511,13 @@ async def test_low_balance_alarms_and_stops_launches(harness, fake):
     assert "low_balance" not in provider.alarms.active
 
 
-async def test_a_rejected_key_alarms_and_stops_launches(harness, fake):
+async def test_a_rejected_key_alarms_and_stops_launches(harness, fake, nc, subjects):
     fake.faults.revoked = True
+    announced = await nc.subscribe(subjects.alarm("runpod-provider", "api_key_rejected"))
     provider = await harness.start()
     await wait_for(lambda: provider.key_rejected and "api_key_rejected" in provider.alarms.active)
+    alarm = json.loads((await announced.next_msg(timeout=WAIT_S)).data)  # for whoever listens
+    assert alarm["kind"] == "api_key_rejected" and alarm["service"] == "runpod-provider"
 
     launch = await harness.assign(feature_set=harness.feature_set())
     await harness.send(launch)

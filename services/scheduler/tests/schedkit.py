@@ -11,7 +11,6 @@ from datetime import UTC, datetime, timedelta
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
-from touchstone.scheduler.adapters import lease_bucket
 from touchstone.scheduler.config import SchedulerSettings
 from touchstone.scheduler.service import Scheduler
 from touchstone.shared import events as ev
@@ -20,7 +19,7 @@ from touchstone.shared.commands import LaunchTask, TerminateTask, command_consum
 from touchstone.shared.consumer import Delivery
 from touchstone.shared.jetstream import system_bucket
 from touchstone.shared.publisher import EventPublisher
-from touchstone.shared.subjects import Subjects, task_aggregate_id
+from touchstone.shared.subjects import Bucket, Subjects, task_aggregate_id
 from touchstone.shared.system import Server, SystemSettings, write_system
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -68,7 +67,7 @@ async def running(
 
 async def drop_lease_bucket(js: JetStreamContext, subjects: Subjects) -> None:
     with contextlib.suppress(NotFoundError):
-        await js.delete_stream(f"KV_{lease_bucket(subjects)}")
+        await js.delete_stream(f"KV_{subjects.bucket(Bucket.LEASE)}")
 
 
 async def eventually(predicate: Callable[[], object], timeout: float = 15.0) -> None:
@@ -108,7 +107,7 @@ async def stored(js: JetStreamContext, stream: str, subject: str) -> list[tuple[
 
 async def count(js: JetStreamContext, subjects: Subjects, event_type: str) -> int:
     """How many events of one type the stream holds (cheap: one stream-info request)."""
-    info = await js.stream_info(subjects.events_stream, subjects_filter=f"{subjects.ns}.evt.*.*.{event_type}")
+    info = await js.stream_info(subjects.events_stream, subjects_filter=subjects.events_of_type("*", event_type))
     return sum((info.state.subjects or {}).values())
 
 

@@ -20,9 +20,10 @@ from schedkit import (
     running,
     until,
 )
-from touchstone.scheduler.adapters import LEASE_KEY, lease_bucket
+from touchstone.scheduler.adapters import LEASE_KEY
 from touchstone.shared.jetstream import connect
 from touchstone.shared.publisher import EventPublisher
+from touchstone.shared.subjects import Bucket
 
 
 async def test_only_the_lease_holder_acts_and_a_standby_takes_over(nats_server, nc, sjs, subjects) -> None:
@@ -108,7 +109,7 @@ async def test_a_sigkilled_leader_is_replaced_and_every_task_runs_exactly_once(
 
 async def _lease_holder(js, subjects) -> bytes | None:
     try:
-        kv = await js.key_value(lease_bucket(subjects))
+        kv = await js.key_value(subjects.bucket(Bucket.LEASE))
         return (await kv.get(LEASE_KEY)).value
     except Exception:
         return None

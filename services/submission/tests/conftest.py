@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from touchstone.shared import events as ev
 from touchstone.shared.jetstream import system_bucket
 from touchstone.shared.store.sqlite import SqliteStore
+from touchstone.shared.subjects import Bucket
 from touchstone.shared.system import ReapedPod, RunPodStatus, write_runpod_status
 from touchstone.submission.app import create_app
 from touchstone.submission.config import SubmissionSettings
@@ -247,7 +248,7 @@ async def make_api(tmp_path, nats_server, nc, js, subjects, issuer) -> AsyncIter
     yield make
     await stack.aclose()
     with contextlib.suppress(Exception):
-        await js.delete_key_value(f"{subjects.ns}_tokens")
+        await js.delete_key_value(subjects.bucket(Bucket.TOKENS))
 
 
 @pytest.fixture

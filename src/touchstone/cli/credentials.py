@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from touchstone.shared.natsserver import nats_password
+from touchstone.shared.subjects import Subjects
 
 OPERATOR = "touchstone-operator"
 CREDENTIALS_DIR = "credentials"
@@ -33,9 +34,11 @@ def agent_user(host: str) -> str:
 
 
 def _agent_permissions(ns: str, host: str) -> str:
+    subjects = Subjects(ns)
+    reports, commands = subjects.agent_reports(host), subjects.agent_commands(host)
     return f"""permissions: {{
-      publish: {{ allow: ["{ns}.agent.{host}.evt", "{ns}.logs.>"], deny: ["$JS.>", "$SYS.>", "$KV.>", "$O.>"] }}
-      subscribe: {{ allow: ["{ns}.agent.{host}.cmd", "{ns}.status.ping"], deny: ["$JS.>", "$SYS.>", "_INBOX.>"] }}
+      publish: {{ allow: ["{reports}", "{subjects.all_logs}"], deny: ["$JS.>", "$SYS.>", "$KV.>", "$O.>"] }}
+      subscribe: {{ allow: ["{commands}", "{subjects.status_ping}"], deny: ["$JS.>", "$SYS.>", "_INBOX.>"] }}
       allow_responses: {{ max: 1, expires: "1m" }}
     }}"""
 

@@ -24,7 +24,6 @@ from touchstone.agent import prepare
 from touchstone.agent import publish as publishing
 from touchstone.agent.config import AgentSettings
 from touchstone.agent.grants import Grants
-from touchstone.agent.protocol import AttemptOutcome, AttemptReport, CommandReply, stage_index
 from touchstone.agent.runtime import ContainerRuntime, ContainerSpec
 from touchstone.agent.sources import Sources
 from touchstone.agent.state import (
@@ -37,6 +36,7 @@ from touchstone.agent.state import (
     save_ended,
 )
 from touchstone.shared import staging, workdir
+from touchstone.shared.agents import AttemptOutcome, AttemptReport, CommandReply, stage_index
 from touchstone.shared.attempt import run_deadline
 from touchstone.shared.commands import CONTAINER_PREFIX, LaunchTask, TerminateTask, container_name
 from touchstone.shared.console import split_console

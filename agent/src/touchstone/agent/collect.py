@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from touchstone.agent.prepare import CONSOLE_LOG
-from touchstone.agent.protocol import LOG_TAIL_LINES
 from touchstone.shared import workdir
+from touchstone.shared.agents import LOG_TAIL_LINES
 from touchstone.shared.staging import (
     COLLECTED_FILES,
     MODELS_DIR,

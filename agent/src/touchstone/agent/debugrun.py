@@ -23,10 +23,10 @@ from touchstone.agent.attempts import Attempts
 from touchstone.agent.collect import attempt_paths
 from touchstone.agent.config import AgentSettings, default_host
 from touchstone.agent.gpus import query_gpus
-from touchstone.agent.protocol import AttemptOutcome
 from touchstone.agent.runtime import ContainerRuntime
 from touchstone.agent.service import choose_runtime
 from touchstone.shared import events as ev
+from touchstone.shared.agents import AttemptOutcome
 from touchstone.shared.commands import LaunchTask
 from touchstone.shared.publisher import Recorded
 

@@ -35,13 +35,12 @@ from touchstone.agent.config import AgentSettings
 from touchstone.agent.docker import DockerLimits, DockerRuntime, docker_usable
 from touchstone.agent.gpus import query_gpus
 from touchstone.agent.process import ProcessRuntime
-from touchstone.agent.protocol import CommandReply, encode
 from touchstone.agent.runtime import ContainerRuntime
 from touchstone.agent.sandbox import Bubblewrap, UnavailableRuntime
 from touchstone.agent.strays import StrayReaper
 from touchstone.shared import console
 from touchstone.shared.agentaccess import OPERATOR_TYPES
-from touchstone.shared.agents import AgentHeartbeat, GpuStatus, encode_report
+from touchstone.shared.agents import AgentHeartbeat, CommandReply, GpuStatus, encode, encode_report
 from touchstone.shared.commands import LaunchTask, TerminateTask, decode_command
 from touchstone.shared.logs import task_context
 from touchstone.shared.subjects import Subjects

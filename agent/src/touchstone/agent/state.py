@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from touchstone.agent.protocol import AttemptOutcome, AttemptReport, Stage
 from touchstone.agent.runtime import WORK_SUBDIR
+from touchstone.shared.agents import AttemptOutcome, AttemptReport, Stage
 from touchstone.shared.commands import LaunchTask
 from touchstone.shared.subjects import check_token
 from touchstone.shared.workdir import read_json, write_private

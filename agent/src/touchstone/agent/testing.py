@@ -17,9 +17,8 @@ from typing import Any
 import pytest
 from nats.aio.client import Client as NATS
 from touchstone.agent.config import AgentSettings
-from touchstone.agent.protocol import AttemptReport, CommandReply, decode_attempt_report, decode_reply, encode
 from touchstone.agent.service import Agent
-from touchstone.shared.agents import AgentHeartbeat, decode_report
+from touchstone.shared import agents as wire
 from touchstone.shared.commands import LaunchTask
 from touchstone.shared.events import TaskSpec
 from touchstone.shared.objects.grants import GrantSigner, utcnow
@@ -169,8 +168,8 @@ class Reports:
     """Everything one host's agent reports."""
 
     def __init__(self) -> None:
-        self.heartbeats: list[AgentHeartbeat] = []
-        self.attempts: list[AttemptReport] = []
+        self.heartbeats: list[wire.AgentHeartbeat] = []
+        self.attempts: list[wire.AttemptReport] = []
         self.logs: list[str] = []
 
     @classmethod
@@ -178,11 +177,11 @@ class Reports:
         reports = cls()
 
         async def on_report(msg: Any) -> None:
-            heartbeat = decode_report(msg.data)
-            if heartbeat is not None:
-                reports.heartbeats.append(heartbeat)
-            elif (attempt := decode_attempt_report(msg.data)) is not None:
-                reports.attempts.append(attempt)
+            report = wire.decode_agent_report(msg.data)
+            if isinstance(report, wire.AgentHeartbeat):
+                reports.heartbeats.append(report)
+            elif report is not None:
+                reports.attempts.append(report)
 
         async def on_log(msg: Any) -> None:
             reports.logs.extend(msg.data.decode().splitlines())
@@ -191,7 +190,7 @@ class Reports:
         await nc.subscribe(subjects.all_logs, cb=on_log)
         return reports
 
-    def ended(self, container: str) -> AttemptReport | None:
+    def ended(self, container: str) -> wire.AttemptReport | None:
         return next((r for r in self.attempts if r.container == container and r.removed), None)
 
 
@@ -217,9 +216,9 @@ def objects(tmp_path: Path) -> Iterator[LocalObjectStore]:
         yield store
 
 
-async def send(nc: NATS, subjects: Subjects, command: Any, host: str = "h1") -> CommandReply:
-    msg = await nc.request(subjects.agent_commands(host), encode(command), timeout=15)
-    return decode_reply(msg.data)
+async def send(nc: NATS, subjects: Subjects, command: Any, host: str = "h1") -> wire.CommandReply:
+    msg = await nc.request(subjects.agent_commands(host), wire.encode(command), timeout=15)
+    return wire.decode_reply(msg.data)
 
 
 TASK_IMAGE = "touchstone-task:latest"

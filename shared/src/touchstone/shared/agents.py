@@ -1,24 +1,43 @@
-"""What agents report about their host, as plain core-NATS messages on
-``{ns}.agent.{host}.evt`` (``Subjects.agent_reports(host)``).
+"""What the agent and the on-prem provider say to each other over NATS: the wire contract both
+sides import, so that the provider needs nothing of the agent's distribution.
 
-Reports are state, not facts: each heartbeat replaces the previous one, nothing is stored, and
-a missed one costs nothing. Every report carries a ``type`` field so that other kinds can share
-the subject later; readers skip types they do not know.
+* Commands: the provider sends the scheduler's own ``LaunchTask`` / ``TerminateTask`` models
+  (``touchstone.shared.commands``) as core-NATS requests on ``{ns}.agent.{host}.cmd``
+  (``Subjects.agent_commands(host)``); the agent answers each with a ``CommandReply``. Both
+  commands are idempotent on the agent: a launch of a container it already has, or a terminate
+  of one it no longer has, is answered ``ok``.
+* Reports: on ``{ns}.agent.{host}.evt`` (``Subjects.agent_reports(host)``) the agent sends an
+  ``AgentHeartbeat`` about its host and one ``AttemptReport`` per attempt it knows, each time
+  the attempt changes and again on every heartbeat tick.
+
+Reports are state, not facts: each one replaces the previous one, nothing is stored, and a lost
+or repeated one costs nothing (the provider turns the difference between an attempt report and
+the task's recorded events into events). Every report carries a ``type`` field so that kinds
+share the subject; readers skip types they do not know.
 
 The scheduler treats a host as online while its last heartbeat is younger than its own timeout
 (15 s by default), so agents send one every ``HEARTBEAT_INTERVAL_S`` seconds and at once when
 their free slots or running containers change.
+
+The agent reports raw facts (how far the attempt got, how it ended); the provider decides what
+they mean for the task (success, trainer failure, infrastructure failure).
 """
 
 from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from touchstone.shared.events import FailureClass, TaskKind
 
 HEARTBEAT_INTERVAL_S = 5.0
+LOG_TAIL_LINES = 50
+_HOST = r"^[A-Za-z0-9_-]{1,128}$"
+
+
+# --- heartbeats: the host --------------------------------------------------------------
 
 
 class GpuStatus(BaseModel):
@@ -40,7 +59,7 @@ class AgentHeartbeat(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore")
 
     type: Literal["AgentHeartbeat"] = "AgentHeartbeat"
-    host: str = Field(pattern=r"^[A-Za-z0-9_-]{1,128}$", description="the host token of its subject")
+    host: str = Field(pattern=_HOST, description="the host token of its subject")
     namespace: str | None = Field(None, description="the Touchstone instance this agent serves")
     version: str = ""
     gpus: tuple[GpuStatus, ...] = ()
@@ -55,22 +74,136 @@ class AgentHeartbeat(BaseModel):
 AgentReport = AgentHeartbeat
 
 
-def encode_report(report: AgentReport) -> bytes:
-    return report.model_dump_json().encode()
+# --- attempt reports: one attempt on the host ------------------------------------------
+
+Stage = Literal["launched", "ready", "started", "ended"]
+"""How far an attempt got: its container (work directory) exists; the container is ready for
+prepare; the trainer process started; the trainer exited or the attempt ended otherwise."""
+
+STAGES: tuple[Stage, ...] = ("launched", "ready", "started", "ended")
+
+Result = Literal["exited", "failed", "terminated", "lost"]
+"""``exited``: the trainer ran and exited with ``exit_code``; ``failed``: the agent could not
+provision, prepare, start or collect it (``error`` says why); ``terminated``: stopped on request;
+``lost``: the agent no longer knows what became of it (for example it was restarted and the
+process had vanished without an exit status)."""
+
+
+def stage_index(stage: Stage) -> int:
+    return STAGES.index(stage)
+
+
+class AttemptOutcome(BaseModel):
+    """How an attempt ended, as the agent observed it."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    result: Result
+    exit_code: int | None = None
+    error: str | None = Field(None, description="what went wrong, for result failed or lost")
+    failed_phase: str | None = Field(None, description="provision, prepare, run or collect")
+    permanent: bool = Field(False, description="for result failed: retrying cannot help (an unknown trainer_ref, "
+                                               "a requirement without a wheel)")
+    failure_class: FailureClass | None = Field(None, description="for result failed: the class the agent already "
+                                               "knows (timeout: stopped at its run deadline)")
+    report: dict[str, Any] | None = Field(None, description="the trainer's validation report, when written")
+    metrics: dict[str, Any] = Field(default_factory=dict, description="metrics.json of a training run")
+    artifacts: dict[str, str] = Field(default_factory=dict, description="artifact name -> object key")
+    log_uri: str | None = Field(None, description="no longer written (log_key)")
+    log_key: str | None = Field(None, description="the object key of the full console log")
+    log_tail: tuple[str, ...] = Field((), description=f"the last {LOG_TAIL_LINES} console lines")
+    commit: str | None = Field(None, description="the feature set's commit, when it came from git")
+
+
+class AttemptReport(BaseModel):
+    """One attempt on one host, as its agent sees it now."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    type: Literal["AttemptReport"] = "AttemptReport"
+    host: str = Field(pattern=_HOST)
+    container: str
+    submission_id: str
+    task_id: str
+    attempt: int = Field(ge=1)
+    kind: TaskKind = "training"
+    stage: Stage
+    removed: bool = Field(False, description="the container and its work directory are gone")
+    outcome: AttemptOutcome | None = None
+    sent_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+
+
+# --- replies to commands ---------------------------------------------------------------
+
+
+class CommandReply(BaseModel):
+    """The agent's answer to a command."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    ok: bool
+    error: str | None = Field(None, description="why the command was refused")
+    report: AttemptReport | None = Field(None, description="the attempt as it stands; none when unknown")
+
+
+# --- bytes -----------------------------------------------------------------------------
+
+
+def encode(message: BaseModel) -> bytes:
+    """Any message of this protocol as it goes on the wire (JSON)."""
+    return message.model_dump_json().encode()
+
+
+encode_report = encode
+"""The heartbeat's name for ``encode``."""
+
+
+_Report = TypeVar("_Report", AgentHeartbeat, AttemptReport)
+
+
+def _report_body(data: bytes) -> Any:
+    try:
+        return json.loads(data)
+    except ValueError as e:
+        raise ValueError(f"agent report is not JSON: {e}") from e
+
+
+def _validate(body: dict[str, Any], model: type[_Report]) -> _Report:
+    try:
+        return model.model_validate(body)
+    except ValidationError as e:
+        raise ValueError(f"invalid {model.__name__}: {e.errors()[:3]}") from e
 
 
 def decode_report(data: bytes) -> AgentReport | None:
-    """The report in ``data``; ``None`` for a kind this version does not know.
-    Raises ``ValueError`` when the body is not a valid report of a known kind."""
-    try:
-        body = json.loads(data)
-    except ValueError as e:
-        raise ValueError(f"agent report is not JSON: {e}") from e
+    """The heartbeat in ``data``; ``None`` for another kind of report (an attempt report, or a
+    kind this version does not know). Raises ``ValueError`` when the body is not a JSON object
+    or not a valid heartbeat."""
+    body = _report_body(data)
     if not isinstance(body, dict):
         raise ValueError("agent report is not a JSON object")
-    if body.get("type") != "AgentHeartbeat":
+    return _validate(body, AgentHeartbeat) if body.get("type") == "AgentHeartbeat" else None
+
+
+def decode_attempt_report(data: bytes) -> AttemptReport | None:
+    """The attempt report in ``data``; ``None`` when the message is another kind of report.
+    Raises ``ValueError`` for a malformed attempt report."""
+    body = _report_body(data)
+    if not isinstance(body, dict) or body.get("type") != "AttemptReport":
         return None
+    return _validate(body, AttemptReport)
+
+
+def decode_agent_report(data: bytes) -> AgentHeartbeat | AttemptReport | None:
+    """Either kind of report in ``data``, for readers of every report on the subject (the
+    provider); ``None`` for a kind this version does not know. Raises ``ValueError`` as
+    ``decode_report`` and ``decode_attempt_report`` do."""
+    heartbeat = decode_report(data)
+    return heartbeat if heartbeat is not None else decode_attempt_report(data)
+
+
+def decode_reply(data: bytes) -> CommandReply:
     try:
-        return AgentHeartbeat.model_validate(body)
+        return CommandReply.model_validate_json(data)
     except ValidationError as e:
-        raise ValueError(f"invalid AgentHeartbeat: {e.errors()[:3]}") from e
+        raise ValueError(f"invalid agent reply: {e.errors()[:3]}") from e

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext, api
-from nats.js.errors import BucketNotFoundError, KeyNotFoundError, NoKeysError, NotFoundError
+from nats.js.errors import KeyNotFoundError, NoKeysError, NotFoundError
 from nats.js.kv import KeyValue
 from touchstone.shared.backupfile import (
     BUCKETS,
@@ -41,6 +41,7 @@ from touchstone.shared.backupfile import (
     Contents,
     EndLine,
     Header,
+    KeptBucket,
     KeyLine,
     MessageLine,
     Record,
@@ -48,8 +49,8 @@ from touchstone.shared.backupfile import (
     read_backup,
     stream_prefix,
 )
-from touchstone.shared.jetstream import LogLimits, provision
-from touchstone.shared.subjects import Subjects
+from touchstone.shared.jetstream import LogLimits, existing_bucket, open_bucket, provision
+from touchstone.shared.subjects import Bucket, Subjects
 
 __all__ = ["BackupError", "Summary", "backup", "read_backup", "restore", "stream_messages"]
 
@@ -90,12 +91,13 @@ async def backup(js: JetStreamContext, subjects: Subjects, path: Path) -> Summar
     for role in STREAMS:
         info = await js.stream_info(_stream_name(subjects, role))
         states[role] = StreamState(last_seq=info.state.last_seq, messages=info.state.messages)
-    buckets: dict[str, BucketConfig] = {}
+    buckets: dict[KeptBucket, BucketConfig] = {}
+    kvs: dict[KeptBucket, KeyValue] = {}
     for purpose in BUCKETS:
-        try:
-            status = await (await js.key_value(subjects.bucket(purpose))).status()
-        except (NotFoundError, BucketNotFoundError):  # a bucket its service never created
-            continue
+        if (kv := await existing_bucket(js, subjects.bucket(Bucket(purpose)))) is None:
+            continue  # a bucket its service never created
+        kvs[purpose] = kv
+        status = await kv.status()
         config = status.stream_info.config
         buckets[purpose] = BucketConfig(description=config.description or "", history=status.history or 1,
                                         ttl_s=status.ttl or None)
@@ -126,9 +128,8 @@ async def backup(js: JetStreamContext, subjects: Subjects, path: Path) -> Summar
                                  data=base64.b64encode(msg.data or b"").decode()))
                 count += 1
             summary.messages[role] = count
-        for purpose in buckets:
+        for purpose, kv in kvs.items():
             count = 0
-            kv = await js.key_value(subjects.bucket(purpose))
             for key, value in await _entries(kv):
                 emit(KeyLine(t="kv", bucket=purpose, key=key,
                              value=base64.b64encode(value).decode()))
@@ -220,19 +221,11 @@ async def restore(js: JetStreamContext, path: Path, *, replicas: int = 1, logs: 
             last[line.stream] = ack.seq
             summary.messages[line.stream] = summary.messages.get(line.stream, 0) + 1
     for purpose, config in contents.header.buckets.items():
-        kv = await _bucket(js, subjects, purpose, config, replicas)
+        kv = await open_bucket(js, subjects, api.KeyValueConfig(  # created as its service would
+            bucket=subjects.bucket(Bucket(purpose)), description=config.description, history=config.history,
+            ttl=config.ttl_s, storage=api.StorageType.FILE, replicas=replicas,
+        ))
         for key_line in (k for k in contents.keys if k.bucket == purpose):
             await kv.put(key_line.key, base64.b64decode(key_line.value))
             summary.keys[purpose] = summary.keys.get(purpose, 0) + 1
     return summary
-
-
-async def _bucket(js: JetStreamContext, subjects: Subjects, purpose: str, config: BucketConfig,
-                  replicas: int) -> KeyValue:
-    name = subjects.bucket(purpose)
-    with contextlib.suppress(NotFoundError, BucketNotFoundError):  # else created, as its service would
-        return await js.key_value(name)
-    return await js.create_key_value(api.KeyValueConfig(
-        bucket=name, description=config.description, history=config.history,
-        ttl=config.ttl_s, storage=api.StorageType.FILE, replicas=replicas,
-    ))

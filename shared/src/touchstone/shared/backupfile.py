@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import IO, Annotated, Literal
+from typing import IO, Annotated, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter, ValidationError
 from touchstone.shared.jetstream import MAX_EVENT_BYTES, LogLimits
@@ -38,8 +38,9 @@ MAX_HEADERS = 32
 
 STREAMS = ("events", "deadletter")
 """The streams kept, by their role (the stream names carry the namespace)."""
-BUCKETS = ("system", "tokens", "results", "ui")
-"""The key-value buckets kept, by purpose."""
+KeptBucket = Literal["system", "tokens", "results", "ui"]
+"""The key-value buckets kept, by purpose (``subjects.Bucket``'s values)."""
+BUCKETS: tuple[KeptBucket, ...] = get_args(KeptBucket)
 
 HeaderName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")]
 HeaderValue = Annotated[str, StringConstraints(max_length=1024, pattern=r"^[^\r\n]*$")]
@@ -74,7 +75,7 @@ class Header(Record):
     namespace: str = Field(pattern=r"^[A-Za-z0-9_-]{1,128}$")
     created_at: datetime
     streams: dict[Literal["events", "deadletter"], StreamState]
-    buckets: dict[Literal["system", "tokens", "results", "ui"], BucketConfig]
+    buckets: dict[KeptBucket, BucketConfig]
 
 
 class MessageLine(Record):
@@ -88,7 +89,7 @@ class MessageLine(Record):
 
 class KeyLine(Record):
     t: Literal["kv"]
-    bucket: Literal["system", "tokens", "results", "ui"]
+    bucket: KeptBucket
     key: KvKey
     value: B64
 
@@ -101,7 +102,7 @@ class EndLine(Record):
 
 
 def stream_prefix(subjects: Subjects, role: str) -> str:
-    return f"{subjects.ns}.evt." if role == "events" else f"{subjects.ns}.dlq."
+    return (subjects.all_events if role == "events" else subjects.all_dead_letters).removesuffix(">")
 
 
 

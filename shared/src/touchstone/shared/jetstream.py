@@ -240,14 +240,22 @@ def _differs(current: api.StreamConfig, wanted: api.StreamConfig) -> bool:
     return any(_normal(k, getattr(current, k)) != _normal(k, getattr(wanted, k)) for k in keys)
 
 
-async def open_bucket(js: JetStreamContext, subjects: Subjects, config: api.KeyValueConfig) -> KeyValue:
-    """The key-value bucket ``config.bucket``, created from ``config`` when missing. A bucket
-    created here has at least the events stream's replicas (1 on one server, 3 in a cluster):
-    a lease or a token must survive what the record survives."""
+async def existing_bucket(js: JetStreamContext, name: str) -> KeyValue | None:
+    """The key-value bucket ``name`` when its service created it; ``None`` (and nothing created)
+    when not, for readers that must not make what they only look at."""
     try:
-        return await js.key_value(config.bucket)
+        return await js.key_value(name)
     except (NotFoundError, nats.js.errors.BucketNotFoundError):
-        pass
+        return None
+
+
+async def open_bucket(js: JetStreamContext, subjects: Subjects, config: api.KeyValueConfig) -> KeyValue:
+    """The key-value bucket ``config.bucket`` (a name from ``Subjects``), created from ``config``
+    when missing: the one way every service opens its buckets. A bucket created here has at
+    least the events stream's replicas (1 on one server, 3 in a cluster): a lease or a token
+    must survive what the record survives."""
+    if (kv := await existing_bucket(js, config.bucket)) is not None:
+        return kv
     try:
         record = (await js.stream_info(subjects.events_stream)).config.num_replicas or 1
     except NotFoundError:

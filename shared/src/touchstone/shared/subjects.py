@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from enum import StrEnum
 
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 
@@ -22,6 +23,19 @@ def check_token(value: str, what: str = "id") -> str:
 def task_aggregate_id(submission_id: str, task_id: str) -> str:
     """The aggregate id of one task: ``{submission_id}-{task_id}`` (for example ``s-7f3a-pi-60``)."""
     return f"{check_token(submission_id)}-{check_token(task_id)}"
+
+
+class Bucket(StrEnum):
+    """The key-value buckets there are, by purpose (the last part of their names)."""
+
+    SYSTEM = "system"  # run-time settings and the instance's kind
+    TOKENS = "tokens"  # API tokens (submission)
+    QUOTAS = "quotas"  # per-user recent submissions (submission)
+    IDEMPOTENCY = "idempotency"  # answers to POSTs by Idempotency-Key (submission)
+    UI = "ui"  # the UI's shared secrets (submission)
+    LEASE = "scheduler"  # the scheduler leader's lease
+    RESULTS = "results"  # what the results service published
+    ALARMS = "alarms"  # what was sent when, per alarm fingerprint (results)
 
 
 @dataclass(frozen=True)
@@ -52,6 +66,11 @@ class Subjects:
     def aggregate_events(self, aggregate: str, aggregate_id: str) -> str:
         """The filter for every event of one aggregate (used for expected-sequence checks)."""
         return f"{self.ns}.evt.{aggregate}.{check_token(aggregate_id)}.*"
+
+    def events_of_type(self, aggregate: str, event_type: str) -> str:
+        """The filter for one event type of every aggregate of a kind (``aggregate`` ``*``: of
+        every kind), for consumers that react to a few types only."""
+        return f"{self.ns}.evt.{aggregate}.*.{event_type}"
 
     # commands: one work queue per service
     @property
@@ -102,20 +121,23 @@ class Subjects:
     def all_logs(self) -> str:
         return f"{self.ns}.logs.>"
 
+    def alarm(self, service: str, kind: str) -> str:
+        """Where a service announces an alarm to whoever listens (besides its ``AlarmRaised`` event)."""
+        return f"{self.ns}.alarm.{check_token(service, 'service')}.{check_token(kind, 'alarm')}"
+
     @property
     def status_ping(self) -> str:
         """Every process answers here with its health (``touchstone status``)."""
         return f"{self.ns}.status.ping"
 
-    # run-time settings
+    # key-value buckets, each opened (created when missing) through ``jetstream.open_bucket``
     @property
     def system_bucket(self) -> str:
-        return self.bucket("system")
+        return self.bucket(Bucket.SYSTEM)
 
-    def bucket(self, purpose: str) -> str:
-        """A key-value bucket of this namespace: ``system`` (run-time settings), ``tokens`` (API
-        tokens), ``results`` (what was published), ``scheduler_lease`` (the leader's lease)."""
-        return f"{self.ns.replace('-', '_')}_{check_token(purpose, 'bucket')}"
+    def bucket(self, purpose: Bucket) -> str:
+        """The name of one key-value bucket of this namespace."""
+        return f"{self.ns.replace('-', '_')}_{Bucket(purpose).value}"  # Bucket(): refuses any other
 
     def durable(self, name: str) -> str:
         """A durable consumer name that is unique to this namespace."""

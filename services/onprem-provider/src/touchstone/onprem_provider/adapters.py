@@ -12,8 +12,14 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
-from touchstone.agent.protocol import AttemptReport, CommandReply, decode_attempt_report, decode_reply, encode
-from touchstone.shared.agents import AgentHeartbeat, decode_report
+from touchstone.shared.agents import (
+    AgentHeartbeat,
+    AttemptReport,
+    CommandReply,
+    decode_agent_report,
+    decode_reply,
+    encode,
+)
 from touchstone.shared.commands import Command
 from touchstone.shared.errors import UnavailableError
 from touchstone.shared.subjects import Subjects
@@ -55,15 +61,13 @@ async def listen_to_agents(
     async def receive(msg: Msg) -> None:
         host = msg.subject.split(".")[-2]
         try:
-            heartbeat = decode_report(msg.data)
-            if heartbeat is not None:
-                on_heartbeat(host, heartbeat)
-                return
-            report = decode_attempt_report(msg.data)
+            report = decode_agent_report(msg.data)
         except ValueError as e:
             log.warning("dropping agent report on %s: %s", msg.subject, e)
             return
-        if report is not None:
+        if isinstance(report, AgentHeartbeat):
+            on_heartbeat(host, report)
+        elif report is not None:
             await on_report(host, report)
 
     return await nc.subscribe(subjects.all_agent_reports, cb=receive)

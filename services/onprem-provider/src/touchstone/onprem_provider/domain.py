@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from touchstone.agent.protocol import AttemptOutcome, AttemptReport, stage_index
 from touchstone.shared import events as ev
+from touchstone.shared.agents import AttemptOutcome, AttemptReport, stage_index
 from touchstone.shared.attempt import judge_exit
 from touchstone.shared.commands import container_name
 from touchstone.shared.lifecycle import TASK_LIVE, TaskState, TaskStatus, fold_task, task_transition

@@ -32,11 +32,10 @@ from typing import Any
 
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
-from touchstone.agent.protocol import AttemptReport
 from touchstone.onprem_provider import domain
 from touchstone.onprem_provider.adapters import AgentClient, listen_to_agents
 from touchstone.onprem_provider.config import ProviderSettings
-from touchstone.shared.agents import AgentHeartbeat
+from touchstone.shared.agents import AgentHeartbeat, AttemptReport
 from touchstone.shared.aggregate import change
 from touchstone.shared.commands import LaunchTask, TerminateTask, command_consumer, container_name
 from touchstone.shared.consumer import Delivery, Handler

@@ -14,7 +14,7 @@ from touchstone.shared import events as ev
 from touchstone.shared.jetstream import open_bucket
 from touchstone.shared.objects.stores import LocalObjectStore, ObjectStore, S3ObjectStore
 from touchstone.shared.publisher import EventPublisher
-from touchstone.shared.subjects import Subjects
+from touchstone.shared.subjects import Bucket, Subjects
 
 T = TypeVar("T")
 
@@ -35,14 +35,10 @@ class KvLedger:
     def __init__(self, kv: Any) -> None:
         self.kv = kv
 
-    @staticmethod
-    def bucket_name(subjects: Subjects) -> str:
-        return subjects.bucket("results")
-
     @classmethod
     async def open(cls, js: JetStreamContext, subjects: Subjects) -> KvLedger:
         kv = await open_bucket(js, subjects, api.KeyValueConfig(
-            bucket=cls.bucket_name(subjects), description="Touchstone results: what was published", history=1,
+            bucket=subjects.bucket(Bucket.RESULTS), description="Touchstone results: what was published", history=1,
             storage=api.StorageType.FILE,
         ))
         return cls(kv)

@@ -38,7 +38,7 @@ from touchstone.shared import metrics
 from touchstone.shared.consumer import ConsumerLoop, ConsumerSpec, Delivery, Handler
 from touchstone.shared.errors import ConcurrencyConflict, PermanentError, UnavailableError
 from touchstone.shared.jetstream import open_bucket
-from touchstone.shared.subjects import Subjects
+from touchstone.shared.subjects import Bucket, Subjects
 
 log = logging.getLogger(__name__)
 
@@ -183,7 +183,7 @@ class AlarmLedger:
     @classmethod
     async def open(cls, js: JetStreamContext, subjects: Subjects) -> AlarmLedger:
         kv = await open_bucket(js, subjects, api.KeyValueConfig(
-            bucket=subjects.bucket("alarms"), description="Touchstone alarms: what was sent when", history=1,
+            bucket=subjects.bucket(Bucket.ALARMS), description="Touchstone alarms: what was sent when", history=1,
             storage=api.StorageType.FILE,
         ))
         return cls(kv)
@@ -281,7 +281,7 @@ def consumers(js: JetStreamContext, subjects: Subjects, deps: AlarmDeps, *, ack_
               max_deliver: int = 8) -> list[ConsumerLoop[Any]]:
     """The two alarm consumers; a failed channel is retried with a growing delay up to 30 s."""
     events = ConsumerSpec(name=EVENTS_CONSUMER, stream=subjects.events_stream,
-                          filter_subjects=[f"{subjects.ns}.evt.platform.*.AlarmRaised"],
+                          filter_subjects=[subjects.events_of_type("platform", "AlarmRaised")],
                           ack_wait_s=ack_wait_s, max_deliver=max_deliver)
     letters = ConsumerSpec(name=DEAD_LETTER_CONSUMER, stream=subjects.dead_letter_stream,
                            filter_subjects=[subjects.all_dead_letters], ack_wait_s=ack_wait_s, max_deliver=max_deliver)

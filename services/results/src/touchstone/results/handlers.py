@@ -203,8 +203,8 @@ def handlers(deps: Deps) -> Mapping[str, Handler]:
 
 
 def consumer_spec(subjects: Subjects, *, ack_wait_s: float = 60.0, max_deliver: int = 8) -> ConsumerSpec:
-    filters = [f"{subjects.ns}.evt.task.*.{name}" for name in TASK_EVENTS]
-    filters += [f"{subjects.ns}.evt.submission.*.{name}" for name in SUBMISSION_EVENTS]
+    filters = [subjects.events_of_type("task", name) for name in TASK_EVENTS]
+    filters += [subjects.events_of_type("submission", name) for name in SUBMISSION_EVENTS]
     return ConsumerSpec(
         name="results", stream=subjects.events_stream, filter_subjects=filters,
         ack_wait_s=ack_wait_s, max_deliver=max_deliver,

@@ -198,7 +198,7 @@ class Alarms:
             body = json.dumps({"kind": kind, "message": message, "service": "runpod-provider",
                                "at": _now().isoformat()}).encode()
             try:
-                await self.nc.publish(f"{self.subjects.ns}.alarm.runpod-provider.{kind}", body)
+                await self.nc.publish(self.subjects.alarm("runpod-provider", kind), body)
             except Exception as e:
                 log.warning("could not publish alarm %s: %r", kind, e)
 

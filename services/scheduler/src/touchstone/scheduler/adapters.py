@@ -23,15 +23,11 @@ from touchstone.shared.agents import AgentHeartbeat, decode_report
 from touchstone.shared.commands import Command
 from touchstone.shared.errors import UnavailableError
 from touchstone.shared.jetstream import open_bucket
-from touchstone.shared.subjects import Subjects
+from touchstone.shared.subjects import Bucket, Subjects
 
 log = logging.getLogger(__name__)
 
 LEASE_KEY = "leader"
-
-
-def lease_bucket(subjects: Subjects) -> str:
-    return subjects.bucket("scheduler")
 
 
 class EventFeed:
@@ -183,7 +179,7 @@ class LeaderLease:
     def __init__(self, js: JetStreamContext, subjects: Subjects, owner: str, ttl_s: float) -> None:
         self.js = js
         self.subjects = subjects
-        self.bucket = lease_bucket(subjects)
+        self.bucket = subjects.bucket(Bucket.LEASE)
         self.owner = owner
         self.ttl_s = ttl_s
         self.revision = 0

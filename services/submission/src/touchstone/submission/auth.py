@@ -28,7 +28,7 @@ from nats.js.kv import KeyValue
 from touchstone.shared.errors import AuthError, NotFoundError, UnavailableError
 from touchstone.shared.events import new_id
 from touchstone.shared.jetstream import open_bucket
-from touchstone.shared.subjects import Subjects
+from touchstone.shared.subjects import Bucket, Subjects
 from touchstone.submission.config import SubmissionSettings
 from touchstone.submission.domain import Principal
 from touchstone.submission.schemas import Token, TokenCreate, TokenCreated
@@ -56,13 +56,10 @@ def digest(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-def tokens_bucket(subjects: Subjects) -> str:
-    return subjects.bucket("tokens")
-
-
 async def open_tokens_bucket(js: JetStreamContext, subjects: Subjects, *, replicas: int = 1) -> KeyValue:
     return await open_bucket(js, subjects, api.KeyValueConfig(
-        bucket=tokens_bucket(subjects), description="Touchstone API tokens (sha256 of the secret -> owner, role)",
+        bucket=subjects.bucket(Bucket.TOKENS),
+        description="Touchstone API tokens (sha256 of the secret -> owner, role)",
         history=1, storage=api.StorageType.FILE, replicas=replicas,
     ))
 

@@ -25,5 +25,5 @@ def consumer_spec(subjects: Subjects) -> ConsumerSpec:
     return ConsumerSpec(
         name="submission-retract",
         stream=subjects.events_stream,
-        filter_subjects=[f"{subjects.ns}.evt.submission.*.{name}" for name in SETTLING_EVENTS],
+        filter_subjects=[subjects.events_of_type("submission", name) for name in SETTLING_EVENTS],
     )

@@ -32,7 +32,7 @@ from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 from pydantic import SecretStr
 from touchstone.shared.jetstream import open_bucket
-from touchstone.shared.subjects import Subjects
+from touchstone.shared.subjects import Bucket, Subjects
 
 HEADER = b"idempotency-key"
 KEEP_S = 86_400.0
@@ -42,13 +42,9 @@ MAX_STORED_BODY = 256 * 1024
 KEPT_HEADERS = (b"content-type", b"location")
 
 
-def idempotency_bucket(subjects: Subjects) -> str:
-    return subjects.bucket("idempotency")
-
-
 async def open_idempotency_bucket(js: JetStreamContext, subjects: Subjects) -> KeyValue:
     return await open_bucket(js, subjects, api.KeyValueConfig(
-        bucket=idempotency_bucket(subjects), description="Touchstone: answers to POSTs by Idempotency-Key",
+        bucket=subjects.bucket(Bucket.IDEMPOTENCY), description="Touchstone: answers to POSTs by Idempotency-Key",
         history=1, storage=api.StorageType.FILE, ttl=KEEP_S,
     ))
 
@@ -185,7 +181,8 @@ async def shared_ui_key(js: JetStreamContext, subjects: Subjects, configured: Se
     if configured is not None and configured.get_secret_value():
         return hashlib.sha256(configured.get_secret_value().encode()).digest()
     kv = await open_bucket(js, subjects, api.KeyValueConfig(
-        bucket=subjects.bucket("ui"), description="Touchstone UI secrets", history=1, storage=api.StorageType.FILE))
+        bucket=subjects.bucket(Bucket.UI), description="Touchstone UI secrets", history=1,
+        storage=api.StorageType.FILE))
     try:
         await kv.create("csrf_key", base64.b64encode(secrets.token_bytes(32)))
     except (KeyWrongLastSequenceError, nats.js.errors.APIError):

@@ -25,7 +25,7 @@ from nats.js.kv import KeyValue
 from touchstone.shared.errors import QuotaExceeded, UnavailableError
 from touchstone.shared.jetstream import open_bucket
 from touchstone.shared.store import ProjectionStore
-from touchstone.shared.subjects import Subjects
+from touchstone.shared.subjects import Bucket, Subjects
 
 HOUR_S = 3600.0
 VALIDATING_RETRY_S = 30
@@ -57,13 +57,9 @@ def decide(recent: list[tuple[str, float]], validating: int, now: float, limits:
     return Decision(True)
 
 
-def quotas_bucket(subjects: Subjects) -> str:
-    return subjects.bucket("quotas")
-
-
 async def open_quotas_bucket(js: JetStreamContext, subjects: Subjects) -> KeyValue:
     return await open_bucket(js, subjects, api.KeyValueConfig(
-        bucket=quotas_bucket(subjects), description="Touchstone per-user quotas: recent submissions",
+        bucket=subjects.bucket(Bucket.QUOTAS), description="Touchstone per-user quotas: recent submissions",
         history=1, storage=api.StorageType.FILE, ttl=2 * HOUR_S,
     ))
 
