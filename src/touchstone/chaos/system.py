@@ -164,7 +164,7 @@ class System:
                            TOUCHSTONE_ADMIN_TOKEN=self.admin_token, TOUCHSTONE_DENIED_NETWORKS="[]")
             self._add(name, self.control, module, env)
         if self.runpod:
-            self._add_runpod(base)
+            self._add_runpod({**base, **objects})  # the providers upload the pods' outputs there too
         for host in self.gpus:
             env = {**base, "TOUCHSTONE_NATS_URL": self.cluster.url, "TOUCHSTONE_DATA_DIR": str(self.root / host.name),
                    "TOUCHSTONE_HOST": host.name, "TOUCHSTONE_NATS_USER": f"agent-{host.name}",
