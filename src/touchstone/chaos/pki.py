@@ -75,8 +75,8 @@ def make_leaf(folder: Path, stem: str, ca: CA, names: tuple[str, ...] = (), addr
     return _write(folder / f"{stem}.crt", cert.public_bytes(pem)), _write(folder / f"{stem}.key", key_pem)
 
 
-def write_pki(folder: Path, names: list[str], addresses: list[str]) -> Pki:
-    """A CA and one certificate for every node of a cluster, under ``folder``."""
+def write_pki(folder: Path, names: list[str], addresses: list[str], days: int = 2) -> Pki:
+    """A CA and one certificate for every node of a cluster, under ``folder``, valid ``days``."""
     folder.mkdir(parents=True, exist_ok=True)
-    cert, key = make_leaf(folder, "server", make_ca(folder, "ca"), tuple(names), tuple(addresses))
+    cert, key = make_leaf(folder, "server", make_ca(folder, "ca", days), tuple(names), tuple(addresses), days)
     return Pki(ca=folder / "ca.crt", cert=cert, key=key)
