@@ -190,7 +190,7 @@ async def test_one_message_per_submission_ending(rjs: Any, subjects: Any, receiv
 
     texts = sorted(b["text"] for b in receiver.bodies())
     assert len(texts) == 3
-    assert texts[0].startswith("*Submission bad") and "no_nan_in_body: NaN at row 70" in texts[0]
+    assert texts[0].startswith("*Submission bad") and "nan_warmup: NaN at row 70" in texts[0]
     assert texts[1].startswith("*Submission broken") and "pi-60 failed 3 times" in texts[1]
     assert texts[2].startswith("*Submission done") and f"ts.example/submissions/{done.aggregate_id}" in texts[2]
 

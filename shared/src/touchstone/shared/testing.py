@@ -101,6 +101,7 @@ def sample_report(passed: bool = True, failing: str = "no_lookahead",
     failing with ``detail``."""
     names = ("imports", "interface", "runs", "index", "columns", "finite", "nan_warmup", "deterministic",
              "no_lookahead", "lookback", "time_budget")
+    assert failing in names, f"no check {failing!r}"
     checks = [{"name": n, "passed": passed or n != failing, "skipped": False,
                "detail": "ok" if passed or n != failing else detail} for n in names]
     doc = {"passed": passed, "checks": checks, "duration_s": 1.25,
