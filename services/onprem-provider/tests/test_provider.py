@@ -132,20 +132,31 @@ async def test_a_rejected_feature_set_is_a_finished_validation(
     assert not any(isinstance(e, ev.TaskFailed) for e in events)
 
 
+HOSTILE_REPORTS = {
+    "a huge detail": ({"report": {**sample_report(), "checks": [{"name": "imports", "passed": True,
+                                                                 "detail": "x" * 200_000}]}},
+                      "report.json is not a valid validation report: checks.0.detail"),
+    "NaN": ({"report": {**sample_report(), "duration_s": float("nan")}},
+            "report.json is not a valid validation report: duration_s"),
+    "a symlink": ({"hostile": "os.symlink('/etc/hostname', opts['--report'])"},
+                  "report.json refused: report.json: not a regular file"),
+}
+
+
+@pytest.mark.parametrize("case", list(HOSTILE_REPORTS))
 async def test_an_invalid_report_fails_the_attempt_with_a_short_reason(
-    world, start_agent, agent_settings, make_feature_set, eventually
+    world, start_agent, agent_settings, make_feature_set, eventually, case
 ):
     """A feature set runs in the trainer's process and can write anything to report.json:
     a report that is not one is the attempt's failure (class trainer), and the event stays small."""
+    behaviour, reason = HOSTILE_REPORTS[case]
     w = await world()
     await start_agent(agent_settings())
-    hostile = {**sample_report(), "checks": [{"name": "imports", "passed": True, "detail": "x" * 200_000}]}
-    await w.send(await w.assign(make_feature_set(report=hostile, exit=0)))
+    await w.send(await w.assign(make_feature_set(**behaviour, exit=0)))
     events = await w.wait_for(eventually, "ContainerTerminated")
     assert not any(isinstance(e, ev.TrainingFinished) for e in events)
     failed = next(e for e in events if isinstance(e, ev.TaskFailed))
-    assert failed.failure_class == "trainer"
-    assert failed.reason.startswith("report.json is not a valid validation report: checks.0.detail")
+    assert failed.failure_class == "trainer" and failed.reason.startswith(reason)
     assert len(failed.reason) < 500 and "xxxx" not in failed.reason
 
 
