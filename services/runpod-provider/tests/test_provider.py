@@ -592,7 +592,7 @@ async def test_the_reference_trainer_validates_an_example_in_a_fake_pod(harness,
     await harness.send(launch)
     finished = await harness.until_event(launch, "TrainingFinished", within=120)
 
-    assert finished.exit_code == 0 and finished.report and finished.report.get("passed") is True
+    assert finished.exit_code == 0 and finished.report is not None and finished.report.passed is True
     await harness.until_event(launch, "ContainerTerminated")
 
 
