@@ -12,6 +12,7 @@ import uuid
 import zipfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from nats.aio.client import Client as NATS
@@ -96,7 +97,8 @@ def task_event(cls: type[ev.TaskEvent], sid: str, tid: str, **kw: object) -> ev.
 
 
 def sample_report(passed: bool = True, failing: str = "no_lookahead",
-                  detail: str = "values for the first 2666 rows change when later rows are added") -> dict:
+                  detail: str = "values for the first 2666 rows change when later rows are added",
+                  ) -> dict[str, Any]:
     """A validation report as the trainer writes it (JSON-ready), all checks passed or one
     failing with ``detail``."""
     names = ("imports", "interface", "runs", "index", "columns", "finite", "nan_warmup", "deterministic",
