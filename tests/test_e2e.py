@@ -231,10 +231,10 @@ def test_the_readme_walk_through_with_the_cli(make_up) -> None:
 
     good, accepted = submitted("momentum")
     assert accepted.returncode == 0 and "ACCEPTED" in accepted.stdout, accepted.stdout + accepted.stderr
-    assert "passed (" in accepted.stdout
+    assert "passed all 11 checks (" in accepted.stdout
     faulty, rejected = submitted("lookahead")
     assert rejected.returncode == 1 and "REJECTED" in rejected.stdout
-    assert "failed no_lookahead: " in rejected.stdout, rejected.stdout
+    assert any("✗ no_lookahead " in line for line in rejected.stdout.splitlines()), rejected.stdout
     listed = cli("list")
     assert listed.returncode == 0 and good in listed.stdout and faulty in listed.stdout
 

@@ -18,6 +18,7 @@ from touchstone.shared.jetstream import system_bucket
 from touchstone.shared.publisher import EventPublisher
 from touchstone.shared.subjects import task_aggregate_id
 from touchstone.shared.system import Server, SystemSettings, write_system
+from touchstone.shared.testing import sample_report
 
 
 def _task(cls: type[ev.TaskEvent], sid: str, tid: str, **kw: object) -> ev.TaskEvent:
@@ -64,7 +65,7 @@ async def test_scheduler_metrics_follow_a_task_from_queue_to_success(nats_server
         for event in (_task(ev.ContainerLaunched, "s-m", "validation", attempt=1, container_name=name),
                       _task(ev.ContainerReady, "s-m", "validation", attempt=1),
                       _task(ev.TrainingStarted, "s-m", "validation", attempt=1),
-                      _task(ev.TrainingFinished, "s-m", "validation", attempt=1, report={"passed": True})):
+                      _task(ev.TrainingFinished, "s-m", "validation", attempt=1, report=sample_report())):
             await pub.append(event)
         done = await scheduler.until(lambda s: value(
             s, "touchstone_attempts_total", platform="onprem", result="succeeded", failure_class="") == 1)

@@ -16,6 +16,7 @@ from touchstone.shared.agents import CommandReply
 from touchstone.shared.commands import TerminateTask
 from touchstone.shared.events import TaskSpec
 from touchstone.shared.subjects import Subjects
+from touchstone.shared.testing import sample_report
 
 
 async def test_a_validation_runs_through_every_phase(
@@ -25,7 +26,7 @@ async def test_a_validation_runs_through_every_phase(
     settings = agent_settings()
     await start_agent(settings)
     fs = make_feature_set(lines=["checking imports", "checking lookahead"], exit=0,
-                          report={"passed": True, "checks": []})
+                          report=sample_report())
     command = launch(fs, store=objects)
     reply = await send(nc, subjects, command)
     assert reply.ok and reply.report is not None and reply.report.stage in ("ready", "started")
@@ -33,13 +34,13 @@ async def test_a_validation_runs_through_every_phase(
     ended = await eventually(lambda: reports.ended(command.container_name))
     outcome = ended.outcome
     assert ended.stage == "ended" and outcome.result == "exited" and outcome.exit_code == 0
-    assert outcome.report == {"passed": True, "checks": []}
+    assert outcome.report is not None and outcome.report.model_dump(mode="json") == sample_report()
     assert "checking lookahead" in outcome.log_tail
     # the outputs left the host: in the control plane's store, named by key; nothing staged is kept
     assert outcome.log_uri is None and outcome.log_key == "attempts/s1/validation/attempt-1/console.log"
     assert "checking imports" in (await objects.read(outcome.log_key)).decode()
     assert outcome.artifacts == {"report.json": "attempts/s1/validation/attempt-1/report.json"}
-    assert await objects.read(outcome.artifacts["report.json"]) == b'{"passed": true, "checks": []}'
+    assert json.loads(await objects.read(outcome.artifacts["report.json"])) == sample_report()
     assert not [p for p in (settings.data_dir / "artifacts").rglob("*") if p.is_file()]
     assert not (settings.work_root / command.container_name).exists()  # work dir removed
     await eventually(lambda: "checking lookahead" in reports.logs)
@@ -163,7 +164,7 @@ async def test_the_trainer_gets_no_secrets(
     monkeypatch.setenv("TOUCHSTONE_NATS_URL", "nats://secret")
     reports = await Reports.listen(nc, subjects)
     await start_agent(agent_settings())
-    command = launch(make_feature_set(print_env=True, report={"passed": True}))
+    command = launch(make_feature_set(print_env=True, report=sample_report()))
     assert (await send(nc, subjects, command)).ok
     outcome = (await eventually(lambda: reports.ended(command.container_name))).outcome
     env_line = next(line for line in outcome.log_tail if line.startswith("ENV "))
@@ -181,7 +182,7 @@ async def test_a_restarted_agent_re_adopts_a_running_attempt(
     first = await start_agent(settings)
     release = tmp_path / "release"
     command = launch(make_feature_set(sleep=60, release=str(release), lines=["before"],
-                                      report={"passed": False}, exit=1))
+                                      report=sample_report(False), exit=1))
     assert (await send(nc, subjects, command)).ok
     await eventually(lambda: any(r.stage == "started" for r in reports.attempts))
     await first.stop()  # the agent goes down; the trainer keeps running
@@ -191,13 +192,14 @@ async def test_a_restarted_agent_re_adopts_a_running_attempt(
     assert command.container_name in second.agent.attempts.running()
     release.write_text("go")
     outcome = (await eventually(lambda: reports.ended(command.container_name))).outcome
-    assert outcome.result == "exited" and outcome.exit_code == 1 and outcome.report == {"passed": False}
+    assert outcome.result == "exited" and outcome.exit_code == 1
+    assert outcome.report is not None and outcome.report.passed is False
 
 
 @pytest.fixture
 def git_repo(make_feature_set) -> tuple[Path, str]:
     """A feature set committed to a local git repository, and its commit."""
-    repo = Path(make_feature_set("repo", report={"passed": True}, lines=["from git"]))
+    repo = Path(make_feature_set("repo", report=sample_report(), lines=["from git"]))
     git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@example.com"]
     subprocess.run([*git, "init", "-q", "-b", "main"], check=True)
     subprocess.run([*git, "add", "."], check=True)

@@ -16,7 +16,7 @@ from touchstone.agent.runtime import ContainerSpec
 from touchstone.agent.service import build_runtime
 from touchstone.agent.testing import TASK_IMAGE, Reports, docker_runtime_or_skip, launch, send
 from touchstone.shared.commands import TerminateTask
-from touchstone.shared.testing import make_wheel
+from touchstone.shared.testing import make_wheel, sample_report
 
 READ_ONLY_PROBE = """\
 import pathlib
@@ -43,7 +43,7 @@ async def test_requirements_are_installed_for_the_image_and_mounted_read_only(
     settings = agent_settings(runtime="docker", host=host, kill_grace_s=1.0, pip_find_links=(str(wheels),),
                               pip_no_index=True)
     await start_agent(settings)
-    fs = make_feature_set(imports=["tsdemo_ro"], report={"passed": True})
+    fs = make_feature_set(imports=["tsdemo_ro"], report=sample_report())
     (Path(fs) / "requirements.txt").write_text("tsdemo-ro==1.0\n")
     command = launch(fs, placement=f"{host}/cpu0", submission_id=f"s{uuid.uuid4().hex[:8]}")  # names are global
     assert (await send(nc, subjects, command, host)).ok

@@ -24,6 +24,7 @@ from touchstone.agent.testing import TASK_IMAGE, docker_runtime_or_skip
 from touchstone.shared.agents import decode_attempt_report, decode_reply, encode
 from touchstone.shared.commands import LaunchTask
 from touchstone.shared.events import TaskSpec
+from touchstone.shared.testing import sample_report
 
 pytestmark = pytest.mark.integration  # the real Docker engine
 
@@ -221,7 +222,7 @@ async def test_a_restarted_agent_re_adopts_its_container_from_the_engine(
         spec=TaskSpec(git_url="/"), placement=f"{settings.host}/cpu0",
     )
     release = settings.work_root / command.container_name / "work" / "release"  # seen at the same path inside
-    fs = make_feature_set(sleep=60, release=str(release), report={"passed": False}, exit=1)
+    fs = make_feature_set(sleep=60, release=str(release), report=sample_report(False), exit=1)
     command = command.model_copy(update={"spec": TaskSpec(git_url=fs)})
     first = await start_agent(settings)
     reply = decode_reply((await nc.request(subjects.agent_commands(settings.host), encode(command), timeout=15)).data)

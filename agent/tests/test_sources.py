@@ -11,7 +11,7 @@ import pytest
 from touchstone.agent.requirements import PROBE, PermanentPrepareError, PythonTarget, plain_requirements
 from touchstone.agent.testing import STAND_IN_TRAINER, Reports, launch, send
 from touchstone.shared.events import TaskSpec
-from touchstone.shared.testing import make_wheel
+from touchstone.shared.testing import make_wheel, sample_report
 
 
 def _git(repo: Path, *args: str) -> str:
@@ -44,7 +44,7 @@ async def test_the_trainer_ref_chooses_the_commit_of_the_trainer(
 ):
     reports = await Reports.listen(nc, subjects)
     await start_agent(agent_settings(trainer_dir=None, trainer_repo=str(trainer_repo)))
-    fs = make_feature_set(report={"passed": True})
+    fs = make_feature_set(report=sample_report())
     tagged = launch(fs, task_id="pi-1").model_copy(update={"spec": TaskSpec(git_url=fs, trainer_ref="v2")})
     default = launch(fs, task_id="pi-2")  # trainer_ref "main"
     for command in (tagged, default):
@@ -62,7 +62,7 @@ async def test_an_unknown_trainer_ref_fails_once_and_for_good(
 ):
     reports = await Reports.listen(nc, subjects)
     await start_agent(agent_settings(trainer_dir=None, trainer_repo=str(trainer_repo)))
-    fs = make_feature_set(report={"passed": True})
+    fs = make_feature_set(report=sample_report())
     command = launch(fs).model_copy(update={"spec": TaskSpec(git_url=fs, trainer_ref="no-such-ref")})
     assert (await send(nc, subjects, command)).ok
     outcome = (await eventually(lambda: reports.ended(command.container_name))).outcome
@@ -94,7 +94,7 @@ async def test_requirements_are_installed_once_and_put_on_the_path(
     reports = await Reports.listen(nc, subjects)
     settings = agent_settings(**offline_pip(wheelhouse))
     await start_agent(settings)
-    fs = make_feature_set(imports=["tsdemo_helper"], report={"passed": True})
+    fs = make_feature_set(imports=["tsdemo_helper"], report=sample_report())
     (Path(fs) / "requirements.txt").write_text("# helpers\ntsdemo-helper==1.0  # pinned\n")
     cold = launch(fs, task_id="pi-1")
     assert (await send(nc, subjects, cold)).ok
@@ -126,7 +126,7 @@ async def test_a_requirement_that_cannot_be_installed_fails_for_good(
 ):
     reports = await Reports.listen(nc, subjects)
     await start_agent(agent_settings(**offline_pip(wheelhouse)))
-    fs = make_feature_set(report={"passed": True})
+    fs = make_feature_set(report=sample_report())
     (Path(fs) / "requirements.txt").write_text(requirements)
     command = launch(fs)
     assert (await send(nc, subjects, command)).ok

@@ -8,6 +8,7 @@ from touchstone.onprem_provider.domain import decide_failure, decide_report, jud
 from touchstone.shared import events as ev
 from touchstone.shared.agents import AttemptOutcome, AttemptReport
 from touchstone.shared.commands import container_name
+from touchstone.shared.testing import sample_report
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 AGG = "s1-pi-1"
@@ -36,9 +37,9 @@ def types(events) -> list[str]:
 
 
 def test_judge_tells_success_from_trainer_and_infrastructure_failures():
-    ok = AttemptOutcome(result="exited", exit_code=0, report={"passed": True})
+    ok = AttemptOutcome(result="exited", exit_code=0, report=sample_report())
     assert judge("validation", ok).finished
-    rejected = AttemptOutcome(result="exited", exit_code=1, report={"passed": False})
+    rejected = AttemptOutcome(result="exited", exit_code=1, report=sample_report(False))
     assert judge("validation", rejected).finished
     assert not judge("training", rejected).finished
     crash = judge("validation", AttemptOutcome(result="exited", exit_code=1))

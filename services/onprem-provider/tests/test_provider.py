@@ -20,6 +20,7 @@ from touchstone.shared import events as ev
 from touchstone.shared.agents import AttemptOutcome, AttemptReport, encode
 from touchstone.shared.commands import LaunchTask, TerminateTask, container_name
 from touchstone.shared.publisher import EventPublisher, last_seq, task_events
+from touchstone.shared.testing import sample_report
 
 REPO = Path(__file__).resolve().parents[3]
 MOMENTUM = REPO / "examples" / "feature-sets" / "momentum"
@@ -106,8 +107,9 @@ async def test_a_validation_of_momentum_runs_through_the_agent(world, start_agen
                              "TrainingStarted", "TrainingFinished", "ContainerTerminated"]
     finished = events[5]
     assert isinstance(finished, ev.TrainingFinished) and finished.exit_code == 0 and finished.attempt == 1
-    assert finished.report is not None and finished.report["passed"] is True
-    assert {c["name"] for c in finished.report["checks"]} >= {"imports", "no_lookahead"}
+    assert finished.report is not None and finished.report.passed is True
+    assert {c.name for c in finished.report.checks} >= {"imports", "no_lookahead"}
+    assert finished.report.feature_set.name and finished.report.data.rows
     # the agent put the report and the log into the control plane's store with the grant it was given
     assert finished.log_key == "attempts/s1/validation/attempt-1/console.log" and finished.log_uri is None
     assert finished.artifacts["report.json"] == "attempts/s1/validation/attempt-1/report.json"
@@ -122,12 +124,41 @@ async def test_a_rejected_feature_set_is_a_finished_validation(
 ):
     w = await world()
     await start_agent(agent_settings())
-    report = {"passed": False, "checks": [{"name": "no_lookahead", "passed": False}]}
+    report = sample_report(False)
     await w.send(await w.assign(make_feature_set(report=report, exit=1)))
     events = await w.wait_for(eventually, "ContainerTerminated")
     finished = next(e for e in events if isinstance(e, ev.TrainingFinished))
-    assert finished.exit_code == 1 and finished.report == report
+    assert finished.exit_code == 1 and finished.report is not None
+    assert finished.report.model_dump(mode="json") == report
     assert not any(isinstance(e, ev.TaskFailed) for e in events)
+
+
+HOSTILE_REPORTS = {
+    "a huge detail": ({"report": {**sample_report(), "checks": [{"name": "imports", "passed": True,
+                                                                 "detail": "x" * 200_000}]}},
+                      "report.json is not a valid validation report: checks.0.detail"),
+    "NaN": ({"report": {**sample_report(), "duration_s": float("nan")}},
+            "report.json is not a valid validation report: duration_s"),
+    "a symlink": ({"hostile": "os.symlink('/etc/hostname', opts['--report'])"},
+                  "report.json refused: report.json: not a regular file"),
+}
+
+
+@pytest.mark.parametrize("case", list(HOSTILE_REPORTS))
+async def test_an_invalid_report_fails_the_attempt_with_a_short_reason(
+    world, start_agent, agent_settings, make_feature_set, eventually, case
+):
+    """A feature set runs in the trainer's process and can write anything to report.json:
+    a report that is not one is the attempt's failure (class trainer), and the event stays small."""
+    behaviour, reason = HOSTILE_REPORTS[case]
+    w = await world()
+    await start_agent(agent_settings())
+    await w.send(await w.assign(make_feature_set(**behaviour, exit=0)))
+    events = await w.wait_for(eventually, "ContainerTerminated")
+    assert not any(isinstance(e, ev.TrainingFinished) for e in events)
+    failed = next(e for e in events if isinstance(e, ev.TaskFailed))
+    assert failed.failure_class == "trainer" and failed.reason.startswith(reason)
+    assert len(failed.reason) < 500 and "xxxx" not in failed.reason
 
 
 async def test_a_failing_trainer_yields_task_failed_with_its_log(

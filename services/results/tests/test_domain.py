@@ -6,6 +6,7 @@ import pytest
 from touchstone.results import domain
 from touchstone.shared import events as ev
 from touchstone.shared.errors import PermanentError
+from touchstone.shared.testing import sample_report
 
 
 def _finished(**kw: object) -> ev.TrainingFinished:
@@ -95,13 +96,12 @@ def test_notices_for_the_three_endings() -> None:
                                None)
     assert failed is not None and failed.status == "ERROR" and "reason: pi-60: OOM" in failed.lines
 
-    report = {"passed": False, "checks": [{"name": "imports", "passed": True},
-                                          {"name": "no_look_ahead", "passed": False, "detail": "row 10 changed"}]}
+    report = sample_report(False, failing="no_lookahead", detail="row 10 changed")
     rejected = domain.notice_for(
         ev.SubmissionValidated(aggregate_id="s1", correlation_id="s1", passed=False, report=report), _created()
     )
     assert rejected is not None and rejected.status == "REJECTED"
-    assert "failed check no_look_ahead: row 10 changed" in rejected.lines
+    assert "failed check no_lookahead: row 10 changed" in rejected.lines
     assert not any("imports" in line for line in rejected.lines)
 
 

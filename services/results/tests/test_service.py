@@ -22,6 +22,7 @@ from touchstone.shared import events as ev
 from touchstone.shared.consumer import ConsumerLoop
 from touchstone.shared.publisher import EventPublisher
 from touchstone.shared.subjects import task_aggregate_id
+from touchstone.shared.testing import sample_report
 
 
 async def until(cond: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
@@ -170,7 +171,7 @@ async def test_one_message_per_submission_ending(rjs: Any, subjects: Any, receiv
     done, bad, broken, good = (_submission(n) for n in ("done", "bad", "broken", "good"))
     for created in (done, bad, broken, good):
         await publisher.append(created)
-    report = {"passed": False, "checks": [{"name": "no_nan_in_body", "passed": False, "detail": "NaN at row 70"}]}
+    report = sample_report(False, failing="nan_warmup", detail="NaN at row 70")
     endings: list[ev.Event] = [
         ev.SubmissionCompleted(aggregate_id=done.aggregate_id, correlation_id=done.aggregate_id),
         ev.SubmissionValidated(aggregate_id=bad.aggregate_id, correlation_id=bad.aggregate_id, passed=False,
@@ -189,7 +190,7 @@ async def test_one_message_per_submission_ending(rjs: Any, subjects: Any, receiv
 
     texts = sorted(b["text"] for b in receiver.bodies())
     assert len(texts) == 3
-    assert texts[0].startswith("*Submission bad") and "no_nan_in_body: NaN at row 70" in texts[0]
+    assert texts[0].startswith("*Submission bad") and "nan_warmup: NaN at row 70" in texts[0]
     assert texts[1].startswith("*Submission broken") and "pi-60 failed 3 times" in texts[1]
     assert texts[2].startswith("*Submission done") and f"ts.example/submissions/{done.aggregate_id}" in texts[2]
 

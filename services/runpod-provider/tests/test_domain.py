@@ -10,6 +10,8 @@ from touchstone.runpod_provider import domain
 from touchstone.runpod_provider.api import GpuType, Stock
 from touchstone.shared import events as ev
 from touchstone.shared.commands import LaunchTask
+from touchstone.shared.reports import ValidationReport
+from touchstone.shared.testing import sample_report
 
 NOW = datetime(2026, 11, 29, tzinfo=UTC)
 
@@ -128,16 +130,16 @@ def test_trainer_argv_is_one_quoted_command_line():
     ("exit_status", "kind", "report", "succeeded", "failure_class"),
     [
         (0, "training", None, True, None),
-        (0, "validation", {"passed": True}, True, None),
+        (0, "validation", sample_report(), True, None),
         (0, "validation", None, False, "trainer"),
-        (1, "validation", {"passed": False}, True, None),
+        (1, "validation", sample_report(False), True, None),
         (1, "training", None, False, "trainer"),
-        (2, "validation", {"passed": False}, False, "trainer"),
+        (2, "validation", sample_report(False), False, "trainer"),
         (None, "training", None, False, "infrastructure"),
     ],
 )
 def test_outcome_table(exit_status, kind, report, succeeded, failure_class):
-    result = domain.outcome(exit_status, kind, report)
+    result = domain.outcome(exit_status, kind, ValidationReport.model_validate(report) if report else None)
     assert result.succeeded is succeeded
     if not succeeded:
         assert result.failure_class == failure_class

@@ -40,6 +40,10 @@ async def test_only_regular_outputs_come_back_within_the_budget(api, spec, until
             got = await asyncio.wait_for(ssh.fetch_tree(sftp, "out/models", dest / "models", budget), 30)
             metrics = await asyncio.wait_for(ssh.fetch_file(sftp, "out/metrics.json", dest / "m.json", budget), 10)
             report = await asyncio.wait_for(ssh.fetch_file(sftp, "out/report.json", dest / "r.json", budget), 10)
+            # what the judge is told instead: the report was there, but a link (the attempt fails, class trainer)
+            assert await ssh.left_behind(sftp, "out/report.json") == "a symlink"
+            assert await ssh.left_behind(sftp, "out/metrics.json") == "not a regular file"
+            assert await ssh.left_behind(sftp, "out/curves.json") is None
     assert sorted(p.relative_to(dest / "models").as_posix() for p in got) == ["long.json", "sub/short.json"]
     assert metrics is None and report is None
     copied = sorted(p.relative_to(dest).as_posix() for p in dest.rglob("*") if p.is_file())

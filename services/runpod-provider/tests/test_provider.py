@@ -164,7 +164,8 @@ async def test_a_validation_runs_end_to_end_on_a_fake_pod(harness, fake, tmp_pat
     launched, finished = events["ContainerLaunched"], events["TrainingFinished"]
     assert launched.container_name == container_name(launch.submission_id, "validation", 1)
     assert launched.cost_per_hour and launched.cost_per_hour > 0
-    assert finished.exit_code == 0 and finished.report == {"passed": True, "checks": ["shape"]}
+    assert finished.exit_code == 0 and finished.report is not None and finished.report.passed
+    assert [(c.name, c.detail) for c in finished.report.checks] == [("shape", "ok")]
     assert finished.cost_usd is not None and finished.cost_usd >= 0
     prefix = f"attempts/{launch.submission_id}/validation/attempt-1/"
     assert finished.artifacts["report.json"] == f"{prefix}report.json" and finished.log_uri is None
@@ -637,7 +638,7 @@ async def test_the_reference_trainer_validates_an_example_in_a_fake_pod(harness,
     await harness.send(launch)
     finished = await harness.until_event(launch, "TrainingFinished", within=120)
 
-    assert finished.exit_code == 0 and finished.report and finished.report.get("passed") is True
+    assert finished.exit_code == 0 and finished.report is not None and finished.report.passed is True
     await harness.until_event(launch, "ContainerTerminated")
 
 

@@ -158,7 +158,8 @@ def queued(sid: str, tid: str, **kw: object) -> ev.TaskQueued:
 
 
 async def provider_runs(pub: EventPublisher, sid: str, tid: str, attempt: int, *, finish: bool = True,
-                        report: dict[str, object] | None = None, at: datetime | None = None) -> None:
+                        report: dict[str, object] | None = None, at: datetime | None = None,
+                        commit: str | None = None) -> None:
     """What a provider appends while it runs one attempt to the end."""
     stamp = {"occurred_at": at} if at else {}
     name = f"touchstone-{sid}-{tid}-{attempt}"
@@ -166,7 +167,8 @@ async def provider_runs(pub: EventPublisher, sid: str, tid: str, attempt: int, *
     await pub.append(task_event(ev.ContainerReady, sid, tid, attempt=attempt, **stamp))
     await pub.append(task_event(ev.TrainingStarted, sid, tid, attempt=attempt, **stamp))
     if finish:
-        await pub.append(task_event(ev.TrainingFinished, sid, tid, attempt=attempt, report=report, **stamp))
+        await pub.append(task_event(ev.TrainingFinished, sid, tid, attempt=attempt, report=report, commit=commit,
+                                    **stamp))
 
 
 class FakeProvider:

@@ -21,6 +21,7 @@ from touchstone.shared import events as ev
 from touchstone.shared.commands import LaunchTask, TerminateTask
 from touchstone.shared.publisher import EventPublisher
 from touchstone.shared.system import Server
+from touchstone.shared.testing import sample_report
 
 
 async def test_validation_is_queued_placed_on_a_live_server_launched_and_accepted(nc, sjs, subjects) -> None:
@@ -46,7 +47,7 @@ async def test_validation_is_queued_placed_on_a_live_server_launched_and_accepte
             "validation", "gpu-a/cpu0", "touchstone-s-v-validation-1")
         assert launch.spec == q.spec
 
-        await provider_runs(pub, "s-v", "validation", 1, report={"passed": True, "commit": "abc"})
+        await provider_runs(pub, "s-v", "validation", 1, report=sample_report(), commit="abc")
         all_events = await until(lambda: events(js, subjects), lambda es: of_type(es, "SubmissionValidated"))
         (validated,) = of_type(all_events, "SubmissionValidated")
         assert (validated.passed, validated.commit) == (True, "abc")

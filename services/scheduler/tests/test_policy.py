@@ -13,6 +13,7 @@ from touchstone.scheduler.view import SchedulerView
 from touchstone.shared import events as ev
 from touchstone.shared.commands import TerminateTask
 from touchstone.shared.lifecycle import SubmissionStatus, TaskStatus
+from touchstone.shared.testing import sample_report
 
 CFG = SchedulerSettings(retry_base_delay_s=5, retry_factor=4)
 SID = "s-1"
@@ -142,11 +143,11 @@ def validation_ran(s: Stream, platform: str, placement: str, **finished: object)
 
 def test_a_passing_validation_report_accepts_the_submission() -> None:
     s = Stream()
-    report = {"passed": True, "commit": "abc123", "checks": []}
-    validation_ran(s, "onprem", "h/cpu0", report=report)
+    report = sample_report()
+    validation_ran(s, "onprem", "h/cpu0", report=report, commit="abc123")
     (validated,) = appended(s.sub_plans())
     assert isinstance(validated, ev.SubmissionValidated)
-    assert (validated.passed, validated.report, validated.commit) == (True, report, "abc123")
+    assert (validated.passed, validated.report.model_dump(mode="json"), validated.commit) == (True, report, "abc123")
     s.apply_plans(s.sub_plans())
     assert s.view.submissions[SID].status == SubmissionStatus.ACCEPTED
     assert s.sub_plans() == []
@@ -154,7 +155,7 @@ def test_a_passing_validation_report_accepts_the_submission() -> None:
 
 def test_a_failing_report_rejects_without_retrying() -> None:
     s = Stream()
-    validation_ran(s, "runpod", "any", exit_code=1, report={"passed": False})
+    validation_ran(s, "runpod", "any", exit_code=1, report=sample_report(False))
     (validated,) = appended(s.sub_plans())
     assert validated.passed is False
 

@@ -27,6 +27,7 @@ from touchstone.shared.jetstream import connect
 from touchstone.shared.publisher import EventPublisher
 from touchstone.shared.subjects import task_aggregate_id
 from touchstone.shared.system import Server
+from touchstone.shared.testing import sample_report
 
 RACES = 1000
 RACE_TASKS = 1000
@@ -115,7 +116,7 @@ async def test_redelivered_events_and_a_restart_change_nothing(nc, sjs, subjects
     async with running(nc, js, subjects) as scheduler:
         await heartbeat(nc, subjects, "gpu-a", slots=2)
         await until(lambda: events(js, subjects), lambda es: len(of_type(es, "TaskAssigned")) == 3)
-        await provider_runs(pub, "s-1", "validation", 1, report={"passed": False})
+        await provider_runs(pub, "s-1", "validation", 1, report=sample_report(False))
         await pub.append(task_event(ev.TaskFailed, "s-2", "validation", attempt=1, reason="x"))
         settled = lambda es: of_type(es, "SubmissionValidated") and len(of_type(es, "TaskAssigned")) == 4  # noqa: E731
         await until(lambda: events(js, subjects), settled)

@@ -9,6 +9,7 @@ import json
 import pytest
 import typer
 from touchstone.shared import events as ev
+from touchstone.shared.testing import sample_report
 from typer.testing import CliRunner
 
 from touchstone.cli.api import register
@@ -104,3 +105,24 @@ async def test_task_output_reaches_the_terminal_without_control_sequences_unless
     shown = (await cli("logs", sid, "pi-60")).stdout
     assert shown == "red done\n", repr(shown)
     assert (await cli("logs", sid, "pi-60", "--raw")).stdout == hostile + "\n"
+
+
+async def test_show_prints_the_validation_report_and_json_gives_its_typed_shape(api, cli) -> None:
+    sid = await api.submit(api.alice)
+    report = sample_report(False, detail="values change \x1b]0;pwned\x07when later rows are added [bold]x[/bold]")
+    await api.record(ev.SubmissionValidated(aggregate_id=sid, correlation_id=sid, passed=False, report=report))
+
+    shown = (await cli("show", sid)).stdout
+    assert "failed 1 of 11 checks (1.25 s, 8000 canned candles)" in shown
+    assert "feature set 'demo', LOOKBACK 20, 2 columns" in shown
+    lines = shown.splitlines()
+    failing = next(line for line in lines if "no_lookahead" in line)
+    assert "✗" in failing and "values change when later rows are added" in failing
+    assert "[bold]x[/bold]" in shown  # printed as text, not taken for markup
+    assert "\x1b" not in shown and "pwned" not in shown  # the trainer's text cannot drive the terminal
+    assert sum("✓" in line for line in lines) == 10
+
+    typed = json.loads((await cli("show", sid, "--json")).stdout)["validation_report"]
+    assert typed == {**report, "data": {**report["data"], "start": "2024-01-01T00:00:00",
+                                        "end": "2024-01-06T13:19:00"}}
+    assert [c["name"] for c in typed["checks"] if not c["passed"]] == ["no_lookahead"]

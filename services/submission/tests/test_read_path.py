@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 
 from touchstone.shared import events as ev
+from touchstone.shared.testing import sample_report
 from touchstone.shared.views import SubmissionView
 from touchstone.submission.auth import JwtCache
 from touchstone.submission.domain import Principal
@@ -115,3 +116,22 @@ def test_the_jwt_cache_keeps_a_principal_no_longer_than_its_ttl_or_its_token() -
         cache.put((key, ()), alice, time.time() + 60)
     assert len(cache._entries) <= 2
     assert JwtCache(ttl_s=0).get(("a", ())) is None
+
+
+async def test_the_api_returns_the_typed_validation_report_and_the_schema_states_it(api) -> None:
+    sid = await api.submit(api.alice)
+    report = sample_report(False)
+    await api.record(ev.SubmissionValidated(aggregate_id=sid, correlation_id=sid, passed=False, report=report))
+    got = (await api.alice.get(f"/api/v1/submissions/{sid}")).json()
+    assert got["status"] == "REJECTED"
+    assert got["validation_report"]["checks"] == report["checks"]
+    assert got["validation_report"]["feature_set"] == report["feature_set"]
+    listed = (await api.alice.get("/api/v1/submissions")).json()["items"]
+    assert next(s for s in listed if s["id"] == sid)["validation_report"]["passed"] is False
+
+    parts = (await api.anon.get("/schema/openapi.json")).json()["components"]["schemas"]
+    typed = next(v for k, v in parts.items() if k.endswith("ValidationReport"))
+    assert set(typed["required"]) >= {"passed", "checks", "duration_s"}
+    assert typed["properties"]["checks"]["maxItems"] == 32
+    check = next(v for k, v in parts.items() if k.endswith("Check") and "detail" in v.get("properties", {}))
+    assert check["properties"]["detail"]["maxLength"] == 1000

@@ -11,6 +11,7 @@ import httpx
 from touchstone.shared import events as ev
 from touchstone.shared.agents import AgentHeartbeat, encode_report
 from touchstone.shared.lifecycle import SubmissionStatus, TaskStatus
+from touchstone.shared.testing import sample_report
 from touchstone.shared.views import SubmissionView, TaskView
 from touchstone.submission.ui.session import key_metrics, render
 
@@ -217,6 +218,17 @@ def test_results_box_shows_a_failed_tasks_log_snippet() -> None:
     assert 'href="/ui/submissions/s-1/tasks/pi-15/log">Full log' in html
     assert "roc_auc 0.610" in html
     assert key_metrics({"f1": 0.5, "roc_auc": 0.7, "loss": 1.0}) == [("roc_auc", 0.7), ("f1", 0.5), ("loss", 1.0)]
+
+
+def test_results_box_shows_the_failed_checks_of_a_typed_report() -> None:
+    now = datetime.now(UTC)
+    report = sample_report(False, detail="the features use future data <script>")
+    sub = SubmissionView(id="s-1", owner="alice", name="fs", git_url="https://x/y.git", created_at=now,
+                         updated_at=now, status=SubmissionStatus.REJECTED, validation_report=report)
+    html = render("_results.html", s=sub, tasks=[], me=None, final=set()).content
+    assert "Validation: failed" in html
+    assert "no_lookahead: the features use future data &lt;script&gt;" in html
+    assert "imports:" not in html  # passed checks are not listed
 
 
 async def test_system_page_says_which_sandbox_each_agent_uses_and_why_one_refuses_work(api) -> None:

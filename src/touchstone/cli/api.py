@@ -16,7 +16,6 @@ reached.
 from __future__ import annotations
 
 import json
-import re
 import sys
 import time
 import uuid
@@ -29,10 +28,11 @@ import httpx
 import typer
 from rich.console import Console
 from rich.live import Live
-from rich.markup import escape
 from rich.table import Table
 
 from touchstone.cli import profiles
+from touchstone.cli.reports import report_table
+from touchstone.cli.terminal import safe_text
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 SETTLED_AFTER_VALIDATION = {"ACCEPTED", "REJECTED", "ERROR", "CANCELLED", "RETRACTED"}
@@ -270,22 +270,12 @@ def _detail(s: dict[str, Any]) -> Table:
             table.add_row(f"[bold]{key}[/bold]", str(s[key]))
     report = s.get("validation_report")
     if report:
-        table.add_row("[bold]validation[/bold]", _verdict(report))
+        table.add_row("[bold]validation[/bold]", report_table(report))
     if s.get("schedule"):
         table.add_row("[bold]schedule[/bold]", json.dumps(s["schedule"]))
     if s.get("tasks"):
         table.add_row("[bold]tasks[/bold]", _tasks_table(s["tasks"]))
     return table
-
-
-def _verdict(report: dict[str, Any]) -> str:
-    """The validation report in words: which checks failed and why."""
-    checks = report.get("checks") or []
-    failed = [c for c in checks if not c.get("passed") and not c.get("skipped")]
-    if report.get("passed") and not failed:
-        return f"passed ({len(checks)} checks)"
-    lines = [f"failed {c.get('name')}: {c.get('detail') or ''}" for c in failed]
-    return escape("\n".join(lines) or "failed")
 
 
 def _wait(client: Client, sid: str, settled: set[str], as_json: bool) -> dict[str, Any]:
@@ -452,22 +442,6 @@ def delete(sid: Sid, yes: Yes = False, url: Url = None, token: Token = None, as_
         out.print(f"deleted {sid}")
     else:
         out.print(f"cancelling {sid}; it is deleted once its tasks have stopped")
-
-
-_ESCAPES = re.compile(
-    r"\x1b\[[0-?]*[ -/]*[@-~]"  # CSI: colours, cursor moves, screen clears
-    r"|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?"  # OSC: window titles, hyperlinks, clipboard writes
-    r"|\x1b[PX^_][^\x1b]*(?:\x1b\\)?"  # DCS, SOS, PM, APC strings
-    r"|\x1b[ -~]?"  # any other escape
-    r"|\x9b[0-?]*[ -/]*[@-~]"  # CSI as one C1 character
-    r"|[\x00-\x08\x0b-\x1f\x7f\x80-\x9f]"  # other control characters (C0 but tab and newline; C1)
-)
-
-
-def safe_text(text: str) -> str:
-    """A task's output without terminal control sequences: what a hostile task prints cannot
-    move the cursor, rewrite the screen, set the title or write the clipboard of whoever reads it."""
-    return _ESCAPES.sub("", text)
 
 
 def _show(text: str, raw: bool, end: str = "\n") -> None:

@@ -308,6 +308,7 @@ class Attempts:
                                      commit=attempt.commit)
         else:
             outcome = AttemptOutcome(result="exited", exit_code=state.exit_code, report=got.report,
+                                     report_problem=got.report_problem,
                                      metrics=got.metrics, artifacts=got.artifacts, log_key=log_key,
                                      log_tail=got.log_tail, commit=attempt.commit)
         await self._end(attempt, outcome)

@@ -18,6 +18,7 @@ from typing import Any
 from touchstone.agent.prepare import CONSOLE_LOG
 from touchstone.shared import workdir
 from touchstone.shared.agents import LOG_TAIL_LINES
+from touchstone.shared.reports import ValidationReport, read_report
 from touchstone.shared.staging import (
     COLLECTED_FILES,
     MODELS_DIR,
@@ -43,7 +44,9 @@ class Limits:
 class Collected:
     log_uri: str | None = None
     log_tail: tuple[str, ...] = ()
-    report: dict[str, Any] | None = None
+    report: ValidationReport | None = None
+    report_problem: str | None = None
+    """Why ``out/report.json`` is not a valid report (a link, too large, not the shape)."""
     metrics: dict[str, Any] = field(default_factory=dict)
     artifacts: dict[str, str] = field(default_factory=dict)
     skipped: tuple[str, ...] = ()
@@ -94,12 +97,16 @@ def collect(
             artifacts[name] = (outputs / name).resolve().as_uri()
             docs[name] = workdir.read_json(outputs.parent, f"{outputs.name}/{name}")
         budget.skipped.extend(json_budget.skipped)
+    report, report_problem = read_report(work_dir, f"{OUTPUT_DIR}/{REPORT_FILE}")
     notes = [f"[agent] not collected: {why}" for why in budget.skipped]
+    if report_problem:
+        notes.append(f"[agent] {report_problem}")
     log_uri, log_tail = collect_log(home, log_file, limits.log_bytes, notes)
     return Collected(
         log_uri=log_uri,
         log_tail=log_tail,
-        report=docs.get(REPORT_FILE),
+        report=report,
+        report_problem=report_problem,
         metrics=docs.get("metrics.json") or {},
         artifacts=artifacts,
         skipped=tuple(budget.skipped),

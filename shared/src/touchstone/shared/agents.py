@@ -29,8 +29,9 @@ import json
 from datetime import UTC, datetime
 from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from touchstone.shared.events import FailureClass, TaskKind
+from touchstone.shared.reports import MAX_PROBLEM_CHARS, InvalidReport, ValidationReport, parse_report
 
 HEARTBEAT_INTERVAL_S = 5.0
 LOG_TAIL_LINES = 50
@@ -106,13 +107,29 @@ class AttemptOutcome(BaseModel):
                                                "a requirement without a wheel)")
     failure_class: FailureClass | None = Field(None, description="for result failed: the class the agent already "
                                                "knows (timeout: stopped at its run deadline)")
-    report: dict[str, Any] | None = Field(None, description="the trainer's validation report, when written")
+    report: ValidationReport | None = Field(None, description="the trainer's validation report, when written")
+    report_problem: str | None = Field(None, max_length=2 * MAX_PROBLEM_CHARS,
+                                       description="why report.json was not a valid report (the attempt fails)")
     metrics: dict[str, Any] = Field(default_factory=dict, description="metrics.json of a training run")
     artifacts: dict[str, str] = Field(default_factory=dict, description="artifact name -> object key")
     log_uri: str | None = Field(None, description="no longer written (log_key)")
     log_key: str | None = Field(None, description="the object key of the full console log")
     log_tail: tuple[str, ...] = Field((), description=f"the last {LOG_TAIL_LINES} console lines")
     commit: str | None = Field(None, description="the feature set's commit, when it came from git")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _untyped_report(cls, data: Any) -> Any:
+        """An agent of before the typed report sends whatever dict the trainer wrote: one that
+        is not a valid report becomes the attempt's report problem instead of making the whole
+        message unreadable (which would leave the attempt to the silence timeout)."""
+        if isinstance(data, dict) and isinstance(data.get("report"), dict):
+            try:
+                parse_report(data["report"])
+            except InvalidReport as e:
+                return {**data, "report": None,
+                        "report_problem": data.get("report_problem") or f"report.json is not a valid report: {e}"}
+        return data
 
 
 class AttemptReport(BaseModel):

@@ -8,7 +8,7 @@ Failure classes (``events.FailureClass``):
 | class            | meaning                                                    | retried |
 |------------------|------------------------------------------------------------|---------|
 | ``infrastructure`` | the platform failed (pod, SSH, agent, provision, prepare) | yes     |
-| ``trainer``      | the trainer ran and exited non-zero (or wrote no report)   | yes     |
+| ``trainer``      | the trainer ran and exited non-zero (or wrote no report, or an invalid one) | yes |
 | ``timeout``      | the trainer ran past its run deadline and was stopped      | no (*)  |
 | ``rejected``     | the platform refused the attempt's own inputs              | no      |
 | ``permanent``    | retrying cannot help (unknown ref, no wheel, refused source) | no    |
@@ -18,11 +18,11 @@ Failure classes (``events.FailureClass``):
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 from touchstone.shared.events import FailureClass
+from touchstone.shared.reports import ValidationReport
 
 DEFAULT_VALIDATION_TIMEOUT_S = 15 * 60.0
 DEFAULT_TRAINING_TIMEOUT_S = 6 * 3600.0
@@ -63,11 +63,14 @@ class Outcome:
     failure_class: FailureClass = "infrastructure"
 
 
-def judge_exit(exit_status: int | None, kind: str, report: Mapping[str, Any] | None) -> Outcome:
-    """The outcome of an attempt whose trainer ran to an end:
+def judge_exit(exit_status: int | None, kind: str, report: ValidationReport | None,
+               report_problem: str | None = None) -> Outcome:
+    """The outcome of an attempt whose trainer ran to an end (``report`` and ``report_problem``
+    come from ``touchstone.shared.reports.read_report``):
 
     | how it ended                                          | outcome                          |
     |-------------------------------------------------------|----------------------------------|
+    | a validation whose report.json is not a valid report  | failed, trainer (the problem)    |
     | exit 0 (a validation also needs its report)           | succeeded                        |
     | validation, exit 1, report written with passed=false  | succeeded (a verdict, not a fault) |
     | any other exit status                                 | failed, trainer                  |
@@ -75,11 +78,13 @@ def judge_exit(exit_status: int | None, kind: str, report: Mapping[str, Any] | N
     """
     if exit_status is None:
         return Outcome(False, "the trainer ended without an exit status", "infrastructure")
+    if kind == "validation" and report_problem:
+        return Outcome(False, report_problem, "trainer")
     if exit_status == 0:
         if kind == "validation" and report is None:
             return Outcome(False, "the validation exited 0 but wrote no report", "trainer")
         return Outcome(True)
-    if kind == "validation" and exit_status == 1 and report is not None and report.get("passed") is False:
+    if kind == "validation" and exit_status == 1 and report is not None and not report.passed:
         return Outcome(True)
     return Outcome(False, f"the trainer exited with status {exit_status}", "trainer")
 

@@ -27,6 +27,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from touchstone.shared.reports import ValidationReport, lenient
 
 Platform = Literal["onprem", "runpod", "any"]
 TaskKind = Literal["validation", "training"]
@@ -172,8 +173,10 @@ class SubmissionCreated(SubmissionEvent):
 
 class SubmissionValidated(SubmissionEvent):
     type: Literal["SubmissionValidated"] = "SubmissionValidated"
+    SCHEMA_VERSION: ClassVar[int] = 2
+    schema_version: int = Field(default=2, ge=1)
     passed: bool
-    report: Doc = Field(default_factory=dict)
+    report: ValidationReport | None = Field(None, description="the trainer's report (version 1: an untyped dict)")
     commit: str | None = None
 
 
@@ -269,8 +272,25 @@ class TrainingFinished(TaskEvent):
     artifacts: Links = Field(default_factory=dict, description="name -> object key under the attempt's prefix")
     log_uri: str | None = Field(None, description="no longer written: a producer names the log by log_key")
     log_key: str | None = Field(None, description="the object key of the attempt's full console log")
-    report: OptionalDoc = Field(default=None, description="a validation's report")
+    SCHEMA_VERSION: ClassVar[int] = 2
+    schema_version: int = Field(default=2, ge=1)
+    report: ValidationReport | None = Field(None, description="a validation's report (version 1: an untyped dict)")
     cost_usd: float | None = None
+    commit: str | None = Field(None, max_length=64, description="the feature set's commit, when it came from git")
+
+
+def _typed_report_v1(data: dict[str, Any]) -> dict[str, Any]:
+    """Version 1 carried the report as whatever dict the trainer wrote (or ``{"omitted": ...}``
+    when it was too large, ``{}`` when there was none); version 2 carries the typed
+    ``ValidationReport``. An old report that does not fit the model reads as no report (the
+    stored record keeps it, unchanged)."""
+    report = lenient(data.get("report"))
+    data["report"] = report.model_dump(mode="json") if report is not None else None
+    return data
+
+
+UPCASTERS[("SubmissionValidated", 1)] = _typed_report_v1
+UPCASTERS[("TrainingFinished", 1)] = _typed_report_v1
 
 
 class TaskFailed(TaskEvent):

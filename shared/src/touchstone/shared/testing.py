@@ -12,6 +12,7 @@ import uuid
 import zipfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from nats.aio.client import Client as NATS
@@ -19,6 +20,7 @@ from nats.js import JetStreamContext
 from touchstone.shared import events as ev
 from touchstone.shared.jetstream import connect, provision
 from touchstone.shared.natsserver import NatsServer
+from touchstone.shared.reports import ValidationReport
 from touchstone.shared.subjects import Subjects
 
 MONGODB_URL_ENV = "TOUCHSTONE_TEST_MONGODB_URL"
@@ -92,6 +94,24 @@ def queued(sid: str, tid: str, **kw: object) -> ev.TaskQueued:
 
 def task_event(cls: type[ev.TaskEvent], sid: str, tid: str, **kw: object) -> ev.TaskEvent:
     return cls(aggregate_id=f"{sid}-{tid}", correlation_id=sid, submission_id=sid, task_id=tid, **kw)
+
+
+def sample_report(passed: bool = True, failing: str = "no_lookahead",
+                  detail: str = "values for the first 2666 rows change when later rows are added",
+                  ) -> dict[str, Any]:
+    """A validation report as the trainer writes it (JSON-ready), all checks passed or one
+    failing with ``detail``."""
+    names = ("imports", "interface", "runs", "index", "columns", "finite", "nan_warmup", "deterministic",
+             "no_lookahead", "lookback", "time_budget")
+    assert failing in names, f"no check {failing!r}"
+    checks = [{"name": n, "passed": passed or n != failing, "skipped": False,
+               "detail": "ok" if passed or n != failing else detail} for n in names]
+    doc = {"passed": passed, "checks": checks, "duration_s": 1.25,
+           "feature_set": {"name": "demo", "lookback": 20, "columns": ["ret_1", "vol_20"], "columns_total": 2},
+           "data": {"source": "canned", "rows": 8000, "note": "validated on the last 8000 canned candles",
+                    "start": "2024-01-01T00:00:00", "end": "2024-01-06T13:19:00"}}
+    ValidationReport.model_validate(doc)
+    return doc
 
 
 def make_wheel(folder: Path, name: str, version: str = "1.0", *, tag: str = "py3-none-any",

@@ -7,15 +7,16 @@ never does I/O; the projector feeds it and the store keeps the result.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, BeforeValidator, Field
 from touchstone.shared import events as ev
 from touchstone.shared.lifecycle import (
     SubmissionStatus,
     TaskStatus,
     submission_transition,
 )
+from touchstone.shared.reports import ValidationReport, lenient
 from touchstone.shared.subjects import task_aggregate_id
 
 
@@ -37,7 +38,9 @@ class SubmissionView(BaseModel):
     status: SubmissionStatus
     created_at: datetime
     updated_at: datetime
-    validation_report: dict[str, Any] | None = None
+    validation_report: Annotated[ValidationReport | None, BeforeValidator(lenient)] = Field(
+        None, description="the trainer's validation report (a view stored before it was typed and whose report "
+        "does not fit reads as none)")
     schedule: dict[str, Any] | None = None
     error: str | None = None
     cancel_requested: bool = False

@@ -40,6 +40,13 @@ from .feature_set import FeatureSet, import_module, interface_of
 from .paths import shown
 
 VALIDATION_ROWS = 8_000
+# What the platform accepts in report.json (touchstone.shared.reports, which this package does
+# not import: it runs from source on a bare image). The feature set chooses its NAME, column
+# names and exception messages, so the report cuts them to these bounds rather than be refused.
+MAX_DETAIL_CHARS = 1000
+MAX_NAME_CHARS = 200
+MAX_COLUMNS = 200
+MAX_COLUMN_CHARS = 100
 DEFAULT_TIME_BUDGET_S = 60.0
 
 CHECK_NAMES = (
@@ -75,10 +82,25 @@ class ValidationReport:
     data: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The report as written to report.json, every text and list cut to its bound."""
+        doc = asdict(self)
+        for check in doc["checks"]:
+            check["detail"] = _cut(check["detail"], MAX_DETAIL_CHARS)
+        fs = doc["feature_set"]
+        if isinstance(fs.get("name"), str):
+            fs["name"] = _cut(fs["name"], MAX_NAME_CHARS)
+        columns = fs.get("columns") or []
+        fs["columns"] = [_cut(c, MAX_COLUMN_CHARS) for c in columns[:MAX_COLUMNS]]
+        fs["columns_total"] = len(columns)
+        return doc
 
     def failed(self) -> list[str]:
         return [c.name for c in self.checks if not c.passed and not c.skipped]
+
+
+def _cut(text: str, limit: int) -> str:
+    """``text`` within ``limit`` characters, its cut said with a trailing ellipsis."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 class TimeBudgetExceeded(BaseException):

@@ -73,7 +73,7 @@ def judge(kind: str, outcome: AttemptOutcome) -> Verdict:
     """Success, or a failure and its class, from how the attempt ended (the exit statuses are
     judged by the one judge of every platform, ``touchstone.shared.attempt.judge_exit``)."""
     if outcome.result == "exited":
-        judged = judge_exit(outcome.exit_code, kind, outcome.report)
+        judged = judge_exit(outcome.exit_code, kind, outcome.report, outcome.report_problem)
         return Verdict(judged.succeeded, judged.reason, judged.failure_class)
     if outcome.result == "terminated":
         return Verdict(False, f"container terminated: {outcome.error or 'on request'}")
@@ -170,6 +170,7 @@ def _ending(report: AttemptReport, outcome: AttemptOutcome, status: TaskStatus, 
             artifacts=outcome.artifacts,
             log_key=outcome.log_key,
             report=outcome.report if report.kind == "validation" else None,
+            commit=outcome.commit,
         )
     return ev.TaskFailed(
         **_common(report, "TaskFailed", now),

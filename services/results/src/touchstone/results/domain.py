@@ -16,6 +16,7 @@ from typing import Any, Literal, Protocol
 from pydantic import BaseModel, ConfigDict, Field
 from touchstone.shared import events as ev
 from touchstone.shared.objects import keys
+from touchstone.shared.reports import ValidationReport
 
 LOG_ARTIFACT = "log"
 EVENT_ID_TAG = "touchstone.event_id"
@@ -186,16 +187,11 @@ class Notice:
     link: str | None = None
 
 
-def failed_checks(report: dict[str, Any]) -> list[str]:
+def failed_checks(report: ValidationReport | None) -> list[str]:
     """``name: detail`` of each failed check of a validation report."""
-    out = []
-    for check in report.get("checks") or []:
-        if isinstance(check, dict) and not check.get("passed", True):
-            detail = str(check.get("detail") or "").strip()
-            out.append(f"{check.get('name', '?')}: {detail}" if detail else str(check.get("name", "?")))
-    if not out and report.get("error"):
-        out.append(str(report["error"]))
-    return out
+    if report is None:
+        return []
+    return [f"{c.name}: {c.detail.strip()}" if c.detail.strip() else c.name for c in report.failed()]
 
 
 def notice_for(

@@ -40,7 +40,8 @@ from touchstone.shared.errors import PermanentError, TouchstoneError
 from touchstone.shared.objects import upload
 from touchstone.shared.objects.grants import UploadGrant
 from touchstone.shared.objects.keys import LOG_NAME, attempt_prefix
-from touchstone.shared.staging import Rejected, artifact_name, artifact_paths
+from touchstone.shared.reports import ValidationReport, read_report
+from touchstone.shared.staging import REPORT_FILE, Rejected, artifact_name, artifact_paths
 from touchstone.shared.subjects import Subjects, task_aggregate_id
 
 from . import detached, domain, prepare, ssh
@@ -119,7 +120,7 @@ class Result:
     exit_code: int
     outcome: domain.Outcome
     metrics: dict[str, Any] = field(default_factory=dict)
-    report: dict[str, Any] | None = None
+    report: ValidationReport | None = None
     artifacts: dict[str, str] = field(default_factory=dict)
 
 
@@ -295,7 +296,8 @@ class AttemptRunner:
                     artifacts[name] = path.resolve().as_uri()
                 metrics_path = await ssh.fetch_file(sftp, f"{self.layout.output}/metrics.json",
                                                     outputs / "metrics.json", budget)
-                report_path = await ssh.fetch_file(sftp, self.layout.report, outputs / "report.json", budget)
+                report_path = await ssh.fetch_file(sftp, self.layout.report, outputs / REPORT_FILE, budget)
+                left = await ssh.left_behind(sftp, self.layout.report) if report_path is None else None
                 curves_path = await ssh.fetch_file(sftp, f"{self.layout.output}/curves.json",
                                                    outputs / "curves.json", budget)
         except (OSError, asyncssh.Error) as e:
@@ -303,10 +305,12 @@ class AttemptRunner:
         for fetched in (metrics_path, report_path, curves_path):
             if fetched is not None:
                 artifacts[fetched.name] = fetched.resolve().as_uri()
-        report = ssh.read_json(report_path)
+        report, problem = read_report(outputs, REPORT_FILE) if report_path else (None, None)
+        if left:
+            problem = f"report.json refused: {left}"
         return Result(
             exit_code=exit_status,
-            outcome=domain.outcome(exit_status, cmd.kind, report),
+            outcome=domain.outcome(exit_status, cmd.kind, report, problem),
             metrics=ssh.read_json(metrics_path) or {},
             report=report,
             artifacts=artifacts,

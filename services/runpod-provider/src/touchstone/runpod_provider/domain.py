@@ -23,6 +23,7 @@ from touchstone.shared import events as ev
 from touchstone.shared.commands import CONTAINER_PREFIX, LaunchTask, trainer_args
 from touchstone.shared.errors import IllegalTransition
 from touchstone.shared.lifecycle import TASK_LIVE, TaskState, task_transition
+from touchstone.shared.reports import ValidationReport
 from touchstone.shared.subjects import task_aggregate_id
 
 from .api import GpuType, Stock
@@ -308,9 +309,10 @@ def command_line(argv: Sequence[str]) -> str:
 Outcome = attempt_rules.Outcome
 
 
-def outcome(exit_status: int | None, kind: str, report: Mapping[str, Any] | None) -> Outcome:
+def outcome(exit_status: int | None, kind: str, report: ValidationReport | None,
+            report_problem: str | None = None) -> Outcome:
     """The one judge of every platform (``touchstone.shared.attempt.judge_exit``); a pod whose
     session ended without a status is an infrastructure failure."""
     if exit_status is None:
         return Outcome(False, "the trainer's SSH session ended without an exit status", "infrastructure")
-    return attempt_rules.judge_exit(exit_status, kind, report)
+    return attempt_rules.judge_exit(exit_status, kind, report, report_problem)

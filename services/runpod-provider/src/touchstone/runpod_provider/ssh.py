@@ -182,6 +182,20 @@ async def fetch_file(sftp: asyncssh.SFTPClient, remote: str, local: Path, budget
     return local if await _fetch_regular(sftp, remote, local, budget) else None
 
 
+async def left_behind(sftp: asyncssh.SFTPClient, remote: str) -> str | None:
+    """Why a file that ``fetch_file`` did not bring back was left behind: None when it is
+    missing, else what is there instead (a link, a special file, one past the budget)."""
+    try:
+        attrs = await sftp.lstat(remote)
+    except (asyncssh.SFTPError, OSError):
+        return None
+    if stat.S_ISLNK(attrs.permissions or 0):
+        return "a symlink"
+    if not stat.S_ISREG(attrs.permissions or 0):
+        return "not a regular file"
+    return f"{attrs.size} bytes, past the collect budget"
+
+
 async def _fetch_regular(sftp: asyncssh.SFTPClient, remote: str, local: Path, budget: Budget) -> bool:
     """Copy a file the pod listed as regular, never trusting that listing: the open file is
     checked again (a swap to a link to a FIFO or a device between the two looks is refused)

@@ -75,14 +75,12 @@ def _validating(
         return [(Append(validation_queued(sub.created, cfg, now), 0),)]
     if task.status == T.SUCCEEDED and task.finished is not None:
         done = task.finished
-        report = dict(done.report or {})
-        passed = bool(report.get("passed", done.exit_code == 0))
-        commit = report.get("commit")
+        report = done.report
         validated = ev.SubmissionValidated(
             **_sub_common(sub, ev.derived_id(done.event_id, "validated"), done.event_id, now),
-            passed=passed,
+            passed=report.passed if report is not None else done.exit_code == 0,
             report=report,
-            commit=commit if isinstance(commit, str) else None,
+            commit=done.commit,
         )
         return [(Append(validated, sub.seq),)]
     if task.status == T.ERROR:
