@@ -12,6 +12,7 @@ import pytest
 from touchstone.shared import workdir
 from touchstone.shared.attempt import judge_exit, run_deadline
 from touchstone.shared.console import split_console
+from touchstone.shared.reports import parse_report
 from touchstone.shared.workdir import Budget, Refused
 
 
@@ -107,7 +108,10 @@ def test_an_overlong_line_is_cut_once_and_its_rest_skipped() -> None:
 def test_one_judge_and_deadlines() -> None:
     assert judge_exit(0, "training", None).succeeded
     assert not judge_exit(0, "validation", None).succeeded
-    assert judge_exit(1, "validation", {"passed": False}).succeeded
+    verdict = parse_report({"passed": False, "duration_s": 1.0,
+                            "checks": [{"name": "imports", "passed": False, "detail": "no module x"}]})
+    assert judge_exit(1, "validation", verdict).succeeded
+    assert judge_exit(1, "validation", None, "report.json is not a valid report").failure_class == "trainer"
     assert judge_exit(2, "training", None).failure_class == "trainer"
     assert judge_exit(None, "training", None).failure_class == "infrastructure"
     validation = run_deadline("validation", 5, 900, 3600)
