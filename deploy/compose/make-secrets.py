@@ -8,7 +8,8 @@
 - ``mongo-password``: MongoDB's root password;
 - ``aws-credentials``: an AWS shared credentials file for the S3 object store (empty profile
   until you fill it; unused with the local store);
-- ``runpod-api-key``: empty (RunPod off) until you write your key into it.
+- ``runpod-api-key``: empty (RunPod off) until you write your key into it;
+- ``upload-grant-key``: signs the local object store's upload grants (the API and the providers).
 
 A file that exists is kept (run it again safely); ``--force`` replaces them. For production,
 bring certificates from your own CA instead (same names). Run as root, the files are given to
@@ -85,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         "store-url": store_url,
         "aws-credentials": "[default]\n# aws_access_key_id = ...\n# aws_secret_access_key = ...\n",
         "runpod-api-key": "",  # empty: RunPod stays off
+        "upload-grant-key": secrets.token_hex(32),  # signs the local object store's upload grants
     }
     for name, text in files.items():
         if _secret_file(folder / name, text, args.force or (name == "store-url" and bool(args.store_url))):
