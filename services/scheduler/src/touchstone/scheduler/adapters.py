@@ -200,9 +200,9 @@ class LeaderLease:
 
     async def try_hold(self) -> bool:
         """Acquire or renew once; ``True`` while this process leads."""
-        kv = await self.ensure()
         started = time.monotonic()
         try:
+            kv = await self.ensure()  # two replicas starting together race to create the bucket
             if self.revision:
                 self.revision = await kv.update(LEASE_KEY, self.owner.encode(), last=self.revision)
             else:
@@ -210,7 +210,9 @@ class LeaderLease:
             self._valid_until = started + self.ttl_s * 0.8
         except nats.js.errors.KeyWrongLastSequenceError:
             self.revision = 0
-        except (TimeoutError, NatsTimeoutError, NoRespondersError, nats.js.errors.APIError) as e:
+        except (TimeoutError, NatsTimeoutError, NoRespondersError, nats.js.errors.NoStreamResponseError,
+                nats.js.errors.APIError) as e:
+            # a new three-replica bucket answers nothing until its stream has a leader
             log.warning("lease renewal failed: %r", e)
         if not self.held:
             self.revision = 0
