@@ -24,6 +24,7 @@ from touchstone.agent.testing import TASK_IMAGE, docker_runtime_or_skip
 from touchstone.shared.agents import decode_attempt_report, decode_reply, encode
 from touchstone.shared.commands import LaunchTask
 from touchstone.shared.events import TaskSpec
+from touchstone.shared.reports import parse_report
 from touchstone.shared.testing import sample_report
 
 pytestmark = pytest.mark.integration  # the real Docker engine
@@ -200,7 +201,7 @@ async def test_the_agent_validates_the_momentum_example_in_a_container(
 
     outcome = (await eventually(ended, timeout=120)).outcome
     assert outcome.result == "exited" and outcome.exit_code == 0, outcome
-    assert outcome.report is not None and outcome.report["passed"] is True
+    assert outcome.report is not None and outcome.report.passed is True
     assert any("[validate] passed" in line for line in logs)
     assert not (settings.work_root / command.container_name).exists()
 
@@ -240,5 +241,6 @@ async def test_a_restarted_agent_re_adopts_its_container_from_the_engine(
         return next((r for r in reports if r.container == command.container_name and r.removed), None)
 
     outcome = (await eventually(ended, timeout=30)).outcome
-    assert outcome.result == "exited" and outcome.exit_code == 1 and outcome.report == {"passed": False}
+    assert outcome.result == "exited" and outcome.exit_code == 1
+    assert outcome.report == parse_report(sample_report(False))
     assert await DockerRuntime(TASK_IMAGE, owner=settings.host).list_ours() == []
