@@ -284,7 +284,8 @@ async def test_two_replicas_share_launches_and_never_drive_one_attempt_twice(har
     first = await harness.start(launch_retry_s=0.1)
     await wait_for(lambda: first.settings.key_file.exists())
     settings = provider_settings(fake, namespace=harness.subjects.ns, data_dir=tmp_path / "data-b",
-                                 trainer_src=harness.trainer_src, **{**harness.defaults, "launch_retry_s": 0.1})
+                                 trainer_src=harness.trainer_src,
+                                 **{**harness.defaults, **store_settings(harness.objects), "launch_retry_s": 0.1})
     settings.key_file.parent.mkdir(parents=True)
     settings.key_file.write_bytes(first.settings.key_file.read_bytes())  # as an operator deploys replicas
     second = RunpodProvider(settings, harness.nc, harness.js, harness.subjects)
