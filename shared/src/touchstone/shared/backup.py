@@ -28,7 +28,7 @@ from pathlib import Path
 
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext, api
-from nats.js.errors import KeyNotFoundError, NoKeysError, NotFoundError
+from nats.js.errors import KeyNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 from touchstone.shared.backupfile import (
     BUCKETS,
@@ -130,7 +130,7 @@ async def backup(js: JetStreamContext, subjects: Subjects, path: Path) -> Summar
             summary.messages[role] = count
         for purpose, kv in kvs.items():
             count = 0
-            for key, value in await _entries(kv):
+            for key, value in await _entries(js, kv, subjects.bucket(Bucket(purpose))):
                 emit(KeyLine(t="kv", bucket=purpose, key=key,
                              value=base64.b64encode(value).decode()))
                 count += 1
@@ -172,16 +172,18 @@ async def stream_messages(js: JetStreamContext, stream: str, subject: str, last_
             await sub.unsubscribe()
 
 
-async def _entries(kv: KeyValue) -> list[tuple[str, bytes]]:
-    try:
-        keys = await kv.keys()
-    except NoKeysError:
-        return []
+async def _entries(js: JetStreamContext, kv: KeyValue, bucket: str) -> list[tuple[str, bytes]]:
+    """Every live key of ``bucket`` with its value. The keys come from the bucket's stream
+    (one subject per key), not from ``kv.keys()``: nats-py lists keys with a watcher that gives
+    up after a timeout, so under load it can return part of them and a backup would miss keys."""
+    prefix = f"$KV.{bucket}."
+    info = await js.stream_info(f"KV_{bucket}", subjects_filter=f"{prefix}>")
     out = []
-    for key in sorted(keys):
+    for subject in sorted((info.state.subjects or {}).keys()):
+        key = subject.removeprefix(prefix)
         try:
             entry = await kv.get(key)
-        except KeyNotFoundError:  # deleted meanwhile
+        except KeyNotFoundError:  # deleted or purged: nothing to keep
             continue
         out.append((key, entry.value or b""))
     return out
