@@ -20,10 +20,10 @@ import logging
 from datetime import UTC, datetime
 from enum import StrEnum
 
-from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.errors import KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 from pydantic import BaseModel, ConfigDict, Field
-from touchstone.shared.system import SYSTEM_KEY, SystemSettings, read_system, write_system
+from touchstone.shared.system import SYSTEM_KEY, SystemSettings, read_model, read_system, write_system
 
 log = logging.getLogger(__name__)
 
@@ -51,16 +51,7 @@ class InstanceConflict(ValueError):
 
 async def read_instance(kv: KeyValue) -> Instance | None:
     """The recorded instance, or None (a namespace provisioned before instances had kinds)."""
-    try:
-        entry = await kv.get(INSTANCE_KEY)
-    except KeyNotFoundError:
-        return None
-    if not entry.value:
-        return None
-    try:
-        return Instance.model_validate_json(entry.value)
-    except ValueError:
-        return None
+    return await read_model(kv, INSTANCE_KEY, Instance)
 
 
 async def init_instance(kv: KeyValue, namespace: str, kind: InstanceKind | None,

@@ -7,12 +7,14 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
+from typing import TypeVar
 
 from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 from pydantic import BaseModel, ConfigDict, Field
 
 log = logging.getLogger(__name__)
+M = TypeVar("M", bound=BaseModel)
 
 SYSTEM_KEY = "system"
 
@@ -113,19 +115,24 @@ class RunPodStatus(BaseModel):
     reaped: list[ReapedPod] = Field(default_factory=list, description="most recent first, at most 50")
 
 
-async def read_runpod_status(kv: KeyValue) -> RunPodStatus | None:
-    """The RunPod provider's last report, or None when no provider has written one."""
+async def read_model(kv: KeyValue, key: str, model: type[M]) -> M | None:
+    """The model stored at ``key``, or None when it is missing, empty or not valid (logged)."""
     try:
-        entry = await kv.get(RUNPOD_STATUS_KEY)
+        entry = await kv.get(key)
     except KeyNotFoundError:
         return None
     if not entry.value:
         return None
     try:
-        return RunPodStatus.model_validate_json(entry.value)
+        return model.model_validate_json(entry.value)
     except ValueError as e:
-        log.error("ignoring invalid runpod status: %s", e)
+        log.error("ignoring an invalid %s at %s: %s", model.__name__, key, e)
         return None
+
+
+async def read_runpod_status(kv: KeyValue) -> RunPodStatus | None:
+    """The RunPod provider's last report, or None when no provider has written one."""
+    return await read_model(kv, RUNPOD_STATUS_KEY, RunPodStatus)
 
 
 async def write_runpod_status(kv: KeyValue, status: RunPodStatus) -> None:
