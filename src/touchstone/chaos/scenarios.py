@@ -31,6 +31,7 @@ class Timing:
     warmup_s: float = 2.0
     pause_s: float = 30.0  # SIGSTOP of a node in the combined fault
     settle_s: float = 5.0
+    leader_kills: int = 1  # scenario 1: how many times the events stream's leader is killed
 
 
 @dataclass
@@ -68,10 +69,13 @@ Fault = Callable[[NatsCluster, Subjects, Timing, list[float]], Awaitable[str]]
 
 async def kill_leaders(cluster: NatsCluster, subjects: Subjects, timing: Timing, marks: list[float]) -> str:
     """Scenario 1: SIGKILL the meta leader, bring it back with its data; then the same for the
-    events stream's leader. Each kill is a mark: writes must resume soon after it."""
+    events stream's leader, ``timing.leader_kills`` times (each pause after such a kill is one
+    draw of nats-server's election timeout, so several give its spread). Each kill is a mark:
+    writes must resume soon after it."""
     said = []
-    for role, find in (("meta leader", cluster.meta_leader),
-                       ("events leader", lambda: cluster.stream_leader(subjects.events_stream))):
+    roles = [("meta leader", cluster.meta_leader)]
+    roles += [("events leader", lambda: cluster.stream_leader(subjects.events_stream))] * timing.leader_kills
+    for role, find in roles:
         victim = find()
         marks.append(time.monotonic())
         cluster.kill(victim)
