@@ -29,6 +29,8 @@ from touchstone.shared.errors import InvalidInputError
 
 jsonschema = pytest.importorskip("jsonschema")
 
+pytestmark = pytest.mark.integration  # against RunPod's published schema
+
 GPU = "NVIDIA GeForce RTX 4090"
 
 
