@@ -35,9 +35,9 @@ from typing import Any
 
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
+from touchstone.runpod_local import FakeRunpod, RateLimiter, ratelimit
 from touchstone.runpod_provider.api import PodSpec, RunpodApiClient
 from touchstone.runpod_provider.config import RunpodProviderSettings
-from touchstone.runpod_provider.fake import FakeRunpod, RateLimiter, ratelimit
 from touchstone.runpod_provider.service import RunpodProvider
 from touchstone.runpod_provider.testing import control_plane_objects, store_settings, write_standin_trainer
 from touchstone.scheduler.config import SchedulerSettings

@@ -133,7 +133,7 @@ tar -C "$work/rootfs" --numeric-owner -c . | docker import \
 
 # every entry point must start in the image (a missing dependency fails here, not in production)
 docker run --rm --network none --read-only --cap-drop ALL --security-opt no-new-privileges "$IMAGE" \
-  python3 -c 'import touchstone.submission.__main__, touchstone.scheduler.__main__, touchstone.onprem_provider.__main__, touchstone.runpod_provider.__main__, touchstone.results.__main__, touchstone.agent.__main__, touchstone.cli.main, mlflow.server; print("images: every entry point imports")'
+  python3 -c 'import touchstone.submission.__main__, touchstone.scheduler.__main__, touchstone.onprem_provider.__main__, touchstone.runpod_provider.__main__, touchstone.runpod_local.__main__, touchstone.results.__main__, touchstone.agent.__main__, touchstone.cli.main, mlflow.server; print("images: every entry point imports")'
 docker run --rm --network none "$IMAGE" nats-server --version | sed 's/^/images: /'
 echo "images: built $IMAGE (inputs $inputs) in $(( $(date +%s) - start ))s" \
   "(wheels $(( wheels_at - start ))s, root filesystem $(( rootfs_at - wheels_at ))s, packages $(( packages_at - rootfs_at ))s)"

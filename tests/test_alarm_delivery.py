@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from aiosmtpd.controller import Controller
-from touchstone.runpod_provider.fake import FakeRunpod
+from touchstone.runpod_local import FakeRunpod
 from touchstone.runpod_provider.testing import API_KEY
 from touchstone.shared.natsserver import free_port
 

@@ -9,8 +9,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import asyncssh
 from metricskit import ServiceProcess, service_env, value
+from touchstone.runpod_local import FakeRunpod
 from touchstone.runpod_provider.api import RunpodApiClient
-from touchstone.runpod_provider.fake import FakeRunpod
 from touchstone.runpod_provider.testing import API_KEY, pod_spec
 from touchstone.shared import events as ev
 from touchstone.shared.agents import AgentHeartbeat, GpuStatus, encode_report

@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from touchstone.runpod_local import FakeRunpod
+from touchstone.runpod_local.container import DockerPodError, docker
 from touchstone.runpod_provider import testing
 from touchstone.runpod_provider.config import RunpodProviderSettings
-from touchstone.runpod_provider.fake import FakeRunpod
-from touchstone.runpod_provider.fake.container import DockerPodError, docker
 from touchstone.runpod_provider.service import RunpodProvider
 from touchstone.runpod_provider.testing import (
     GPU,

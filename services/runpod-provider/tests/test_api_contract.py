@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import httpx
 import pytest
+from touchstone.runpod_local import FakeRunpod
 from touchstone.runpod_provider.api import (
     DEFAULT_BASE_URL,
     DEFAULT_GRAPHQL_URL,
@@ -23,7 +24,6 @@ from touchstone.runpod_provider.api import (
     RunpodApiClient,
     Stock,
 )
-from touchstone.runpod_provider.fake import FakeRunpod
 from touchstone.shared.errors import AuthError, NoCapacityError
 
 GPU = "NVIDIA GeForce RTX 4090"

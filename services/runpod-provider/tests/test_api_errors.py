@@ -8,6 +8,7 @@ import logging
 import time
 
 import pytest
+from touchstone.runpod_local import Injection
 from touchstone.runpod_provider.api import (
     BadResponseError,
     CreateUncertainError,
@@ -16,7 +17,6 @@ from touchstone.runpod_provider.api import (
     RunpodApiClient,
     WrongApiError,
 )
-from touchstone.runpod_provider.fake import Injection
 from touchstone.shared.errors import (
     AuthError,
     InvalidInputError,

@@ -14,10 +14,10 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
+from touchstone.runpod_local import FakeRunpod, Injection, SshMode
+from touchstone.runpod_local.container import POD_LABEL, docker
 from touchstone.runpod_provider.adapters import load_or_create_key
 from touchstone.runpod_provider.api import RunpodApiClient
-from touchstone.runpod_provider.fake import FakeRunpod, Injection, SshMode
-from touchstone.runpod_provider.fake.container import POD_LABEL, docker
 from touchstone.runpod_provider.service import RunpodProvider
 from touchstone.runpod_provider.testing import (
     GPU,

@@ -7,7 +7,7 @@ NATS with the services user and the server list; each agent with its own user, w
 only its own subjects. GPU hosts reach the NATS nodes over the switch; nothing else of theirs
 is shared: each process has its own data directory.
 
-RunPod is the local one (``python -m touchstone.runpod_provider.fake``) on a host of its own,
+RunPod is the local one (``python -m touchstone.runpod_local``) on a host of its own,
 ``runpod``: its pods are SSH endpoints on that host's address, so the two RunPod providers on
 the control host reach them over the switch, as they would reach RunPod's. The providers share
 one SSH key, as an operator deploys replicas (either can reach a pod the other created); each
@@ -179,7 +179,7 @@ class System:
         """The local RunPod on its host, and two providers on the control host sharing one key."""
         assert self.runpod_host is not None
         self.fake_runpod = self.runpod_host.spawn(
-            [sys.executable, "-m", "touchstone.runpod_provider.fake", "--host", self.runpod_host.address,
+            [sys.executable, "-m", "touchstone.runpod_local", "--host", self.runpod_host.address,
              "--port", str(RUNPOD_PORT), "--api-key", RUNPOD_KEY, "--pods", "ssh", "--root", str(self.root / "runpod"),
              "--rate-scale", "20"],
             env={"PATH": base["PATH"], "HOME": base["HOME"]}, log=self.root / "logs" / "fake-runpod.log")

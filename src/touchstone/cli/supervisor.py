@@ -174,7 +174,7 @@ class Supervisor:
         key = "demo-" + secrets.token_urlsafe(16)
         root = self.data_dir / "runpod-demo"
         self.children.append(Child(
-            "runpod-demo", "touchstone.runpod_provider.fake", "93",
+            "runpod-demo", "touchstone.runpod_local", "93",
             args=("--port", str(port), "--api-key", key, "--root", str(root), "--pull-s", "2", "--pods", "auto"),
             # the demo's pods run commands on this machine: their python3 is this environment's
             env={"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"},

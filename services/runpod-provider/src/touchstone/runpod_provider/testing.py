@@ -1,9 +1,10 @@
-"""Pytest fixtures and helpers for tests that run the RunPod provider against the local RunPod:
-the fake on 127.0.0.1 and a client of it, pod specs, provider settings with short periods, a
-stand-in trainer, and the ledger check every such test ends with.
+"""Pytest fixtures and helpers for tests that run the RunPod provider against the local RunPod
+(``touchstone.runpod_local``): the fake on 127.0.0.1 and our client of it, pod specs, provider
+settings with short periods, a stand-in trainer, and the ledger check every such test ends with.
 
 Imported by the provider's ``conftest.py``, ``tests/test_runpod_flow.py`` and the RunPod bench;
-nothing here is used in production. Tests that run a provider also need the ``nc``, ``js`` and
+nothing here is used in production, and this is the only module of the provider that imports
+the local RunPod (a dev dependency: ``make lint`` checks it). Tests that run a provider also need the ``nc``, ``js`` and
 ``subjects`` fixtures of ``touchstone.shared.testing``.
 """
 
@@ -21,6 +22,8 @@ from typing import Any
 
 import asyncssh
 import pytest
+from touchstone.runpod_local import FakeRunpod, PodRecord, RateLimiter, ratelimit
+from touchstone.runpod_local.testing import docker_pods_or_skip
 from touchstone.shared.objects.grants import GrantSigner
 from touchstone.shared.objects.stores import LocalObjectStore
 from touchstone.shared.objects.testing import serve_uploads
@@ -28,8 +31,6 @@ from touchstone.shared.testing import make_wheel
 
 from .api import Pod, PodSpec, RunpodApiClient
 from .config import RunpodProviderSettings
-from .fake import FakeRunpod, PodRecord, RateLimiter, ratelimit
-from .fake.container import DEFAULT_POD_IMAGE, why_not_docker
 
 API_KEY = "rpa_TESTKEY_do_not_leak_0123456789"
 GPU = "NVIDIA GeForce RTX 4090"
@@ -248,17 +249,6 @@ async def fake(tmp_path: Path) -> AsyncIterator[FakeRunpod]:
     async with FakeRunpod(api_key=API_KEY, root=tmp_path / "pods", pod_backend="ssh",
                           rate_limiter=scaled_rate_limiter()) as server:
         yield server
-
-
-async def docker_pods_or_skip(image: str = DEFAULT_POD_IMAGE) -> None:
-    """Skip the test, saying why, when the fake cannot run pods as containers with sshd here;
-    with ``TOUCHSTONE_REQUIRE_DOCKER=1`` (CI, which has the engine and the image) fail instead."""
-    why = await why_not_docker(image)
-    if why is None:
-        return
-    if os.environ.get("TOUCHSTONE_REQUIRE_DOCKER") == "1":
-        pytest.fail(f"fake RunPod Docker pods required here (TOUCHSTONE_REQUIRE_DOCKER=1): {why}")
-    pytest.skip(f"fake RunPod Docker pods unavailable: {why}")
 
 
 @pytest.fixture

@@ -11,8 +11,7 @@ import socket
 import asyncssh
 import httpx
 import pytest
-from touchstone.runpod_provider.api import PodStatus, RunpodApiClient
-from touchstone.runpod_provider.fake.container import (
+from touchstone.runpod_local.container import (
     DEFAULT_POD_IMAGE,
     LABEL,
     OWNER_LABEL,
@@ -21,25 +20,30 @@ from touchstone.runpod_provider.fake.container import (
     owner_id,
     sweep_orphans,
 )
+from touchstone.runpod_local.testing import Pods, ssh_port
 
 pytestmark = pytest.mark.integration  # pods as real sshd containers
 
 
+def public(key: asyncssh.SSHKey) -> str:
+    return key.export_public_key().decode()
+
+
 def connect(pod_or_port, key, *, host="127.0.0.1", username="root", **options):
-    port = pod_or_port if isinstance(pod_or_port, int) else pod_or_port.ssh.port
+    port = pod_or_port if isinstance(pod_or_port, int) else ssh_port(pod_or_port)
     options.setdefault("connect_timeout", 5)
     return asyncssh.connect(host, port, username=username, client_keys=[key], known_hosts=None, **options)
 
 
-async def test_run_a_command_and_sftp_a_file_in_and_out(api, spec, until_ready, ssh_key, tmp_path):
-    pod = await until_ready((await api.create_pod(spec())).id)
+async def test_run_a_command_and_sftp_a_file_in_and_out(pods, ssh_key, tmp_path):
+    pod = await pods.until_ready((await pods.create(public(ssh_key)))["id"])
     local = tmp_path / "in.txt"
     local.write_text("feature set\n")
 
     async with connect(pod, ssh_key) as conn:
         result = await conn.run("sh -c 'pwd; echo $RUNPOD_POD_ID; echo oops >&2; exit 3'")
         workdir, pod_id = result.stdout.split()
-        assert pod_id == pod.id and result.stderr == "oops\n" and result.exit_status == 3
+        assert pod_id == pod["id"] and result.stderr == "oops\n" and result.exit_status == 3
         async with conn.start_sftp_client() as sftp:
             assert await sftp.realpath(".") == workdir
             await sftp.mkdir("job")
@@ -51,8 +55,8 @@ async def test_run_a_command_and_sftp_a_file_in_and_out(api, spec, until_ready, 
     assert (tmp_path / "out.txt").read_text() == "feature set\n"
 
 
-async def test_commands_are_argv_never_a_shell(api, spec, until_ready, ssh_key):
-    pod = await until_ready((await api.create_pod(spec())).id)
+async def test_commands_are_argv_never_a_shell(pods, ssh_key):
+    pod = await pods.until_ready((await pods.create(public(ssh_key)))["id"])
 
     async with connect(pod, ssh_key) as conn:
         literal = await conn.run("printf '%s|' 'a b' $HOME ';' 'x'")
@@ -64,8 +68,8 @@ async def test_commands_are_argv_never_a_shell(api, spec, until_ready, ssh_key):
     assert fed.stdout == "through stdin"
 
 
-async def test_sftp_stays_inside_the_pod(api, spec, until_ready, ssh_key):
-    pod = await until_ready((await api.create_pod(spec())).id)
+async def test_sftp_stays_inside_the_pod(pods, ssh_key):
+    pod = await pods.until_ready((await pods.create(public(ssh_key)))["id"])
 
     async with connect(pod, ssh_key) as conn, conn.start_sftp_client() as sftp:
         assert ".." in await sftp.listdir(".")
@@ -75,8 +79,8 @@ async def test_sftp_stays_inside_the_pod(api, spec, until_ready, ssh_key):
             await sftp.get("../../../etc/hostname", os.devnull)
 
 
-async def test_a_wrong_key_or_user_is_refused(api, spec, until_ready, ssh_key):
-    pod = await until_ready((await api.create_pod(spec())).id)
+async def test_a_wrong_key_or_user_is_refused(pods, ssh_key):
+    pod = await pods.until_ready((await pods.create(public(ssh_key)))["id"])
     stranger = asyncssh.generate_private_key("ssh-ed25519")
 
     with pytest.raises(asyncssh.PermissionDenied):
@@ -87,13 +91,13 @@ async def test_a_wrong_key_or_user_is_refused(api, spec, until_ready, ssh_key):
             pass
 
 
-async def test_a_slow_pull_is_running_but_not_connectable_until_ready(api, fake, spec, ssh_key):
+async def test_a_slow_pull_is_running_but_not_connectable_until_ready(pods, fake, ssh_key):
     fake.faults.pull_s = 0.6
-    created = await api.create_pod(spec())
+    created = await pods.create(public(ssh_key))
     for _ in range(fake.polls_to_running):
-        pod = await api.get_pod(created.id)
-    assert pod is not None and pod.status is PodStatus.RUNNING and pod.ssh is None
-    port = fake.ssh_port(created.id)
+        pod = await pods.get(created["id"])
+    assert pod is not None and pod["status"] == "RUNNING" and pod["ssh"]["direct"] is None
+    port = fake.ssh_port(created["id"])
     assert port is not None
 
     with pytest.raises((asyncssh.Error, OSError)):
@@ -101,17 +105,16 @@ async def test_a_slow_pull_is_running_but_not_connectable_until_ready(api, fake,
             pass
 
     await asyncio.sleep(0.7)
-    ready = await api.get_pod(created.id)
-    assert ready is not None and ready.ssh_ready and ready.ssh is not None
-    assert ready.ssh.port == port
+    ready = await pods.get(created["id"])
+    assert ready is not None and ssh_port(ready) == port
     async with connect(ready, ssh_key) as conn:
         assert (await conn.run("echo up")).stdout == "up\n"
 
 
-async def test_ssh_direct_shown_during_the_pull_still_refuses(api, fake, spec, until_ready, ssh_key):
+async def test_ssh_direct_shown_during_the_pull_still_refuses(pods, fake, ssh_key):
     fake.faults.pull_s = 0.5
     fake.faults.ssh_direct_during_pull = True
-    pod = await until_ready((await api.create_pod(spec())).id)
+    pod = await pods.until_ready((await pods.create(public(ssh_key)))["id"])
 
     with pytest.raises((asyncssh.Error, OSError)):
         async with connect(pod, ssh_key):
@@ -121,9 +124,9 @@ async def test_ssh_direct_shown_during_the_pull_still_refuses(api, fake, spec, u
         assert (await conn.run("true")).exit_status == 0
 
 
-async def test_ssh_that_never_comes_up(api, fake, spec, until_ready, ssh_key):
+async def test_ssh_that_never_comes_up(pods, fake, ssh_key):
     fake.faults.ssh = "refuse"
-    pod = await until_ready((await api.create_pod(spec())).id)
+    pod = await pods.until_ready((await pods.create(public(ssh_key)))["id"])
 
     for _ in range(2):
         with pytest.raises((asyncssh.Error, OSError)):
@@ -131,15 +134,15 @@ async def test_ssh_that_never_comes_up(api, fake, spec, until_ready, ssh_key):
                 pass
 
 
-async def test_terminate_closes_ssh_kills_processes_and_removes_the_disk(api, fake, spec, until_ready, ssh_key):
-    pod = await until_ready((await api.create_pod(spec())).id)
-    workdir = fake.workdir(pod.id)
+async def test_terminate_closes_ssh_kills_processes_and_removes_the_disk(pods, fake, ssh_key):
+    pod = await pods.until_ready((await pods.create(public(ssh_key)))["id"])
+    workdir = fake.workdir(pod["id"])
     assert workdir.is_dir()
 
     async with connect(pod, ssh_key) as conn:
         process = await conn.create_process("sh -c 'echo $$; exec sleep 30'")
         pid = int(await process.stdout.readline())
-        await api.terminate_pod(pod.id)
+        await pods.delete(pod["id"])
         async with asyncio.timeout(5):
             await conn.wait_closed()
 
@@ -152,14 +155,14 @@ async def test_terminate_closes_ssh_kills_processes_and_removes_the_disk(api, fa
     assert fake.ledger()[0].terminated
 
 
-async def test_a_pod_that_dies_mid_run(api, fake, spec, until_ready, ssh_key):
-    pod = await until_ready((await api.create_pod(spec())).id)
+async def test_a_pod_that_dies_mid_run(pods, fake, ssh_key):
+    pod = await pods.until_ready((await pods.create(public(ssh_key)))["id"])
 
     async with connect(pod, ssh_key) as conn:
         process = await conn.create_process("sh -c 'echo $$; exec sleep 30'")
         pid = int(await process.stdout.readline())
         async with httpx.AsyncClient() as admin:
-            url = fake.base_url.removesuffix("/v2") + f"/_fake/pods/{pod.id}/kill"
+            url = fake.base_url.removesuffix("/v2") + f"/_fake/pods/{pod['id']}/kill"
             answer = await admin.post(url, json={"status": "ERROR"})
             assert answer.status_code == 200 and answer.json()["status"] == "ERROR"
         async with asyncio.timeout(5):
@@ -167,24 +170,24 @@ async def test_a_pod_that_dies_mid_run(api, fake, spec, until_ready, ssh_key):
 
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
-    dead = await api.get_pod(pod.id)
-    assert dead is not None and dead.status is PodStatus.FAILED and dead.ssh is None
-    assert fake.workdir(pod.id).is_dir(), "a dead pod keeps its disk until terminated"
+    dead = await pods.get(pod["id"])
+    assert dead is not None and dead["status"] == "ERROR" and dead["ssh"]["direct"] is None
+    assert fake.workdir(pod["id"]).is_dir(), "a dead pod keeps its disk until terminated"
 
 
-async def test_a_pod_can_be_set_to_die_after_a_while(api, fake, spec, until_ready, ssh_key):
+async def test_a_pod_can_be_set_to_die_after_a_while(pods, fake, ssh_key):
     fake.faults.die_after_s = 0.3
-    pod = await until_ready((await api.create_pod(spec())).id)
+    pod = await pods.until_ready((await pods.create(public(ssh_key)))["id"])
 
     with contextlib.suppress(ConnectionError, asyncssh.Error):  # on a busy machine it may die first
         async with connect(pod, ssh_key) as conn, asyncio.timeout(4.5):  # ends well before the sleep
             await conn.run("sleep 5")
             await conn.wait_closed()
     async with asyncio.timeout(10):
-        while (dead := await api.get_pod(pod.id)) is not None and dead.status is not PodStatus.FAILED:
+        while (dead := await pods.get(pod["id"])) is not None and dead["status"] != "ERROR":
             await asyncio.sleep(0.05)
 
-    assert dead is not None and dead.status is PodStatus.FAILED
+    assert dead is not None and dead["status"] == "ERROR"
 
 
 # --- pods as Docker containers running sshd ----------------------------------------------------
@@ -195,14 +198,12 @@ async def container_of(pod_id: str) -> str:
     return await docker("ps", "-aq", "--filter", f"label={POD_LABEL}={pod_id}")
 
 
-async def test_a_docker_pod_is_a_container_with_sshd_for_the_pod_key(docker_fake, ssh_key, spec, tmp_path):
-    async with RunpodApiClient(docker_fake.base_url, docker_fake.api_key, timeout=30, max_retries=0) as api:
-        created = await api.create_pod(spec())
-        async with asyncio.timeout(60):
-            while not (pod := await api.get_pod(created.id)).ssh_ready:
-                await asyncio.sleep(0.05)
-        assert pod.ssh.host == "127.0.0.1" and pod.ssh.username == "root"
-        assert (await container_of(pod.id)).strip()
+async def test_a_docker_pod_is_a_container_with_sshd_for_the_pod_key(docker_fake, ssh_key, tmp_path):
+    async with Pods(docker_fake) as pods:
+        pod = await pods.until_ready((await pods.create(public(ssh_key)))["id"], within=60)
+        direct = pod["ssh"]["direct"]
+        assert direct["host"] == "127.0.0.1" and direct["username"] == "root"
+        assert (await container_of(pod["id"])).strip()
         local = tmp_path / "in.txt"
         local.write_text("feature set\n")
 
@@ -215,7 +216,7 @@ async def test_a_docker_pod_is_a_container_with_sshd_for_the_pod_key(docker_fake
                     await asyncio.sleep(0.1)
         async with conn:
             who = await conn.run("id -un; pwd; echo $RUNPOD_POD_ID $HF_TOKEN", check=True)
-            assert who.stdout.split() == ["root", "/root", pod.id, "hf_secret_value"]
+            assert who.stdout.split() == ["root", "/root", pod["id"], "hf_secret_value"]
             async with conn.start_sftp_client() as sftp:
                 await sftp.makedirs("touchstone/job", exist_ok=True)
                 await sftp.put(str(local), "touchstone/job/in.txt")
@@ -227,8 +228,8 @@ async def test_a_docker_pod_is_a_container_with_sshd_for_the_pod_key(docker_fake
             async with connect(pod, other):
                 pass
 
-        await api.terminate_pod(pod.id)
-    assert (await container_of(pod.id)).strip() == ""
+        await pods.delete(pod["id"])
+    assert (await container_of(pod["id"])).strip() == ""
     assert docker_fake.pod_backend == "docker"
 
 

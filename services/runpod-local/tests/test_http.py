@@ -3,15 +3,26 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import sys
 
 import httpx
 import pytest
-from touchstone.runpod_provider.api import parse
-from touchstone.runpod_provider.fake import FakeRunpod
+from touchstone.runpod_local import FakeRunpod
 
 GPU = "NVIDIA GeForce RTX 4090"
 BODY = {"name": "p", "image": "img", "gpu": {"id": GPU, "count": 1}, "disk": 20}
+
+
+def structured(header: str) -> dict[str, dict[str, int]]:
+    """A ``RateLimit``/``RateLimit-Policy`` header as RunPod's schema shows it
+    (``"minute";r=59;t=42, "hour";...``): window name → its integer parameters."""
+    windows = {}
+    for item in header.split(","):
+        name, *params = item.strip().split(";")
+        assert re.fullmatch(r'"[a-z]+"', name), header
+        windows[name.strip('"')] = {k: int(v) for k, v in (p.split("=", 1) for p in params)}
+    return windows
 
 
 @pytest.fixture
@@ -41,8 +52,8 @@ async def test_authenticated_answers_carry_rate_limit_headers(tmp_path):
     async with FakeRunpod(api_key="k", root=tmp_path, pod_backend="ssh") as fake, httpx.AsyncClient() as http:
         answer = await http.get(fake.base_url + "/pods", headers={"Authorization": "Bearer k"})
 
-    limits = parse.ratelimit(answer.headers["RateLimit"])
-    policy = parse.ratelimit(answer.headers["RateLimit-Policy"])
+    limits = structured(answer.headers["RateLimit"])
+    policy = structured(answer.headers["RateLimit-Policy"])
     assert set(limits) == {"minute", "hour", "day"}
     # the schema's example policy by default
     assert {name: (w["q"], w["w"]) for name, w in policy.items()} == {
@@ -186,7 +197,7 @@ async def test_faults_over_http(http, fake):
 
 async def test_the_command_line_serves_the_fake(tmp_path):
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "touchstone.runpod_provider.fake",
+        sys.executable, "-m", "touchstone.runpod_local",
         "--port", "0", "--api-key", "cli-key", "--root", str(tmp_path),
         stdout=asyncio.subprocess.PIPE,
     )  # fmt: skip

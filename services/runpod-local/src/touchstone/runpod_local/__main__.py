@@ -1,4 +1,4 @@
-"""``python -m touchstone.runpod_provider.fake``: run the fake RunPod until interrupted."""
+"""``python -m touchstone.runpod_local``: run the fake RunPod until interrupted."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from .state import Faults
 
 
 def _parse(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m touchstone.runpod_provider.fake")
+    parser = argparse.ArgumentParser(prog="python -m touchstone.runpod_local")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
     parser.add_argument("--api-key", default=None, help="the key to accept (random if unset)")

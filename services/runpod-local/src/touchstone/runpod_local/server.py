@@ -1,7 +1,7 @@
 """``FakeRunpod``: a local RunPod (REST v2 + GraphQL balance) whose pods are real SSH endpoints.
 
     async with FakeRunpod(api_key="k", root=tmp_path) as fake:
-        api = RunpodApiClient(fake.base_url, "k", graphql_url=fake.graphql_url)
+        httpx.get(fake.base_url + "/pods", headers={"Authorization": "Bearer k"})  # {"pods": []}
 
 Pods move ``PROVISIONING → STARTING → RUNNING`` as they are observed (each GET of the pod or
 of the list counts once): ``polls_to_starting`` and ``polls_to_running`` observations after

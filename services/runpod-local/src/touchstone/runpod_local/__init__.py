@@ -1,4 +1,7 @@
-"""A faithful local RunPod for tests and demos.
+"""A faithful local RunPod for tests and demos (``touchstone up --runpod-demo``).
+
+A stand-in for RunPod, not part of the provider: it imports nothing of Touchstone, and the
+provider's production code never imports it.
 
 ``FakeRunpod`` serves RunPod's REST v2 pod, catalog and SSH-key routes and the GraphQL
 balance query over real HTTP on 127.0.0.1, with RunPod's shapes, codes and error bodies; it
@@ -11,7 +14,7 @@ container of ``pod_image`` running sshd where the engine runs and the image has 
 ``FakeRunpod.kill_pod``; or over HTTP under ``/_fake/``. ``FakeRunpod.ledger()`` accounts
 for every pod ever created.
 
-Run it alone with ``python -m touchstone.runpod_provider.fake --port 8787``.
+Run it alone with ``python -m touchstone.runpod_local --port 8787``.
 """
 
 from . import ratelimit
