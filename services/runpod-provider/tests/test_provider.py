@@ -298,7 +298,7 @@ async def test_two_replicas_share_launches_and_never_drive_one_attempt_twice(har
                 started.append((label, command.container_name))
             return real(command, launch_by=launch_by, resume=resume)
 
-        replica.start_attempt = track  # type: ignore[method-assign]
+        replica.start_attempt = replica.deps.start_attempt = track  # type: ignore[method-assign]  # adopt, launch
     stop = asyncio.Event()
     running = asyncio.create_task(second.run(stop))
     try:
