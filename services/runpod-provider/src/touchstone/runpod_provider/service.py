@@ -1,7 +1,7 @@
 """The RunPod provider: the command consumer and the loops that keep RunPod honest.
 
-* commands: ``{ns}.cmd.runpod-provider.>`` through the shared ``ConsumerLoop``; the reactions
-  are the table in ``handlers.py`` over its small ``Deps``, bound here;
+* commands: ``{ns}.cmd.runpod-provider.{command}`` through the shared ``ConsumerLoop``; the
+  reactions are the table in ``handlers.py`` (its filter, too) over a small ``Deps`` bound here;
 * attempts: one supervised asyncio task each (``attempt.py``), kept in ``attempts``; the trainer
   runs detached in its pod (``detached.py``). Stopping the provider (SIGTERM, a redeploy)
   detaches every attempt and leaves its pod running; a provider that starts adopts the pods
