@@ -399,15 +399,15 @@ async def test_rogue_prefixed_pods_are_reaped_within_a_period_and_others_survive
     await flow.until_event(sid, "TrainingStarted")
 
     reaped_at: dict[str, int] = {}  # pod id -> sweeps completed when it was reaped
-    real_reap = provider.reap
+    real_reap = provider.reaper.reap
 
     async def noting_reap() -> None:
         await real_reap()
-        for pod_id in provider.reaped:
-            reaped_at.setdefault(pod_id, provider.sweeps)
+        for pod_id in provider.reaper.reaped:
+            reaped_at.setdefault(pod_id, provider.reaper.sweeps)
 
-    provider.reap = noting_reap  # type: ignore[method-assign]
-    first_sweep = provider.sweeps
+    provider.reaper.reap = noting_reap  # type: ignore[method-assign]
+    first_sweep = provider.reaper.sweeps
     rogue = await api.create_pod(pod_spec("touchstone-sgone-pi-60-1"))
     unknown = await api.create_pod(pod_spec("touchstone-not-ours-at-all"))
     stranger = await api.create_pod(pod_spec("jupyter-notebook"))
@@ -417,12 +417,12 @@ async def test_rogue_prefixed_pods_are_reaped_within_a_period_and_others_survive
     assert max(reaped_at.values()) <= first_sweep + 2, (first_sweep, reaped_at)
 
     await flow.until_status(sid, TaskStatus.SUCCEEDED)
-    sweeps = provider.sweeps
-    await wait_for(lambda: provider.sweeps >= sweeps + 2)
+    sweeps = provider.reaper.sweeps
+    await wait_for(lambda: provider.reaper.sweeps >= sweeps + 2)
     alive = set(fake.live_pods())
     assert stranger.id in alive and rogue.id not in alive and unknown.id not in alive
     assert "TaskRetried" not in await flow.types(sid)  # the owned pod was never reaped under its task
-    assert set(provider.reaped) == {rogue.id, unknown.id}
+    assert set(provider.reaper.reaped) == {rogue.id, unknown.id}
     await api.terminate_pod(stranger.id)
 
 

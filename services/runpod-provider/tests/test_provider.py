@@ -30,9 +30,9 @@ from touchstone.runpod_provider.testing import (
     write_feature_set,
 )
 from touchstone.shared import events as ev
-from touchstone.shared.agents import decode_report
 from touchstone.shared.commands import LaunchTask, TerminateTask, container_name
 from touchstone.shared.jetstream import system_bucket
+from touchstone.shared.providers import decode_live
 from touchstone.shared.publisher import EventPublisher
 from touchstone.shared.subjects import task_aggregate_id
 from touchstone.shared.system import RunPodStatus, SystemSettings, read_runpod_status, write_system
@@ -261,8 +261,8 @@ async def test_a_launch_stays_unacked_until_its_pod_is_recorded(harness, fake, j
 
     await harness.send(launch)
     await wait_for(made.is_set)
-    sweeps = harness.provider.sweeps
-    await wait_for(lambda: harness.provider.sweeps >= sweeps + 3)  # several launch_retry_s go by
+    sweeps = harness.provider.reaper.sweeps
+    await wait_for(lambda: harness.provider.reaper.sweeps >= sweeps + 3)  # several launch_retry_s go by
     assert await commands_in_stream() == 1  # pod made, not recorded: the launch is still there
     assert "ContainerLaunched" not in await harness.types(launch)
 
@@ -298,7 +298,7 @@ async def test_two_replicas_share_launches_and_never_drive_one_attempt_twice(har
                 started.append((label, command.container_name))
             return real(command, launch_by=launch_by, resume=resume)
 
-        replica.start_attempt = track  # type: ignore[method-assign]
+        replica.start_attempt = replica.deps.start_attempt = track  # type: ignore[method-assign]  # adopt, launch
     stop = asyncio.Event()
     running = asyncio.create_task(second.run(stop))
     try:
@@ -369,7 +369,7 @@ async def test_max_running_zero_launches_nothing_until_raised(harness, fake):
     launch = await harness.assign(feature_set=harness.feature_set())
 
     await harness.send(launch)
-    await wait_for(lambda: provider.held_back >= 3)
+    await wait_for(lambda: provider.deps.held_back >= 3)
 
     assert fake.ledger() == []
     assert await harness.types(launch) == ["TaskQueued", "TaskAssigned"]
@@ -397,12 +397,15 @@ async def test_a_paused_lifecycle_launches_no_pod_even_with_room_then_hands_the_
 async def test_a_terminate_command_stops_a_running_attempt(harness, fake):
     await harness.start()
     launch = await harness.assign(feature_set=harness.feature_set(SLEEP="60"))
-    heartbeats = await harness.nc.subscribe(harness.subjects.agent_reports("runpod-provider"))
+    live = await harness.nc.subscribe(harness.subjects.provider_live("runpod"))
+    agents = await harness.nc.subscribe(harness.subjects.all_agent_reports)
     await harness.send(launch)
     await harness.until_event(launch, "TrainingStarted")
     async with asyncio.timeout(WAIT_S):  # the scheduler hears of the running attempt
-        while launch.container_name not in decode_report((await heartbeats.next_msg(timeout=WAIT_S)).data).running:
+        while launch.container_name not in decode_live((await live.next_msg(timeout=WAIT_S)).data).running:
             pass
+    # ...in a report of its own: the provider no longer poses as an agent host
+    assert agents.pending_msgs == 0
 
     await harness.send(TerminateTask(submission_id=launch.submission_id, task_id=launch.task_id,
                                      attempt=launch.attempt, reason="cancelled by test"))
@@ -422,14 +425,14 @@ async def test_rogue_prefixed_pods_are_reaped_and_others_survive(harness, fake, 
     owned = await api.create_pod(spec(name=owned_launch.container_name))
     provider = await harness.start()
 
-    await wait_for(lambda: rogue.id in provider.reaped)
-    sweeps = provider.sweeps
-    await wait_for(lambda: provider.sweeps >= sweeps + 3)
+    await wait_for(lambda: rogue.id in provider.reaper.reaped)
+    sweeps = provider.reaper.sweeps
+    await wait_for(lambda: provider.reaper.sweeps >= sweeps + 3)
 
     alive = set(fake.live_pods())
     assert rogue.id not in alive
     assert stranger.id in alive and owned.id in alive
-    assert provider.reaped == [rogue.id]
+    assert provider.reaper.reaped == [rogue.id]
     recorded = [r.event for r in await harness.publisher.load("platform", "runpod")]
     assert [(e.event_type, e.pod_id, e.pod_name) for e in recorded] == [("RoguePodReaped", rogue.id, rogue.name)]
     await api.terminate_pod(stranger.id)
@@ -488,7 +491,7 @@ async def test_a_pod_of_a_finished_attempt_is_reaped_and_recorded(harness, fake,
     left_over = await api.create_pod(spec(name=launch.container_name))
     provider = await harness.start()
 
-    await wait_for(lambda: left_over.id in provider.reaped)
+    await wait_for(lambda: left_over.id in provider.reaper.reaped)
     terminated = await harness.until_event(launch, "ContainerTerminated")
     assert terminated.container_name == launch.container_name
 
@@ -500,7 +503,7 @@ async def test_low_balance_alarms_and_stops_launches(harness, fake):
 
     launch = await harness.assign(feature_set=harness.feature_set())
     await harness.send(launch)
-    await wait_for(lambda: provider.held_back >= 2)
+    await wait_for(lambda: provider.deps.held_back >= 2)
     assert fake.ledger() == []
     status = await shown(harness.js, harness.subjects, lambda s: s.launches_stopped is not None)
     assert "balance" in status.launches_stopped and status.balance == 5.0
@@ -517,20 +520,20 @@ async def test_a_rejected_key_alarms_and_stops_launches(harness, fake, nc, subje
     fake.faults.revoked = True
     announced = await nc.subscribe(subjects.alarm("runpod-provider", "api_key_rejected"))
     provider = await harness.start()
-    await wait_for(lambda: provider.key_rejected and "api_key_rejected" in provider.alarms.active)
+    await wait_for(lambda: provider.account.key_rejected and "api_key_rejected" in provider.alarms.active)
     alarm = json.loads((await announced.next_msg(timeout=WAIT_S)).data)  # for whoever listens
     assert alarm["kind"] == "api_key_rejected" and alarm["service"] == "runpod-provider"
 
     launch = await harness.assign(feature_set=harness.feature_set())
     await harness.send(launch)
-    await wait_for(lambda: provider.held_back >= 2)
+    await wait_for(lambda: provider.deps.held_back >= 2)
     assert fake.ledger() == []
     status = await shown(harness.js, harness.subjects, lambda s: s.launches_stopped is not None)
     assert status.launches_stopped == "RunPod rejected the API key"
 
     fake.faults.revoked = False
     await harness.until_event(launch, "ContainerTerminated")
-    assert not provider.key_rejected
+    assert not provider.account.key_rejected
 
 
 async def test_the_gpu_catalog_is_written_to_the_system_bucket(harness, js, subjects):
@@ -569,7 +572,7 @@ async def test_never_more_pods_than_max_running(harness, fake):
     finally:
         sampler.cancel()
 
-    assert most == 1 and provider.held_back >= 1
+    assert most == 1 and provider.deps.held_back >= 1
     assert len(fake.ledger()) == 2 and all(r.terminated for r in fake.ledger())
 
 
@@ -621,7 +624,7 @@ async def test_a_launch_held_back_past_its_hold_hands_the_task_back(harness, fak
     await harness.send(launch)
     deferred = await harness.until_event(launch, "LaunchDeferred")
 
-    assert deferred.attempt == 1 and "paused" in deferred.reason and provider.held_back >= 1
+    assert deferred.attempt == 1 and "paused" in deferred.reason and provider.deps.held_back >= 1
     assert await harness.types(launch) == ["TaskQueued", "TaskAssigned", "LaunchDeferred"]
     assert fake.ledger() == []
 

@@ -110,6 +110,15 @@ class Subjects:
     def all_agent_reports(self) -> str:
         return f"{self.ns}.agent.*.evt"
 
+    # compute providers
+    def provider_live(self, platform: str) -> str:
+        """Where a provider's replicas say which attempts each drives (``LiveAttempts``)."""
+        return f"{self.ns}.provider.{check_token(platform, 'platform')}.live"
+
+    @property
+    def all_provider_live(self) -> str:
+        return f"{self.ns}.provider.*.live"
+
     def logs(self, task_aggregate: str) -> str:
         return f"{self.ns}.logs.{check_token(task_aggregate)}"
 

@@ -22,7 +22,7 @@ from touchstone.shared.aggregate import change
 from touchstone.shared.lifecycle import TaskState
 from touchstone.shared.metrics import counter, gauge
 from touchstone.shared.publisher import EventPublisher, Recorded, task_events
-from touchstone.shared.subjects import Subjects
+from touchstone.shared.subjects import Subjects, task_aggregate_id
 from touchstone.shared.system import GPU_TYPES_KEY
 
 from . import domain
@@ -102,6 +102,18 @@ class TaskRecorder:
 
         await change(self.publisher, "task", event.aggregate_id, decide, tries=CONFLICT_TRIES)
         return taken[-1]
+
+    async def container_terminated(self, submission_id: str, task_id: str, attempt: int, name: str) -> bool:
+        """Record that the attempt's pod is gone (terminated on request, or reaped)."""
+        return await self.record(ev.ContainerTerminated(
+            event_id=ev.derived_id(name, "ContainerTerminated"),
+            aggregate_id=task_aggregate_id(submission_id, task_id),
+            correlation_id=submission_id,
+            submission_id=submission_id,
+            task_id=task_id,
+            attempt=attempt,
+            container_name=name,
+        ))
 
 
 # --- console lines ------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""Reactions to the provider's commands, one table; dependencies are bound at bootstrap.
+"""Reactions to the provider's commands: one ``Reactions`` table keyed by command class, over a
+small ``Deps`` bound at bootstrap (``RunpodProvider``); the consumer's filter comes from the table.
 
 Launches run concurrently: ``on_launch_task`` decides (attempt still live on RunPod? room under
 the throttle?), starts a supervised asyncio task for the attempt and returns at once, so the one
@@ -11,96 +12,129 @@ the queue with ``LaunchDeferred``: same attempt, nothing burned, placed again af
 A launch stays un-acked until its pod is recorded (``ContainerLaunched``): until then every
 delivery is nak'ed with ``launch_retry_s`` (a redelivery to this provider finds the attempt in
 memory and changes nothing; one to a peer replica finds the attempt named in the driver's
-heartbeats and leaves it alone). If the provider dies between assignment and record, the launch
-is redelivered to the next provider within ``launch_retry_s`` (``ack_wait_s`` at worst), which
-starts the attempt again once the dead one has been silent for ``peer_silence_s``; its pod, if
-the create went through, is found by name and adopted, never duplicated. So that crash costs
-seconds, not the scheduler's launch timeout. A provider that stops or dies after the record
-leaves the pod and its detached trainer running; the next provider adopts the attempt from the
-events at its first reconcile (``resume.py``).
+live reports, ``peers.py``, and leaves it alone). If the provider dies between assignment and
+record, the launch is redelivered to the next provider within ``launch_retry_s`` (``ack_wait_s``
+at worst), which starts the attempt again once the dead one has been silent for
+``peer_silence_s``; its pod, if the create went through, is found by name and adopted, never
+duplicated. So that crash costs seconds, not the scheduler's launch timeout. A provider that
+stops or dies after the record leaves the pod and its detached trainer running; the next
+provider adopts the attempt from the events at its first reconcile (``resume.py``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from touchstone.shared.commands import LaunchTask, TerminateTask, container_name
-from touchstone.shared.consumer import Delivery, Handler
+from touchstone.shared.consumer import Delivery
 from touchstone.shared.errors import NotYet, RetryableError
 from touchstone.shared.lifecycle import TaskStatus
+from touchstone.shared.reactions import Reactions
 
 from . import domain
-
-if TYPE_CHECKING:
-    from .attempt import AttemptRecord
-    from .service import RunpodProvider
+from .adapters import TaskRecorder
+from .attempt import AttemptRecord
+from .config import RunpodProviderSettings
+from .peers import Peers
+from .pods import PodControl
 
 log = logging.getLogger(__name__)
 
 
-async def on_launch_task(provider: RunpodProvider, command: LaunchTask, delivery: Delivery) -> None:
+class StartAttempt(Protocol):
+    def __call__(self, command: LaunchTask, *, launch_by: float) -> AttemptRecord: ...
+
+
+@dataclass(eq=False)
+class Deps:
+    """What the reactions use."""
+
+    settings: RunpodProviderSettings
+    attempts: Mapping[str, AttemptRecord]
+    """The attempts this provider drives, by pod name."""
+    recorder: TaskRecorder
+    peers: Peers
+    pods: PodControl
+    launch_gate: Callable[[], Awaitable[domain.LaunchGate]]
+    """The throttle's inputs, RunPod's list of our pods read now."""
+    start_attempt: StartAttempt
+    """Drive an attempt in a supervised task of its own (returns at once)."""
+    held_back: int = 0
+    """Launches held back by the gate so far (each a nak)."""
+
+
+async def on_launch_task(command: LaunchTask, deps: Deps, delivery: Delivery) -> None:
     name = command.container_name
-    record = provider.attempts.get(name)
+    settings = deps.settings
+    record = deps.attempts.get(name)
     if record is not None:  # already driving it (a redelivery)
-        _keep_until_recorded(provider, record, delivery)
+        _keep_until_recorded(record, deps, delivery)
         return
-    state = await provider.recorder.state(command.submission_id, command.task_id)
+    state = await deps.recorder.state(command.submission_id, command.task_id)
     if not domain.attempt_live(state, command.attempt):
         log.info("not launching %s: the attempt is not live on RunPod", name)
         return
     assert state is not None
-    if delivery.num_delivered > 1 and provider.peer_drives(name, time.monotonic()):
+    if delivery.num_delivered > 1 and deps.peers.drives(name, time.monotonic()):
         # a nak'ed launch comes back to any replica: the one that started it names it in its
-        # heartbeats; only when it has been silent for ``peer_silence_s`` (dead) is it ours
-        raise NotYet(f"{name}: a peer replica drives it", retry_after=provider.settings.launch_retry_s)
+        # live reports; only when it has been silent for ``peer_silence_s`` (dead) is it ours
+        raise NotYet(f"{name}: a peer replica drives it", retry_after=settings.launch_retry_s)
     assigned_at = state.phase_since if state.status is TaskStatus.ASSIGNED else None
-    left = domain.hold_left(assigned_at, datetime.now(UTC), provider.settings.launch_hold_s)
-    decision = domain.decide_launch(name, await provider.launch_gate())
+    left = domain.hold_left(assigned_at, datetime.now(UTC), settings.launch_hold_s)
+    decision = domain.decide_launch(name, await deps.launch_gate())
     if not decision.go:
-        if left <= 0 or delivery.num_delivered >= provider.settings.command_max_deliver:
-            await provider.defer_launch(command, f"RunPod launch held back: {decision.reason}", assigned_at)
+        if left <= 0 or delivery.num_delivered >= settings.command_max_deliver:
+            await _defer(command, f"RunPod launch held back: {decision.reason}", assigned_at, deps)
             return
-        provider.held_back += 1
+        deps.held_back += 1
         raise RetryableError(f"launch of {name} held back: {decision.reason}",
-                             retry_after=min(provider.settings.launch_retry_s, left))
+                             retry_after=min(settings.launch_retry_s, left))
     # a create that finds no stock is retried until the same hold ends (``launch_by``)
-    record = provider.start_attempt(command, launch_by=time.monotonic() + left)
+    record = deps.start_attempt(command, launch_by=time.monotonic() + left)
     record.assigned_at = record.assigned_at or assigned_at
-    _keep_until_recorded(provider, record, delivery)
+    _keep_until_recorded(record, deps, delivery)
 
 
-def _keep_until_recorded(provider: RunpodProvider, record: AttemptRecord, delivery: Delivery) -> None:
+def _keep_until_recorded(record: AttemptRecord, deps: Deps, delivery: Delivery) -> None:
     """Nak the launch (to see it again in ``launch_retry_s``) while its pod is not recorded,
     so that it outlives a crash of this provider; ack once recorded or once the attempt ended.
     At the last delivery it is acked anyway: the attempt goes on, only the crash cover ends."""
     if record.launch_recorded or record.ending:
         return
-    if delivery.num_delivered >= provider.settings.command_max_deliver:
+    if delivery.num_delivered >= deps.settings.command_max_deliver:
         return
     raise NotYet(f"{record.name}: pod not recorded yet; the launch stays pending",
-                         retry_after=provider.settings.launch_retry_s)
+                 retry_after=deps.settings.launch_retry_s)
 
 
-async def on_terminate_task(provider: RunpodProvider, command: TerminateTask, delivery: Delivery) -> None:
+async def _defer(command: LaunchTask, reason: str, assigned_at: datetime | None, deps: Deps) -> None:
+    """Hand an assigned task back to the queue: same attempt, placed again after
+    ``launch_retry_s``; nothing when the task moved on meanwhile."""
+    event = domain.launch_deferred(command, reason, datetime.now(UTC), deps.settings.launch_retry_s, assigned_at)
+    if await deps.recorder.record(event):
+        log.info("%s: launch handed back to the queue: %s", command.container_name, reason)
+
+
+async def on_terminate_task(command: TerminateTask, deps: Deps, delivery: Delivery) -> None:
     name = container_name(command.submission_id, command.task_id, command.attempt)
-    reason = command.reason or "terminate requested"
-    record = provider.attempts.get(name)
+    record = deps.attempts.get(name)
     if record is not None and record.task is not None:
-        record.stop(reason)
-        await asyncio.wait({record.task}, timeout=provider.settings.terminate_timeout_s + 30)
+        record.stop(command.reason or "terminate requested")
+        await asyncio.wait({record.task}, timeout=deps.settings.terminate_timeout_s + 30)
         return
-    await provider.terminate_by_name(name, command)
+    # not driven here: terminate every pod with this name (silent when there is none)
+    for pod in await deps.pods.find(name):
+        if await deps.pods.terminate(pod.id):
+            await deps.recorder.container_terminated(command.submission_id, command.task_id, command.attempt, name)
 
 
-def handlers(provider: RunpodProvider) -> Mapping[str, Handler]:
-    """The command table, bound to one provider."""
-    return {
-        "LaunchTask": functools.partial(on_launch_task, provider),
-        "TerminateTask": functools.partial(on_terminate_task, provider),
-    }
+REACTIONS = Reactions[Deps]({
+    LaunchTask: on_launch_task,
+    TerminateTask: on_terminate_task,
+})

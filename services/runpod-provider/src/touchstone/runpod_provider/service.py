@@ -1,34 +1,26 @@
 """The RunPod provider: the command consumer and the loops that keep RunPod honest.
 
-* commands: ``{ns}.cmd.runpod-provider.>`` through the shared ``ConsumerLoop`` (``handlers.py``);
+* commands: ``{ns}.cmd.runpod-provider.{command}`` through the shared ``ConsumerLoop``; the
+  reactions are the table in ``handlers.py`` (its filter, too) over a small ``Deps`` bound here;
 * attempts: one supervised asyncio task each (``attempt.py``), kept in ``attempts``; the trainer
   runs detached in its pod (``detached.py``). Stopping the provider (SIGTERM, a redeploy)
   detaches every attempt and leaves its pod running; a provider that starts adopts the pods
   whose attempts the events say are live past their launch (``resume.py``) and follows their
   trainers on from where the console was read up to. Nothing is terminated, no attempt burned;
-* reconcile (every ``reconcile_interval_s``): list RunPod's pods, reap ``touchstone-`` pods that
-  no live attempt owns (ours in memory, or live on RunPod by the task's events) after
-  ``reap_grace_s`` (a pod first seen unowned is looked at again when its grace ends, so a rogue
-  pod lives at most one period plus grace); pods without the prefix are never touched;
-* balance (every ``balance_interval_s``): low → alarm; below the stop threshold → no launches;
+* the reaper (``reaper.py``, every ``reconcile_interval_s``): stops attempts whose task moved
+  on, adopts, reaps unowned ``touchstone-`` pods, writes the account view (``RunPodStatus``);
+* the account (``account.py``, the balance every ``balance_interval_s``): a low balance or a
+  rejected key stops launches, with an alarm;
 * catalog (every ``catalog_interval_s``): the GPU types into the system bucket, key ``gpu_types``;
-* account view (every reconcile): balance, spend per hour and count of our running pods, why
-  launches are stopped, the pods reaped lately, as a ``RunPodStatus`` in the system bucket;
 * system settings: ``runpod_max_running_tasks`` watched in the system bucket (0 pauses launches);
-* heartbeats: the names of the attempts driven here on ``{ns}.agent.runpod-provider.evt``
-  (every ``heartbeat_interval_s`` and whenever one starts), which the scheduler reads for stuck
-  detection and peer replicas for what not to touch;
-* replicas: several providers share the launch commands (one consumer), RunPod's pod list and
-  the provider's SSH key (an operator gives every replica the same key file). An attempt that a
-  peer's heartbeat named lately is the peer's: its pod is never adopted here, and its launch,
-  nak'ed until the pod is recorded and so redelivered to any replica, is left pending. A provider
-  takes such attempts only after listening to its peers for ``peer_silence_s``, so a restarted
-  replica does not take what its peer still drives, and a peer that died (silent that long)
-  leaves its attempts to us.
+* live attempts (``peers.py``): the names of the attempts driven here, a ``LiveAttempts`` on
+  ``{ns}.provider.runpod.live`` (every ``heartbeat_interval_s`` and whenever one starts), which
+  the scheduler reads for stuck detection and peer replicas for what not to touch. Replicas
+  share the launch commands (one consumer), RunPod's pod list and the SSH key (an operator
+  gives every replica the same key file).
 
-A 401 from RunPod on any call raises an alarm and stops launches until a call succeeds again;
-pods already running are still tracked, reaped and terminated. Reconcile, balance, key and the
-account view live in ``safety.py`` (``CostSafety``, which this provider is).
+Each part is an object of its own with its dependencies given here; the SSH key is read (or
+made) when the provider is built, so every part exists before it runs.
 """
 
 from __future__ import annotations
@@ -41,36 +33,35 @@ from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime
 
 from nats.aio.client import Client as NATS
-from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
-from touchstone.shared.agents import AgentHeartbeat, decode_report, encode_report
-from touchstone.shared.commands import CONTAINER_PREFIX, Command, LaunchTask, command_consumer
+from touchstone.shared.commands import CONTAINER_PREFIX, LaunchTask, decode_command
+from touchstone.shared.consumer import ConsumerLoop
 from touchstone.shared.errors import AuthError
-from touchstone.shared.events import ContainerTerminated, derived_id
 from touchstone.shared.jetstream import system_bucket
 from touchstone.shared.logs import task_context
 from touchstone.shared.publisher import EventPublisher, task_events
-from touchstone.shared.subjects import Subjects, task_aggregate_id
+from touchstone.shared.subjects import Subjects
 from touchstone.shared.system import SystemSettings, read_system, watch_system
 
 from . import adapters, domain
 from . import resume as resume_
+from .account import Account
 from .adapters import Alarms, TaskRecorder
 from .api import GpuType, Pod, RunpodApiClient
 from .attempt import AttemptRecord, AttemptRunner
 from .config import RunpodProviderSettings
-from .handlers import handlers
+from .handlers import REACTIONS, Deps
+from .peers import Peers
 from .pods import PodControl
-from .safety import CostSafety
+from .reaper import Reaper
 
 log = logging.getLogger(__name__)
 
 SERVICE = "runpod-provider"
-HOST = "runpod-provider"
 
 
-class RunpodProvider(CostSafety):
+class RunpodProvider:
     def __init__(
         self,
         settings: RunpodProviderSettings,
@@ -97,40 +88,36 @@ class RunpodProvider(CostSafety):
         self.attempts: dict[str, AttemptRecord] = {}
         self.catalog: list[GpuType] = []
         self.system = SystemSettings()
-        self.kv: KeyValue | None = None
-        self.held_back = 0
-        self.peer_heard: dict[str, float] = {}
-        """Pod names a peer replica's heartbeat named, and when (``time.monotonic``)."""
-        self.listening_since: float | None = None
-        self._announcing: set[asyncio.Task[None]] = set()
-        self._init_safety()
-        self.runner: AttemptRunner | None = None
-        self.pods: PodControl | None = None
-        self.loop = command_consumer(js, subjects, SERVICE, handlers(self),
-                                     ack_wait_s=settings.ack_wait_s, max_deliver=settings.command_max_deliver)
+        self.account = Account(settings, self.api, self.alarms)
+        self.pods = PodControl(settings, self.api, adapters.load_or_create_key(settings.key_file), self.account)
+        self.runner = AttemptRunner(settings, self.pods, self.recorder, nc, subjects, self.catalog)
+        self.peers = Peers(nc, subjects, settings.peer_silence_s, self.attempts)
+        self.reaper = Reaper(settings, self.api, self.account, self.recorder, self.publisher, self.alarms,
+                             attempts=self.attempts, adopt=self.adopt, terminate=self.pods.terminate)
+        self.deps = Deps(settings, self.attempts, self.recorder, self.peers, self.pods,
+                         launch_gate=self.launch_gate, start_attempt=self.start_attempt)
+        spec = REACTIONS.command_consumer(SERVICE, subjects, ack_wait_s=settings.ack_wait_s,
+                                          max_deliver=settings.command_max_deliver)
+        self.loop = ConsumerLoop(js, subjects, spec, REACTIONS.bind(self.deps), decode_command)
 
     # --- running ----------------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
-        key = await asyncio.to_thread(adapters.load_or_create_key, self.settings.key_file)
-        self.pods = PodControl(self.settings, self.api, key, self)
-        self.runner = AttemptRunner(self.settings, self.pods, self.recorder, self.nc, self.subjects, self.catalog)
-        kv = self.kv = await system_bucket(self.js, self.subjects)
+        kv = self.reaper.kv = await system_bucket(self.js, self.subjects)
         self.system, _ = await read_system(kv)
-        peers = await self.nc.subscribe(self.subjects.agent_reports(HOST), cb=self._on_report)
-        self.listening_since = time.monotonic()
+        peers = await self.peers.listen()
         loops = [
             asyncio.create_task(watch_system(kv, self._on_settings, stop)),
-            asyncio.create_task(self._every(self.settings.reconcile_interval_s, self.reconcile, stop)),
-            asyncio.create_task(self._every(self.settings.balance_interval_s, self.check_balance, stop)),
+            asyncio.create_task(self._every(self.settings.reconcile_interval_s, self.reaper.reconcile, stop)),
+            asyncio.create_task(self._every(self.settings.balance_interval_s, self.account.check_balance, stop)),
             asyncio.create_task(self._every(self.settings.catalog_interval_s, lambda: self.refresh_catalog(kv), stop)),
-            asyncio.create_task(self._every(self.settings.heartbeat_interval_s, self.heartbeat, stop)),
+            asyncio.create_task(self._every(self.settings.heartbeat_interval_s, self.peers.announce, stop)),
         ]
         try:
             await self.loop.run(stop)
         finally:
-            if self._follow_up is not None:
-                loops.append(self._follow_up)
+            if self.reaper.follow_up is not None:
+                loops.append(self.reaper.follow_up)
             for task in loops:
                 task.cancel()
             await asyncio.gather(*loops, return_exceptions=True)
@@ -172,13 +159,10 @@ class RunpodProvider(CostSafety):
         with task_context(command):  # the attempt's log lines carry its ids, resumed ones too
             record.task = asyncio.create_task(self._supervise(record), name=f"attempt {record.name}")
         adapters.PODS_LIVE.set(len(self.attempts))
-        announce = asyncio.create_task(self.heartbeat())  # at once: peers leave this attempt to us
-        self._announcing.add(announce)
-        announce.add_done_callback(self._announcing.discard)
+        self.peers.announce_now()  # at once: peers leave this attempt to us
         return record
 
     async def _supervise(self, record: AttemptRecord) -> None:
-        assert self.runner is not None
         try:
             await self.runner.run(record)
         except BaseException as e:  # the runner reports its own failures; this is a last resort
@@ -198,41 +182,13 @@ class RunpodProvider(CostSafety):
         if tasks:
             await asyncio.wait(tasks, timeout=self.settings.terminate_timeout_s + 30)
 
-    async def defer_launch(self, command: LaunchTask, reason: str, assigned_at: datetime | None) -> None:
-        """Hand an assigned task back to the queue: same attempt, placed again after
-        ``launch_retry_s``; nothing when the task moved on meanwhile."""
-        event = domain.launch_deferred(command, reason, datetime.now(UTC), self.settings.launch_retry_s, assigned_at)
-        if await self.recorder.record(event):
-            log.info("%s: launch handed back to the queue: %s", command.container_name, reason)
-
-    async def _on_report(self, msg: Msg) -> None:
-        """A heartbeat on our subject: the names it carries that we do not drive are a peer's."""
-        try:
-            report = decode_report(msg.data)
-        except ValueError:
-            return
-        if isinstance(report, AgentHeartbeat):
-            now = time.monotonic()
-            for name in report.running:
-                if name not in self.attempts:
-                    self.peer_heard[name] = now
-
-    def peer_drives(self, name: str, now: float) -> bool:
-        """Whether a peer replica named this pod in a heartbeat within ``peer_silence_s``, or we
-        have not listened that long yet (a replica that just started cannot know)."""
-        silence = self.settings.peer_silence_s
-        self.peer_heard = {n: at for n, at in self.peer_heard.items() if now - at <= silence}
-        if self.listening_since is None or now - self.listening_since < silence:
-            return True
-        return name in self.peer_heard
-
     async def adopt(self, pods: Iterable[Pod]) -> None:
         """Drive again the attempts of listed pods that the events say are live past their
         launch and that no attempt here or at a peer drives (a provider that restarted, or
         took over from a peer that died)."""
         for pod in pods:
             split = domain.split_pod_name(pod.name)
-            if split is None or pod.name in self.attempts or self.peer_drives(pod.name, time.monotonic()):
+            if split is None or pod.name in self.attempts or self.peers.drives(pod.name, time.monotonic()):
                 continue
             try:
                 recorded = await self.publisher.load("task", split[0])
@@ -253,53 +209,27 @@ class RunpodProvider(CostSafety):
         try:
             listed = await self.api.list_pods(name_prefix=CONTAINER_PREFIX)
         except AuthError as e:  # held back, not dead-lettered: the key may be fixed
-            await self._auth_failed(e)
+            await self.account.auth_failed(e)
         else:
-            self.listed = frozenset(p.name for p in listed)
+            self.reaper.listed = frozenset(p.name for p in listed)
         return domain.LaunchGate(
             limit=self.system.runpod_max_running_tasks,
             ours=frozenset(self.attempts),
-            listed=self.listed,
-            balance=self.balance,
-            key_rejected=self.key_rejected,
+            listed=self.reaper.listed,
+            balance=self.account.balance,
+            key_rejected=self.account.key_rejected,
             paused=self.system.scheduler_paused,
         )
-
-    async def terminate_by_name(self, name: str, command: Command) -> None:
-        """Terminate every pod with this name (silent when there is none)."""
-        assert self.pods is not None
-        for pod in await self.pods.find(name):
-            if await self.pods.terminate(pod.id):
-                await self._record_terminated(command.submission_id, command.task_id, command.attempt, name)
-
-    async def _record_terminated(self, submission_id: str, task_id: str, attempt: int, name: str) -> None:
-        event = ContainerTerminated(
-            event_id=derived_id(name, "ContainerTerminated"),
-            aggregate_id=task_aggregate_id(submission_id, task_id),
-            correlation_id=submission_id,
-            submission_id=submission_id,
-            task_id=task_id,
-            attempt=attempt,
-            container_name=name,
-        )
-        await self.recorder.record(event)
 
     async def refresh_catalog(self, kv: KeyValue) -> None:
         try:
             types = await self.api.list_gpu_types(cloud=self.settings.cloud)
         except AuthError as e:
-            await self._auth_failed(e)
+            await self.account.auth_failed(e)
             raise
-        self._auth_ok()
+        self.account.auth_ok()
         self.catalog[:] = types
         await adapters.publish_catalog(kv, types)
-
-    async def heartbeat(self) -> None:
-        """Every attempt driven here, launching or running: the scheduler's stuck detection reads
-        the names, and peer replicas leave these attempts alone."""
-        running = tuple(sorted(self.attempts))
-        report = AgentHeartbeat(host=HOST, namespace=self.subjects.ns, slots_total=0, slots_free=0, running=running)
-        await self.nc.publish(self.subjects.agent_reports(HOST), encode_report(report))
 
 
 def _monotonic_at(when: datetime | None) -> float | None:

@@ -18,6 +18,7 @@ from touchstone.scheduler import policy
 from touchstone.scheduler.adapters import listen_to_agents
 from touchstone.scheduler.config import SchedulerSettings
 from touchstone.scheduler.domain import decide, fair_order, foreign, online
+from touchstone.scheduler.liveness import listen_to_providers
 from touchstone.scheduler.service import Scheduler
 from touchstone.scheduler.stuck import PHASE_RULES, overdue
 from touchstone.scheduler.sweep import clock_of
@@ -48,6 +49,7 @@ async def explain_container(
         stop = asyncio.Event()
         feed = asyncio.create_task(scheduler.feed.run(stop))
         agents = await listen_to_agents(nc, subjects, scheduler.on_heartbeat)
+        providers = await listen_to_providers(nc, subjects, scheduler.on_live_attempts)
         try:
             await asyncio.wait_for(scheduler.feed.caught_up.wait(), timeout=60)
             scheduler.system, _ = await read_system(await system_bucket(js, subjects))
@@ -63,6 +65,8 @@ async def explain_container(
             stop.set()
             with contextlib.suppress(Exception):
                 await agents.unsubscribe()
+            with contextlib.suppress(Exception):
+                await providers.unsubscribe()
             await asyncio.wait_for(feed, 5)
     finally:
         await nc.close()

@@ -34,6 +34,7 @@ from touchstone.scheduler.domain import (
     open_platforms,
 )
 from touchstone.scheduler.handlers import HANDLERS
+from touchstone.scheduler.liveness import listen_to_providers, note_live
 from touchstone.scheduler.pipeline import Pipeline, append_pipelined
 from touchstone.scheduler.stuck import Deadlines
 from touchstone.scheduler.sweep import live_of, queue_of, resend_plans, sweep_plans
@@ -44,6 +45,7 @@ from touchstone.shared.errors import ConcurrencyConflict
 from touchstone.shared.jetstream import system_bucket
 from touchstone.shared.lifecycle import TaskState
 from touchstone.shared.logs import task_context
+from touchstone.shared.providers import LiveAttempts
 from touchstone.shared.publisher import EventPublisher
 from touchstone.shared.subjects import Subjects
 from touchstone.shared.system import SystemSettings, watch_system
@@ -106,6 +108,7 @@ class Scheduler:
         self.watch_since = self.clock()
         telemetry.COLLECTOR.source = self
         agents = await listen_to_agents(self.nc, self.subjects, self.on_heartbeat)
+        providers = await listen_to_providers(self.nc, self.subjects, self.on_live_attempts)
         kv = await system_bucket(self.js, self.subjects)
         loops = [
             self.feed.run(stop), self._react(stop), self._sweep_loop(stop), watch_system(kv, self.on_settings, stop),
@@ -134,6 +137,8 @@ class Scheduler:
                     log.error("scheduler loop failed: %r", t.exception())
             with contextlib.suppress(Exception):
                 await agents.unsubscribe()
+            with contextlib.suppress(Exception):
+                await providers.unsubscribe()
             if telemetry.COLLECTOR.source is self:
                 telemetry.COLLECTOR.source = None
 
@@ -164,6 +169,10 @@ class Scheduler:
             or before.heartbeat.running != heartbeat.running
         ):
             self.request_placement()
+
+    def on_live_attempts(self, report: LiveAttempts) -> None:
+        """A provider's attempts (RunPod's pods): each name counts as heard of, as in a heartbeat."""
+        note_live(self.last_seen, report, self.clock())
 
     def request_placement(self) -> None:
         self._placement_wanted.set()

@@ -12,7 +12,8 @@ A task is stuck when strictly more than its phase's limit has passed. ``watch_si
 this scheduler started listening to heartbeats, so a scheduler that just took over does not
 mistake its own lack of history for silence. Queued, failed and finished tasks are never stuck.
 
-Heartbeats come from agents (``AgentHeartbeat.running`` names the containers on a host), so
+Heartbeats come from agents (``AgentHeartbeat.running`` names the containers on a host) and
+from providers without agents (``LiveAttempts.running``, RunPod's pods; ``liveness.py``), so
 the running rule holds for on-prem tasks always, and for RunPod tasks only once some report
 has named their pod (a provider that publishes reports opts in); until then a RunPod task's
 health is its provider's to report.

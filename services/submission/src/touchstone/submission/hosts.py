@@ -1,9 +1,10 @@
 """Agent hosts as the System and Tasks pages show them: the last heartbeat heard from each
 host, and when a heartbeat last named each running container (the task's heartbeat).
 
-Heartbeats are plain core-NATS reports (``touchstone.shared.agents``) from the agents and the
-RunPod provider; ``run`` listens from the service's start, so the pages know hosts a few
-seconds after it.
+Heartbeats are plain core-NATS reports (``touchstone.shared.agents``) from the agents; the
+RunPod provider, which is no host, names its attempts in a report of its own
+(``touchstone.shared.providers.LiveAttempts``), which counts as a heartbeat of each attempt it
+names. ``run`` listens from the service's start, so the pages know hosts a few seconds after it.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 
 from nats.aio.client import Client as NATS
 from touchstone.shared.agents import AgentHeartbeat, decode_report
+from touchstone.shared.providers import decode_live
 from touchstone.shared.subjects import Subjects
 
 log = logging.getLogger(__name__)
@@ -49,18 +51,34 @@ class Hosts:
             for name in report.running:
                 self.named[name] = at
 
+    def on_live(self, data: bytes, subject: str, now: datetime | None = None) -> None:
+        """A provider's live attempts: each name it carries was heard of now (no host)."""
+        try:
+            report = decode_live(data, subject)
+        except ValueError as e:
+            log.debug("ignoring a provider report: %s", e)
+            return
+        at = now or datetime.now(UTC)
+        for name in report.running:
+            self.named[name] = at
+
     async def run(self, stop: asyncio.Event) -> None:
-        """Listen to every agent's reports until ``stop`` is set."""
+        """Listen to every agent's and provider's reports until ``stop`` is set."""
 
         async def on_msg(msg: Any) -> None:
             self.on_report(msg.data)
 
-        sub = await self.nc.subscribe(self.subjects.all_agent_reports, cb=on_msg)
+        async def on_live(msg: Any) -> None:
+            self.on_live(msg.data, msg.subject)
+
+        subs = [await self.nc.subscribe(self.subjects.all_agent_reports, cb=on_msg),
+                await self.nc.subscribe(self.subjects.all_provider_live, cb=on_live)]
         try:
             await stop.wait()
         finally:
-            with contextlib.suppress(Exception):
-                await sub.unsubscribe()
+            for sub in subs:
+                with contextlib.suppress(Exception):
+                    await sub.unsubscribe()
 
     def heartbeat_age(self, container: str | None, now: datetime) -> float | None:
         """Seconds since a heartbeat last named ``container`` (None: none since this start)."""
