@@ -138,7 +138,8 @@ async def build_deps(
         csrf_key=await shared_ui_key(js, subjects, settings.ui_csrf_key),
         instance=InstanceWatch(system_kv),
     )
-    retract = ConsumerLoop(js, subjects, handlers.consumer_spec(subjects), handlers.handlers(commands), ev.decode_event)
+    retract = ConsumerLoop(js, subjects, handlers.consumer_spec(subjects),
+                           handlers.REACTIONS.bind(handlers.Deps(publisher)), ev.decode_event)
     deps.background = [feed.run, tokens.watch, retract.run, deps.hosts.run, deps.progress.run,
                        deps.instance.run]
     if settings.run_projector:
