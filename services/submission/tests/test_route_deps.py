@@ -1,0 +1,36 @@
+"""Each API route group gets only its part of the service: the ``deps`` a route names is the
+small one its group's router provides, never the whole ``Deps`` (only health and the UI get it)."""
+
+from __future__ import annotations
+
+import typing
+
+from litestar.routes import HTTPRoute
+from touchstone.submission.app import create_app
+from touchstone.submission.deps import AdminDeps, AgentAccessDeps, Deps, EvaluationsDeps, RoutesDeps
+
+
+async def test_every_api_route_gets_its_groups_small_deps(api) -> None:
+    app = create_app(api.deps)
+    given: dict[str, type] = {}
+    for route in app.routes:
+        if not isinstance(route, HTTPRoute) or not route.path.startswith("/api/"):
+            continue
+        for handler in route.route_handlers:
+            if "deps" not in handler.parsed_fn_signature.parameters:
+                continue
+            provided = await handler.resolve_dependencies()["deps"].dependency()
+            annotated = handler.parsed_fn_signature.parameters["deps"].annotation
+            annotated = (typing.get_args(annotated) or (annotated,))[0]  # Annotated[T, ...] or T
+            assert isinstance(provided, annotated), f"{route.path}: {type(provided).__name__}, not {annotated}"
+            given[f"{sorted(handler.http_methods)[0]} {route.path}"] = type(provided)
+    assert Deps not in given.values()
+    assert given["POST /api/v1/submissions"] is RoutesDeps
+    assert given["GET /api/v1/events"] is RoutesDeps
+    assert given["GET /api/v1/evaluations"] is EvaluationsDeps
+    assert given["PATCH /api/v1/system"] is AdminDeps
+    assert given["POST /api/v1/agents/{host:str}/exec"] is AgentAccessDeps
+    # the group's parts are the service's own, not copies
+    (submissions,) = [r for r in app.routes if r.path == "/api/v1/submissions" and isinstance(r, HTTPRoute)]
+    routes_deps = await submissions.route_handlers[0].resolve_dependencies()["deps"].dependency()
+    assert routes_deps.commands is api.deps.commands and routes_deps.stop is api.deps.stop
