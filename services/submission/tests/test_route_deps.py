@@ -25,6 +25,10 @@ async def test_every_api_route_gets_its_groups_small_deps(api) -> None:
             annotated = (typing.get_args(annotated) or (annotated,))[0]  # Annotated[T, ...] or T
             assert isinstance(provided, annotated), f"{route.path}: {type(provided).__name__}, not {annotated}"
             given[f"{sorted(handler.http_methods)[0]} {route.path}"] = type(provided)
+            # one dependency at a time (``principal`` names ``deps``): a batch of two would be
+            # resolved in an anyio task group, a fifth of a read's time
+            batches = handler.create_kwargs_model(path_parameters=route.path_parameters).dependency_batches
+            assert all(len(batch) == 1 for batch in batches), route.path
     assert Deps not in given.values()
     assert given["POST /api/v1/submissions"] is RoutesDeps
     assert given["GET /api/v1/events"] is RoutesDeps
