@@ -11,7 +11,7 @@ from typing import Any
 
 from touchstone.results.adapters import LocalArtifactStore
 from touchstone.results.config import ResultsSettings
-from touchstone.results.handlers import consumer_spec, handlers
+from touchstone.results.handlers import REACTIONS, consumer_spec
 from touchstone.results.service import bootstrap
 from touchstone.shared import events as ev
 from touchstone.shared.consumer import ConsumerLoop
@@ -35,8 +35,8 @@ async def test_a_finished_attempt_lands_as_one_row_per_side(rjs: Any, subjects: 
     table = SqliteStore(tmp_path / "projections.db")
     deps = await bootstrap(ResultsSettings(data_dir=tmp_path), rjs, subjects,
                            store=LocalArtifactStore(tmp_path / "objects"), evaluations=table)
-    loop: ConsumerLoop[Any] = ConsumerLoop(rjs, subjects, consumer_spec(subjects), handlers(deps), ev.decode_event,
-                                           idle_wait_s=0.2, base_delay_s=0.1)
+    loop: ConsumerLoop[Any] = ConsumerLoop(rjs, subjects, consumer_spec(subjects), REACTIONS.bind(deps),
+                                           ev.decode_event, idle_wait_s=0.2, base_delay_s=0.1)
     stop = asyncio.Event()
     task = asyncio.create_task(loop.run(stop))
     subject = pub.subject_of(e)

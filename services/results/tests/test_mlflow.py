@@ -20,7 +20,7 @@ import httpx
 import pytest
 from touchstone.results.config import ResultsSettings
 from touchstone.results.domain import RunSpec
-from touchstone.results.handlers import consumer_spec, handlers
+from touchstone.results.handlers import REACTIONS, consumer_spec
 from touchstone.results.service import bootstrap
 from touchstone.results.tracking import MlflowTracker
 from touchstone.shared import events as ev
@@ -138,8 +138,8 @@ async def test_redelivered_training_finished_makes_one_run(
                                mlflow_max_retries=0)
     deps = await bootstrap(settings, rjs, subjects)
     await staged.upload(deps.store)
-    loop: ConsumerLoop[Any] = ConsumerLoop(rjs, subjects, consumer_spec(subjects), handlers(deps), ev.decode_event,
-                                           idle_wait_s=0.2, base_delay_s=0.1)
+    loop: ConsumerLoop[Any] = ConsumerLoop(rjs, subjects, consumer_spec(subjects), REACTIONS.bind(deps),
+                                           ev.decode_event, idle_wait_s=0.2, base_delay_s=0.1)
     stop = asyncio.Event()
     task = asyncio.create_task(loop.run(stop))
     try:

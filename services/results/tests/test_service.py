@@ -15,7 +15,7 @@ import pytest
 from touchstone.results.adapters import KvLedger, LocalArtifactStore, S3ArtifactStore
 from touchstone.results.config import ResultsSettings
 from touchstone.results.domain import RunSpec
-from touchstone.results.handlers import Deps, consumer_spec, handlers
+from touchstone.results.handlers import REACTIONS, Deps, consumer_spec
 from touchstone.results.service import artifact_store, bootstrap
 from touchstone.results.tracking import TrackedRun
 from touchstone.shared import events as ev
@@ -36,7 +36,7 @@ async def until(cond: Callable[[], bool], what: str, timeout: float = 60.0) -> N
 @contextlib.asynccontextmanager
 async def running(js: Any, subjects: Any, deps: Deps) -> AsyncIterator[ConsumerLoop[Any]]:
     loop: ConsumerLoop[Any] = ConsumerLoop(
-        js, subjects, consumer_spec(subjects), handlers(deps), ev.decode_event, idle_wait_s=0.2, base_delay_s=0.1
+        js, subjects, consumer_spec(subjects), REACTIONS.bind(deps), ev.decode_event, idle_wait_s=0.2, base_delay_s=0.1
     )
     stop = asyncio.Event()
     task = asyncio.create_task(loop.run(stop))

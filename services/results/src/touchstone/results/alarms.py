@@ -20,10 +20,9 @@ channel that refuses for good (a 4xx, a refused login) is given up for that alar
 from __future__ import annotations
 
 import asyncio
-import functools
 import hashlib
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Literal, Protocol
@@ -35,9 +34,10 @@ from pydantic import BaseModel, ConfigDict
 from touchstone.results.domain import Message
 from touchstone.shared import events as ev
 from touchstone.shared import metrics
-from touchstone.shared.consumer import ConsumerLoop, ConsumerSpec, Delivery, Handler
+from touchstone.shared.consumer import ConsumerLoop, ConsumerSpec, Delivery
 from touchstone.shared.errors import ConcurrencyConflict, PermanentError, UnavailableError
 from touchstone.shared.jetstream import open_bucket
+from touchstone.shared.reactions import Reactions
 from touchstone.shared.subjects import Bucket, Subjects
 
 log = logging.getLogger(__name__)
@@ -218,6 +218,7 @@ class AlarmDeps:
     ledger: AlarmLedger
     channels: tuple[Channel, ...]
     namespace: str
+    dead_letter_stream: str
     repeat: timedelta = timedelta(hours=1)
     max_age: timedelta = timedelta(days=1)
     ignore_consumers: frozenset[str] = frozenset()
@@ -266,30 +267,31 @@ async def notify(deps: AlarmDeps, alarm: Alarm) -> None:
         raise UnavailableError(f"alarm {alarm.fingerprint} not yet sent to {'; '.join(failed)}")
 
 
-async def on_alarm_raised(deps: AlarmDeps, event: ev.AlarmRaised, delivery: Delivery) -> None:
+async def on_alarm_raised(event: ev.AlarmRaised, deps: AlarmDeps, delivery: Delivery) -> None:
     await notify(deps, alarm_of_event(event, deps.namespace))
 
 
-async def on_dead_letter(deps: AlarmDeps, letter: DeadLetter, delivery: Delivery, *, stream: str) -> None:
+async def on_dead_letter(letter: DeadLetter, deps: AlarmDeps, delivery: Delivery) -> None:
     if letter.consumer in deps.ignore_consumers:
         log.error("not announcing a dead letter of %s (an alarm consumer): %s", letter.consumer, letter.reason)
         return
-    await notify(deps, alarm_of_dead_letter(letter, deps.namespace, stream))
+    await notify(deps, alarm_of_dead_letter(letter, deps.namespace, deps.dead_letter_stream))
+
+
+EVENT_REACTIONS = Reactions[AlarmDeps]({ev.AlarmRaised: on_alarm_raised})
+# not events: the consumer reads the whole dead-letter stream; the table only dispatches
+DEAD_LETTER_REACTIONS = Reactions[AlarmDeps]({DeadLetter: on_dead_letter})
 
 
 def consumers(js: JetStreamContext, subjects: Subjects, deps: AlarmDeps, *, ack_wait_s: float = 60.0,
               max_deliver: int = 8) -> list[ConsumerLoop[Any]]:
     """The two alarm consumers; a failed channel is retried with a growing delay up to 30 s."""
-    events = ConsumerSpec(name=EVENTS_CONSUMER, stream=subjects.events_stream,
-                          filter_subjects=[subjects.events_of_type("platform", "AlarmRaised")],
-                          ack_wait_s=ack_wait_s, max_deliver=max_deliver)
+    events = EVENT_REACTIONS.event_consumer(EVENTS_CONSUMER, subjects, ack_wait_s=ack_wait_s, max_deliver=max_deliver)
     letters = ConsumerSpec(name=DEAD_LETTER_CONSUMER, stream=subjects.dead_letter_stream,
                            filter_subjects=[subjects.all_dead_letters], ack_wait_s=ack_wait_s, max_deliver=max_deliver)
-    on_letter = functools.partial(on_dead_letter, deps, stream=subjects.dead_letter_stream)
-    event_handlers: Mapping[str, Handler] = {"AlarmRaised": functools.partial(on_alarm_raised, deps)}
     return [
-        ConsumerLoop(js, subjects, events, event_handlers, ev.decode_event),
-        ConsumerLoop(js, subjects, letters, {"DeadLetter": on_letter}, None, decode_message=DeadLetter.of),
+        ConsumerLoop(js, subjects, events, EVENT_REACTIONS.bind(deps), ev.decode_event),
+        ConsumerLoop(js, subjects, letters, DEAD_LETTER_REACTIONS.bind(deps), None, decode_message=DeadLetter.of),
     ]
 
 

@@ -1,5 +1,5 @@
-"""The results service's reactions to events, in one table, bound to their dependencies at
-bootstrap.
+"""The results service's reactions to events: one table (``REACTIONS``, which also gives the
+consumer's filter subjects), bound to ``Deps`` at bootstrap.
 
 Every reaction is idempotent. A finished or failed attempt is first looked up in the ledger
 (done before: nothing to do); otherwise its object keys are checked (an event that names a
@@ -11,9 +11,7 @@ per submission and status: the ledger says whether it went out.
 
 from __future__ import annotations
 
-import functools
 import logging
-from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -22,16 +20,14 @@ from touchstone.results.domain import AttemptRecord, Outputs
 from touchstone.results.notify import Notifier
 from touchstone.results.tracking import Tracker
 from touchstone.shared import events as ev
-from touchstone.shared.consumer import ConsumerSpec, Delivery, Handler
+from touchstone.shared.consumer import ConsumerSpec, Delivery
 from touchstone.shared.evaluations import Evaluation, rows_from_metrics
 from touchstone.shared.objects.stores import ObjectStore
 from touchstone.shared.publisher import EventPublisher
+from touchstone.shared.reactions import Reactions
 from touchstone.shared.subjects import Subjects
 
 log = logging.getLogger(__name__)
-
-TASK_EVENTS = ("TrainingFinished", "TaskFailed")
-SUBMISSION_EVENTS = ("SubmissionCompleted", "SubmissionFailed", "SubmissionValidated")
 
 
 class Ledger(Protocol):
@@ -101,7 +97,7 @@ async def _already_recorded(deps: Deps, key: str, event: ev.TaskEvent) -> bool:
     return True
 
 
-async def on_training_finished(deps: Deps, event: ev.TrainingFinished, delivery: Delivery) -> None:
+async def on_training_finished(event: ev.TrainingFinished, deps: Deps, delivery: Delivery) -> None:
     """Models, metrics, report and log to the store; an MLflow run (training tasks only)."""
     key = domain.attempt_record_key(event.submission_id, event.task_id, event.attempt)
     if await _already_recorded(deps, key, event):
@@ -140,7 +136,7 @@ async def record_evaluations(deps: Deps, event: ev.TrainingFinished, queued: ev.
     await deps.evaluations.put_evaluations(rows)
 
 
-async def on_task_failed(deps: Deps, event: ev.TaskFailed, delivery: Delivery) -> None:
+async def on_task_failed(event: ev.TaskFailed, deps: Deps, delivery: Delivery) -> None:
     """A failed attempt's full log, checked to be in the store (the task keeps its snippet)."""
     if not event.log_key and not event.log_uri:
         return
@@ -172,7 +168,7 @@ async def announce(deps: Deps, cause: ev.TaskEvent, record: AttemptRecord) -> No
     ))
 
 
-async def on_submission_settled(deps: Deps, event: ev.SubmissionEvent, delivery: Delivery) -> None:
+async def on_submission_settled(event: ev.SubmissionEvent, deps: Deps, delivery: Delivery) -> None:
     """COMPLETED, ERROR or REJECTED: one webhook message per submission and status."""
     if not deps.notifier.enabled or (isinstance(event, ev.SubmissionValidated) and event.passed):
         return
@@ -187,25 +183,16 @@ async def on_submission_settled(deps: Deps, event: ev.SubmissionEvent, delivery:
     await deps.ledger.put(key, {"event_id": event.event_id, "status": notice.status, "title": notice.title})
 
 
-Reaction = Callable[[Deps, Any, Delivery], Awaitable[None]]
+CONSUMER = "results"  # the durable's name: deployed consumers keep it
 
-REACTIONS: dict[str, Reaction] = {
-    "TrainingFinished": on_training_finished,
-    "TaskFailed": on_task_failed,
-    "SubmissionCompleted": on_submission_settled,
-    "SubmissionFailed": on_submission_settled,
-    "SubmissionValidated": on_submission_settled,
-}
-
-
-def handlers(deps: Deps) -> Mapping[str, Handler]:
-    return {name: functools.partial(reaction, deps) for name, reaction in REACTIONS.items()}
+REACTIONS = Reactions[Deps]({
+    ev.TrainingFinished: on_training_finished,
+    ev.TaskFailed: on_task_failed,
+    ev.SubmissionCompleted: on_submission_settled,
+    ev.SubmissionFailed: on_submission_settled,
+    ev.SubmissionValidated: on_submission_settled,
+})
 
 
 def consumer_spec(subjects: Subjects, *, ack_wait_s: float = 60.0, max_deliver: int = 8) -> ConsumerSpec:
-    filters = [subjects.events_of_type("task", name) for name in TASK_EVENTS]
-    filters += [subjects.events_of_type("submission", name) for name in SUBMISSION_EVENTS]
-    return ConsumerSpec(
-        name="results", stream=subjects.events_stream, filter_subjects=filters,
-        ack_wait_s=ack_wait_s, max_deliver=max_deliver,
-    )
+    return REACTIONS.event_consumer(CONSUMER, subjects, ack_wait_s=ack_wait_s, max_deliver=max_deliver)

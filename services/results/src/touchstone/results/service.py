@@ -10,7 +10,7 @@ from nats.js import JetStreamContext
 from touchstone.results import alarms
 from touchstone.results.adapters import ArtifactStore, EventHistory, KvLedger
 from touchstone.results.config import ResultsSettings
-from touchstone.results.handlers import Deps, EvaluationTable, consumer_spec, handlers
+from touchstone.results.handlers import REACTIONS, Deps, EvaluationTable, consumer_spec
 from touchstone.results.mail import SmtpMailer
 from touchstone.results.notify import NullNotifier, WebhookNotifier
 from touchstone.results.tracking import MlflowTracker, NullTracker
@@ -74,7 +74,8 @@ def alarm_channels(settings: ResultsSettings) -> tuple[alarms.Channel, ...]:
 async def alarm_deps(settings: ResultsSettings, js: JetStreamContext, subjects: Subjects) -> alarms.AlarmDeps:
     return alarms.AlarmDeps(
         ledger=await alarms.AlarmLedger.open(js, subjects), channels=alarm_channels(settings),
-        namespace=subjects.ns, repeat=timedelta(seconds=settings.alarm_repeat_interval_s),
+        namespace=subjects.ns, dead_letter_stream=subjects.dead_letter_stream,
+        repeat=timedelta(seconds=settings.alarm_repeat_interval_s),
         max_age=timedelta(seconds=settings.alarm_max_age_s), ignore_consumers=alarms.ignored_consumers(subjects),
     )
 
@@ -83,7 +84,7 @@ def consumer(
     settings: ResultsSettings, js: JetStreamContext, subjects: Subjects, deps: Deps
 ) -> ConsumerLoop[Event]:
     spec = consumer_spec(subjects, ack_wait_s=settings.ack_wait_s, max_deliver=settings.max_deliver)
-    return ConsumerLoop(js, subjects, spec, handlers(deps), decode_event)
+    return ConsumerLoop(js, subjects, spec, REACTIONS.bind(deps), decode_event)
 
 
 async def run(

@@ -15,10 +15,11 @@ import contextlib
 import logging
 from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
+from typing import NamedTuple
 
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
-from touchstone.scheduler import policy, telemetry
+from touchstone.scheduler import handlers, policy, telemetry
 from touchstone.scheduler.adapters import CommandBus, EventFeed, LeaderLease, listen_to_agents
 from touchstone.scheduler.config import SchedulerSettings
 from touchstone.scheduler.domain import (
@@ -33,7 +34,6 @@ from touchstone.scheduler.domain import (
     online,
     open_platforms,
 )
-from touchstone.scheduler.handlers import HANDLERS
 from touchstone.scheduler.liveness import listen_to_providers, note_live
 from touchstone.scheduler.pipeline import Pipeline, append_pipelined
 from touchstone.scheduler.stuck import Deadlines
@@ -41,6 +41,7 @@ from touchstone.scheduler.sweep import live_of, queue_of, resend_plans, sweep_pl
 from touchstone.scheduler.view import LIVE_SUBMISSION, SchedulerView
 from touchstone.shared import events as ev
 from touchstone.shared.agents import AgentHeartbeat
+from touchstone.shared.consumer import Delivery
 from touchstone.shared.errors import ConcurrencyConflict
 from touchstone.shared.jetstream import system_bucket
 from touchstone.shared.lifecycle import TaskState
@@ -52,7 +53,10 @@ from touchstone.shared.system import SystemSettings, watch_system
 
 log = logging.getLogger(__name__)
 
-Recheck = tuple[str, str]  # ("task" | "submission", id)
+
+class Recheck(NamedTuple):  # an aggregate to reload from the stream and decide for again
+    aggregate: str  # "task" | "submission"
+    aggregate_id: str
 
 
 class Scheduler:
@@ -87,7 +91,8 @@ class Scheduler:
         """Command message ids this process sent, and when (kept for the resend window)."""
         self.conflicts = 0
         self.watch_since = clock()
-        self._inbox: asyncio.Queue[ev.Event | Recheck | None] = asyncio.Queue()
+        self._inbox: asyncio.Queue[tuple[ev.Event, int] | Recheck | None] = asyncio.Queue()
+        self._deps = handlers.Deps(self.reconcile_submission, self.reconcile_task, self.request_placement)
         self._placement_wanted = asyncio.Event()
         self._sweep_wanted = asyncio.Event()
         self._limit = asyncio.Semaphore(cfg.placement_concurrency)
@@ -202,9 +207,9 @@ class Scheduler:
         if outcome == "applied" and before is not None and self.active:
             self._count(event, before)
         if outcome == "applied" or (outcome == "ignored" and isinstance(event, ev.TaskEvent)):
-            self._inbox.put_nowait(event)
+            self._inbox.put_nowait((event, seq))
         elif outcome == "reload":
-            self._inbox.put_nowait((event.aggregate, event.aggregate_id))
+            self._inbox.put_nowait(Recheck(event.aggregate, event.aggregate_id))
 
     def _count(self, event: ev.Event, before: TaskState) -> None:
         """Metrics of a live event (the active replica counts; see ``telemetry``)."""
@@ -231,13 +236,13 @@ class Scheduler:
     async def _react(self, stop: asyncio.Event) -> None:
         while (item := await self._inbox.get()) is not None and not stop.is_set():
             try:
-                if isinstance(item, tuple):
+                if isinstance(item, Recheck):
                     await self.reload(*item)
-                elif self.active:
-                    reaction = HANDLERS.get(item.event_type)
-                    if reaction is not None:
-                        with task_context(item):
-                            await reaction(self, item)
+                elif self.active and (reaction := handlers.REACTIONS.get(item[0].event_type)) is not None:
+                    event, seq = item
+                    subject = self.subjects.event(event.aggregate, event.aggregate_id, event.event_type)
+                    with task_context(event):  # the ordered feed hands each event over once
+                        await reaction(event, self._deps, Delivery(subject, seq, 1, 0))
             except Exception as e:  # the sweep retries whatever this left undone
                 log.warning("reaction to %r failed: %r", item, e)
 
@@ -272,7 +277,7 @@ class Scheduler:
                     seq = await self.publisher.append(event, expected_last_seq=expected)
                 except ConcurrencyConflict:
                     self.conflicts += 1
-                    self._inbox.put_nowait((event.aggregate, event.aggregate_id))
+                    self._inbox.put_nowait(Recheck(event.aggregate, event.aggregate_id))
                     return False
                 self._fold(seq, event, local=True)
             return True

@@ -8,7 +8,7 @@ from typing import Any
 from litestar import delete, get, patch, post
 from litestar.params import FromPath, JSONBody
 from touchstone.shared.system import RunPodStatus, SystemSettings
-from touchstone.submission.deps import DepsArg, PrincipalArg
+from touchstone.submission.deps import AdminArg, PrincipalArg
 from touchstone.submission.problems import documented
 from touchstone.submission.schemas import RunPodReport, System, SystemUpdate, Token, TokenCreate, TokenCreated
 
@@ -20,7 +20,7 @@ def _system(settings: SystemSettings, revision: int) -> System:
 
 
 @get(f"{PREFIX}/system", summary="Run-time settings (admin)", tags=["system"], responses=documented(401, 403))
-async def get_system(deps: DepsArg, admin: PrincipalArg) -> System:
+async def get_system(deps: AdminArg, admin: PrincipalArg) -> System:
     return _system(*await deps.system.read())
 
 
@@ -30,7 +30,7 @@ async def get_system(deps: DepsArg, admin: PrincipalArg) -> System:
     tags=["system"],
     responses=documented(401, 403, 409, 413, 422),
 )
-async def patch_system(data: JSONBody[SystemUpdate], deps: DepsArg, admin: PrincipalArg) -> System:
+async def patch_system(data: JSONBody[SystemUpdate], deps: AdminArg, admin: PrincipalArg) -> System:
     changes = data.model_dump(exclude_unset=True, exclude={"revision"})
     changes = {k: v for k, v in changes.items() if v is not None}
     return _system(*await deps.system.update(changes, data.revision))
@@ -56,7 +56,7 @@ def runpod_report(status: RunPodStatus | None, now: datetime | None = None) -> R
     tags=["system"],
     responses=documented(401, 403),
 )
-async def get_runpod(deps: DepsArg, admin: PrincipalArg) -> RunPodReport:
+async def get_runpod(deps: AdminArg, admin: PrincipalArg) -> RunPodReport:
     return runpod_report(await deps.system.runpod_status())
 
 
@@ -66,7 +66,7 @@ async def get_runpod(deps: DepsArg, admin: PrincipalArg) -> RunPodReport:
     tags=["system"],
     responses=documented(401, 403),
 )
-async def gpu_types(deps: DepsArg, admin: PrincipalArg) -> list[dict[str, Any]]:
+async def gpu_types(deps: AdminArg, admin: PrincipalArg) -> list[dict[str, Any]]:
     return await deps.system.gpu_types()
 
 
@@ -76,12 +76,12 @@ async def gpu_types(deps: DepsArg, admin: PrincipalArg) -> list[dict[str, Any]]:
     tags=["tokens"],
     responses=documented(401, 403, 413, 422),
 )
-async def create_token(data: JSONBody[TokenCreate], deps: DepsArg, admin: PrincipalArg) -> TokenCreated:
+async def create_token(data: JSONBody[TokenCreate], deps: AdminArg, admin: PrincipalArg) -> TokenCreated:
     return await deps.tokens.create(data, admin)
 
 
 @get(f"{PREFIX}/tokens", summary="API tokens, without secrets (admin)", tags=["tokens"], responses=documented(401, 403))
-async def list_tokens(deps: DepsArg, admin: PrincipalArg) -> list[Token]:
+async def list_tokens(deps: AdminArg, admin: PrincipalArg) -> list[Token]:
     return await deps.tokens.all()
 
 
@@ -92,7 +92,7 @@ async def list_tokens(deps: DepsArg, admin: PrincipalArg) -> list[Token]:
     tags=["tokens"],
     responses=documented(401, 403, 404),
 )
-async def revoke_token(token_id: FromPath[str], deps: DepsArg, admin: PrincipalArg) -> Token:
+async def revoke_token(token_id: FromPath[str], deps: AdminArg, admin: PrincipalArg) -> Token:
     return await deps.tokens.revoke(token_id)
 
 

@@ -23,7 +23,7 @@ from touchstone.shared import events as ev
 from touchstone.shared.agentaccess import PATH_PATTERN, AgentExec, AgentGetFile, AgentPutFile, OperatorReply
 from touchstone.shared.errors import InvalidInputError, NotFoundError, UnavailableError
 from touchstone.submission.auth import Forbidden
-from touchstone.submission.deps import Deps, DepsArg, PrincipalArg
+from touchstone.submission.deps import AgentAccessArg, AgentAccessDeps, PrincipalArg
 from touchstone.submission.domain import Principal
 from touchstone.submission.problems import documented
 from touchstone.submission.schemas import AgentExecCreate, AgentFilePut
@@ -51,7 +51,7 @@ class AgentFile(BaseModel):
     data: str = Field(description="base64 (get only)")
 
 
-async def _ask(deps: Deps, host: str, admin: Principal, request: AgentExec | AgentGetFile | AgentPutFile,
+async def _ask(deps: AgentAccessDeps, host: str, admin: Principal, request: AgentExec | AgentGetFile | AgentPutFile,
                timeout_s: float) -> OperatorReply:
     """Record, send, record the answer; the answer, or the agent's refusal (403), or no such
     agent connected (404), or no answer in time (503)."""
@@ -87,7 +87,7 @@ async def _ask(deps: Deps, host: str, admin: Principal, request: AgentExec | Age
       summary="Run one command (argv, no shell) on an agent's host that opted in; audited (admin)",
       responses=documented(401, 403, 404, 413, 422))
 async def agent_exec(host: Host,
-                     data: JSONBody[AgentExecCreate], deps: DepsArg, admin: PrincipalArg) -> AgentExecResult:
+                     data: JSONBody[AgentExecCreate], deps: AgentAccessArg, admin: PrincipalArg) -> AgentExecResult:
     request = AgentExec(argv=data.argv, timeout_s=data.timeout_s, requested_by=admin.name)
     reply = await _ask(deps, host, admin, request, data.timeout_s + REPLY_GRACE_S)
     return AgentExecResult(host=host, exit_code=reply.exit_code, timed_out=reply.timed_out, stdout=reply.stdout,
@@ -100,7 +100,7 @@ async def agent_exec(host: Host,
 async def agent_get(host: Host,
                     path: Annotated[str, Parameter(max_length=1024, pattern=PATH_PATTERN,
                                                    description="relative to the agent's operator_root")],
-                    deps: DepsArg, admin: PrincipalArg) -> AgentFile:
+                    deps: AgentAccessArg, admin: PrincipalArg) -> AgentFile:
     request = _valid(lambda: AgentGetFile(path=path, requested_by=admin.name), status=400)
     assert isinstance(request, AgentGetFile)
     reply = await _ask(deps, host, admin, request, REPLY_GRACE_S * 2)
@@ -111,7 +111,7 @@ async def agent_get(host: Host,
      summary="Write one file under an agent's operator_root (at most 32 KiB); audited (admin)",
      responses=documented(401, 403, 404, 413, 422))
 async def agent_put(host: Host,
-                    data: JSONBody[AgentFilePut], deps: DepsArg, admin: PrincipalArg) -> AgentFile:
+                    data: JSONBody[AgentFilePut], deps: AgentAccessArg, admin: PrincipalArg) -> AgentFile:
     request = _valid(lambda: AgentPutFile(path=data.path, data=data.data, requested_by=admin.name))
     assert isinstance(request, AgentPutFile)
     reply = await _ask(deps, host, admin, request, REPLY_GRACE_S * 2)

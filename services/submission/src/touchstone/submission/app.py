@@ -1,7 +1,9 @@
 """The HTTP API: ``create_app(deps)`` builds the Litestar app.
 
-Handlers name what they need: ``deps`` (everything), ``principal`` (any signed-in caller) or
-``admin`` (an admin; others get 403). Errors become problem details in ``problems`` only.
+Handlers name what they need: ``deps`` (what their route group uses: each group's router
+provides its own, see ``deps.py``; the health routes and the UI get the whole ``Deps``),
+``principal`` (any signed-in caller) or ``admin`` (an admin; others get 403). Errors become
+problem details in ``problems`` only.
 """
 
 from __future__ import annotations
@@ -12,9 +14,9 @@ import time
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-from litestar import Litestar, Request, Response, asgi, get
+from litestar import Litestar, Request, Response, Router, asgi, get
 from litestar.datastructures import State
-from litestar.di import Provide
+from litestar.di import NamedDependency, Provide
 from litestar.enums import ScopeType
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.datastructures import ResponseSpec
@@ -29,7 +31,16 @@ from touchstone.shared.objects.server import upload_app
 from touchstone.shared.objects.stores import LocalObjectStore
 from touchstone.submission import admin, agent_access, contract, evaluations, routes, ui
 from touchstone.submission.auth import Forbidden
-from touchstone.submission.deps import Deps, DepsArg, PrincipalArg
+from touchstone.submission.deps import (
+    AdminDeps,
+    AgentAccessDeps,
+    Deps,
+    DepsArg,
+    EvaluationsDeps,
+    PrincipalArg,
+    RoutesArg,
+    RoutesDeps,
+)
 from touchstone.submission.domain import Principal
 from touchstone.submission.idempotency import idempotency_middleware
 from touchstone.submission.problems import documented, problem_response
@@ -46,7 +57,7 @@ PUBLIC: list[dict[str, list[str]]] = []
     responses=documented(400, 401),
 )
 async def events(
-    deps: DepsArg,
+    deps: RoutesArg,
     principal: PrincipalArg,
     submission_id: Annotated[str | None, Parameter(max_length=64, description="only this submission")] = None,
 ) -> ServerSentEvent:
@@ -143,16 +154,27 @@ def _object_uploads(deps: Deps) -> list[Any]:
     return [objects]
 
 
+def _group(deps: object, handlers: list[Any]) -> Router:
+    """Routes that get ``deps``, their group's part of the service, under that name."""
+
+    async def provide_group_deps() -> Any:
+        return deps
+
+    return Router(path="/", route_handlers=handlers, dependencies={"deps": Provide(provide_group_deps)})
+
+
 def create_app(deps: Deps, *, debug: bool = False) -> Litestar:
     """The API over ``deps``; its lifespan starts and stops ``deps``' background loops."""
 
     async def provide_deps() -> Deps:
         return deps
 
-    async def provide_principal(request: Request[Any, Any, State], deps: DepsArg) -> Principal:
-        # naming ``deps`` here chains the two: Litestar resolves a batch of independent
-        # dependencies in an anyio task group, a fifth of a read's time in the profile
-        return await deps.auth.authenticate(_authorization(request.scope))
+    auth = deps.auth
+
+    async def provide_principal(request: Request[Any, Any, State], deps: NamedDependency[Any]) -> Principal:
+        # naming ``deps`` (whichever the route's group provides) chains the two: Litestar resolves
+        # a batch of independent dependencies in an anyio task group, a fifth of a read's time
+        return await auth.authenticate(_authorization(request.scope))
 
     async def provide_admin(principal: PrincipalArg) -> Principal:
         if not principal.is_admin:
@@ -169,8 +191,11 @@ def create_app(deps: Deps, *, debug: bool = False) -> Litestar:
 
     app = Litestar(
         route_handlers=[
-            *routes.ROUTES, *evaluations.ROUTES, *admin.ROUTES, *agent_access.ROUTES, events, healthz, readyz,
-            prometheus_metrics, *ui.routes(deps), *_object_uploads(deps),
+            _group(RoutesDeps.of(deps), [*routes.ROUTES, events]),
+            _group(EvaluationsDeps(deps.store), evaluations.ROUTES),
+            _group(AdminDeps(deps.system, deps.tokens), admin.ROUTES),
+            _group(AgentAccessDeps(deps.nc, deps.publisher, deps.subjects), agent_access.ROUTES),
+            healthz, readyz, prometheus_metrics, *ui.routes(deps), *_object_uploads(deps),
         ],
         dependencies={
             "deps": Provide(provide_deps),

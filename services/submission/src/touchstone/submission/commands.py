@@ -9,7 +9,6 @@ from collections.abc import Callable
 
 from touchstone.shared import events as ev
 from touchstone.shared.aggregate import change
-from touchstone.shared.consumer import Delivery
 from touchstone.shared.errors import NotFoundError
 from touchstone.shared.lifecycle import SubmissionStatus
 from touchstone.shared.publisher import EventPublisher, Recorded
@@ -115,16 +114,3 @@ class SubmissionCommands:
         view = domain.replay(await self.store.get_submission(submission_id), changed.records)
         assert view is not None
         return view
-
-    # --- reactions (bound in ``handlers``) ---------------------------------------------------
-
-    async def on_submission_settled(self, event: ev.Event, delivery: Delivery) -> None:
-        """Finish an admin's DELETE of a live submission once it is no longer live."""
-        assert isinstance(event, ev.SubmissionEvent)
-
-        def decision(history: list[Recorded]) -> list[ev.Event]:
-            state = domain.fold(history)
-            follow_up = domain.decide_retract_after(state, event) if state else None
-            return [] if follow_up is None else [follow_up]
-
-        await change(self.publisher, "submission", event.aggregate_id, decision)

@@ -1,4 +1,7 @@
-"""Everything a request handler may use, built once at bootstrap and passed to ``create_app``.
+"""The service's parts, built once at bootstrap (``Deps``) and passed to ``create_app``; each
+API route group gets only what it uses (``RoutesDeps``, ``EvaluationsDeps``, ``AdminDeps``,
+``AgentAccessDeps``: its router provides it under the name ``deps``). The UI's pages and the
+app's own health and live-feed routes see the whole ``Deps``.
 
 ``Deps.background`` are the loops the app runs while it serves: the projector (read models),
 the live feed, the token cache watcher, the retract-after-delete reaction, the agents'
@@ -138,7 +141,8 @@ async def build_deps(
         csrf_key=await shared_ui_key(js, subjects, settings.ui_csrf_key),
         instance=InstanceWatch(system_kv),
     )
-    retract = ConsumerLoop(js, subjects, handlers.consumer_spec(subjects), handlers.handlers(commands), ev.decode_event)
+    retract = ConsumerLoop(js, subjects, handlers.consumer_spec(subjects),
+                           handlers.REACTIONS.bind(handlers.Deps(publisher)), ev.decode_event)
     deps.background = [feed.run, tokens.watch, retract.run, deps.hosts.run, deps.progress.run,
                        deps.instance.run]
     if settings.run_projector:
@@ -146,6 +150,53 @@ async def build_deps(
     return deps
 
 
+@dataclass(frozen=True)
+class RoutesDeps:
+    """What the submission and task routes use (``routes``; the UI's pages reuse its helpers)."""
+
+    commands: SubmissionCommands
+    store: ProjectionStore
+    logs: LogReader
+    artifacts: Artifacts
+    objects: ObjectStore
+    feed: Feed
+    settings: SubmissionSettings
+    stop: asyncio.Event
+
+    @classmethod
+    def of(cls, deps: Deps) -> RoutesDeps:
+        return cls(deps.commands, deps.store, deps.logs, deps.artifacts, deps.objects, deps.feed, deps.settings,
+                   deps.stop)
+
+
+@dataclass(frozen=True)
+class EvaluationsDeps:
+    """What the evaluations and leaderboard routes use (``evaluations``)."""
+
+    store: ProjectionStore
+
+
+@dataclass(frozen=True)
+class AdminDeps:
+    """What the system settings and token routes use (``admin``)."""
+
+    system: SystemStore
+    tokens: TokenRegistry
+
+
+@dataclass(frozen=True)
+class AgentAccessDeps:
+    """What the agent exec and file routes use (``agent_access``)."""
+
+    nc: NATS
+    publisher: EventPublisher
+    subjects: Subjects
+
+
 # How handlers name what they need (injected by parameter name: deps, principal, admin).
 DepsArg = NamedDependency[Deps]
+RoutesArg = NamedDependency[RoutesDeps]
+EvaluationsArg = NamedDependency[EvaluationsDeps]
+AdminArg = NamedDependency[AdminDeps]
+AgentAccessArg = NamedDependency[AgentAccessDeps]
 PrincipalArg = NamedDependency[Principal]

@@ -19,7 +19,7 @@ from touchstone.shared.evaluations import (
     csv_columns,
     csv_record,
 )
-from touchstone.submission.deps import Deps, DepsArg, PrincipalArg
+from touchstone.submission.deps import EvaluationsArg, EvaluationsDeps, PrincipalArg
 from touchstone.submission.domain import Principal
 from touchstone.submission.leaderboard import Leaderboard, rank
 from touchstone.submission.problems import BadQuery, documented
@@ -54,7 +54,7 @@ def _query(principal: Principal, *, owner: str | None, **kw: object) -> Evaluati
 @get(f"{PREFIX}/evaluations", summary="Evaluations: one row per task attempt and side", tags=["evaluations"],
      responses=documented(400, 401))
 async def list_evaluations(
-    deps: DepsArg,
+    deps: EvaluationsArg,
     principal: PrincipalArg,
     interval: Interval = None,
     feature_set: Text = None,
@@ -78,7 +78,7 @@ async def list_evaluations(
     return EvaluationPage(items=page.items, next_cursor=page.next_cursor)
 
 
-async def _export_rows(deps: Deps, principal: Principal, **kw: Any) -> list[Evaluation]:
+async def _export_rows(deps: EvaluationsDeps, principal: Principal, **kw: Any) -> list[Evaluation]:
     query = _query(principal, limit=EXPORT_MAX_ROWS, **kw)
     return (await deps.store.list_evaluations(query)).items
 
@@ -90,7 +90,7 @@ def _attachment(name: str) -> dict[str, str]:
 @get(f"{PREFIX}/evaluations/export.csv", summary="Every matching evaluation as one CSV file",
      tags=["evaluations"], media_type="text/csv", responses=documented(400, 401))
 async def export_evaluations_csv(
-    deps: DepsArg,
+    deps: EvaluationsArg,
     principal: PrincipalArg,
     interval: Interval = None,
     feature_set: Text = None,
@@ -108,7 +108,7 @@ async def export_evaluations_csv(
 @get(f"{PREFIX}/evaluations/export.json", summary="Every matching evaluation as one JSON file",
      tags=["evaluations"], responses=documented(400, 401))
 async def export_evaluations_json(
-    deps: DepsArg,
+    deps: EvaluationsArg,
     principal: PrincipalArg,
     interval: Interval = None,
     feature_set: Text = None,
@@ -142,7 +142,7 @@ def _cell(value: object) -> object:
 @get(f"{PREFIX}/leaderboard", summary="Feature sets ranked by their difference from the baseline",
      tags=["evaluations"], responses=documented(400, 401))
 async def leaderboard(
-    deps: DepsArg,
+    deps: EvaluationsArg,
     principal: PrincipalArg,
     interval: Interval = None,
     metric: Annotated[

@@ -24,7 +24,7 @@ from touchstone.shared.lifecycle import TASK_FINAL, TASK_UNFINISHED, SubmissionS
 from touchstone.shared.store import Page, ProjectionStore
 from touchstone.shared.store.protocol import CURSOR_PATTERN
 from touchstone.shared.views import SubmissionView, TaskView
-from touchstone.submission.deps import Deps, DepsArg, PrincipalArg
+from touchstone.submission.deps import PrincipalArg, RoutesArg, RoutesDeps
 from touchstone.submission.domain import Principal, valid_id
 from touchstone.submission.problems import BadQuery, documented
 from touchstone.submission.schemas import (
@@ -72,7 +72,9 @@ def task_detail(task: TaskView) -> TaskDetail:
 @post(
     f"{PREFIX}/submissions", summary="Submit a feature set", tags=["submissions"], responses=documented(401, 413, 422)
 )
-async def create_submission(data: JSONBody[SubmissionCreate], deps: DepsArg, principal: PrincipalArg) -> SubmissionView:
+async def create_submission(
+    data: JSONBody[SubmissionCreate], deps: RoutesArg, principal: PrincipalArg
+) -> SubmissionView:
     return await deps.commands.create(data, principal)
 
 
@@ -83,7 +85,7 @@ async def create_submission(data: JSONBody[SubmissionCreate], deps: DepsArg, pri
     responses=documented(400, 401),
 )
 async def list_submissions(
-    deps: DepsArg,
+    deps: RoutesArg,
     principal: PrincipalArg,
     status: FromQuery[SubmissionStatus | None] = None,
     owner: Annotated[str | None, Parameter(max_length=128, description="admins only")] = None,
@@ -109,7 +111,7 @@ async def list_submissions(
     responses=documented(401, 404),
 )
 async def get_submission(
-    submission_id: FromPath[str], deps: DepsArg, principal: PrincipalArg
+    submission_id: FromPath[str], deps: RoutesArg, principal: PrincipalArg
 ) -> Response[SubmissionDetail]:
     stored = await deps.commands.view_json(submission_id, principal)
     tasks = await deps.store.list_tasks(submission_id=submission_id, limit=500)
@@ -129,7 +131,7 @@ async def get_submission(
     },
 )
 async def delete_submission(
-    submission_id: FromPath[str], deps: DepsArg, principal: PrincipalArg
+    submission_id: FromPath[str], deps: RoutesArg, principal: PrincipalArg
 ) -> Response[SubmissionView]:
     view = await deps.commands.retract(submission_id, principal, uuid.uuid4().hex)
     return Response(view, status_code=200 if view.status == SubmissionStatus.RETRACTED else 202)
@@ -143,7 +145,7 @@ async def delete_submission(
     responses=documented(401, 403, 404, 409, 413, 422),
 )
 async def schedule_submission(
-    submission_id: FromPath[str], data: JSONBody[ScheduleCreate], deps: DepsArg, admin: PrincipalArg
+    submission_id: FromPath[str], data: JSONBody[ScheduleCreate], deps: RoutesArg, admin: PrincipalArg
 ) -> ScheduleAccepted:
     return await deps.commands.schedule(submission_id, data, admin)
 
@@ -155,7 +157,7 @@ async def schedule_submission(
     summary="Cancel every unfinished task (admin)",
     responses=documented(401, 403, 404, 409),
 )
-async def cancel_submission(submission_id: FromPath[str], deps: DepsArg, admin: PrincipalArg) -> SubmissionView:
+async def cancel_submission(submission_id: FromPath[str], deps: RoutesArg, admin: PrincipalArg) -> SubmissionView:
     return await deps.commands.cancel(submission_id, admin)
 
 
@@ -173,7 +175,7 @@ async def unfinished_tasks(
     responses=documented(400, 401, 403),
 )
 async def list_tasks(
-    deps: DepsArg,
+    deps: RoutesArg,
     admin: PrincipalArg,
     status: FromQuery[TaskStatus | None] = None,
     unfinished: Annotated[
@@ -200,7 +202,7 @@ async def list_tasks(
     return as_json(TaskPage(items=[task_detail(t) for t in page.items], next_cursor=page.next_cursor))
 
 
-async def _visible_task(deps: Deps, principal: Principal, submission_id: str, task_id: str) -> TaskView:
+async def _visible_task(deps: RoutesDeps, principal: Principal, submission_id: str, task_id: str) -> TaskView:
     await deps.commands.view(submission_id, principal)
     task = await deps.store.get_task(submission_id, task_id) if valid_id(task_id) else None
     if task is None:
@@ -217,7 +219,7 @@ async def _visible_task(deps: Deps, principal: Principal, submission_id: str, ta
 async def task_logs(
     submission_id: FromPath[str],
     task_id: FromPath[str],
-    deps: DepsArg,
+    deps: RoutesArg,
     principal: PrincipalArg,
     tail: Annotated[int | None, Parameter(ge=1, le=100_000, description="only the last N lines")] = None,
     follow: FromQuery[bool] = False,
@@ -249,12 +251,14 @@ async def task_logs(
     responses=documented(401, 404),
 )
 async def task_artifact(
-    submission_id: FromPath[str], task_id: FromPath[str], name: FromPath[str], deps: DepsArg, principal: PrincipalArg
+    submission_id: FromPath[str], task_id: FromPath[str], name: FromPath[str], deps: RoutesArg, principal: PrincipalArg
 ) -> Stream:
     return await artifact_response(deps, principal, submission_id, task_id, name)
 
 
-async def artifact_response(deps: Deps, principal: Principal, submission_id: str, task_id: str, name: str) -> Stream:
+async def artifact_response(
+    deps: RoutesDeps, principal: Principal, submission_id: str, task_id: str, name: str
+) -> Stream:
     """One artifact of a task the principal may see, streamed from the object store by the
     key checked to lie under the task's prefix (the API's and the UI's download alike; never
     a redirect to a URL from an event)."""
@@ -266,7 +270,7 @@ async def artifact_response(deps: Deps, principal: Principal, submission_id: str
                   headers={"Content-Length": str(size), "Content-Disposition": f'attachment; filename="{name}"'})
 
 
-def status_events(deps: Deps, principal: Principal, submission_id: str | None = None) -> ServerSentEvent:
+def status_events(deps: RoutesDeps, principal: Principal, submission_id: str | None = None) -> ServerSentEvent:
     """The live feed of status changes the principal may see, with keep-alive comments (the
     API's ``/api/v1/events`` and the UI's ``/ui/events`` alike)."""
     keepalive = deps.settings.sse_keepalive_s
@@ -286,14 +290,5 @@ def status_events(deps: Deps, principal: Principal, submission_id: str | None = 
     return ServerSentEvent(stream())
 
 
-ROUTES = [
-    create_submission,
-    list_submissions,
-    get_submission,
-    delete_submission,
-    schedule_submission,
-    cancel_submission,
-    list_tasks,
-    task_logs,
-    task_artifact,
-]
+ROUTES = [create_submission, list_submissions, get_submission, delete_submission, schedule_submission,
+          cancel_submission, list_tasks, task_logs, task_artifact]

@@ -23,7 +23,7 @@ from pydantic import ValidationError
 from touchstone.shared.errors import InvalidInputError, PermanentError
 from touchstone.shared.lifecycle import SUBMISSION_LIVE, TASK_FINAL, SubmissionStatus
 from touchstone.submission.auth import Forbidden, Unauthenticated
-from touchstone.submission.deps import Deps, DepsArg
+from touchstone.submission.deps import Deps, DepsArg, RoutesDeps
 from touchstone.submission.routes import _visible_task, artifact_response, status_events
 from touchstone.submission.schemas import ScheduleCreate, SubmissionCreate
 from touchstone.submission.ui.session import (
@@ -275,7 +275,7 @@ async def delete(
 async def log_page(
     submission_id: FromPath[str], task_id: FromPath[str], deps: DepsArg, viewer: ViewerArg
 ) -> Response[str]:
-    task = await _visible_task(deps, viewer.principal, submission_id, task_id)
+    task = await _visible_task(RoutesDeps.of(deps), viewer.principal, submission_id, task_id)
     final = task.status in TASK_FINAL
     lines = await deps.logs.tail(task, 2000) if final else []
     return render("log.html", me=viewer, task=task, lines=lines, final=final)
@@ -285,7 +285,7 @@ async def log_page(
 async def log_stream(
     submission_id: FromPath[str], task_id: FromPath[str], deps: DepsArg, viewer: ViewerArg
 ) -> ServerSentEvent:
-    task = await _visible_task(deps, viewer.principal, submission_id, task_id)
+    task = await _visible_task(RoutesDeps.of(deps), viewer.principal, submission_id, task_id)
 
     async def finished() -> bool:
         now = await deps.store.get_task(submission_id, task_id)
@@ -305,13 +305,13 @@ async def log_stream(
 async def artifact(
     submission_id: FromPath[str], task_id: FromPath[str], name: FromPath[str], deps: DepsArg, viewer: ViewerArg
 ) -> Stream:
-    return await artifact_response(deps, viewer.principal, submission_id, task_id, name)
+    return await artifact_response(RoutesDeps.of(deps), viewer.principal, submission_id, task_id, name)
 
 
 @get("/events")
 async def events(deps: DepsArg, viewer: ViewerArg) -> ServerSentEvent:
     """The API's live feed for the signed-in browser (EventSource cannot send a Bearer header)."""
-    return status_events(deps, viewer.principal)
+    return status_events(RoutesDeps.of(deps), viewer.principal)
 
 
 ROUTES = [
