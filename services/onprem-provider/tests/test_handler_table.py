@@ -1,13 +1,17 @@
 """The README's handler table is the code's: every message the provider reacts to, and the
-reaction it goes to, in the order of ``COMMANDS`` then ``REPORTS``."""
+reaction it goes to, in the order of ``COMMANDS`` then ``REPORTS``; and the work queue filter
+the command table gives."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 from touchstone.onprem_provider.handlers import COMMANDS, REPORTS
-from touchstone.shared.reactions import Reactions
+from touchstone.onprem_provider.service import SERVICE
+from touchstone.shared.commands import AnyCommand
+from touchstone.shared.reactions import Reactions, type_name
+from touchstone.shared.subjects import Subjects
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -37,3 +41,13 @@ def test_a_readme_out_of_step_is_caught() -> None:
     dropped = "\n".join(line for line in text.splitlines() if not line.startswith("| `AgentHeartbeat`"))
     for wrong in (renamed, dropped):
         assert readme_rows(wrong) != code_rows(COMMANDS, REPORTS)
+
+
+def test_the_work_queue_filter_takes_every_command_there_is(subjects: Subjects) -> None:
+    """The filter is one subject per command in the table, as the scheduler publishes them
+    (``Subjects.command``): every command of the wire has a reaction, so none is left on the
+    work queue unconsumed, as with the wildcard ``{ns}.cmd.onprem-provider.>`` before."""
+    spec = COMMANDS.command_consumer(SERVICE, subjects, ack_wait_s=30, max_deliver=5)
+    wire = [type_name(command) for command in get_args(get_args(AnyCommand)[0])]
+    assert spec.name == "onprem-provider" and spec.stream == subjects.commands_stream
+    assert sorted(spec.filter_subjects) == sorted(subjects.command(SERVICE, name) for name in wire)
