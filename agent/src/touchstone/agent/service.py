@@ -7,7 +7,8 @@ It connects outbound to NATS only and uses its own host's subjects only:
   whether the agent took the command, and keeps the scheduler's command un-acked (so it is
   redelivered) while the agent does not answer; (2) the agent needs no JetStream API rights,
   which keeps its NATS user to its own subjects and the reply inboxes; (3) both commands are
-  idempotent, so a retry after a lost reply is harmless;
+  idempotent, so a retry after a lost reply is harmless. Each goes to its reaction in
+  ``handlers.REACTIONS``; operator requests on the same subject to ``OperatorAccess``;
 * reports: ``AgentHeartbeat`` and ``AttemptReport`` on ``{ns}.agent.{host}.evt``, every
   ``heartbeat_interval_s`` and at once on a change;
 * console lines: ``{ns}.logs.{task aggregate}`` (kept by the logs stream).
@@ -270,7 +271,7 @@ class Agent:
             with contextlib.suppress(Exception):
                 await msg.respond(encode(reply))
 
-    async def handle(self, data: bytes, subject: str = "") -> BaseModel:
+    async def handle(self, data: bytes, subject: str) -> BaseModel:
         """The answer to one message on the command subject: an operator request, or a command
         for its reaction (``handlers``)."""
         if _type_of(data) in OPERATOR_TYPES:
