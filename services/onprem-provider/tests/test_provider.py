@@ -240,8 +240,8 @@ async def test_a_status_from_the_wrong_host_is_rejected(world, nc, subjects, eve
     # and one whose body claims the right host, on the wrong host's subject
     spoofed = forged.model_copy(update={"host": "h1"})
     await nc.publish(subjects.agent_reports("h2"), encode(spoofed))
-    await eventually(lambda: len(w.provider.rejected) >= 2)
-    assert "assigned to h1, not h2" in w.provider.rejected[0]
+    await eventually(lambda: len(w.provider.deps.rejected) >= 2)
+    assert "assigned to h1, not h2" in w.provider.deps.rejected[0]
     assert types(await w.events(task_id="pi-1")) == ["TaskQueued", "TaskAssigned"]
 
 

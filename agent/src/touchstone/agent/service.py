@@ -7,7 +7,8 @@ It connects outbound to NATS only and uses its own host's subjects only:
   whether the agent took the command, and keeps the scheduler's command un-acked (so it is
   redelivered) while the agent does not answer; (2) the agent needs no JetStream API rights,
   which keeps its NATS user to its own subjects and the reply inboxes; (3) both commands are
-  idempotent, so a retry after a lost reply is harmless;
+  idempotent, so a retry after a lost reply is harmless. Each goes to its reaction in
+  ``handlers.REACTIONS``; operator requests on the same subject to ``OperatorAccess``;
 * reports: ``AgentHeartbeat`` and ``AttemptReport`` on ``{ns}.agent.{host}.evt``, every
   ``heartbeat_interval_s`` and at once on a change;
 * console lines: ``{ns}.logs.{task aggregate}`` (kept by the logs stream).
@@ -28,21 +29,20 @@ from typing import Any
 
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 from touchstone.agent.access import OperatorAccess
 from touchstone.agent.attempts import Attempts
 from touchstone.agent.config import AgentSettings
 from touchstone.agent.docker import DockerLimits, DockerRuntime, docker_usable
 from touchstone.agent.gpus import query_gpus
+from touchstone.agent.handlers import REACTIONS, Deps, answer_command
 from touchstone.agent.process import ProcessRuntime
 from touchstone.agent.runtime import ContainerRuntime
 from touchstone.agent.sandbox import Bubblewrap, UnavailableRuntime
 from touchstone.agent.strays import StrayReaper
 from touchstone.shared import console
 from touchstone.shared.agentaccess import OPERATOR_TYPES
-from touchstone.shared.agents import AgentHeartbeat, CommandReply, GpuStatus, encode, encode_report
-from touchstone.shared.commands import LaunchTask, TerminateTask, decode_command
-from touchstone.shared.logs import task_context
+from touchstone.shared.agents import AgentHeartbeat, GpuStatus, encode, encode_report
 from touchstone.shared.subjects import Subjects
 
 log = logging.getLogger(__name__)
@@ -132,6 +132,7 @@ class Agent:
         self.reaper = StrayReaper(
             self.attempts.runtime, settings.work_root, settings.stray_grace_s, lambda: self.attempts.live
         )
+        self.handlers = REACTIONS.bind(Deps(settings.host, self.attempts, lambda: self.choice.refusing))
         self.gpus: list[GpuStatus] = []
         self.operator = OperatorAccess(settings)
         self.version = agent_version()
@@ -265,30 +266,17 @@ class Agent:
         task.add_done_callback(self._tasks.discard)
 
     async def _answer(self, msg: Msg) -> None:
-        reply = await self.handle(msg.data)
+        reply = await self.handle(msg.data, msg.subject)
         if msg.reply:
             with contextlib.suppress(Exception):
                 await msg.respond(encode(reply))
 
-    async def handle(self, data: bytes) -> BaseModel:
+    async def handle(self, data: bytes, subject: str) -> BaseModel:
+        """The answer to one message on the command subject: an operator request, or a command
+        for its reaction (``handlers``)."""
         if _type_of(data) in OPERATOR_TYPES:
             return await self.operator.handle(data)
-        try:
-            command: BaseModel = decode_command(data)
-        except (ValidationError, ValueError) as e:
-            return CommandReply(ok=False, error=f"malformed command: {str(e)[:300]}")
-        with task_context(command):  # its lines, and those of the attempt it starts, carry the ids
-            try:
-                if isinstance(command, LaunchTask):
-                    if self.choice.refusing:
-                        return CommandReply(ok=False, error=f"agent {self.host} takes no work: {self.choice.refusing}")
-                    return await self.attempts.launch(command)
-                if isinstance(command, TerminateTask):
-                    return await self.attempts.terminate(command)
-            except Exception as e:
-                log.exception("command failed")
-                return CommandReply(ok=False, error=f"{type(e).__name__}: {e}")
-        return CommandReply(ok=False, error=f"unknown command {type(command).__name__}")
+        return await answer_command(self.handlers, data, subject)
 
 
 def _type_of(data: bytes) -> object:
