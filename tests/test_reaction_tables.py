@@ -7,13 +7,16 @@ from __future__ import annotations
 import importlib
 import re
 from pathlib import Path
+from typing import get_args
 
 import pytest
-from touchstone.shared.reactions import Reactions
+from touchstone.shared.commands import AnyCommand
+from touchstone.shared.reactions import Reactions, type_name
 
 REPO = Path(__file__).resolve().parents[1]
 
-# README → its consumers' tables, in the order the README shows them ("module:attribute")
+# README → its consumers' tables, in the order the README shows them ("module:attribute"; a
+# README table may show two code tables one after the other: "a+b")
 SERVICES = {
     "services/submission/README.md": ["touchstone.submission.handlers:REACTIONS"],
     "services/results/README.md": [
@@ -22,6 +25,10 @@ SERVICES = {
         "touchstone.results.alarms:DEAD_LETTER_REACTIONS",
     ],
     "services/scheduler/README.md": ["touchstone.scheduler.handlers:REACTIONS"],
+    "services/onprem-provider/README.md": [
+        "touchstone.onprem_provider.handlers:COMMANDS+touchstone.onprem_provider.handlers:REPORTS"],
+    "services/runpod-provider/README.md": ["touchstone.runpod_provider.handlers:REACTIONS"],
+    "agent/README.md": ["touchstone.agent.handlers:REACTIONS"],
 }
 
 Row = tuple[str, str]
@@ -55,11 +62,17 @@ def code_rows(table: Reactions[object]) -> list[Row]:
     return rows
 
 
-def load(ref: str) -> Reactions[object]:
-    module, attribute = ref.split(":")
-    table = getattr(importlib.import_module(module), attribute)
-    assert isinstance(table, Reactions), ref
-    return table
+def load(refs: str) -> Reactions[object]:
+    tables = []
+    for ref in refs.split("+"):
+        module, attribute = ref.split(":")
+        table = getattr(importlib.import_module(module), attribute)
+        assert isinstance(table, Reactions), ref
+        tables.append(table)
+    whole = tables[0]
+    for table in tables[1:]:
+        whole = whole.merged(table)
+    return whole
 
 
 def disagreements(text: str, tables: list[Reactions[object]]) -> list[str]:
@@ -95,3 +108,13 @@ def test_a_readme_that_drifts_from_the_code_is_caught() -> None:
     assert "('ContainerTerminated', 'on_gone')" in disagreements(renamed, [table])[0]
     assert disagreements(readme + "\n| message | reaction |\n|---|---|\n| `X` | `on_x` |\n", [table]) == [
         "2 reaction tables in the README, 1 in the code"]
+
+
+@pytest.mark.parametrize("refs", ["touchstone.onprem_provider.handlers:COMMANDS",
+                                  "touchstone.runpod_provider.handlers:REACTIONS",
+                                  "touchstone.agent.handlers:REACTIONS"])
+def test_every_command_on_the_wire_has_a_reaction(refs: str) -> None:
+    """A provider's work queue filter is one subject per command of its table: a command the
+    scheduler can send without a row would sit on the work queue unconsumed."""
+    wire = sorted(type_name(command) for command in get_args(get_args(AnyCommand)[0]))
+    assert sorted(load(refs)) == wire

@@ -1,47 +1,14 @@
-"""The README's handler table is the code's: every command the agent reacts to, and the
-reaction it goes to, in the order of ``REACTIONS``; and a command is answered with what its
-reaction answered, or why there is no answer."""
+"""A command is answered with what its reaction answered, or why there is no answer (the
+README's table of reactions is checked by ``tests/test_reaction_tables.py``)."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from touchstone.agent.handlers import REACTIONS, answer, answer_command
+from touchstone.agent.handlers import answer, answer_command
 from touchstone.agent.testing import launch
 from touchstone.shared.agents import CommandReply
 from touchstone.shared.commands import LaunchTask, TerminateTask
 from touchstone.shared.consumer import Delivery
 from touchstone.shared.reactions import Reactions
-
-README = Path(__file__).resolve().parents[1] / "README.md"
-
-
-def readme_rows(text: str) -> list[tuple[str, str]]:
-    """(message, reaction) of each row of the table under "## Reactions"."""
-    section = text.split("\n## Reactions", 1)[1].split("\n## ", 1)[0]
-    rows = []
-    for line in section.splitlines():
-        cells = [cell.strip().strip("`") for cell in line.strip().strip("|").split("|")]
-        if line.startswith("| `") and len(cells) == 3:
-            rows.append((cells[0], cells[1]))
-    return rows
-
-
-def code_rows() -> list[tuple[str, str]]:
-    return [(name, getattr(REACTIONS.get(name), "__name__", "?")) for name in REACTIONS]
-
-
-def test_the_readme_table_is_the_reaction_table() -> None:
-    assert readme_rows(README.read_text()) == code_rows()
-
-
-def test_a_readme_out_of_step_is_caught() -> None:
-    text = README.read_text()
-    renamed = text.replace("| `on_launch_task` |", "| `on_start_task` |")
-    dropped = "\n".join(line for line in text.splitlines() if not line.startswith("| `TerminateTask`"))
-    for wrong in (renamed, dropped):
-        assert readme_rows(wrong) != code_rows()
-
 
 # --- how a command is answered ---------------------------------------------------------
 
