@@ -26,12 +26,21 @@ they mean for the task (success, trainer failure, infrastructure failure).
 from __future__ import annotations
 
 import json
+import logging
+from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from touchstone.shared.consumer import Delivery, Handler
 from touchstone.shared.events import FailureClass, TaskKind
 from touchstone.shared.reports import MAX_PROBLEM_CHARS, InvalidReport, ValidationReport, parse_report
+from touchstone.shared.subjects import Subjects
+
+if TYPE_CHECKING:
+    from nats.aio.client import Client as NATS
+    from nats.aio.msg import Msg
+    from nats.aio.subscription import Subscription
 
 HEARTBEAT_INTERVAL_S = 5.0
 LOG_TAIL_LINES = 50
@@ -40,6 +49,8 @@ _HOST = r"^[A-Za-z0-9_-]{1,128}$"
 
 # --- heartbeats: the host --------------------------------------------------------------
 
+
+log = logging.getLogger(__name__)
 
 class GpuStatus(BaseModel):
     """One GPU of the host as the agent sees it."""
@@ -224,3 +235,22 @@ def decode_reply(data: bytes) -> CommandReply:
         return CommandReply.model_validate_json(data)
     except ValidationError as e:
         raise ValueError(f"invalid agent reply: {e.errors()[:3]}") from e
+
+
+async def listen_to_agents(nc: NATS, subjects: Subjects, handlers: Mapping[str, Handler]) -> Subscription:
+    """Every agent's reports, each to the handler of its type (a ``Reactions`` table bound;
+    types without one are skipped). Core NATS has no stream: a report's ``Delivery`` is its
+    subject, delivered once, sequence 0; ``reporting_host(delivery.subject)`` (``subjects``)
+    says who sent it. A report that does not decode is dropped with a warning."""
+
+    async def receive(msg: Msg) -> None:
+        try:
+            report = decode_agent_report(msg.data)
+        except ValueError as e:
+            log.warning("dropping agent report on %s: %s", msg.subject, e)
+            return
+        handler = None if report is None else handlers.get(report.type)
+        if handler is not None:
+            await handler(report, Delivery(subject=msg.subject, stream_seq=0, num_delivered=1, num_pending=0))
+
+    return await nc.subscribe(subjects.all_agent_reports, cb=receive)

@@ -25,6 +25,12 @@ def task_aggregate_id(submission_id: str, task_id: str) -> str:
     return f"{check_token(submission_id)}-{check_token(task_id)}"
 
 
+def reporting_host(subject: str) -> str:
+    """The host whose report subject (``Subjects.agent_reports``) ``subject`` is: an agent may
+    only publish on its own subjects, so the subject, not the body, says who sent a report."""
+    return subject.split(".")[-2]
+
+
 class Bucket(StrEnum):
     """The key-value buckets there are, by purpose (the last part of their names)."""
 

@@ -5,21 +5,16 @@ a NATS message."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
 
 from nats.aio.client import Client as NATS
-from nats.aio.msg import Msg
-from nats.aio.subscription import Subscription
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 from touchstone.shared.agents import (
     CommandReply,
-    decode_agent_report,
     decode_reply,
     encode,
 )
 from touchstone.shared.commands import Command
-from touchstone.shared.consumer import Delivery, Handler
 from touchstone.shared.errors import UnavailableError
 from touchstone.shared.subjects import Subjects
 
@@ -48,25 +43,3 @@ class AgentClient:
             raise UnavailableError(f"agent {host} answered nonsense: {e}") from e
 
 
-async def listen_to_agents(nc: NATS, subjects: Subjects, handlers: Mapping[str, Handler]) -> Subscription:
-    """Every agent's reports, each to the handler of its type (``REPORTS`` bound). Core NATS
-    has no stream: a report's ``Delivery`` is its subject, delivered once, sequence 0. An
-    agent may only publish on its own subjects, so the subject, not the body, says who sent
-    it (``sender``)."""
-
-    async def receive(msg: Msg) -> None:
-        try:
-            report = decode_agent_report(msg.data)
-        except ValueError as e:
-            log.warning("dropping agent report on %s: %s", msg.subject, e)
-            return
-        handler = None if report is None else handlers.get(report.type)
-        if handler is not None:
-            await handler(report, Delivery(subject=msg.subject, stream_seq=0, num_delivered=1, num_pending=0))
-
-    return await nc.subscribe(subjects.all_agent_reports, cb=receive)
-
-
-def sender(delivery: Delivery) -> str:
-    """The host whose report subject (``{ns}.agent.{host}.evt``) a report came on."""
-    return delivery.subject.split(".")[-2]

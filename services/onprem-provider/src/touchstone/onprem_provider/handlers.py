@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from touchstone.onprem_provider import domain
-from touchstone.onprem_provider.adapters import AgentClient, sender
+from touchstone.onprem_provider.adapters import AgentClient
 from touchstone.onprem_provider.config import ProviderSettings
 from touchstone.shared.agents import AgentHeartbeat, AttemptReport
 from touchstone.shared.aggregate import change
@@ -33,7 +33,7 @@ from touchstone.shared.objects.keys import attempt_prefix
 from touchstone.shared.objects.stores import ObjectStore
 from touchstone.shared.publisher import EventPublisher, Recorded, task_events
 from touchstone.shared.reactions import Reactions
-from touchstone.shared.subjects import task_aggregate_id
+from touchstone.shared.subjects import reporting_host, task_aggregate_id
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +150,7 @@ async def on_terminate_task(command: TerminateTask, deps: Deps, delivery: Delive
 
 async def on_agent_heartbeat(heartbeat: AgentHeartbeat, deps: Deps, delivery: Delivery) -> None:
     """The host is alive (when the heartbeat names the host whose subject it came on)."""
-    host = sender(delivery)
+    host = reporting_host(delivery.subject)
     if heartbeat.host == host:
         deps.heard[host] = time.monotonic()
 
@@ -158,7 +158,7 @@ async def on_agent_heartbeat(heartbeat: AgentHeartbeat, deps: Deps, delivery: De
 async def on_attempt_report(report: AttemptReport, deps: Deps, delivery: Delivery) -> None:
     """Record what the report adds, in the background (agents repeat their reports on every
     heartbeat, so one already recorded or rejected is skipped)."""
-    host = sender(delivery)
+    host = reporting_host(delivery.subject)
     if report.host == host:
         deps.heard[host] = time.monotonic()
     if deps.applied.get(_key(host, report)) == _signature(report):

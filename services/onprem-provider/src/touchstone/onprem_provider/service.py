@@ -23,9 +23,10 @@ import time
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from touchstone.onprem_provider import handlers
-from touchstone.onprem_provider.adapters import AgentClient, listen_to_agents
+from touchstone.onprem_provider.adapters import AgentClient
 from touchstone.onprem_provider.config import ProviderSettings
 from touchstone.onprem_provider.handlers import COMMANDS, REPORTS, Deps
+from touchstone.shared.agents import listen_to_agents
 from touchstone.shared.commands import decode_command
 from touchstone.shared.consumer import ConsumerLoop
 from touchstone.shared.publisher import EventPublisher

@@ -19,11 +19,13 @@ from nats.js.kv import KeyValue
 from pydantic import ValidationError
 from touchstone.scheduler.pipeline import Pipeline
 from touchstone.shared import events as ev
-from touchstone.shared.agents import AgentHeartbeat, decode_report
+from touchstone.shared.agents import AgentHeartbeat
+from touchstone.shared.agents import listen_to_agents as agent_reports
 from touchstone.shared.commands import Command
+from touchstone.shared.consumer import Delivery
 from touchstone.shared.errors import UnavailableError
 from touchstone.shared.jetstream import open_bucket
-from touchstone.shared.subjects import Bucket, Subjects
+from touchstone.shared.subjects import Bucket, Subjects, reporting_host
 
 log = logging.getLogger(__name__)
 
@@ -100,25 +102,17 @@ class EventFeed:
 async def listen_to_agents(
     nc: NATS, subjects: Subjects, on_heartbeat: Callable[[AgentHeartbeat], None]
 ) -> Subscription:
-    """Subscribe to every agent's reports; heartbeats whose host differs from their subject's
-    (an agent may only publish on its own) are dropped. One that names another namespace is
-    passed on: placement must stop using that host at once (``domain.foreign``)."""
+    """Every agent's heartbeats (``shared.agents.listen_to_agents``); one whose host differs from
+    its subject's (an agent may only publish on its own) is dropped. One that names another
+    namespace is passed on: placement must stop using that host at once (``domain.foreign``)."""
 
-    async def receive(msg: Msg) -> None:
-        host = msg.subject.split(".")[-2]
-        try:
-            report = decode_report(msg.data)
-        except ValueError as e:
-            log.warning("dropping agent report on %s: %s", msg.subject, e)
+    async def on_agent_heartbeat(heartbeat: AgentHeartbeat, delivery: Delivery) -> None:
+        if heartbeat.host != reporting_host(delivery.subject):
+            log.warning("dropping heartbeat of %s on %s", heartbeat.host, delivery.subject)
             return
-        if report is None:
-            return
-        if report.host != host:
-            log.warning("dropping heartbeat of %s on %s", report.host, msg.subject)
-            return
-        on_heartbeat(report)
+        on_heartbeat(heartbeat)
 
-    return await nc.subscribe(subjects.all_agent_reports, cb=receive)
+    return await agent_reports(nc, subjects, {"AgentHeartbeat": on_agent_heartbeat})
 
 
 class CommandBus:
