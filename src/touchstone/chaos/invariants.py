@@ -21,8 +21,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from nats.js import JetStreamContext, api
+from nats.js import JetStreamContext
 from touchstone.shared import events as ev
+from touchstone.shared.jetstream import stream_messages
 from touchstone.shared.subjects import Subjects
 
 TERMINAL_TASK = (ev.TrainingFinished, ev.TaskErrored, ev.TaskCancelled)
@@ -50,18 +51,8 @@ class Verdict:
 
 async def read_record(js: JetStreamContext, subjects: Subjects) -> list[ev.Event]:
     last = (await js.stream_info(subjects.events_stream)).state.last_seq
-    sub = await js.subscribe(subjects.all_events, stream=subjects.events_stream, ordered_consumer=True,
-                             config=api.ConsumerConfig(deliver_policy=api.DeliverPolicy.ALL))
-    events: list[ev.Event] = []
-    seq = 0
-    try:
-        while seq < last:
-            msg = await sub.next_msg(timeout=10)
-            seq = msg.metadata.sequence.stream
-            events.append(ev.decode_event(msg.data))
-    finally:
-        await sub.unsubscribe()
-    return events
+    return [ev.decode_event(msg.data)
+            async for msg in stream_messages(js, subjects.events_stream, subjects.all_events, last, timeout=10)]
 
 
 def check(events: list[ev.Event], acknowledged: list[str], max_attempts: int = 3) -> Verdict:

@@ -23,11 +23,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from nats.aio.client import Client as NATS
-from nats.js import JetStreamContext, api
+from nats.js import JetStreamContext
 from touchstone.shared import events as ev
 from touchstone.shared.agents import AgentHeartbeat, encode_report
 from touchstone.shared.commands import decode_command
-from touchstone.shared.jetstream import connect, provision, system_bucket
+from touchstone.shared.jetstream import connect, provision, stream_messages, system_bucket
 from touchstone.shared.publisher import EventPublisher
 from touchstone.shared.subjects import Bucket, Subjects, task_aggregate_id
 from touchstone.shared.system import Server, SystemSettings, write_system
@@ -89,16 +89,11 @@ async def lease_holder(js: JetStreamContext, subjects: Subjects) -> str:
 
 async def assignments(js: JetStreamContext, subjects: Subjects) -> list[tuple[ev.TaskAssigned, float]]:
     last = (await js.stream_info(subjects.events_stream)).state.last_seq
-    sub = await js.subscribe(subjects.all_events, stream=subjects.events_stream, ordered_consumer=True,
-                             config=api.ConsumerConfig(deliver_policy=api.DeliverPolicy.ALL))
-    out, seen = [], 0
-    while seen < last:
-        msg = await sub.next_msg(timeout=10)
-        seen = msg.metadata.sequence.stream
+    out = []
+    async for msg in stream_messages(js, subjects.events_stream, subjects.all_events, last, timeout=10):
         event = ev.decode_event(msg.data)
         if isinstance(event, ev.TaskAssigned):
             out.append((event, msg.metadata.timestamp.timestamp()))
-    await sub.unsubscribe()
     return out
 
 

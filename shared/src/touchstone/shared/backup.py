@@ -17,16 +17,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import hashlib
 import os
 import re
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from nats.aio.msg import Msg
 from nats.js import JetStreamContext, api
 from nats.js.errors import KeyNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
@@ -49,10 +46,10 @@ from touchstone.shared.backupfile import (
     read_backup,
     stream_prefix,
 )
-from touchstone.shared.jetstream import LogLimits, existing_bucket, open_bucket, provision
+from touchstone.shared.jetstream import LogLimits, existing_bucket, open_bucket, provision, stream_messages
 from touchstone.shared.subjects import Bucket, Subjects
 
-__all__ = ["BackupError", "Summary", "backup", "read_backup", "restore", "stream_messages"]
+__all__ = ["BackupError", "Summary", "backup", "read_backup", "restore"]
 
 RESTORE_WINDOW = 256
 """Messages published at once while restoring (one connection keeps them in order; checked)."""
@@ -140,36 +137,6 @@ async def backup(js: JetStreamContext, subjects: Subjects, path: Path) -> Summar
         out.flush()
         os.fsync(out.fileno())
     return summary
-
-
-async def stream_messages(js: JetStreamContext, stream: str, subject: str, last_seq: int) -> AsyncIterator[Msg]:
-    """Every message of ``stream`` on ``subject`` up to ``last_seq``, in order (one ordered
-    consumer, at most a thousand messages held at once). Ends early when nothing is pending
-    (messages that expired meanwhile, as dead letters do)."""
-    if last_seq == 0:
-        return
-    info = await js.stream_info(stream)
-    if info.state.messages == 0 or info.state.first_seq > last_seq:
-        return
-    queue: asyncio.Queue[Msg] = asyncio.Queue(maxsize=1000)
-
-    async def enqueue(msg: Msg) -> None:
-        await queue.put(msg)
-
-    sub = await js.subscribe(subject, stream=stream, ordered_consumer=True, cb=enqueue,
-                             config=api.ConsumerConfig(deliver_policy=api.DeliverPolicy.ALL))
-    try:
-        while True:
-            msg = await asyncio.wait_for(queue.get(), timeout=30)
-            seq = msg.metadata.sequence.stream
-            if seq > last_seq:
-                return
-            yield msg
-            if seq == last_seq or msg.metadata.num_pending == 0:
-                return
-    finally:
-        with contextlib.suppress(Exception):
-            await sub.unsubscribe()
 
 
 async def _entries(js: JetStreamContext, kv: KeyValue, bucket: str) -> list[tuple[str, bytes]]:

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import ssl
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
 import nats
 from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
 from nats.js import JetStreamContext, api
 from nats.js.errors import BadRequestError, NotFoundError
 from nats.js.kv import KeyValue
@@ -272,3 +275,47 @@ async def system_bucket(
         bucket=subjects.system_bucket, description="Touchstone run-time settings", history=5,
         storage=api.StorageType.FILE, replicas=replicas,
     ))
+
+
+@contextlib.asynccontextmanager
+async def ordered_feed(
+    js: JetStreamContext, stream: str, subject: str, *, start_seq: int = 1, held: int = 0,
+) -> AsyncIterator[asyncio.Queue[Msg]]:
+    """The messages of ``stream`` on ``subject`` from ``start_seq`` on, in order, into a queue
+    (one ordered consumer: nats-py recreates it from the next sequence after a gap, a reconnect
+    or a leader change). ``held`` bounds the queue (0: unbounded), which slows the consumer
+    when the reader lags. The consumer is gone when the block ends."""
+    queue: asyncio.Queue[Msg] = asyncio.Queue(maxsize=held)
+
+    async def enqueue(msg: Msg) -> None:
+        await queue.put(msg)
+
+    policy = (api.ConsumerConfig(deliver_policy=api.DeliverPolicy.ALL) if start_seq <= 1 else
+              api.ConsumerConfig(deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=start_seq))
+    sub = await js.subscribe(subject, stream=stream, ordered_consumer=True, cb=enqueue, config=policy)
+    try:
+        yield queue
+    finally:
+        with contextlib.suppress(Exception):
+            await sub.unsubscribe()
+
+
+async def stream_messages(js: JetStreamContext, stream: str, subject: str, last_seq: int,
+                          *, timeout: float = 30.0) -> AsyncIterator[Msg]:
+    """Every message of ``stream`` on ``subject`` up to ``last_seq``, in order (at most a
+    thousand held at once). Ends early when nothing is pending (messages that expired
+    meanwhile, as dead letters do); ``TimeoutError`` when the stream stops answering."""
+    if last_seq == 0:
+        return
+    info = await js.stream_info(stream)
+    if info.state.messages == 0 or info.state.first_seq > last_seq:
+        return
+    async with ordered_feed(js, stream, subject, held=1000) as queue:
+        while True:
+            msg = await asyncio.wait_for(queue.get(), timeout=timeout)
+            seq = msg.metadata.sequence.stream
+            if seq > last_seq:
+                return
+            yield msg
+            if seq == last_seq or msg.metadata.num_pending == 0:
+                return

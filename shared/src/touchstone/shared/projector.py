@@ -12,16 +12,16 @@ and how old the last applied event was when it was applied while more were pendi
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
 
 from nats.aio.msg import Msg
-from nats.js import JetStreamContext, api
+from nats.js import JetStreamContext
 from pydantic import ValidationError
 from touchstone.shared import events as ev
 from touchstone.shared import metrics
+from touchstone.shared.jetstream import ordered_feed, stream_messages
 from touchstone.shared.lifecycle import TASK_FINAL
 from touchstone.shared.store.protocol import Changes, ProjectionStore
 from touchstone.shared.subjects import Subjects
@@ -56,7 +56,6 @@ class Projector:
         self.on_applied = on_applied
         self.applied_seq = 0
         self.skipped = 0
-        self._queue: asyncio.Queue[Msg] = asyncio.Queue()
 
     async def fold(self, changes: Changes, event: ev.Event, seq: int) -> None:
         """Fold one event into ``changes`` (reading a view from the store only the first time)."""
@@ -121,35 +120,21 @@ class Projector:
         start = await self.store.checkpoint(CHECKPOINT) + 1
         self.applied_seq = start - 1
 
-        async def enqueue(msg: Msg) -> None:
-            self._queue.put_nowait(msg)
-
-        sub = await self.js.subscribe(
-            self.subjects.all_events,
-            stream=self.subjects.events_stream,
-            ordered_consumer=True,
-            cb=enqueue,
-            config=api.ConsumerConfig(
-                deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=start
-            ),
-        )
-        if ready:
-            ready.set()
-        try:
+        async with ordered_feed(self.js, self.subjects.events_stream, self.subjects.all_events,
+                                start_seq=start) as queue:
+            if ready:
+                ready.set()
             while not stop.is_set():
                 try:
-                    first = await asyncio.wait_for(self._queue.get(), timeout=0.5)
+                    first = await asyncio.wait_for(queue.get(), timeout=0.5)
                 except TimeoutError:
                     continue
                 batch = [first]
-                while len(batch) < self.max_batch and not self._queue.empty():
-                    batch.append(self._queue.get_nowait())
+                while len(batch) < self.max_batch and not queue.empty():
+                    batch.append(queue.get_nowait())
                 applied = await self.apply_batch(batch)
                 if self.on_applied and applied:
                     self.on_applied(applied)
-        finally:
-            with contextlib.suppress(Exception):
-                await sub.unsubscribe()
 
     async def catch_up(self, timeout: float = 30.0) -> None:
         """Wait until everything in the stream now has been applied."""
@@ -167,31 +152,17 @@ class Projector:
         info = await self.js.stream_info(self.subjects.events_stream)
         target = info.state.last_seq
         count = 0
-        if target == 0:
-            return 0
-        queue: asyncio.Queue[Msg] = asyncio.Queue()
-
-        async def enqueue(msg: Msg) -> None:
-            queue.put_nowait(msg)
-
-        sub = await self.js.subscribe(
-            self.subjects.all_events,
-            stream=self.subjects.events_stream,
-            ordered_consumer=True,
-            cb=enqueue,
-            config=api.ConsumerConfig(deliver_policy=api.DeliverPolicy.ALL),
-        )
-        try:
-            last = 0
-            while last < target:
-                batch = [await asyncio.wait_for(queue.get(), timeout=10)]
-                while len(batch) < self.max_batch and not queue.empty():
-                    batch.append(queue.get_nowait())
+        batch: list[Msg] = []
+        async for msg in stream_messages(self.js, self.subjects.events_stream, self.subjects.all_events, target,
+                                         timeout=10):
+            batch.append(msg)
+            if len(batch) == self.max_batch:
                 await self.apply_batch(batch)
-                last = batch[-1].metadata.sequence.stream
                 count += len(batch)
-        finally:
-            await sub.unsubscribe()
+                batch = []
+        if batch:
+            await self.apply_batch(batch)
+            count += len(batch)
         return count
 
 

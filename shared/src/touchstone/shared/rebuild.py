@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from nats.js import JetStreamContext
 from pydantic import ValidationError
 from touchstone.shared import events as ev
-from touchstone.shared.backup import stream_messages
 from touchstone.shared.evaluations import Evaluation, rows_from_metrics
+from touchstone.shared.jetstream import stream_messages
 from touchstone.shared.projector import Projector
 from touchstone.shared.store.protocol import ProjectionStore
 from touchstone.shared.subjects import Subjects

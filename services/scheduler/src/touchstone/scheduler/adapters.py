@@ -24,7 +24,7 @@ from touchstone.shared.agents import listen_to_agents as agent_reports
 from touchstone.shared.commands import Command
 from touchstone.shared.consumer import Delivery
 from touchstone.shared.errors import UnavailableError
-from touchstone.shared.jetstream import open_bucket
+from touchstone.shared.jetstream import open_bucket, ordered_feed
 from touchstone.shared.subjects import Bucket, Subjects, reporting_host
 
 log = logging.getLogger(__name__)
@@ -58,25 +58,8 @@ class EventFeed:
         target = info.state.last_seq
         if target == 0:
             self.caught_up.set()
-        queue: asyncio.Queue[Msg | None] = asyncio.Queue()
-
-        async def enqueue(msg: Msg) -> None:
-            queue.put_nowait(msg)
-
-        async def on_stop() -> None:
-            await stop.wait()
-            queue.put_nowait(None)
-
-        stopper = asyncio.create_task(on_stop())
-        sub = await self.js.subscribe(
-            self.subjects.all_events,
-            stream=self.subjects.events_stream,
-            ordered_consumer=True,
-            cb=enqueue,
-            config=api.ConsumerConfig(deliver_policy=api.DeliverPolicy.ALL),
-        )
-        try:
-            while (msg := await queue.get()) is not None:
+        async with ordered_feed(self.js, self.subjects.events_stream, self.subjects.all_events) as queue:
+            while (msg := await _next_or_stop(queue, stop)) is not None:
                 seq = msg.metadata.sequence.stream
                 msg_id = msg.headers.get("Nats-Msg-Id") if msg.headers else None
                 if not (msg_id and self.is_echo is not None and self.is_echo(msg.subject, seq, msg_id)):
@@ -84,10 +67,6 @@ class EventFeed:
                 self.last_seq = seq
                 if seq >= target:
                     self.caught_up.set()
-        finally:
-            stopper.cancel()
-            with contextlib.suppress(Exception):
-                await sub.unsubscribe()
 
     async def _hand_over(self, msg: Msg, seq: int) -> None:
         try:
@@ -97,6 +76,20 @@ class EventFeed:
             log.error("skipping malformed event at seq %d on %s: %s", seq, msg.subject, e)
         else:
             await self.on_event(seq, event)
+
+
+async def _next_or_stop(queue: asyncio.Queue[Msg], stop: asyncio.Event) -> Msg | None:
+    """The next message, or ``None`` once ``stop`` is set."""
+    if stop.is_set():
+        return None
+    getting = asyncio.ensure_future(queue.get())
+    stopping = asyncio.ensure_future(stop.wait())
+    done, _ = await asyncio.wait({getting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    stopping.cancel()
+    if getting in done:
+        return getting.result()
+    getting.cancel()
+    return None
 
 
 async def listen_to_agents(
