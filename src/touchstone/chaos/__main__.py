@@ -18,7 +18,7 @@ from pathlib import Path
 
 from touchstone.chaos import faults, netns, placement, r3bench, scenarios, workload
 
-FULL = scenarios.Timing(warmup_s=3.0, pause_s=30.0, settle_s=5.0, leader_kills=5)
+FULL = scenarios.Timing(warmup_s=3.0, pause_s=30.0, settle_s=5.0, leader_kills=5, leader_stops=3)
 TARGET_WRITES_RESUME_S = 5.0
 # the load of each whole-system scenario; the 30 x 3 is TOUCHSTONE_CHAOS_SUBMISSIONS=30
 LOAD = workload.Load(submissions=int(os.environ.get("TOUCHSTONE_CHAOS_SUBMISSIONS", "6")), intervals=(15, 60, 240))

@@ -149,12 +149,14 @@ class NatsCluster:
 
     # --- faults -----------------------------------------------------------------------------
 
-    def kill(self, name: str) -> None:
+    def kill(self, name: str, sig: signal.Signals = signal.SIGKILL) -> None:
+        """Stop a node with ``sig`` (SIGKILL: a crash; SIGTERM: a stop as systemd or Kubernetes
+        ask for it) and wait until it is gone."""
         node = self.node(name)
         if node.process and node.process.poll() is None:
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(node.process.pid, signal.SIGKILL)
-            node.process.wait(10)
+                os.killpg(node.process.pid, sig)
+            node.process.wait(30)
 
     def start_node(self, name: str) -> Node:
         """Start a killed node again on its own data, without waiting for it."""

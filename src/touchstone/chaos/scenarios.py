@@ -9,6 +9,7 @@ after the fault (the time until event writes resume), and the appends that were 
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
@@ -32,6 +33,7 @@ class Timing:
     pause_s: float = 30.0  # SIGSTOP of a node in the combined fault
     settle_s: float = 5.0
     leader_kills: int = 1  # scenario 1: how many times the events stream's leader is killed
+    leader_stops: int = 0  # scenario 1, then: how many times it is stopped with SIGTERM (planned)
 
 
 @dataclass
@@ -70,15 +72,18 @@ Fault = Callable[[NatsCluster, Subjects, Timing, list[float]], Awaitable[str]]
 async def kill_leaders(cluster: NatsCluster, subjects: Subjects, timing: Timing, marks: list[float]) -> str:
     """Scenario 1: SIGKILL the meta leader, bring it back with its data; then the same for the
     events stream's leader, ``timing.leader_kills`` times (each pause after such a kill is one
-    draw of nats-server's election timeout, so several give its spread). Each kill is a mark:
-    writes must resume soon after it."""
+    draw of nats-server's election timeout, so several give its spread); then stop the events
+    leader with SIGTERM ``timing.leader_stops`` times, as a planned restart does. Each kill or
+    stop is a mark: writes must resume soon after it."""
     said = []
-    roles = [("meta leader", cluster.meta_leader)]
-    roles += [("events leader", lambda: cluster.stream_leader(subjects.events_stream))] * timing.leader_kills
-    for role, find in roles:
+    events_leader = lambda: cluster.stream_leader(subjects.events_stream)  # noqa: E731
+    roles = [("meta leader", cluster.meta_leader, signal.SIGKILL)]
+    roles += [("events leader", events_leader, signal.SIGKILL)] * timing.leader_kills
+    roles += [("events leader (SIGTERM)", events_leader, signal.SIGTERM)] * timing.leader_stops
+    for role, find, sig in roles:
         victim = find()
         marks.append(time.monotonic())
-        cluster.kill(victim)
+        cluster.kill(victim, sig)
         await asyncio.sleep(timing.settle_s)
         await asyncio.to_thread(cluster.restart, victim)
         await asyncio.sleep(timing.settle_s)
