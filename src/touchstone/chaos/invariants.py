@@ -23,6 +23,7 @@ from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from nats.js import JetStreamContext
 from touchstone.shared import events as ev
@@ -120,6 +121,15 @@ async def pods_settled(ledger: Callable[[], Awaitable[list[dict]]], bound_s: flo
     names = Counter(str(p["name"]) for p in pods)
     return PodVerdict(created=len(pods), leaked=alive, doubled=sorted(n for n, c in names.items() if c > 1),
                       settled_s=round(time.monotonic() - started, 1))
+
+
+def bucket_keys(client: Any, bucket: str, prefix: str = "") -> set[str]:
+    """Every key in ``bucket`` under ``prefix``, without the prefix (the keys events carry):
+    the store's own listing, through a boto3 S3 ``client``."""
+    found: set[str] = set()
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        found.update(str(o["Key"])[len(prefix):] for o in page.get("Contents", []))
+    return found
 
 
 def objects_missing(events: list[ev.Event], stored: set[str]) -> list[str]:

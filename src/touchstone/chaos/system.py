@@ -32,6 +32,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import asyncssh
 import boto3  # type: ignore[import-untyped]
@@ -41,6 +42,7 @@ from touchstone.shared.subjects import Subjects
 from touchstone.shared.system import Server, SystemSettings, write_system
 
 from touchstone.chaos.cluster import SERVICES_USER, NatsCluster
+from touchstone.chaos.invariants import bucket_keys
 from touchstone.chaos.netns import Host, Network
 
 NAMESPACE = "touchstone"
@@ -136,20 +138,14 @@ class System:
         """moto's S3 endpoint on the ``objects`` host, as every host (and the test) reaches it."""
         return f"http://{self.objects_host.address}:{OBJECTS_PORT}"
 
-    def s3_client(self) -> object:
+    def s3_client(self) -> Any:
         return boto3.client("s3", endpoint_url=self.s3_endpoint, region_name=S3_REGION,
                             aws_access_key_id=S3_CREDENTIALS["AWS_ACCESS_KEY_ID"],
                             aws_secret_access_key=S3_CREDENTIALS["AWS_SECRET_ACCESS_KEY"])
 
     def bucket_keys(self) -> set[str]:
-        """Every object key in the bucket under the store's prefix, without the prefix (the
-        keys events carry)."""
-        client = self.s3_client()
-        keys: set[str] = set()
-        for page in client.get_paginator("list_objects_v2").paginate(  # type: ignore[attr-defined]
-                Bucket=S3_BUCKET, Prefix=S3_PREFIX):
-            keys.update(str(o["Key"])[len(S3_PREFIX):] for o in page.get("Contents", []))
-        return keys
+        """Every object key in the bucket under the store's prefix, as events name them."""
+        return bucket_keys(self.s3_client(), S3_BUCKET, S3_PREFIX)
 
     def _start_objects(self) -> None:
         """moto's S3 server on the ``objects`` host, and the bucket (an operator's, made once)."""
@@ -160,7 +156,7 @@ class System:
         deadline = time.monotonic() + 60
         while True:
             try:
-                self.s3_client().create_bucket(Bucket=S3_BUCKET)  # type: ignore[attr-defined]
+                self.s3_client().create_bucket(Bucket=S3_BUCKET)
                 return
             except Exception:  # not listening yet (botocore's connection errors have no common base)
                 if self.s3_server.poll() is not None or time.monotonic() > deadline:
