@@ -4,7 +4,8 @@ service, and GPU hosts each running an agent with a data directory of its own.
 Every process is the one an operator runs (``python -m touchstone.<service>``), configured
 only through its ``TOUCHSTONE_*`` settings, inside its host's namespace. The services reach
 NATS with the services user and the server list; each agent with its own user, which may use
-only its own subjects. GPU hosts reach the NATS nodes over the switch; nothing else of theirs
+only its own subjects. GPU hosts reach the NATS nodes and the object store over the switch
+(nothing stops them reaching the others: the hosts are not firewalled); nothing else of theirs
 is shared: each process has its own data directory.
 
 RunPod is the local one (``python -m touchstone.runpod_local``) on a host of its own,
