@@ -4,9 +4,9 @@ service, and GPU hosts each running an agent with a data directory of its own.
 Every process is the one an operator runs (``python -m touchstone.<service>``), configured
 only through its ``TOUCHSTONE_*`` settings, inside its host's namespace. The services reach
 NATS with the services user and the server list; each agent with its own user, which may use
-only its own subjects. GPU hosts reach the NATS nodes and the object store over the switch
-(nothing stops them reaching the others: the hosts are not firewalled); nothing else of theirs
-is shared: each process has its own data directory.
+only its own subjects. GPU hosts reach the NATS nodes and the object store over the switch, and
+nothing else (``Network.only_reach``: their firewall); nothing else of theirs is shared: each
+process has its own data directory.
 
 RunPod is the local one (``python -m touchstone.runpod_local``) on a host of its own,
 ``runpod``: its pods are SSH endpoints on that host's address, so the two RunPod providers on
@@ -211,7 +211,9 @@ class System:
             self._add(name, self.control, module, env)
         if self.runpod:
             self._add_runpod({**base, **objects})  # the providers upload the pods' outputs there too
-        for host in self.gpus:
+        reachable = [n.host.address for n in self.cluster.nodes] + [self.objects_host.address]
+        for host in self.gpus:  # a GPU server reaches NATS and the object store only
+            self.network.only_reach(host.name, reachable)
             env = {**base, "TOUCHSTONE_NATS_URL": self.cluster.url, "TOUCHSTONE_DATA_DIR": str(self.root / host.name),
                    "TOUCHSTONE_HOST": host.name, "TOUCHSTONE_NATS_USER": f"agent-{host.name}",
                    "TOUCHSTONE_NATS_PASSWORD": self.cluster.agent_passwords[host.name],
