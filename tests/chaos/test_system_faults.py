@@ -2,8 +2,10 @@
 service on a control host (API, scheduler, on-prem provider, results, RunPod provider), an agent
 on each of three GPU hosts (own data directory, own NATS user), the local RunPod on a host of its
 own, a three-node cluster. Each fault runs while submissions train on-prem and on RunPod: every
-task ends, nothing runs twice, no pod is leaked or doubled, projections rebuilt from the stream
-equal what both API replicas serve, and the fault's own promise holds."""
+task ends, nothing runs twice, no pod is leaked or doubled, every finished attempt's log and
+artifacts are in the S3 bucket on the objects host (moto's server; agents upload there with
+POST-policy grants), projections rebuilt from the stream equal what both API replicas serve, and
+the fault's own promise holds."""
 
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ async def test_a_rolling_restart_of_every_process_loses_doubles_and_burns_nothin
                                  workload.Load(submissions=2, intervals=(15, 60)), timeout=480)
     assert figures.submissions == 2 and figures.tasks == 6, figures
     assert figures.problems == [], figures
+    assert figures.objects_missing == 0 and figures.objects_checked > 0, figures  # every log and output in S3
     assert figures.unfinished == 0 and figures.double_runs == 0, figures
     assert figures.attempts_burned == 0, figures
     assert figures.projections_equal, figures
@@ -40,6 +43,7 @@ async def test_a_runpod_provider_killed_between_create_and_record_leaks_and_doub
     assert figures.fault["hit"] is True, figures  # the kill fell between create and record
     assert figures.fault["orphan_recorded_after_s"] is not None, figures  # its pod was adopted
     assert figures.problems == [], figures
+    assert figures.objects_missing == 0 and figures.objects_checked > 0, figures  # every log and output in S3
     assert figures.unfinished == 0 and figures.double_runs == 0, figures
     assert figures.pods_leaked == 0 and figures.pods_doubled == 0 and figures.pods_created >= 1, figures
     assert figures.projections_equal, figures
@@ -56,5 +60,6 @@ async def test_a_noisy_task_filling_the_logs_stream_stops_no_event_write(tmp_pat
     assert fault["logs_bytes"] <= faults.LOGS.max_bytes, figures  # type: ignore[operator]
     assert fault["probe_refused"] == 0 and fault["probe_acked"] > 0, figures
     assert figures.problems == [], figures
+    assert figures.objects_missing == 0 and figures.objects_checked > 0, figures  # every log and output in S3
     assert figures.unfinished == 0 and figures.double_runs == 0 and figures.submissions == 2, figures
     assert figures.projections_equal, figures

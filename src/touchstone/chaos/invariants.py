@@ -9,7 +9,10 @@
 - every pod the local RunPod created (its own ledger, not the providers' view) is owned by a
   live attempt or terminated within one reconcile period (plus the reap grace) after its
   attempt ended; here: after the load settled, when no attempt is live, every ``touchstone-``
-  pod is terminated within that bound (``pods_settled``); and no attempt ever had two pods.
+  pod is terminated within that bound (``pods_settled``); and no attempt ever had two pods;
+- every ``TrainingFinished`` names its console log and artifacts by keys under its attempt's
+  prefix, and each of them is in the bucket (``objects_missing``, against a listing of the
+  object store itself, not the results service's view).
 """
 
 from __future__ import annotations
@@ -20,10 +23,12 @@ from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from nats.js import JetStreamContext
 from touchstone.shared import events as ev
 from touchstone.shared.jetstream import stream_messages
+from touchstone.shared.objects import keys as object_keys
 from touchstone.shared.subjects import Subjects
 
 TERMINAL_TASK = (ev.TrainingFinished, ev.TaskErrored, ev.TaskCancelled)
@@ -116,3 +121,36 @@ async def pods_settled(ledger: Callable[[], Awaitable[list[dict]]], bound_s: flo
     names = Counter(str(p["name"]) for p in pods)
     return PodVerdict(created=len(pods), leaked=alive, doubled=sorted(n for n, c in names.items() if c > 1),
                       settled_s=round(time.monotonic() - started, 1))
+
+
+def bucket_keys(client: Any, bucket: str, prefix: str = "") -> set[str]:
+    """Every key in ``bucket`` under ``prefix``, without the prefix (the keys events carry):
+    the store's own listing, through a boto3 S3 ``client``."""
+    found: set[str] = set()
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        found.update(str(o["Key"])[len(prefix):] for o in page.get("Contents", []))
+    return found
+
+
+def objects_missing(events: list[ev.Event], stored: set[str]) -> list[str]:
+    """What every ``TrainingFinished`` promised and the store lacks: its console log and each
+    artifact, by the keys the event names (a key outside the attempt's prefix, or no log key at
+    all, counts as missing). ``stored``: every key in the store."""
+    missing = []
+    for event in events:
+        if not isinstance(event, ev.TrainingFinished):
+            continue
+        where = f"{event.task_id} attempt {event.attempt}"
+        named = {"console log": event.log_key, **{f"artifact {n}": k for n, k in event.artifacts.items()}}
+        for what, key in named.items():
+            if key is None:
+                missing.append(f"{where}: no key for its {what}")
+                continue
+            try:
+                object_keys.check_attempt_key(key, event.submission_id, event.task_id, event.attempt)
+            except object_keys.UnsafeKey:
+                missing.append(f"{where}: {what} {str(key)[:200]!r} is not under the attempt's prefix")
+                continue
+            if key not in stored:
+                missing.append(f"{where}: {what} {key} is not in the bucket")
+    return missing

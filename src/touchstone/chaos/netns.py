@@ -7,7 +7,10 @@ too, so a test reaches every host; hosts reach one another by name through a hos
 namespace (``ip netns exec`` mounts ``/etc/netns/NAME/hosts`` over ``/etc/hosts``).
 
 ``cut(host)`` takes a host's link down on the switch side, as a pulled cable would;
-``heal(host)`` puts it back. Needs root and iproute2 (``ip``).
+``heal(host)`` puts it back. ``only_reach(host, addresses)`` lets a host open connections to
+those addresses only (an nftables output policy inside its namespace), as a GPU server's
+firewall lets it reach NATS and the object store and nothing else. Needs root, iproute2
+(``ip``) and nftables (``nft``).
 """
 
 from __future__ import annotations
@@ -35,6 +38,8 @@ def available() -> str | None:
         return "network namespaces need root"
     if shutil.which("ip") is None:
         return "iproute2 (ip) is not installed"
+    if shutil.which("nft") is None:
+        return "nftables (nft) is not installed"
     return None
 
 
@@ -153,6 +158,18 @@ class Network:
 
     def heal(self, name: str) -> None:
         self._in_switch("link", "set", self.hosts[name].link, "up")
+
+    def only_reach(self, name: str, addresses: list[str]) -> None:
+        """From now on the host opens connections to ``addresses`` only (and to itself): every
+        other packet it sends, but replies on connections opened to it, is dropped."""
+        allowed = ", ".join(addresses)
+        rules = (
+            "table inet reach {\n chain out {\n  type filter hook output priority 0; policy drop;\n"
+            '  oif "lo" accept\n  ct state established,related accept\n'
+            f"  ip daddr {{ {allowed} }} accept\n }}\n}}\n"
+        )
+        subprocess.run(["ip", "netns", "exec", self.hosts[name].namespace, "nft", "-f", "-"], input=rules,
+                       check=True, capture_output=True, text=True, timeout=30)
 
     def close(self) -> None:
         for host in self.hosts.values():

@@ -4,8 +4,9 @@ service, and GPU hosts each running an agent with a data directory of its own.
 Every process is the one an operator runs (``python -m touchstone.<service>``), configured
 only through its ``TOUCHSTONE_*`` settings, inside its host's namespace. The services reach
 NATS with the services user and the server list; each agent with its own user, which may use
-only its own subjects. GPU hosts reach the NATS nodes over the switch; nothing else of theirs
-is shared: each process has its own data directory.
+only its own subjects. GPU hosts reach the NATS nodes and the object store over the switch, and
+nothing else (``Network.only_reach``: their firewall); nothing else of theirs is shared: each
+process has its own data directory.
 
 RunPod is the local one (``python -m touchstone.runpod_local``) on a host of its own,
 ``runpod``: its pods are SSH endpoints on that host's address, so the two RunPod providers on
@@ -13,6 +14,12 @@ the control host reach them over the switch, as they would reach RunPod's. The p
 one SSH key, as an operator deploys replicas (either can reach a pod the other created); each
 copy carries its replica's name as the key's comment, which RunPod echoes in the pod's
 ``env.PUBLIC_KEY``: the harness can tell which replica created a pod.
+
+The object store is moto's S3 server (``python -m moto.server``, in memory) on a host of its own,
+``objects``. The services that touch the store (APIs, results, both providers) are configured
+for S3 through it, as the compose file configures them for a bucket (bucket, prefix, endpoint,
+region; credentials as ``AWS_*``); the agents get no credentials: they upload their outputs
+with the POST-policy grants the providers hand them, straight to that host over the switch.
 """
 
 from __future__ import annotations
@@ -20,21 +27,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import secrets
 import signal
 import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import asyncssh
+import boto3  # type: ignore[import-untyped]
 import httpx
 from touchstone.shared.jetstream import LogLimits, connect, provision, system_bucket
 from touchstone.shared.subjects import Subjects
 from touchstone.shared.system import Server, SystemSettings, write_system
 
 from touchstone.chaos.cluster import SERVICES_USER, NatsCluster
+from touchstone.chaos.invariants import bucket_keys
 from touchstone.chaos.netns import Host, Network
 
 NAMESPACE = "touchstone"
@@ -44,6 +53,11 @@ EXAMPLES = REPO / "examples" / "feature-sets"
 
 RUNPOD_PORT = 8787
 RUNPOD_KEY = "rpa_chaos_fake_key_0123456789abcdef"
+OBJECTS_PORT = 5000
+S3_BUCKET = "touchstone-chaos"
+S3_PREFIX = "chaos/"  # a prefix inside the bucket, as an operator may set one (keys in events carry none)
+S3_REGION = "us-east-1"
+S3_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "chaos-testing", "AWS_SECRET_ACCESS_KEY": "chaos-testing"}
 RUNPOD_MAX_RUNNING = 3  # the system setting: RunPod takes up to this many tasks beside on-prem
 
 # (replica name, module); two of each service on the control host
@@ -117,6 +131,38 @@ class System:
         self.gpus = [self.network.add_host(name) for name in agents]
         self.runpod_host = self.network.add_host("runpod") if self.runpod else None
         self.fake_runpod: subprocess.Popen[bytes] | None = None
+        self.objects_host = self.network.add_host("objects")
+        self.s3_server: subprocess.Popen[bytes] | None = None
+
+    @property
+    def s3_endpoint(self) -> str:
+        """moto's S3 endpoint on the ``objects`` host, as every host (and the test) reaches it."""
+        return f"http://{self.objects_host.address}:{OBJECTS_PORT}"
+
+    def s3_client(self) -> Any:
+        return boto3.client("s3", endpoint_url=self.s3_endpoint, region_name=S3_REGION,
+                            aws_access_key_id=S3_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+                            aws_secret_access_key=S3_CREDENTIALS["AWS_SECRET_ACCESS_KEY"])
+
+    def bucket_keys(self) -> set[str]:
+        """Every object key in the bucket under the store's prefix, as events name them."""
+        return bucket_keys(self.s3_client(), S3_BUCKET, S3_PREFIX)
+
+    def _start_objects(self) -> None:
+        """moto's S3 server on the ``objects`` host, and the bucket (an operator's, made once)."""
+        self.s3_server = self.objects_host.spawn(
+            [sys.executable, "-m", "moto.server", "-H", self.objects_host.address, "-p", str(OBJECTS_PORT)],
+            env={"PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", "/root")},
+            log=self.root / "logs" / "objects.log")
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                self.s3_client().create_bucket(Bucket=S3_BUCKET)
+                return
+            except Exception:  # not listening yet (botocore's connection errors have no common base)
+                if self.s3_server.poll() is not None or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.3)
 
     @property
     def runpod_url(self) -> str:
@@ -133,7 +179,7 @@ class System:
         return [f"http://{self.control.address}:{port}" for port in API_PORTS]
 
     async def start(self) -> None:
-        await asyncio.to_thread(self.cluster.start)
+        await asyncio.gather(asyncio.to_thread(self.cluster.start), asyncio.to_thread(self._start_objects))
         nc = await connect(self.cluster.url, "chaos-setup", user=SERVICES_USER, password=self.cluster.password,
                            tls=self.cluster.client_tls())
         js = nc.jetstream()
@@ -151,11 +197,11 @@ class System:
             base.update(TOUCHSTONE_LOGS_MAX_BYTES=str(self.logs.max_bytes),
                         TOUCHSTONE_LOGS_MAX_MSGS_PER_TASK=str(self.logs.max_msgs_per_task))
         ports = iter(API_PORTS)
-        # the control host's embedded object store: one folder and one grant key for the API (which
-        # takes the agents' uploads), the results service and the providers (which sign the grants)
-        objects = {"TOUCHSTONE_OBJECTS_DIR": str(self.root / "objects"),
-                   "TOUCHSTONE_OBJECTS_URL": f"{self.api_urls()[0]}/objects",
-                   "TOUCHSTONE_UPLOAD_GRANT_KEY": secrets.token_hex(32)}
+        # the bucket on the objects host: the APIs and results read it, the providers sign POST
+        # policies for it (with these credentials) that agents and pods upload through
+        objects = {"TOUCHSTONE_ARTIFACT_STORE": "s3", "TOUCHSTONE_S3_BUCKET": S3_BUCKET,
+                   "TOUCHSTONE_S3_PREFIX": S3_PREFIX, "TOUCHSTONE_S3_ENDPOINT_URL": self.s3_endpoint,
+                   "TOUCHSTONE_S3_REGION": S3_REGION, "AWS_EC2_METADATA_DISABLED": "true", **S3_CREDENTIALS}
         for name, module in SERVICES:
             env = {**base, **objects, "TOUCHSTONE_NATS_URL": self.services_url,
                    "TOUCHSTONE_DATA_DIR": str(self.root / name), "TOUCHSTONE_INSTANCE_ID": name}
@@ -165,7 +211,9 @@ class System:
             self._add(name, self.control, module, env)
         if self.runpod:
             self._add_runpod({**base, **objects})  # the providers upload the pods' outputs there too
-        for host in self.gpus:
+        reachable = [n.host.address for n in self.cluster.nodes] + [self.objects_host.address]
+        for host in self.gpus:  # a GPU server reaches NATS and the object store only
+            self.network.only_reach(host.name, reachable)
             env = {**base, "TOUCHSTONE_NATS_URL": self.cluster.url, "TOUCHSTONE_DATA_DIR": str(self.root / host.name),
                    "TOUCHSTONE_HOST": host.name, "TOUCHSTONE_NATS_USER": f"agent-{host.name}",
                    "TOUCHSTONE_NATS_PASSWORD": self.cluster.agent_passwords[host.name],
@@ -242,7 +290,7 @@ class System:
         for proc in self.procs.values():
             proc.signal(signal.SIGCONT)
             proc.signal(signal.SIGKILL)
-        for host in [self.control, *self.gpus, *([self.runpod_host] if self.runpod_host else [])]:
+        for host in [self.control, *self.gpus, self.objects_host, *([self.runpod_host] if self.runpod_host else [])]:
             host.kill_all()
         self.cluster.close()
         self.network.close()

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import httpx
+from touchstone.shared import events as ev
 from touchstone.shared.jetstream import LogLimits, connect
 from touchstone.shared.projector import Projector
 from touchstone.shared.store import open_store
@@ -63,6 +64,8 @@ class SystemFigures:
     pods_leaked: int = 0
     pods_doubled: int = 0
     pods_settled_s: float = 0.0
+    objects_checked: int = 0  # keys that finished attempts named (console logs, artifacts)
+    objects_missing: int = 0  # of those, not in the bucket
     fault: dict[str, object] = field(default_factory=dict)  # what the fault measured (``System.notes``)
     failures: list[str] = field(default_factory=list)  # every failed attempt and its reason
     detail: str = ""
@@ -122,7 +125,7 @@ async def run(fault: Fault, name: str, root: Path, load: Load, timeout: float = 
         await _until_training(apis[0], acknowledged)
         detail = await (early or fault(system))
         await _until_settled(apis, acknowledged, started + timeout)
-        verdict, equal = await _check(system, apis, acknowledged)
+        verdict, equal, objects = await _check(system, apis, acknowledged)
         pods = invariants.PodVerdict()
         if system.runpod:
             pods = await invariants.pods_settled(system.runpod_ledger, REAP_BOUND_S)
@@ -131,14 +134,15 @@ async def run(fault: Fault, name: str, root: Path, load: Load, timeout: float = 
         problems = (verdict.unfinished + verdict.double_assigned + verdict.too_many_attempts
                     + verdict.overlapping + [f"missing {s}" for s in verdict.missing_submissions]
                     + [f"pod {n} not terminated {REAP_BOUND_S:.0f}s after the load settled" for n in pods.leaked]
-                    + [f"two pods for {n}" for n in pods.doubled])
+                    + [f"two pods for {n}" for n in pods.doubled] + objects.missing)
         return SystemFigures(
             scenario=name, submissions=len(acknowledged), tasks=verdict.tasks, unfinished=len(verdict.unfinished),
             double_runs=len(verdict.double_assigned) + len(verdict.overlapping), overlapping=len(verdict.overlapping),
             attempts_burned=verdict.attempts_burned, projections_equal=equal,
             seconds=round(time.monotonic() - started, 1), detail=detail, problems=problems[:20],
             pods_created=pods.created, pods_leaked=len(pods.leaked), pods_doubled=len(pods.doubled),
-            pods_settled_s=pods.settled_s, fault=dict(system.notes), failures=verdict.failures[:20])
+            pods_settled_s=pods.settled_s, objects_checked=objects.checked, objects_missing=len(objects.missing),
+            fault=dict(system.notes), failures=verdict.failures[:20])
     finally:
         system.close()
 
@@ -206,13 +210,24 @@ async def _until_settled(apis: list[httpx.AsyncClient], ids: list[str], deadline
             raise with_error
 
 
-async def _check(system: System, apis: list[httpx.AsyncClient], ids: list[str]) -> tuple[invariants.Verdict, bool]:
+@dataclass
+class Objects:
+    checked: int = 0
+    missing: list[str] = field(default_factory=list)
+
+
+async def _check(system: System, apis: list[httpx.AsyncClient], ids: list[str],
+                 ) -> tuple[invariants.Verdict, bool, Objects]:
     subjects = Subjects(NAMESPACE)
     nc = await connect(system.cluster.url, "chaos-check", user=SERVICES_USER, password=system.cluster.password,
                        tls=system.cluster.client_tls())
     try:
         js = nc.jetstream(timeout=10)
-        verdict = invariants.check(await invariants.read_record(js, subjects), ids)
+        record = await invariants.read_record(js, subjects)
+        verdict = invariants.check(record, ids)
+        finished = [e for e in record if isinstance(e, ev.TrainingFinished)]
+        objects = Objects(checked=sum(1 + len(e.artifacts) for e in finished),
+                          missing=invariants.objects_missing(finished, await asyncio.to_thread(system.bucket_keys)))
         with tempfile.TemporaryDirectory() as tmp:
             store = await open_store(f"sqlite:///{Path(tmp) / 'rebuilt.db'}")
             try:
@@ -229,4 +244,4 @@ async def _check(system: System, apis: list[httpx.AsyncClient], ids: list[str]) 
                 await store.close()
     finally:
         await nc.close()
-    return verdict, equal
+    return verdict, equal, objects
