@@ -37,8 +37,7 @@ from touchstone.shared.jetstream import system_bucket
 from touchstone.shared.publisher import EventPublisher, last_seq, task_events
 from touchstone.shared.system import Server, SystemSettings, write_system
 
-IGNORE_SIGTERM = "import signal; signal.signal(signal.SIGTERM, signal.SIG_IGN)"
-KILL_GRACE_S = 8.0
+KILL_GRACE_S = 20.0
 
 
 @pytest.fixture
@@ -77,7 +76,7 @@ def training(submission_id: str, task_id: str, feature_set: str) -> ev.TaskQueue
 
 
 async def test_an_attempt_ended_in_the_schedulers_view_but_still_stopping_on_its_slot_burns_no_other(
-    services, start_agent, agent_settings, make_feature_set, eventually, js, subjects  # noqa: F811
+    services, start_agent, agent_settings, make_feature_set, eventually, js, subjects, tmp_path  # noqa: F811
 ) -> None:
     scheduler = await services()
     agent = await start_agent(agent_settings(num_slots=2, kill_grace_s=KILL_GRACE_S, heartbeat_interval_s=0.2))
@@ -91,9 +90,12 @@ async def test_an_attempt_ended_in_the_schedulers_view_but_still_stopping_on_its
         return found if any(e.event_type in types for e in found) else None
 
     # a training whose trainer takes its whole kill grace to stop holds slot 0
-    stubborn = make_feature_set("stubborn", sleep=120, hostile_validate=IGNORE_SIGTERM)
+    deaf = tmp_path / "deaf"  # written once the trainer ignores SIGTERM
+    ignore_sigterm = f"import signal; signal.signal(signal.SIGTERM, signal.SIG_IGN); open({str(deaf)!r}, 'w')"
+    stubborn = make_feature_set("stubborn", sleep=120, hostile_validate=ignore_sigterm)
     await publisher.append(training("s-a", "pi-60", stubborn), expected_last_seq=0)
     started = await eventually(lambda: has("s-a", "pi-60", "TrainingStarted"), timeout=30)
+    await eventually(deaf.exists, timeout=30)
     assert [e.placement for e in started if isinstance(e, ev.TaskAssigned)] == ["h1/0"]
     holder = "touchstone-s-a-pi-60-1"
 
