@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
-from touchstone.onprem_provider.domain import decide_failure, decide_report, judge
+from touchstone.onprem_provider.domain import HELD_SLOT_RETRY_S, decide_deferral, decide_failure, decide_report, judge
 from touchstone.shared import events as ev
 from touchstone.shared.agents import AttemptOutcome, AttemptReport
-from touchstone.shared.commands import container_name
+from touchstone.shared.commands import LaunchTask, container_name
 from touchstone.shared.testing import sample_report
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -130,3 +130,30 @@ def test_a_permanent_prepare_failure_ends_the_task_without_a_retry():
     (after,) = task_transition(state, failure, NOW).follow_ups
     assert isinstance(after, ev.TaskErrored) and message in after.reason
     assert task_transition(task_transition(state, failure, NOW).state, after, NOW).state.status == TaskStatus.ERROR
+
+
+def launch_to(placement: str, attempt: int = 1) -> LaunchTask:
+    return LaunchTask(submission_id="s1", task_id="pi-1", attempt=attempt, kind="training",
+                      spec=ev.TaskSpec(git_url="https://example.com/r.git"), placement=placement)
+
+
+def test_a_launch_refused_for_a_held_slot_is_handed_back_only_while_its_assignment_stands():
+    held = "agent h1 refused the launch: slot 0 on h1 is held by touchstone-s2-pi-1-1"
+    assigned = history()
+    deferred = decide_deferral(assigned, launch_to("h1/0"), held, NOW)
+    assert isinstance(deferred, ev.LaunchDeferred) and (deferred.attempt, deferred.reason) == (1, held)
+    assert deferred.not_before == NOW + timedelta(seconds=HELD_SLOT_RETRY_S)
+    assert decide_deferral(assigned, launch_to("h1/0"), held, NOW).event_id == deferred.event_id  # a repeat
+    # the attempt moved on: launched, failed, cancelled; or a stale launch of another placement
+    launched = ev.ContainerLaunched(**BASE, attempt=1, container_name=container_name("s1", "pi-1", 1))
+    assert decide_deferral(history(launched), launch_to("h1/0"), held, NOW) is None
+    failed = ev.TaskFailed(**BASE, attempt=1, reason="stuck")
+    assert decide_deferral(history(failed), launch_to("h1/0"), held, NOW) is None
+    assert decide_deferral(history(ev.TaskCancelled(**BASE)), launch_to("h1/0"), held, NOW) is None
+    assert decide_deferral(history(), launch_to("h1/1"), held, NOW) is None
+    assert decide_deferral(history(deferred), launch_to("h1/0"), held, NOW) is None
+    # placed again after the hand-back, elsewhere: a new assignment, its own hand-back id
+    again = ev.TaskAssigned(**BASE, attempt=1, platform="onprem", placement="h2/0")
+    assert decide_deferral(history(deferred, again), launch_to("h1/0"), held, NOW) is None
+    second = decide_deferral(history(deferred, again), launch_to("h2/0"), held, NOW)
+    assert second is not None and second.event_id != deferred.event_id

@@ -319,6 +319,35 @@ async def test_an_unreachable_or_refusing_agent_fails_the_launch(world, start_ag
     assert "refused the launch" in refused.reason and "ContainerLaunched" not in types(await w.events(task_id="pi-2"))
 
 
+async def test_a_launch_refused_for_a_held_slot_goes_back_to_the_queue_without_burning_an_attempt(
+    world, start_agent, agent_settings, make_feature_set, eventually, tmp_path
+):
+    """The scheduler may place onto a slot whose container the agent still stops (an attempt it
+    counts as ended, a heartbeat on its way): the agent refuses, naming the holder, and the
+    provider hands the task back (``LaunchDeferred``, same attempt) instead of failing it."""
+    w = await world()
+    agent = await start_agent(agent_settings(num_slots=2))
+    release = tmp_path / "release"
+    await w.send(await w.assign(make_feature_set(sleep=60, release=str(release)), task_id="pi-60", kind="training",
+                                placement="h1/0"))
+    await w.wait_for(eventually, "TrainingStarted", task_id="pi-60")
+    second = await w.assign(make_feature_set("other"), task_id="pi-15", kind="training", placement="h1/0")
+    await w.send(second)
+    events = await w.wait_for(eventually, "LaunchDeferred", task_id="pi-15")
+    assert types(events) == ["TaskQueued", "TaskAssigned", "LaunchDeferred"]
+    deferred = events[-1]
+    assert isinstance(deferred, ev.LaunchDeferred) and deferred.attempt == 1
+    assert "slot 0 on h1 is held by touchstone-s1-pi-60-1" in deferred.reason
+    assert deferred.not_before > deferred.occurred_at
+    assert second.container_name not in agent.agent.attempts.live  # nothing of it started
+    # the same launch again (a redelivery, a resend) finds the task queued: it hands nothing back twice
+    await w.send(second.model_copy(update={"command_id": "resent"}))
+    await asyncio.sleep(1.0)
+    assert types(await w.events(task_id="pi-15")) == ["TaskQueued", "TaskAssigned", "LaunchDeferred"]
+    release.write_text("go")
+    await w.wait_for(eventually, "ContainerTerminated", task_id="pi-60")
+
+
 def test_container_names_match_the_agent():
     assert container_name("s1", "validation", 1) == "touchstone-s1-validation-1"
 

@@ -164,6 +164,24 @@ def test_slots_in_use_and_the_agents_own_count_limit_free_slots() -> None:
     assert server.gpu_slots == (0,)
 
 
+def test_a_slot_the_agent_names_busy_is_not_free_even_when_no_live_attempt_sits_there() -> None:
+    """Chaos scenarios 2 and 7: an attempt ended in the scheduler's view (failed as stuck,
+    cancelled) while its container was still stopping on slot 0. The agent counted one slot free
+    (slot 1), but placement took the lowest index the view thought free, slot 0, and the agent
+    refused the launch: an attempt burned. The agent's ``slots_busy`` says which slot it holds."""
+    system = SystemSettings(servers=[Server(name="h", num_slots=2)])
+    holding = AgentHeartbeat(host="h", slots_total=2, slots_free=1, slots_busy=(0,),
+                             running=("touchstone-s-a-pi-60-1",))
+    (server,) = capacity(system, {"h": HostReport(holding, NOW)}).servers
+    assert server.gpu_slots == (1,)
+    got = decide([task("pi-15", 1)], Capacity(servers=(server,)), NOW)
+    assert placed(got) == [("pi-15", "onprem", "h/1")]
+    # and with our own attempt on slot 1 as well, nothing is free
+    ours = [LivePlacement("onprem", "h/1", "touchstone-s-b-pi-15-1")]
+    (server,) = capacity(system, {"h": HostReport(holding, NOW)}, ours).servers
+    assert server.gpu_slots == ()
+
+
 def test_declared_slots_beyond_the_hosts_gpus_are_not_used() -> None:
     system = SystemSettings(servers=[Server(name="h", num_slots=8)])
     (server,) = capacity(system, {"h": report("h", slots=2)}).servers

@@ -1,7 +1,9 @@
 """The promise, checked against the record itself (the events stream), not the services' views.
 
 - every task reaches a terminal state;
-- at most one ``TaskAssigned`` per attempt, and at most ``max_attempts`` attempts;
+- at most one ``TaskAssigned`` per attempt, and at most ``max_attempts`` attempts (an assignment
+  a provider handed back with ``LaunchDeferred`` started nothing: the attempt's next one is no
+  double);
 - attempts of one task never overlap: nothing of attempt k happens after attempt k+1 was
   assigned, except the events that report its end;
 - every submission the API acknowledged (201) is in the record;
@@ -73,10 +75,13 @@ def check(events: list[ev.Event], acknowledged: list[str], max_attempts: int = 3
     verdict.missing_submissions = [s for s in acknowledged if s not in submissions]
     for task, history in tasks.items():
         assigned: dict[int, list[datetime]] = defaultdict(list)
+        handed_back: Counter[int] = Counter()
         for event in history:
             if isinstance(event, ev.TaskAssigned):
                 assigned[event.attempt].append(event.occurred_at)
-        if any(len(times) > 1 for times in assigned.values()):
+            elif isinstance(event, ev.LaunchDeferred):
+                handed_back[event.attempt] += 1
+        if any(len(times) - handed_back[attempt] > 1 for attempt, times in assigned.items()):
             verdict.double_assigned.append(task)
         if len(assigned) > max_attempts:
             verdict.too_many_attempts.append(task)

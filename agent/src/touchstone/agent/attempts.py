@@ -113,7 +113,7 @@ class Attempts:
                 return CommandReply(ok=False, error=f"host {self.host} has {self.slots_total} slots, not slot {gpu}")
             holder = next((a.name for a in self.live.values() if a.slot == slot), None)
             if holder is not None:
-                return CommandReply(ok=False, error=f"slot {slot} on {self.host} is held by {holder}")
+                return CommandReply(ok=False, error=f"slot {slot} on {self.host} is held by {holder}", held_by=holder)
         attempt = Attempt(self.grants.take(command), self.root / name)  # its grant is not for the task's eyes
         self.live[name] = attempt
         try:

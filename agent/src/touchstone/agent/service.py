@@ -184,6 +184,7 @@ class Agent:
         return AgentHeartbeat(
             host=self.host, namespace=self.subjects.ns, version=self.version, gpus=gpus,
             slots_total=total, slots_free=0 if self.choice.refusing else max(0, total - len(busy)),
+            slots_busy=tuple(sorted(busy)),
             running=self.attempts.running(), isolation=self.choice.isolation, refusing=self.choice.refusing,
         )
 

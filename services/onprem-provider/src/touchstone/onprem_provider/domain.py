@@ -15,23 +15,32 @@ adds nothing and a lost one is made up by the next. Outcome rules:
 | container and work directory removed                | ``ContainerTerminated`` (once per attempt) |
 
 A report is rejected when its host is not the one the attempt was assigned to.
+
+A launch the agent refuses only because another container still holds its slot (``held_by``:
+an attempt the scheduler already counts as ended, still stopping there) is handed back to the
+queue with ``LaunchDeferred`` (``decide_deferral``): nothing of the attempt was started, so the
+same attempt is placed again, and no attempt is burned. Any other refusal fails the attempt.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from touchstone.shared import events as ev
 from touchstone.shared.agents import AttemptOutcome, AttemptReport, stage_index
 from touchstone.shared.attempt import judge_exit
-from touchstone.shared.commands import container_name
+from touchstone.shared.commands import LaunchTask, container_name
 from touchstone.shared.lifecycle import TASK_LIVE, TaskState, TaskStatus, fold_task, task_transition
 from touchstone.shared.subjects import task_aggregate_id
 
 T = TaskStatus
+
+HELD_SLOT_RETRY_S = 2.0
+"""A launch handed back because its slot was held is placed again no sooner than this: time for
+the agent's next heartbeat, which names the slots it holds, to reach the scheduler."""
 
 
 @dataclass(frozen=True)
@@ -205,4 +214,29 @@ def decide_failure(
         attempt=attempt,
         reason=reason,
         failure_class="infrastructure",
+    )
+
+
+def decide_deferral(
+    history: Sequence[ev.TaskEvent], command: LaunchTask, reason: str, now: datetime
+) -> ev.LaunchDeferred | None:
+    """The launch back to the queue (same attempt) when the task still waits, assigned, on the
+    placement this launch names; none otherwise (the attempt moved on, or a later assignment
+    of it was made: a stale launch hands nothing back)."""
+    state = fold_task(history, now)
+    assigned = [e for e in history if isinstance(e, ev.TaskAssigned) and e.attempt == command.attempt]
+    if (state is None or state.status != T.ASSIGNED or state.attempt != command.attempt or not assigned
+            or assigned[-1].placement != command.placement or assigned[-1].platform != "onprem"):
+        return None
+    return ev.LaunchDeferred(
+        event_id=ev.derived_id(command.container_name, assigned[-1].event_id, "held"),
+        occurred_at=now,
+        aggregate_id=task_aggregate_id(command.submission_id, command.task_id),
+        correlation_id=command.submission_id,
+        causation_id=command.command_id,
+        submission_id=command.submission_id,
+        task_id=command.task_id,
+        attempt=command.attempt,
+        reason=reason,
+        not_before=now + timedelta(seconds=HELD_SLOT_RETRY_S),
     )

@@ -4,7 +4,9 @@ and ``REPORTS`` (what the agents say on ``{ns}.agent.*.evt``: heartbeats and att
 
 A command is acked once its agent answered. An agent that does not answer gets the command
 again (the consumer loop naks with back-off); on the last try a launch fails the attempt
-(infrastructure), so the scheduler retries it elsewhere. Each ``AttemptReport`` is checked
+(infrastructure), so the scheduler retries it elsewhere. A launch refused because its slot is
+still held by another container goes back to the queue (``LaunchDeferred``, no attempt burned);
+any other refusal fails the attempt. Each ``AttemptReport`` is checked
 against the task's events (``domain``) and the missing events appended through the one
 aggregate writer, one task at a time (a lock per task).
 """
@@ -92,7 +94,8 @@ def _signature(report: AttemptReport) -> tuple[Any, ...]:
 
 async def on_launch_task(command: LaunchTask, deps: Deps, delivery: Delivery) -> None:
     """Forward the launch, with its upload grant, to the host of its placement, when the
-    attempt is still live there; a refusal, or no answer on the last try, fails the attempt."""
+    attempt is still live there; a refusal, or no answer on the last try, fails the attempt,
+    except a refusal for a slot another container still holds, which hands the task back."""
     host = command.placement.partition("/")[0]
     history = await _history(deps, command.submission_id, command.task_id)
     assigned = domain.assigned_host(history, command.attempt)
@@ -108,7 +111,10 @@ async def on_launch_task(command: LaunchTask, deps: Deps, delivery: Delivery) ->
         return
     if not reply.ok:
         reason = f"agent {host} refused the launch: {reply.error}"
-        await fail_attempt(deps, command.submission_id, command.task_id, command.attempt, reason, "refused")
+        if reply.held_by:  # its slot is still held (nothing of this attempt started): back to the queue
+            await defer_launch(deps, command, reason)
+        else:
+            await fail_attempt(deps, command.submission_id, command.task_id, command.attempt, reason, "refused")
         return
     deps.watch[command.container_name] = Watch(
         host, command.submission_id, command.task_id, command.attempt, time.monotonic()
@@ -229,6 +235,20 @@ async def _stop_stray(deps: Deps, host: str, report: AttemptReport) -> None:
 
 async def _history(deps: Deps, submission_id: str, task_id: str) -> list[TaskEvent]:
     return task_events(await deps.publisher.load_task(submission_id, task_id))
+
+
+async def defer_launch(deps: Deps, command: LaunchTask, reason: str) -> None:
+    """Hand an assigned attempt back to the queue (``LaunchDeferred``; nothing when it moved on)."""
+    aggregate = task_aggregate_id(command.submission_id, command.task_id)
+
+    def decide(recorded: list[Recorded]) -> list[TaskEvent]:
+        deferred = domain.decide_deferral(task_events(recorded), command, reason, _now())
+        return [] if deferred is None else [deferred]
+
+    async with deps.locks[aggregate]:
+        changed = await change(deps.publisher, "task", aggregate, decide, tries=CONFLICT_TRIES)
+    if changed.appended:
+        log.warning("launch of %s handed back to the queue: %s", command.container_name, reason)
 
 
 async def fail_attempt(deps: Deps, submission_id: str, task_id: str, attempt: int, reason: str, key: str) -> None:

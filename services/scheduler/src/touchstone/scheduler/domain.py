@@ -20,7 +20,10 @@ sent a heartbeat within the timeout; ``num_slots`` 0 pauses it, a server never h
 nothing, and so does one whose latest heartbeat names another namespace (a server is online in
 one namespace only; heartbeats that name none, from older agents, count as ours). GPU tasks take a
 GPU slot ``host/{i}``; tasks that need no GPU take a CPU slot ``host/cpu{i}``. The emptiest
-server goes first, so load spreads.
+server goes first, so load spreads. A GPU slot is free when no attempt live in the view sits
+there *and* the agent's latest heartbeat does not name it busy (``slots_busy``): the view frees a
+slot at the attempt's end (failed as stuck, cancelled, finished), while the agent holds it until
+its container is gone, and the agent refuses a launch onto a held slot.
 """
 
 from __future__ import annotations
@@ -147,7 +150,9 @@ def capacity_of(
             continue
         hb = report.heartbeat
         slots = min(server.num_slots, hb.slots_total) if hb.slots_total else server.num_slots
-        taken = gpu_used.get(server.name, ())
+        # a slot is taken while an attempt we count as live sits there, and while the agent says a
+        # container holds it: an attempt that ended in our view may still be stopping on the host
+        taken = gpu_used.get(server.name, set()) | set(hb.slots_busy)
         free_gpu = [i for i in range(slots) if i not in taken]
         # the agent's own count wins when something we did not place holds a GPU
         agent_free = max(0, hb.slots_free - pending.get(server.name, 0))
