@@ -39,6 +39,7 @@ async def history(api) -> str:
     await api.validated(sid)
     r = await api.admin.post(f"/api/v1/submissions/{sid}/schedule", json={"prediction_intervals": [15]})
     assert r.status_code in (200, 202), r.text
+    await api.caught_up()  # 202: accepted, the read model follows the record
     scheduled = await api.deps.store.get_submission(sid)
     assert scheduled is not None and scheduled.schedule is not None
     tid, key = "pi-15", f"{sid}-pi-15"
