@@ -7,14 +7,15 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping
+from datetime import datetime, timedelta
 from typing import Annotated, Literal
 
 from nats.js import JetStreamContext
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 from touchstone.shared.consumer import ConsumerLoop, ConsumerSpec, Handler
-from touchstone.shared.events import TaskKind, TaskSpec
+from touchstone.shared.events import LaunchDeferred, TaskKind, TaskSpec
 from touchstone.shared.objects.grants import UploadGrant
-from touchstone.shared.subjects import Subjects
+from touchstone.shared.subjects import Subjects, task_aggregate_id
 
 
 def container_name(submission_id: str, task_id: str, attempt: int) -> str:
@@ -64,6 +65,24 @@ COMMAND_ADAPTER: TypeAdapter[AnyCommand] = TypeAdapter(AnyCommand)
 
 def decode_command(data: bytes) -> Command:
     return COMMAND_ADAPTER.validate_json(data)
+
+
+def deferral(command: LaunchTask, *, event_id: str, reason: str, now: datetime, retry_s: float) -> LaunchDeferred:
+    """The launch's task back to the queue, same attempt, placed again no sooner than
+    ``retry_s`` from now (a provider that could not start it, burning no attempt). The caller
+    derives ``event_id`` from what the deferral answers, so that a repeat is the same event."""
+    return LaunchDeferred(
+        event_id=event_id,
+        occurred_at=now,
+        aggregate_id=task_aggregate_id(command.submission_id, command.task_id),
+        correlation_id=command.submission_id,
+        causation_id=command.command_id,
+        submission_id=command.submission_id,
+        task_id=command.task_id,
+        attempt=command.attempt,
+        reason=reason,
+        not_before=now + timedelta(seconds=retry_s),
+    )
 
 
 PROVIDER_SERVICE = {"onprem": "onprem-provider", "runpod": "runpod-provider"}

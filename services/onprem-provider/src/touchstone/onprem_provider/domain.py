@@ -26,13 +26,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from touchstone.shared import events as ev
 from touchstone.shared.agents import AttemptOutcome, AttemptReport, stage_index
 from touchstone.shared.attempt import judge_exit
-from touchstone.shared.commands import LaunchTask, container_name
+from touchstone.shared.commands import LaunchTask, container_name, deferral
 from touchstone.shared.lifecycle import TASK_LIVE, TaskState, TaskStatus, fold_task, task_transition
 from touchstone.shared.subjects import task_aggregate_id
 
@@ -228,15 +228,5 @@ def decide_deferral(
     if (state is None or state.status != T.ASSIGNED or state.attempt != command.attempt or not assigned
             or assigned[-1].placement != command.placement or assigned[-1].platform != "onprem"):
         return None
-    return ev.LaunchDeferred(
-        event_id=ev.derived_id(command.container_name, assigned[-1].event_id, "held"),
-        occurred_at=now,
-        aggregate_id=task_aggregate_id(command.submission_id, command.task_id),
-        correlation_id=command.submission_id,
-        causation_id=command.command_id,
-        submission_id=command.submission_id,
-        task_id=command.task_id,
-        attempt=command.attempt,
-        reason=reason,
-        not_before=now + timedelta(seconds=HELD_SLOT_RETRY_S),
-    )
+    return deferral(command, event_id=ev.derived_id(command.container_name, assigned[-1].event_id, "held"),
+                    reason=reason, now=now, retry_s=HELD_SLOT_RETRY_S)

@@ -14,13 +14,13 @@ import posixpath
 import shlex
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from enum import StrEnum
 from typing import Any, TypeVar
 
 from touchstone.shared import attempt as attempt_rules
 from touchstone.shared import events as ev
-from touchstone.shared.commands import CONTAINER_PREFIX, LaunchTask, trainer_args
+from touchstone.shared.commands import CONTAINER_PREFIX, LaunchTask, deferral, trainer_args
 from touchstone.shared.errors import IllegalTransition
 from touchstone.shared.lifecycle import TASK_LIVE, TaskState, task_transition
 from touchstone.shared.reports import ValidationReport
@@ -111,17 +111,8 @@ def launch_deferred(command: LaunchTask, reason: str, now: datetime, retry_s: fl
     after a later assignment of the same attempt defers that one anew), so a repeat is the
     same event."""
     stamp = assigned_at.isoformat() if assigned_at is not None else ""
-    return ev.LaunchDeferred(
-        event_id=ev.derived_id(command.command_id, stamp, "LaunchDeferred"),
-        aggregate_id=task_aggregate_id(command.submission_id, command.task_id),
-        correlation_id=command.submission_id,
-        causation_id=command.command_id,
-        submission_id=command.submission_id,
-        task_id=command.task_id,
-        attempt=command.attempt,
-        reason=reason,
-        not_before=now + timedelta(seconds=retry_s),
-    )
+    return deferral(command, event_id=ev.derived_id(command.command_id, stamp, "LaunchDeferred"), reason=reason,
+                    now=now, retry_s=retry_s)
 
 
 # --- the reaper ---------------------------------------------------------------------------
