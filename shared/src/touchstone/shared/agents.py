@@ -29,7 +29,7 @@ import json
 import logging
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from touchstone.shared.consumer import Delivery, Handler
@@ -77,9 +77,10 @@ class AgentHeartbeat(BaseModel):
     gpus: tuple[GpuStatus, ...] = ()
     slots_total: int = Field(0, ge=0, description="task slots on this host (one GPU each)")
     slots_free: int = Field(0, ge=0, description="slots no container holds right now")
-    slots_busy: tuple[int, ...] = Field(
-        (), description="which GPU slots a container holds right now (placement avoids them: an attempt the "
-                        "scheduler counts as ended may still be stopping there)")
+    slots_busy: tuple[Annotated[int, Field(ge=0, le=1023)], ...] = Field(
+        (), max_length=1024,
+        description="which GPU slots a container holds right now (placement avoids them: an attempt the "
+                    "scheduler counts as ended may still be stopping there)")
     running: tuple[str, ...] = Field((), description="names of the containers running on the host")
     isolation: str = Field("", description="how tasks are isolated there (docker, bubblewrap, none)")
     refusing: str | None = Field(None, description="why this agent takes no work now (none: it does)")
@@ -175,8 +176,9 @@ class CommandReply(BaseModel):
     ok: bool
     error: str | None = Field(None, description="why the command was refused")
     held_by: str | None = Field(
-        None, description="a launch refused only because another container still holds its slot: that container "
-                          "(nothing of the refused attempt was started, so it may be placed again)")
+        None, max_length=256,
+        description="a launch refused only because another container still holds its slot: that container "
+                    "(nothing of the refused attempt was started, so it may be placed again)")
     report: AttemptReport | None = Field(None, description="the attempt as it stands; none when unknown")
 
 
