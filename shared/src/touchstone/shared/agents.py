@@ -31,7 +31,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from touchstone.shared.consumer import Delivery, Handler
 from touchstone.shared.events import FailureClass, TaskKind
 from touchstone.shared.reports import MAX_PROBLEM_CHARS, InvalidReport, ValidationReport, parse_report
@@ -45,6 +45,12 @@ if TYPE_CHECKING:
 HEARTBEAT_INTERVAL_S = 5.0
 LOG_TAIL_LINES = 50
 _HOST = r"^[A-Za-z0-9_-]{1,128}$"
+MAX_SLOT = 1023
+"""The highest GPU slot index a heartbeat may name (a host has at most 1,024)."""
+MAX_REASON_CHARS = 1024
+MAX_RUNNING = 4096
+"""The most container names a heartbeat may list (an agent runs one per slot; the rest are the
+host's own containers, which it lists too)."""
 
 
 # --- heartbeats: the host --------------------------------------------------------------
@@ -57,8 +63,8 @@ class GpuStatus(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="ignore")
 
-    index: int = Field(ge=0, description="the device index the agent hands to containers")
-    name: str = ""
+    index: int = Field(ge=0, le=MAX_SLOT, description="the device index the agent hands to containers")
+    name: str = Field("", max_length=256)
     memory_total_mb: int | None = None
     memory_used_mb: int | None = None
     utilization_pct: float | None = None
@@ -73,18 +79,25 @@ class AgentHeartbeat(BaseModel):
     type: Literal["AgentHeartbeat"] = "AgentHeartbeat"
     host: str = Field(pattern=_HOST, description="the host token of its subject")
     namespace: str | None = Field(None, description="the Touchstone instance this agent serves")
-    version: str = ""
-    gpus: tuple[GpuStatus, ...] = ()
-    slots_total: int = Field(0, ge=0, description="task slots on this host (one GPU each)")
-    slots_free: int = Field(0, ge=0, description="slots no container holds right now")
-    slots_busy: tuple[Annotated[int, Field(ge=0, le=1023)], ...] = Field(
-        (), max_length=1024,
+    version: str = Field("", max_length=128)
+    gpus: tuple[GpuStatus, ...] = Field((), max_length=MAX_SLOT + 1)
+    slots_total: int = Field(0, ge=0, le=MAX_SLOT + 1, description="task slots on this host (one GPU each)")
+    slots_free: int = Field(0, ge=0, le=MAX_SLOT + 1, description="slots no container holds right now")
+    slots_busy: tuple[Annotated[int, Field(ge=0, le=MAX_SLOT)], ...] = Field(
+        (), max_length=MAX_SLOT + 1,
         description="which GPU slots a container holds right now (placement avoids them: an attempt the "
                     "scheduler counts as ended may still be stopping there)")
-    running: tuple[str, ...] = Field((), description="names of the containers running on the host")
-    isolation: str = Field("", description="how tasks are isolated there (docker, bubblewrap, none)")
-    refusing: str | None = Field(None, description="why this agent takes no work now (none: it does)")
+    running: tuple[Annotated[str, Field(max_length=256)], ...] = Field(
+        (), max_length=MAX_RUNNING, description="names of the containers running on the host")
+    isolation: str = Field("", max_length=64, description="how tasks are isolated there (docker, bubblewrap, none)")
+    refusing: str | None = Field(None, max_length=MAX_REASON_CHARS, description="why this agent takes no work now (none: it does)")
     sent_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+
+    @field_validator("refusing", mode="before")
+    @classmethod
+    def _cut_reason(cls, value: Any) -> Any:
+        """A runtime's error can be long: the reason is cut, not the heartbeat refused."""
+        return value[:MAX_REASON_CHARS] if isinstance(value, str) else value
 
 
 AgentReport = AgentHeartbeat
