@@ -3,11 +3,13 @@ to ``bench/results/chaos.json`` and a table on standard output (the table of
 ``docs/reliability.md``); then the scheduler bench on the R3 cluster
 (``bench/results/scheduler-r3.json``; ``TOUCHSTONE_CHAOS_BENCH=0`` skips it).
 ``TOUCHSTONE_CHAOS_ONLY=5,6`` runs only those scenarios and replaces their rows in an existing
-``chaos.json`` (the others keep theirs). Needs root (network namespaces) and iproute2."""
+``chaos.json`` (the others keep theirs); ``TOUCHSTONE_CHAOS_KEEP=DIR`` keeps every process's log and
+data directory under DIR for a post-mortem. Needs root (network namespaces) and iproute2."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import sys
@@ -31,6 +33,7 @@ SYSTEM = ((2, workload.cut_gpu_host, "cut-gpu-host", LOAD), (4, workload.rolling
           (6, faults.kill_runpod_provider_mid_create, "kill-runpod-mid-create", LOAD),
           (7, faults.fill_logs, "fill-logs", replace(LOAD, noisy_lines=faults.NOISE_LINES, logs=faults.LOGS)))
 ONLY = {int(n) for n in os.environ.get("TOUCHSTONE_CHAOS_ONLY", "").split(",") if n.strip()}
+KEEP = os.environ.get("TOUCHSTONE_CHAOS_KEEP", "")  # a directory: every process's log and data kept there
 BURNS_ALLOWED = {2, 6, 7}  # the issue's zero-burn targets are scenarios 1, 3, 4 and 5
 
 
@@ -50,8 +53,9 @@ def system_met(number: int, whole: workload.SystemFigures) -> bool:
 
 async def scenarios_run() -> list[dict[str, object]]:
     rows: list[dict[str, object]] = []
-    with tempfile.TemporaryDirectory() as tmp:
+    with contextlib.nullcontext(KEEP) if KEEP else tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
+        root.mkdir(parents=True, exist_ok=True)
         for number, fault, name in ((1, scenarios.kill_leaders, "kill-leaders"),
                                     (8, scenarios.pause_one_kill_another, "pause-and-kill")):
             if ONLY and number not in ONLY:
