@@ -23,7 +23,7 @@ from schedkit import (
     until,
 )
 from touchstone.shared import events as ev
-from touchstone.shared.jetstream import connect
+from touchstone.shared.jetstream import connect, provision
 from touchstone.shared.publisher import EventPublisher
 from touchstone.shared.subjects import task_aggregate_id
 from touchstone.shared.system import Server
@@ -171,3 +171,26 @@ async def test_a_stuck_attempt_is_failed_once_and_its_retry_left_alone(nc, sjs, 
         clock.advance(11)
         await heartbeat(nc, subjects, "gpu-a", slots=1)  # the fake clock outran the last one
         await until(lambda: events(js, subjects), lambda es: len(of_type(es, "TaskAssigned")) == 2)
+
+
+async def test_a_launch_the_broker_would_not_take_is_sent_by_the_next_sweep(nc, sjs, subjects, caplog) -> None:
+    """An assignment recorded while its launch could not be sent (the commands stream gone for
+    a moment) is launched by the next sweep, once, instead of waiting to be failed as stuck."""
+    js = sjs
+    pub = EventPublisher(js, subjects)
+    await declare_servers(js, subjects, Server(name="gpu-a", num_slots=1))
+    async with running(nc, js, subjects, leader_election=False) as scheduler:
+        scheduler.commands.retry_for = 0.3
+        await js.delete_stream(subjects.commands_stream)
+        await pub.append(created("s-x"))
+        await heartbeat(nc, subjects, "gpu-a", slots=1)
+        await until(lambda: events(js, subjects), lambda es: of_type(es, "TaskAssigned"))
+        await eventually(lambda: "launches not sent yet" in caplog.text)
+        await provision(js, subjects)  # the broker takes commands again
+        assert await commands(js, subjects, "onprem-provider") == []
+        await scheduler.sweep()
+        await scheduler.sweep()
+        launches = [(c.task_id, c.attempt) for c, _ in await commands(js, subjects, "onprem-provider")
+                    if c.type == "LaunchTask"]
+        assert launches == [("validation", 1)]
+        assert not of_type(await events(js, subjects), "TaskFailed")

@@ -15,8 +15,8 @@ import os
 import sys
 import tempfile
 from dataclasses import replace
-from functools import partial
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 
 from touchstone.chaos import faults, netns, placement, r3bench, scenarios, workload
@@ -55,7 +55,6 @@ async def scenarios_run() -> list[dict[str, object]]:
     rows: list[dict[str, object]] = []
     with contextlib.nullcontext(KEEP) if KEEP else tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        root.mkdir(parents=True, exist_ok=True)
         for number, fault, name in ((1, scenarios.kill_leaders, "kill-leaders"),
                                     (8, scenarios.pause_one_kill_another, "pause-and-kill")):
             if ONLY and number not in ONLY:
@@ -77,6 +76,8 @@ async def scenarios_run() -> list[dict[str, object]]:
 
 
 def main(out: Path) -> int:
+    if KEEP:
+        Path(KEEP).mkdir(parents=True, exist_ok=True)
     rows = asyncio.run(scenarios_run())
     for row in rows:  # when and under what load each row was measured (a partial run keeps old rows)
         row.update(at_utc=datetime.now(UTC).isoformat(), load_average=os.getloadavg())

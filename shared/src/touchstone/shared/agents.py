@@ -90,7 +90,8 @@ class AgentHeartbeat(BaseModel):
     running: tuple[Annotated[str, Field(max_length=256)], ...] = Field(
         (), max_length=MAX_RUNNING, description="names of the containers running on the host")
     isolation: str = Field("", max_length=64, description="how tasks are isolated there (docker, bubblewrap, none)")
-    refusing: str | None = Field(None, max_length=MAX_REASON_CHARS, description="why this agent takes no work now (none: it does)")
+    refusing: str | None = Field(
+        None, max_length=MAX_REASON_CHARS, description="why this agent takes no work now (none: it does)")
     sent_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
 
     @field_validator("refusing", mode="before")

@@ -28,7 +28,7 @@ DUPLICATE_IN_PROCESS = 10158
 # between retries of one append: short, so that writes resume moments after a new stream
 # leader is elected (a cluster answers "no responders" at once while it has none)
 MAX_RETRY_DELAY_S = 0.25
-_TRANSIENT = (
+TRANSIENT = (  # a publish or read worth retrying as it is (the commands' senders use it too)
     NatsTimeoutError,
     asyncio.TimeoutError,
     NoRespondersError,
@@ -102,7 +102,7 @@ class EventPublisher:
                 if stored is not None:
                     return stored
                 raise ConcurrencyConflict(subject, expected_last_seq or 0) from e
-            except _TRANSIENT as e:
+            except TRANSIENT as e:
                 if time.monotonic() + delay > deadline:
                     raise UnavailableError(f"could not append {event.event_type}: {e!r}") from e
                 await asyncio.sleep(delay)
@@ -134,7 +134,7 @@ class EventPublisher:
                 )
             except NotFoundError:
                 return recorded
-            except _TRANSIENT as e:
+            except TRANSIENT as e:
                 raise UnavailableError(f"could not load {aggregate} {aggregate_id}: {e!r}") from e
             assert msg.seq is not None and msg.data is not None
             recorded.append(Recorded(msg.seq, decode_event(msg.data)))

@@ -25,6 +25,7 @@ from touchstone.shared.commands import Command
 from touchstone.shared.consumer import Delivery
 from touchstone.shared.errors import UnavailableError
 from touchstone.shared.jetstream import open_bucket, ordered_feed
+from touchstone.shared.publisher import MAX_RETRY_DELAY_S, TRANSIENT
 from touchstone.shared.subjects import Bucket, Subjects, reporting_host
 
 log = logging.getLogger(__name__)
@@ -112,13 +113,16 @@ class CommandBus:
     """Publishes commands to their service's work queue, deduplicated by message id."""
 
     def __init__(
-        self, js: JetStreamContext, subjects: Subjects, *, pipeline: Pipeline, timeout: float = 2.0, tries: int = 5,
+        self, js: JetStreamContext, subjects: Subjects, *, pipeline: Pipeline, timeout: float = 2.0,
+        retry_for: float = 10.0,
     ) -> None:
         self.js = js
         self.pipeline = pipeline
         self.subjects = subjects
         self.timeout = timeout
-        self.tries = tries
+        self.retry_for = retry_for
+        """How long one send is retried through a broker's trouble (a leader election, a 503);
+        a launch still unsent then is sent again by the next sweep."""
         self.sent = 0
 
     async def send_many(self, commands: list[tuple[str, Command, str]]) -> None:
@@ -142,8 +146,9 @@ class CommandBus:
     async def send(self, service: str, command: Command, msg_id: str) -> None:
         subject = self._subject(service, command)
         data = command.model_dump_json().encode()
+        deadline = time.monotonic() + self.retry_for
         delay = 0.05
-        for attempt in range(1, self.tries + 1):
+        while True:
             try:
                 await self.js.publish(
                     subject, data, timeout=self.timeout, stream=self.subjects.commands_stream,
@@ -151,11 +156,11 @@ class CommandBus:
                 )
                 self.sent += 1
                 return
-            except (TimeoutError, NatsTimeoutError, NoRespondersError) as e:
-                if attempt == self.tries:
+            except TRANSIENT as e:
+                if time.monotonic() + delay > deadline:
                     raise UnavailableError(f"could not send {subject}: {e!r}") from e
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 1.0)
+                delay = min(delay * 2, MAX_RETRY_DELAY_S)
 
 
 class LeaderLease:

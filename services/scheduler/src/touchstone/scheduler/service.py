@@ -42,7 +42,7 @@ from touchstone.scheduler.view import LIVE_SUBMISSION, SchedulerView
 from touchstone.shared import events as ev
 from touchstone.shared.agents import AgentHeartbeat
 from touchstone.shared.consumer import Delivery
-from touchstone.shared.errors import ConcurrencyConflict
+from touchstone.shared.errors import ConcurrencyConflict, UnavailableError
 from touchstone.shared.jetstream import system_bucket
 from touchstone.shared.lifecycle import TaskState
 from touchstone.shared.logs import task_context
@@ -89,6 +89,8 @@ class Scheduler:
         )
         self.sent: dict[str, datetime] = {}
         """Command message ids this process sent, and when (kept for the resend window)."""
+        self.sending: set[str] = set()
+        """Launch message ids being sent by placement right now (the sweep leaves them alone)."""
         self.conflicts = 0
         self.watch_since = clock()
         self._inbox: asyncio.Queue[tuple[ev.Event, int] | Recheck | None] = asyncio.Queue()
@@ -368,9 +370,15 @@ class Scheduler:
         """Send the launches of recorded assignments (together), and settle the others."""
         sends = [s for plan in recorded for s in plan[1:] if isinstance(s, policy.Send) and s.msg_id not in self.sent]
         if sends and self.active:
-            await self.commands.send_many([(s.service, s.command, s.msg_id) for s in sends])
-            at = self.clock()
-            self.sent.update((s.msg_id, at) for s in sends)
+            self.sending.update(s.msg_id for s in sends)
+            try:
+                await self.commands.send_many([(s.service, s.command, s.msg_id) for s in sends])
+                at = self.clock()
+                self.sent.update((s.msg_id, at) for s in sends)
+            except UnavailableError as e:  # recorded, not sent: the next sweep sends them
+                log.warning("%d launches not sent yet (the sweep sends them): %s", len(sends), e)
+            finally:
+                self.sending.difference_update(s.msg_id for s in sends)
         return len(recorded) + sum(await self.execute(settle))
 
     def _wake_at_next_not_before(self, queue: list[QueuedTask], now: datetime) -> None:
@@ -402,8 +410,8 @@ class Scheduler:
         if not self.active:
             return
         now = self.clock()
-        plans = sweep_plans(self.view, self.cfg, self.deadlines, now,
-                            last_seen=self.last_seen, watch_since=self.watch_since)
+        plans = sweep_plans(self.view, self.cfg, self.deadlines, now, last_seen=self.last_seen,
+                            watch_since=self.watch_since, sent=self.sent.keys() | self.sending)
         await self.execute(plans)
         self.request_placement()
         self._forget_before(now)

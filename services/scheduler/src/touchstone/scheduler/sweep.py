@@ -2,14 +2,15 @@
 reading in, plans and placement inputs out.
 
 The sweep is the safety net under the reactions: it decides again for every unfinished
-submission and every task with something owed, and fails the attempts that overran their phase.
+submission and every task with something owed, sends the launches of live assignments that were
+recorded but not sent, and fails the attempts that overran their phase.
 Because decisions are level-triggered and their event ids derived from their causes, a sweep
 after a clean run finds nothing to do.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Container, Iterable, Mapping
 from datetime import datetime
 from itertools import chain
 
@@ -79,9 +80,13 @@ def sweep_plans(
     *,
     last_seen: Mapping[str, datetime],
     watch_since: datetime | None,
+    sent: Container[str] = (),
 ) -> list[policy.Plan]:
+    """What the sweep does now; ``sent`` holds the message ids of the commands this scheduler
+    has sent (or is sending): every other launch of a live assignment goes again (a send that
+    failed through a broker's trouble; the commands stream keeps one copy)."""
     window = cfg.command_resend_window_s
-    plans: list[policy.Plan] = []
+    plans: list[policy.Plan] = resend_plans(view, now, window, sent)
     for sub in list(view.unfinished_submissions()):
         plans += policy.submission_plans(sub, list(view.tasks_of(sub.id)), cfg, now)
     for key in list(view.attention):
@@ -93,9 +98,10 @@ def sweep_plans(
     return plans
 
 
-def resend_plans(view: SchedulerView, now: datetime, window_s: float) -> list[policy.Plan]:
-    """Launches a new leader sends again: its predecessor may have died between recording an
-    assignment and sending it (the commands stream's duplicate window drops copies that did arrive)."""
+def resend_plans(view: SchedulerView, now: datetime, window_s: float, sent: Container[str] = ()) -> list[policy.Plan]:
+    """Launches to send again, those in ``sent`` excepted: a new leader's predecessor may have
+    died between recording an assignment and sending it, and a send may have failed through a
+    broker's trouble (the commands stream's duplicate window drops copies that did arrive)."""
     plans: list[policy.Plan] = []
     for key in view.live:
         task = view.tasks[key]
@@ -103,5 +109,7 @@ def resend_plans(view: SchedulerView, now: datetime, window_s: float) -> list[po
         if task.status != TaskStatus.ASSIGNED or assigned is None:
             continue
         if (now - assigned.occurred_at).total_seconds() <= window_s:
-            plans.append((policy.launch(task, assigned),))
+            send = policy.launch(task, assigned)
+            if send.msg_id not in sent:
+                plans.append((send,))
     return plans
