@@ -221,6 +221,14 @@ class NatsCluster:
                 return str(state["leader"])
         return ""
 
+    def answers_direct_gets(self, name: str, stream: str) -> bool:
+        """Whether the node itself answers direct gets of ``stream`` (a follower joins their
+        queue group once it has caught up; from then on it may answer with what it has)."""
+        subject = f"$JS.API.DIRECT.GET.{stream}"
+        answer = httpx.get(f"{self.node(name).monitor}/subsz", timeout=3, params={"subs": "1", "test": subject})
+        answer.raise_for_status()
+        return any(sub.get("subject") == subject for sub in answer.json().get("subscriptions_list", []))
+
     def wait_agreement(self, streams: list[str], timeout: float = 60.0) -> dict[str, dict[str, dict]]:
         """Until every node holds the same last sequence and count of every stream; the states."""
         deadline = time.monotonic() + timeout

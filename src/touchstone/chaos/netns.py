@@ -159,6 +159,25 @@ class Network:
     def heal(self, name: str) -> None:
         self._in_switch("link", "set", self.hosts[name].link, "up")
 
+    def split(self, name: str, others: list[str]) -> None:
+        """Drop every packet between the host and the hosts ``others``, both ways; the rest of
+        the network (this machine included) still reaches it. ``unsplit`` undoes it."""
+        addresses = ", ".join(self.hosts[o].address for o in others)
+        rules = (
+            "table inet split {\n"
+            f" chain in {{\n  type filter hook input priority 0;\n  ip saddr {{ {addresses} }} drop\n }}\n"
+            f" chain out {{\n  type filter hook output priority 0;\n  ip daddr {{ {addresses} }} drop\n }}\n"
+            "}\n"
+        )
+        self._nft(name, rules)
+
+    def unsplit(self, name: str) -> None:
+        self._nft(name, "delete table inet split\n")
+
+    def _nft(self, name: str, rules: str) -> None:
+        subprocess.run(["ip", "netns", "exec", self.hosts[name].namespace, "nft", "-f", "-"], input=rules,
+                       check=True, capture_output=True, text=True, timeout=30)
+
     def only_reach(self, name: str, addresses: list[str]) -> None:
         """From now on the host opens connections to ``addresses`` only (and to itself): every
         other packet it sends, but replies on connections opened to it, is dropped."""
@@ -168,8 +187,7 @@ class Network:
             '  oif "lo" accept\n  ct state established,related accept\n'
             f"  ip daddr {{ {allowed} }} accept\n }}\n}}\n"
         )
-        subprocess.run(["ip", "netns", "exec", self.hosts[name].namespace, "nft", "-f", "-"], input=rules,
-                       check=True, capture_output=True, text=True, timeout=30)
+        self._nft(name, rules)
 
     def close(self) -> None:
         for host in self.hosts.values():

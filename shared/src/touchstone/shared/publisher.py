@@ -123,15 +123,18 @@ class EventPublisher:
         return None
 
     async def load(self, aggregate: str, aggregate_id: str) -> list[Recorded]:
-        """Every event of one aggregate, in order, with its stream sequence."""
+        """Every event of one aggregate, in order, with its stream sequence.
+
+        Read from the stream's leader, never a direct get: any replica answers those, and a
+        follower that has not yet applied an acknowledged append answers without it (a handler
+        would decide on a history that lacks the event it is reacting to). A leader's answer
+        holds every append acknowledged before the read."""
         filter_subject = self.subjects.aggregate_events(aggregate, aggregate_id)
         recorded: list[Recorded] = []
         seq = 1
         while True:
             try:
-                msg = await self.js.get_msg(
-                    self.subjects.events_stream, seq=seq, subject=filter_subject, next=True, direct=True
-                )
+                msg = await self.js.get_msg(self.subjects.events_stream, seq=seq, subject=filter_subject, next=True)
             except NotFoundError:
                 return recorded
             except TRANSIENT as e:
