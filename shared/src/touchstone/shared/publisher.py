@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from nats.errors import ConnectionClosedError, NoRespondersError, OutboundBufferLimitError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
+from nats.js.api import PubAck
 from nats.js.errors import APIError, BadRequestError, NoStreamResponseError, NotFoundError, ServiceUnavailableError
 from touchstone.shared.errors import ConcurrencyConflict, UnavailableError
 from touchstone.shared.events import Event, TaskEvent, decode_event, encode_event
@@ -80,40 +81,21 @@ class EventPublisher:
             headers["Nats-Expected-Last-Subject-Sequence-Subject"] = self.subjects.aggregate_events(
                 event.aggregate, event.aggregate_id
             )
-        payload = encode_event(event)
-        deadline = time.monotonic() + self.retry_for
-        delay = 0.05
-        while True:
-            try:
-                ack = await self.js.publish(
-                    subject,
-                    payload,
-                    timeout=self.timeout,
-                    stream=self.subjects.events_stream,
-                    headers=headers,
-                )
-                return int(ack.seq)
-            except BadRequestError as e:
-                if e.err_code != WRONG_LAST_SEQUENCE:
-                    raise
-                # the same event may already be stored: a publish whose ack was lost and is
-                # now retried, or a redelivered decision. That is success, not a conflict.
-                stored = await self._stored_seq(event)
-                if stored is not None:
-                    return stored
-                raise ConcurrencyConflict(subject, expected_last_seq or 0) from e
-            except TRANSIENT as e:
-                if time.monotonic() + delay > deadline:
-                    raise UnavailableError(f"could not append {event.event_type}: {e!r}") from e
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, MAX_RETRY_DELAY_S)
-            except APIError as e:
-                busy = e.code == 503 or e.err_code == DUPLICATE_IN_PROCESS
-                if busy and time.monotonic() + delay <= deadline:
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, MAX_RETRY_DELAY_S)
-                    continue
+        try:
+            ack = await publish_retrying(
+                self.js, subject, encode_event(event), stream=self.subjects.events_stream, headers=headers,
+                timeout=self.timeout, retry_for=self.retry_for, what=f"append {event.event_type}",
+            )
+        except BadRequestError as e:
+            if e.err_code != WRONG_LAST_SEQUENCE:
                 raise
+            # the same event may already be stored: a publish whose ack was lost and is
+            # now retried, or a redelivered decision. That is success, not a conflict.
+            stored = await self._stored_seq(event)
+            if stored is not None:
+                return stored
+            raise ConcurrencyConflict(subject, expected_last_seq or 0) from e
+        return int(ack.seq)
 
     async def _stored_seq(self, event: Event) -> int | None:
         """The stream sequence of ``event`` when its aggregate already holds it."""
@@ -154,3 +136,27 @@ def last_seq(history: list[Recorded]) -> int:
 
 def task_events(history: list[Recorded]) -> list[TaskEvent]:
     return [r.event for r in history if isinstance(r.event, TaskEvent)]
+
+
+async def publish_retrying(
+    js: JetStreamContext, subject: str, payload: bytes, *, stream: str, headers: dict[str, str],
+    timeout: float, retry_for: float, what: str,
+) -> PubAck:
+    """Publish to ``stream`` until it acknowledges, retrying as it is (same message id, so the
+    duplicate window stores it once) through the broker's trouble for ``retry_for`` seconds:
+    ``TRANSIENT`` errors, then ``UnavailableError``; a busy stream (503) or a retry that meets
+    its first copy still being replicated (10158), then that error. Any other refusal at once."""
+    deadline = time.monotonic() + retry_for
+    delay = 0.05
+    while True:
+        try:
+            return await js.publish(subject, payload, timeout=timeout, stream=stream, headers=headers)
+        except TRANSIENT as e:
+            if time.monotonic() + delay > deadline:
+                raise UnavailableError(f"could not {what}: {e!r}") from e
+        except APIError as e:
+            busy = e.code == 503 or e.err_code == DUPLICATE_IN_PROCESS
+            if not busy or time.monotonic() + delay > deadline:
+                raise
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, MAX_RETRY_DELAY_S)

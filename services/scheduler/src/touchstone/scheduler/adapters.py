@@ -23,9 +23,8 @@ from touchstone.shared.agents import AgentHeartbeat
 from touchstone.shared.agents import listen_to_agents as agent_reports
 from touchstone.shared.commands import Command
 from touchstone.shared.consumer import Delivery
-from touchstone.shared.errors import UnavailableError
 from touchstone.shared.jetstream import open_bucket, ordered_feed
-from touchstone.shared.publisher import MAX_RETRY_DELAY_S, TRANSIENT
+from touchstone.shared.publisher import publish_retrying
 from touchstone.shared.subjects import Bucket, Subjects, reporting_host
 
 log = logging.getLogger(__name__)
@@ -145,22 +144,11 @@ class CommandBus:
 
     async def send(self, service: str, command: Command, msg_id: str) -> None:
         subject = self._subject(service, command)
-        data = command.model_dump_json().encode()
-        deadline = time.monotonic() + self.retry_for
-        delay = 0.05
-        while True:
-            try:
-                await self.js.publish(
-                    subject, data, timeout=self.timeout, stream=self.subjects.commands_stream,
-                    headers={"Nats-Msg-Id": msg_id},
-                )
-                self.sent += 1
-                return
-            except TRANSIENT as e:
-                if time.monotonic() + delay > deadline:
-                    raise UnavailableError(f"could not send {subject}: {e!r}") from e
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, MAX_RETRY_DELAY_S)
+        await publish_retrying(
+            self.js, subject, command.model_dump_json().encode(), stream=self.subjects.commands_stream,
+            headers={"Nats-Msg-Id": msg_id}, timeout=self.timeout, retry_for=self.retry_for, what=f"send {subject}",
+        )
+        self.sent += 1
 
 
 class LeaderLease:
