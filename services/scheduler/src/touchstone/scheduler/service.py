@@ -37,7 +37,7 @@ from touchstone.scheduler.domain import (
 from touchstone.scheduler.liveness import listen_to_providers, note_live
 from touchstone.scheduler.pipeline import Pipeline, append_pipelined
 from touchstone.scheduler.stuck import Deadlines
-from touchstone.scheduler.sweep import live_of, queue_of, resend_plans, sweep_plans
+from touchstone.scheduler.sweep import live_of, queue_of, sweep_plans
 from touchstone.scheduler.view import LIVE_SUBMISSION, SchedulerView
 from touchstone.shared import events as ev
 from touchstone.shared.agents import AgentHeartbeat
@@ -423,9 +423,6 @@ class Scheduler:
         seen_horizon = now - timedelta(seconds=2 * self.cfg.running_heartbeat_timeout_s)
         self.last_seen = {k: at for k, at in self.last_seen.items() if at >= seen_horizon}
 
-    async def resend_launches(self) -> None:
-        await self.execute(resend_plans(self.view, self.clock(), self.cfg.command_resend_window_s))
-
     async def _sweep_loop(self, stop: asyncio.Event) -> None:
         await self._wait_caught_up(stop)
         while not stop.is_set():
@@ -433,7 +430,6 @@ class Scheduler:
             try:
                 if active and not self._active_before:
                     log.info("%s is the active scheduler", self.instance_id)
-                    await self.resend_launches()
                 if active:
                     await self.sweep()
             except Exception as e:

@@ -80,7 +80,7 @@ def sweep_plans(
     *,
     last_seen: Mapping[str, datetime],
     watch_since: datetime | None,
-    sent: Container[str] = (),
+    sent: Container[str],
 ) -> list[policy.Plan]:
     """What the sweep does now; ``sent`` holds the message ids of the commands this scheduler
     has sent (or is sending): every other launch of a live assignment goes again (a send that
@@ -98,9 +98,10 @@ def sweep_plans(
     return plans
 
 
-def resend_plans(view: SchedulerView, now: datetime, window_s: float, sent: Container[str] = ()) -> list[policy.Plan]:
+def resend_plans(view: SchedulerView, now: datetime, window_s: float, sent: Container[str]) -> list[policy.Plan]:
     """Launches to send again, those in ``sent`` excepted: a new leader's predecessor may have
-    died between recording an assignment and sending it, and a send may have failed through a
+    died between recording an assignment and sending it (a new leader has sent nothing, so its
+    first sweep sends every launch in the window), and a send may have failed through a
     broker's trouble (the commands stream's duplicate window drops copies that did arrive)."""
     plans: list[policy.Plan] = []
     for key in view.live:
