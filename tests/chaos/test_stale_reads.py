@@ -40,9 +40,8 @@ SUBJECTS = Subjects("chaos")
 class Split:
     network: Network
     cluster: NatsCluster
-    leader: Node
     follower: Node
-    writer: EventPublisher
+    writer: EventPublisher  # connected to the leader alone
     reader: EventPublisher  # connected to the follower alone
 
 
@@ -63,7 +62,7 @@ async def split(tmp_path: Path) -> AsyncIterator[Split]:
         await provision(setup.js, SUBJECTS, replicas=3)
         leader = cluster.node(cluster.stream_leader(SUBJECTS.events_stream))
         follower = next(n for n in cluster.nodes if n is not leader)
-        yield Split(network, cluster, leader, follower,
+        yield Split(network, cluster, follower,
                     await publisher(leader.url, "writer"), await publisher(follower.url, "reader"))
     finally:
         for nc in clients:
